@@ -1,0 +1,27 @@
+"""Configuration: the Pydantic schema and Hydra composition."""
+
+from magi.config.app import MagiConfig, ModelSettings, ModelsConfig, RuntimeConfig
+from magi.config.compose import compose, default_conf_dir, list_profiles, validate_config
+from magi.config.profile import (
+    STRATEGIES,
+    LoadBalancingConfig,
+    ModelProfile,
+    TierConfig,
+    TwoStageConfig,
+)
+
+__all__ = [
+    "STRATEGIES",
+    "LoadBalancingConfig",
+    "MagiConfig",
+    "ModelProfile",
+    "ModelSettings",
+    "ModelsConfig",
+    "RuntimeConfig",
+    "TierConfig",
+    "TwoStageConfig",
+    "compose",
+    "default_conf_dir",
+    "list_profiles",
+    "validate_config",
+]

@@ -1,0 +1,105 @@
+"""The application config around a profile: where models live, how they run.
+
+``MagiConfig`` is what Hydra composes from ``conf/config.yaml`` plus the chosen
+``conf/profile/<name>.yaml``; ``magi.compose`` and ``run.py`` validate it once and
+pass plain objects on. Sections:
+
+* ``profile``  - the :class:`~magi.config.profile.ModelProfile` (tiers, two-stage, balancing)
+* ``models``   - folders to scan for GGUF files and the registry file
+* ``runtime``  - llama.cpp settings shared by every model, and per-model overrides
+* ``prompt``   - the prompt of ``python run.py prompt="..."`` (optional)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from magi.config.base import MagiModel
+from magi.config.profile import ModelProfile
+
+
+class ModelsConfig(MagiModel):
+    """Where GGUF models are found and where the registry is kept."""
+
+    dirs: list[Path] = Field(
+        default_factory=lambda: [Path("models")],
+        description="Folders scanned (recursively) for .gguf files.",
+    )
+    registry: Path = Field(
+        default=Path("models/registry.json"),
+        description="JSON file the model registry is saved to and loaded from.",
+    )
+    tier_thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"fast": 6.0, "powerful": float("inf")},
+        description=(
+            "Tier assignment by parameter count in billions: a model goes to the first "
+            "tier whose threshold it does not exceed."
+        ),
+    )
+    pins: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Per-file pins, keyed by file name: {'id': ..., 'tier': ...}.",
+    )
+    demo: bool = Field(
+        default=True,
+        description="Assemble and register the bundled Gemma 3 270M demo model when installed.",
+    )
+
+
+class ModelSettings(MagiModel):
+    """llama.cpp settings; any left unset fall back to the runtime defaults."""
+
+    n_ctx: int | None = Field(default=None, gt=0, description="Context length (capped at the model's).")
+    n_threads: int | None = Field(default=None, gt=0, description="Threads; default: all cores.")
+    n_batch: int | None = Field(default=None, gt=0, description="Prompt batch size.")
+    chat_format: str | None = Field(default=None, description="llama.cpp chat format name.")
+    temperature: float | None = Field(default=None, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling.")
+    max_tokens: int | None = Field(default=None, gt=0, description="Default answer length.")
+
+
+class RuntimeConfig(MagiModel):
+    """Settings for loading and running models in-process."""
+
+    n_ctx: int = Field(default=2048, gt=0, description="Context length (capped at each model's).")
+    n_threads: int | None = Field(default=None, gt=0, description="Threads; default: all cores.")
+    n_batch: int = Field(default=512, gt=0, description="Prompt batch size.")
+    seed: int = Field(default=0, description="Sampling seed, for reproducible answers.")
+    temperature: float = Field(default=0.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling.")
+    max_tokens: int = Field(default=256, gt=0, description="Answer length when a stage sets none.")
+    memory_budget_mb: float | None = Field(
+        default=None, gt=0, description="Evict least-recently-used models above this estimate."
+    )
+    max_loaded_models: int | None = Field(
+        default=None, gt=0, description="Evict least-recently-used models above this count."
+    )
+    failure_threshold: int = Field(
+        default=3, gt=0, description="Consecutive failures that open a model's circuit."
+    )
+    cooldown_seconds: float = Field(
+        default=30.0, ge=0, description="Seconds an open circuit waits before a trial request."
+    )
+    timeout_factor: float = Field(
+        default=3.0, gt=0, description="Request timeout = tier's expected_time_seconds x this."
+    )
+    models: dict[str, ModelSettings] = Field(
+        default_factory=dict, description="Per-model overrides, keyed by model id."
+    )
+
+
+class MagiConfig(MagiModel):
+    """Everything one MAGI run needs, validated after Hydra composition."""
+
+    profile: ModelProfile
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    scorer: str = Field(default="heuristic", description="Complexity scorer, by registered name.")
+    prompt: str | None = Field(default=None, description="Prompt to answer (python run.py prompt=...).")
+    task: dict[str, Any] = Field(
+        default_factory=lambda: {"name": "run"},
+        description="The task group's settings; 'name' selects what run.py does.",
+    )

@@ -1,0 +1,141 @@
+"""Hydra composition for Python and notebooks, and the single validation step.
+
+The pipeline runs one way: Hydra composes YAML → ``OmegaConf.to_container`` →
+:meth:`MagiConfig.model_validate`. Past this module no code touches a ``DictConfig``.
+
+Example:
+    >>> import magi
+    >>> cfg = magi.compose(profile="production", overrides=["profile.two_stage.enabled=false"])
+    >>> cfg.profile.load_balancing.strategy
+    'round_robin'
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pydantic import ValidationError
+
+from magi.config.app import MagiConfig
+from magi.config.base import validation_to_config_error
+from magi.errors import ConfigError, ProfileNotFoundError
+
+CONF_DIR_ENV = "MAGI_CONF_DIR"
+PROFILE_GROUP = "profile"
+_compose_lock = threading.Lock()
+
+
+def default_conf_dir() -> Path:
+    """The Hydra config folder: ``$MAGI_CONF_DIR``, else the project's ``conf/``."""
+    env = os.environ.get(CONF_DIR_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    return (Path(__file__).resolve().parents[2] / "conf").resolve()
+
+
+def profiles_dir(conf_dir: Path | None = None) -> Path:
+    """The ``profile`` config group folder, shared by Hydra and the ProfileManager."""
+    return (conf_dir or default_conf_dir()) / PROFILE_GROUP
+
+
+def list_profiles(conf_dir: str | Path | None = None) -> list[str]:
+    """Names of the ``profile`` group's options, as Hydra's config loader sees them."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    conf = Path(conf_dir) if conf_dir else default_conf_dir()
+    with _compose_lock, initialize_config_dir(version_base="1.3", config_dir=str(conf.resolve())):
+        loader = GlobalHydra.instance().config_loader()
+        return sorted(loader.get_group_options(PROFILE_GROUP))
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Resolve a composed config into plain Python data (raises ConfigError on MISSING)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError([f"{key}: {exc.msg if hasattr(exc, 'msg') else exc}"]) from None
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    return {str(k): v for k, v in data.items()}
+
+
+def validate_config(
+    data: dict[str, Any], *, profile_name: str | None = None, conf_dir: Path | None = None
+) -> MagiConfig:
+    """Validate composed data as a :class:`MagiConfig`.
+
+    Errors name the file a field most likely came from: ``conf/profile/<name>.yaml``
+    for ``profile.*`` fields, else ``conf/config.yaml`` (or an override).
+    """
+    try:
+        return MagiConfig.model_validate(data)
+    except ValidationError as exc:
+        conf = conf_dir or default_conf_dir()
+        err = validation_to_config_error(exc)
+        sources = ""
+        if profile_name:
+            sources = f"{conf / PROFILE_GROUP / (profile_name + '.yaml')} (profile.*), "
+        sources += f"{conf / 'config.yaml'} or the command-line overrides"
+        raise ConfigError(err.problems, source=sources) from None
+
+
+def compose(
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    conf_dir: str | Path | None = None,
+    config_name: str = "config",
+) -> MagiConfig:
+    """Compose ``conf/`` with Hydra, apply overrides, and validate.
+
+    Args:
+        profile: Option of the ``profile`` group (``None`` keeps the default).
+        overrides: Hydra overrides, e.g. ``["profile.two_stage.enabled=false"]``.
+        conf_dir: Config folder; default :func:`default_conf_dir`.
+        config_name: Primary config file name without ``.yaml``.
+
+    Raises:
+        ProfileNotFoundError: ``profile`` is not an option of the group (404).
+        ConfigError: an override is malformed or the result is invalid (422).
+
+    Safe to call any number of times in one process (the Hydra global state is
+    restored on return), but not from inside a running ``@hydra.main`` app.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    conf = (Path(conf_dir) if conf_dir else default_conf_dir()).resolve()
+    if not (conf / f"{config_name}.yaml").is_file():
+        raise ConfigError([f"{conf / (config_name + '.yaml')}: file not found"], source=str(conf))
+    all_overrides = list(overrides)
+    if profile is not None:
+        all_overrides.insert(0, f"{PROFILE_GROUP}={profile}")
+    with _compose_lock:
+        with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+            options = GlobalHydra.instance().config_loader().get_group_options(PROFILE_GROUP)
+            if profile is not None and profile not in options:
+                raise ProfileNotFoundError(profile, options, str(conf / PROFILE_GROUP))
+            try:
+                cfg = hydra_compose(
+                    config_name=config_name, overrides=all_overrides, return_hydra_config=True
+                )
+            except MissingConfigException as exc:
+                raise ConfigError([str(exc)], source=str(conf)) from None
+            except (HydraException, OmegaConfBaseException) as exc:
+                raise ConfigError([str(exc).strip()], source="overrides " + repr(list(overrides))) from None
+            chosen = OmegaConf.select(cfg, f"hydra.runtime.choices.{PROFILE_GROUP}", default=None)
+            with open_dict(cfg):
+                del cfg["hydra"]
+    return validate_config(to_container(cfg), profile_name=chosen, conf_dir=conf)
