@@ -34,8 +34,10 @@ def register_task(name: str) -> Callable[[Task], Task]:
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ConfigError(
-            [f"task.name: unknown task '{name}'.{did_you_mean(name, list(TASKS))} "
-             f"Available: {format_options(TASKS)}"]
+            [
+                f"task.name: unknown task '{name}'.{did_you_mean(name, list(TASKS))} "
+                f"Available: {format_options(TASKS)}"
+            ]
         )
     return TASKS[name]
 

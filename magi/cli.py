@@ -38,8 +38,16 @@ def cmd_profiles_list(args: argparse.Namespace) -> int:
     for name in manager.list_profiles():
         try:
             p = manager.load_profile(name)
-            rows.append((name, p.name, ", ".join(p.tier_names), "on" if p.two_stage.enabled else "off",
-                         p.load_balancing.strategy if p.load_balancing.enabled else "off", p.description))
+            rows.append(
+                (
+                    name,
+                    p.name,
+                    ", ".join(p.tier_names),
+                    "on" if p.two_stage.enabled else "off",
+                    p.load_balancing.strategy if p.load_balancing.enabled else "off",
+                    p.description,
+                )
+            )
         except MAGIException as exc:
             rows.append((name, "INVALID", "", "", "", str(exc).splitlines()[0]))
     if args.json:
@@ -82,8 +90,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             print(f"INVALID {target}\n{exc}", file=sys.stderr)
             continue
-        print(f"OK      {where}: profile {profile.name!r}, tiers {', '.join(profile.tier_names)}, "
-              f"{len(profile.enabled_models)} model(s)")
+        print(
+            f"OK      {where}: profile {profile.name!r}, tiers {', '.join(profile.tier_names)}, "
+            f"{len(profile.enabled_models)} model(s)"
+        )
     return EXIT_USAGE if failed else EXIT_OK
 
 
@@ -93,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what MAGI does")
     parser.add_argument(
-        "--profiles-dir", type=Path, default=None,
+        "--profiles-dir",
+        type=Path,
+        default=None,
         help="profile folder (default: the Hydra group conf/profile, or $MAGI_CONF_DIR/profile)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -118,8 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 user error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -17,7 +17,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A left-aligned text table with a header rule."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -36,8 +36,12 @@ def profile_summary(profile: ModelProfile, key: str | None = None) -> str:
             m for m in profile.enabled_models if profile.model_tiers.get(m, _tier_from_id(m)) == tier.name
         ]
         rows.append(
-            (tier.name, f"{fmt_score(lower)} - {fmt_score(tier.max_score)}", f"{tier.expected_time_seconds:g}s",
-             ", ".join(models) or "-")
+            (
+                tier.name,
+                f"{fmt_score(lower)} - {fmt_score(tier.max_score)}",
+                f"{tier.expected_time_seconds:g}s",
+                ", ".join(models) or "-",
+            )
         )
         lower = tier.max_score
     lines.append(table(("tier", "score range", "expected", "models"), rows))
@@ -46,8 +50,11 @@ def profile_summary(profile: ModelProfile, key: str | None = None) -> str:
     ts = profile.two_stage
     lines.append(
         f"two-stage:      {'on' if ts.enabled else 'off'}"
-        + (f" ({ts.stage1_tier} drafts <= {ts.stage1_max_tokens} tokens, {ts.stage2_tier} refines)"
-           if ts.enabled else "")
+        + (
+            f" ({ts.stage1_tier} drafts <= {ts.stage1_max_tokens} tokens, {ts.stage2_tier} refines)"
+            if ts.enabled
+            else ""
+        )
     )
     lb = profile.load_balancing
     lines.append(

@@ -43,7 +43,33 @@ def _loc(loc: tuple[int | str, ...], prefix: str) -> str:
     return text or "(top level)"
 
 
-def describe_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
+def _model_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class found by following ``loc`` through ``model``'s field types."""
+    import typing
+
+    current: Any = model
+    for item in loc:
+        if isinstance(item, int) or current is None:
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(item))
+            if field is None:
+                return None
+            current = field.annotation
+        else:
+            return None
+        # unwrap Optional / list / dict to the model inside, if any
+        for _ in range(3):
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+            if isinstance(current, type) and issubclass(current, BaseModel):
+                break
+            current = args[-1] if args else None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def describe_validation_error(
+    exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> list[str]:
     """Turn a Pydantic error into one readable line per problem.
 
     Each line names the field (dotted, with list indices), says what is wrong and
@@ -52,7 +78,7 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> list[st
     """
     lines: list[str] = []
     for err in exc.errors(include_url=False):
-        loc = tuple(x for x in err["loc"] if x not in ("function-after[check_consistency()]",))
+        loc = tuple(err["loc"])
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
@@ -63,7 +89,17 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> list[st
             lines.extend(f"{base}.{p}" if base else p for p in cause.problems)
             continue
         if err["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key (check the spelling; it is not a field of this section)")
+            owner = _model_at(model or _root_model(exc), loc[:-1])
+            if owner is not None:
+                from magi.errors import did_you_mean, format_options
+
+                valid = list(owner.model_fields)
+                lines.append(
+                    f"{where}: unknown key.{did_you_mean(str(loc[-1]), valid)} "
+                    f"Valid keys here: {format_options(valid)}"
+                )
+            else:
+                lines.append(f"{where}: unknown key (check the spelling)")
             continue
         if err["type"] == "missing":
             lines.append(f"{where}: required field is missing")
@@ -75,6 +111,22 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> list[st
                 shown = f" (got {value!r})"
         lines.append(f"{where}: {msg}{shown}")
     return lines
+
+
+def _root_model(exc: ValidationError) -> type[BaseModel] | None:
+    """The model class a ValidationError was raised for (by its title)."""
+    for cls in _all_subclasses(MagiModel):
+        if cls.__name__ == exc.title:
+            return cls
+    return None
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
 
 
 def validation_to_config_error(

@@ -122,20 +122,17 @@ def compose(
     all_overrides = list(overrides)
     if profile is not None:
         all_overrides.insert(0, f"{PROFILE_GROUP}={profile}")
-    with _compose_lock:
-        with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
-            options = GlobalHydra.instance().config_loader().get_group_options(PROFILE_GROUP)
-            if profile is not None and profile not in options:
-                raise ProfileNotFoundError(profile, options, str(conf / PROFILE_GROUP))
-            try:
-                cfg = hydra_compose(
-                    config_name=config_name, overrides=all_overrides, return_hydra_config=True
-                )
-            except MissingConfigException as exc:
-                raise ConfigError([str(exc)], source=str(conf)) from None
-            except (HydraException, OmegaConfBaseException) as exc:
-                raise ConfigError([str(exc).strip()], source="overrides " + repr(list(overrides))) from None
-            chosen = OmegaConf.select(cfg, f"hydra.runtime.choices.{PROFILE_GROUP}", default=None)
-            with open_dict(cfg):
-                del cfg["hydra"]
+    with _compose_lock, initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        options = GlobalHydra.instance().config_loader().get_group_options(PROFILE_GROUP)
+        if profile is not None and profile not in options:
+            raise ProfileNotFoundError(profile, options, str(conf / PROFILE_GROUP))
+        try:
+            cfg = hydra_compose(config_name=config_name, overrides=all_overrides, return_hydra_config=True)
+        except MissingConfigException as exc:
+            raise ConfigError([str(exc)], source=str(conf)) from None
+        except (HydraException, OmegaConfBaseException) as exc:
+            raise ConfigError([str(exc).strip()], source="overrides " + repr(list(overrides))) from None
+        chosen = OmegaConf.select(cfg, f"hydra.runtime.choices.{PROFILE_GROUP}", default=None)
+        with open_dict(cfg):
+            del cfg["hydra"]
     return validate_config(to_container(cfg), profile_name=chosen, conf_dir=conf)

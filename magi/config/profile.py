@@ -66,10 +66,15 @@ class TierConfig(MagiModel):
         # turn into a float. JSON stores infinity as the string "Infinity", so
         # strings are only refused outside JSON mode.
         if isinstance(value, str) and info.mode != "json":
-            hint = " write infinity as .inf (with the dot)" if value.strip().lower().lstrip("+") in (
-                "inf",
-                "infinity",
-            ) else " write a number, unquoted"
+            hint = (
+                " write infinity as .inf (with the dot)"
+                if value.strip().lower().lstrip("+")
+                in (
+                    "inf",
+                    "infinity",
+                )
+                else " write a number, unquoted"
+            )
             raise ValueError(f"must be a number, not the string {value!r}:{hint}")
         return value
 
@@ -101,9 +106,7 @@ class LoadBalancingConfig(MagiModel):
     """How requests spread over the models of one tier, and how often health is probed."""
 
     enabled: bool = Field(default=False, description="Balance across a tier's models.")
-    strategy: Strategy = Field(
-        default="round_robin", description="One of round_robin, least_loaded, random."
-    )
+    strategy: Strategy = Field(default="round_robin", description="One of round_robin, least_loaded, random.")
     health_check_interval: float = Field(
         default=30, gt=0, description="Seconds between health probes of each model."
     )
@@ -117,9 +120,7 @@ class ModelProfile(MagiModel):
     enabled_models: list[str] = Field(
         min_length=1, description="Model ids (from the registry) this profile may use."
     )
-    tier_config: list[TierConfig] = Field(
-        min_length=1, description="Tiers in increasing order of max_score."
-    )
+    tier_config: list[TierConfig] = Field(min_length=1, description="Tiers in increasing order of max_score.")
     two_stage: TwoStageConfig = Field(default_factory=TwoStageConfig)
     load_balancing: LoadBalancingConfig = Field(default_factory=LoadBalancingConfig)
     model_tiers: dict[str, str] = Field(
@@ -135,17 +136,17 @@ class ModelProfile(MagiModel):
             return data
         header = data["profile"]
         if not isinstance(header, dict):
-            raise ValueError("'profile' must be a mapping with 'name' and 'description'")
-        unknown = sorted(set(header) - {"name", "description"})
-        if unknown:
-            raise ValueError(
-                f"profile.{unknown[0]}: unknown key in the 'profile' block (valid: name, description)"
-            )
-        clash = sorted(k for k in header if k in data)
-        if clash:
-            raise ValueError(
-                f"'{clash[0]}' is given both at the top level and in the 'profile' block; keep one"
-            )
+            raise ConsistencyError(["profile: must be a mapping with 'name' and 'description'"])
+        problems = [
+            f"profile.{key}: unknown key in the 'profile' block. Valid keys here: description, name"
+            for key in sorted(set(header) - {"name", "description"})
+        ]
+        problems += [
+            f"{key}: given both at the top level and in the 'profile' block; keep one"
+            for key in sorted(k for k in header if k in data)
+        ]
+        if problems:
+            raise ConsistencyError(problems)
         merged = {k: v for k, v in data.items() if k != "profile"}
         merged.update(header)
         return merged
@@ -175,8 +176,7 @@ class ModelProfile(MagiModel):
                 tier = getattr(self.two_stage, field)
                 if tier not in seen:
                     problems.append(
-                        f"two_stage.{field}: tier '{tier}' is not in tier_config "
-                        f"(tiers: {', '.join(names)})"
+                        f"two_stage.{field}: tier '{tier}' is not in tier_config (tiers: {', '.join(names)})"
                     )
         for model_id, tier in self.model_tiers.items():
             if model_id not in self.enabled_models:
@@ -186,8 +186,7 @@ class ModelProfile(MagiModel):
                 )
             if tier not in seen:
                 problems.append(
-                    f"model_tiers.{model_id}: tier '{tier}' is not in tier_config "
-                    f"(tiers: {', '.join(names)})"
+                    f"model_tiers.{model_id}: tier '{tier}' is not in tier_config (tiers: {', '.join(names)})"
                 )
         if problems:
             raise ConsistencyError(problems)

@@ -25,13 +25,13 @@ from pydantic import ValidationError
 
 from magi.config.base import validation_to_config_error
 from magi.config.profile import ModelProfile
-from magi.fileio import atomic_write_text
 from magi.errors import (
     ConfigError,
     InvalidProfileNameError,
     ProfileExistsError,
     ProfileNotFoundError,
 )
+from magi.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -188,4 +188,3 @@ class ProfileManager:
                 "Profile '%s' names models not in the registry: %s", profile.name, ", ".join(missing)
             )
         return missing
-

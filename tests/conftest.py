@@ -1,0 +1,28 @@
+"""Shared fixtures: a private copy of conf/ per test, and Hydra state hygiene."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture()
+def conf_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped conf/ that a test may change freely."""
+    target = tmp_path / "conf"
+    shutil.copytree(CONF, target)
+    return target
+
+
+@pytest.fixture(autouse=True)
+def _clear_hydra() -> Iterator[None]:
+    yield
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
