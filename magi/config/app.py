@@ -12,10 +12,11 @@ pass plain objects on. Sections:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from magi.config.base import MagiModel
 from magi.config.profile import ModelProfile
@@ -59,6 +60,11 @@ class ModelSettings(MagiModel):
     temperature: float | None = Field(default=None, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling.")
     max_tokens: int | None = Field(default=None, gt=0, description="Default answer length.")
+    seed: int | None = Field(default=None, description="Sampling seed.")
+    prompt_template: str | None = Field(
+        default=None, description="Completion prompt for models without a chat template; '{prompt}' is filled in."
+    )
+    stop: list[str] | None = Field(default=None, description="Stop sequences.")
 
 
 class RuntimeConfig(MagiModel):
@@ -70,7 +76,19 @@ class RuntimeConfig(MagiModel):
     seed: int = Field(default=0, description="Sampling seed, for reproducible answers.")
     temperature: float = Field(default=0.0, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling.")
-    max_tokens: int = Field(default=256, gt=0, description="Answer length when a stage sets none.")
+    max_tokens: float = Field(
+        default=256, gt=0, description="Answer length when a stage sets none; .inf: until the context is full."
+    )
+    prompt_template: str = Field(
+        default="Question: {prompt}\nAnswer:",
+        description=(
+            "Prompt for completion-style models (those without a chat template in their GGUF "
+            "metadata); '{prompt}' is filled in. Chat models get the prompt as a user message."
+        ),
+    )
+    stop: list[str] = Field(
+        default_factory=lambda: ["\nQuestion:"], description="Stop sequences for every generation."
+    )
     memory_budget_mb: float | None = Field(
         default=None, gt=0, description="Evict least-recently-used models above this estimate."
     )
@@ -89,6 +107,26 @@ class RuntimeConfig(MagiModel):
     models: dict[str, ModelSettings] = Field(
         default_factory=dict, description="Per-model overrides, keyed by model id."
     )
+
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _whole_or_inf(cls, value: float) -> float:
+        if not math.isinf(value) and value != int(value):
+            raise ValueError("must be a whole number of tokens, or .inf for unlimited")
+        return value
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_prompt(cls, value: str) -> str:
+        if "{prompt}" not in value:
+            raise ValueError("must contain {prompt}")
+        return value
+
+    @property
+    def max_tokens_or_none(self) -> int | None:
+        """``max_tokens`` at the llama.cpp boundary: ``.inf`` becomes ``None`` (unlimited)."""
+        return None if math.isinf(self.max_tokens) else int(self.max_tokens)
 
 
 class MagiConfig(MagiModel):

@@ -1,0 +1,133 @@
+"""The backend protocol: what the pool and the runner need from a model.
+
+A backend wraps one model (in-process llama.cpp here; an HTTP server in the
+scale-out backend) behind six operations: load, stream, generate, count tokens,
+probe health, close. The runner only ever streams, so it can time the first token
+and stop a generation that overruns its tier's timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from magi.errors import MAGIException
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Resolved sampling settings for one generation (``max_tokens=None``: unlimited)."""
+
+    max_tokens: int | None = 256
+    temperature: float = 0.0
+    top_p: float = 0.95
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to load one model, resolved from registry and config.
+
+    ``settings`` holds llama.cpp constructor settings (n_ctx, n_threads, n_batch,
+    chat_format, ...), already merged from the runtime defaults and per-model
+    overrides and capped at the model's limits.
+    """
+
+    model_id: str
+    path: Path
+    memory_mb: float = 0.0
+    context_length: int | None = None
+    n_ctx: int = 2048
+    n_threads: int = 1
+    n_batch: int = 512
+    seed: int = 0
+    chat_format: str | None = None
+    prompt_template: str = "{prompt}"
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+@dataclass
+class Generation:
+    """A finished generation with its own timings."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    ttft_s: float
+    total_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        gen_time = self.total_s - self.ttft_s
+        if self.completion_tokens <= 1 or gen_time <= 0:
+            return self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
+        return (self.completion_tokens - 1) / gen_time
+
+
+class BackendError(MAGIException):
+    """A model failed while loading or generating (the runner fails over)."""
+
+    status_code = 502
+
+
+class PromptTooLongError(MAGIException):
+    """The prompt does not fit the model's context; not the model's fault."""
+
+    status_code = 422
+
+
+class GenerationTimeout(BackendError):
+    """A generation ran past its tier's timeout."""
+
+    status_code = 504
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One model behind load / stream / generate / count / probe / close."""
+
+    spec: ModelSpec
+
+    @property
+    def loaded(self) -> bool: ...
+
+    def load(self) -> None: ...
+
+    def stream(self, prompt: str, settings: GenerationSettings) -> Iterator[str]:
+        """Yield the answer's text, one piece per generated token (a piece may be "")."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def probe(self) -> None:
+        """Raise if the model cannot answer; return quickly when it can."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def generate(backend: Backend, prompt: str, settings: GenerationSettings) -> Generation:
+    """Run a whole generation through ``backend.stream``, timing the first token."""
+    start = time.perf_counter()
+    ttft = 0.0
+    pieces: list[str] = []
+    for piece in backend.stream(prompt, settings):
+        if not ttft:
+            ttft = time.perf_counter() - start
+        pieces.append(piece)
+    total = time.perf_counter() - start
+    text = "".join(pieces)
+    finish = "length" if settings.max_tokens is not None and len(pieces) >= settings.max_tokens else "stop"
+    return Generation(
+        text=text,
+        prompt_tokens=backend.count_tokens(prompt),
+        completion_tokens=len(pieces),
+        finish_reason=finish,
+        ttft_s=ttft or total,
+        total_s=total,
+    )

@@ -1,0 +1,247 @@
+"""The model pool: models load lazily, are shared, and are evicted least-recently-used.
+
+* A model is loaded on its first lease, once, however many tiers, profiles or
+  runners use it (the pool is keyed by model id; a runner switching profiles
+  keeps what is loaded).
+* One lock per model: a ``Llama`` is not thread-safe, so a lease is exclusive.
+* A memory budget (from the registry's estimates) and/or a maximum number of
+  loaded models evict the least recently used idle, unpinned models; evicted and
+  remaining models are ``close()``d, never left to the garbage collector.
+
+Example:
+    >>> pool = ModelPool(max_loaded=1)
+    >>> pool.register(spec)                      # doctest: +SKIP
+    >>> with pool.lease(spec.model_id) as backend:  # doctest: +SKIP
+    ...     text = "".join(backend.stream("Hi", GenerationSettings(max_tokens=8)))
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from magi.errors import ModelNotFoundError, did_you_mean, format_options
+from magi.runtime.backend import Backend, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+BackendFactory = Callable[[ModelSpec], Backend]
+
+
+def default_backend_factory(spec: ModelSpec) -> Backend:
+    """In-process llama.cpp."""
+    from magi.runtime.llama import LlamaBackend
+
+    return LlamaBackend(spec)
+
+
+@dataclass
+class PoolStats:
+    """Counters since the pool was made."""
+
+    loads: int = 0
+    hits: int = 0
+    evictions: int = 0
+    closes: int = 0
+    loads_by_model: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Slot:
+    spec: ModelSpec
+    backend: Backend
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    in_use: int = 0
+    pinned: bool = False
+
+
+class ModelPool:
+    """Lazily loaded, shared, LRU-evicted models with one lock each.
+
+    Args:
+        memory_budget_mb: Evict idle models while the loaded models' estimated
+            memory exceeds this. ``None``: no budget.
+        max_loaded: Evict idle models while more than this many are loaded.
+        backend_factory: Makes a backend for a spec (tests inject failing ones).
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_budget_mb: float | None = None,
+        max_loaded: int | None = None,
+        backend_factory: BackendFactory = default_backend_factory,
+    ) -> None:
+        self.memory_budget_mb = memory_budget_mb
+        self.max_loaded = max_loaded
+        self._factory = backend_factory
+        self._slots: dict[str, _Slot] = {}
+        self._lru: OrderedDict[str, None] = OrderedDict()  # loaded ids, least recent first
+        self._lock = threading.RLock()
+        self.stats = PoolStats()
+
+    # -- registration -------------------------------------------------------------------
+    def register(self, spec: ModelSpec) -> None:
+        """Add a model, or replace its spec (a loaded model with a changed spec is closed)."""
+        with self._lock:
+            old = self._slots.get(spec.model_id)
+            if old is not None and old.spec == spec:
+                return
+            self._slots[spec.model_id] = _Slot(spec=spec, backend=self._factory(spec))
+            self._lru.pop(spec.model_id, None)
+        if old is not None:
+            with old.lock, self._lock:  # wait for its current lease to end
+                if old.backend.loaded:
+                    old.backend.close()
+                    self.stats.closes += 1
+
+    def spec(self, model_id: str) -> ModelSpec:
+        return self._slot(model_id).spec
+
+    def backend(self, model_id: str) -> Backend:
+        """The backend object of a model (not leased; for probes and inspection)."""
+        return self._slot(model_id).backend
+
+    def _slot(self, model_id: str) -> _Slot:
+        try:
+            return self._slots[model_id]
+        except KeyError:
+            known = list(self._slots)
+            raise ModelNotFoundError(
+                f"Model '{model_id}' is not registered with the pool.{did_you_mean(model_id, known)} "
+                f"Known: {format_options(known)}"
+            ) from None
+
+    @property
+    def model_ids(self) -> list[str]:
+        return list(self._slots)
+
+    # -- leasing --------------------------------------------------------------------------
+    @contextmanager
+    def lease(self, model_id: str, *, timeout: float | None = None) -> Iterator[Backend]:
+        """Exclusive use of a loaded model; loads it first if needed.
+
+        Raises:
+            ModelNotFoundError: the id is not registered.
+            TimeoutError: the model stayed busy for ``timeout`` seconds.
+            ModelError: the model could not be loaded.
+        """
+        slot = self._slot(model_id)
+        with self._lock:
+            slot.in_use += 1
+        try:
+            if not slot.lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise TimeoutError(f"Model '{model_id}' stayed busy for {timeout:.1f}s")
+            try:
+                if slot.backend.loaded:
+                    with self._lock:
+                        self.stats.hits += 1
+                else:
+                    slot.backend.load()
+                    with self._lock:
+                        self.stats.loads += 1
+                        self.stats.loads_by_model[model_id] = self.stats.loads_by_model.get(model_id, 0) + 1
+                with self._lock:
+                    self._lru[model_id] = None
+                    self._lru.move_to_end(model_id)
+                self._evict(keep=model_id)
+                yield slot.backend
+            finally:
+                slot.lock.release()
+        finally:
+            with self._lock:
+                slot.in_use -= 1
+
+    def preload(self, model_id: str) -> None:
+        """Load a model now instead of on its first request."""
+        with self.lease(model_id):
+            pass
+
+    # -- eviction -------------------------------------------------------------------------
+    def pin(self, model_id: str, pinned: bool = True) -> None:
+        """A pinned model is never evicted (it is still closed by :meth:`close`)."""
+        self._slot(model_id).pinned = pinned
+
+    @property
+    def loaded_ids(self) -> list[str]:
+        """Loaded models, least recently used first."""
+        with self._lock:
+            return [m for m in self._lru if self._slots[m].backend.loaded]
+
+    @property
+    def loaded_memory_mb(self) -> float:
+        with self._lock:
+            return sum(self._slots[m].spec.memory_mb for m in self.loaded_ids)
+
+    def _over_budget(self) -> bool:
+        ids = self.loaded_ids
+        if self.max_loaded is not None and len(ids) > self.max_loaded:
+            return True
+        return self.memory_budget_mb is not None and self.loaded_memory_mb > self.memory_budget_mb
+
+    def _evict(self, keep: str) -> None:
+        with self._lock:
+            for model_id in list(self._lru):
+                if not self._over_budget():
+                    return
+                slot = self._slots[model_id]
+                if model_id == keep or slot.pinned or slot.in_use:
+                    continue
+                if not slot.lock.acquire(blocking=False):
+                    continue
+                try:
+                    self._close_slot(model_id, slot)
+                    self.stats.evictions += 1
+                    logger.info("Evicted %s (least recently used)", model_id)
+                finally:
+                    slot.lock.release()
+            if self._over_budget():
+                logger.warning(
+                    "Loaded models exceed the budget (%.0f MB, %d models) but all are busy or pinned",
+                    self.loaded_memory_mb,
+                    len(self.loaded_ids),
+                )
+
+    def _close_slot(self, model_id: str, slot: _Slot) -> None:
+        if slot.backend.loaded:
+            slot.backend.close()
+            self.stats.closes += 1
+        self._lru.pop(model_id, None)
+
+    def unload(self, model_id: str) -> None:
+        """Close one model now (it loads again on its next lease)."""
+        slot = self._slot(model_id)
+        with slot.lock, self._lock:
+            self._close_slot(model_id, slot)
+
+    def close(self) -> None:
+        """Close every loaded model. The pool stays usable; models reload on demand."""
+        with self._lock:
+            slots = list(self._slots.items())
+        for model_id, slot in slots:
+            with slot.lock, self._lock:
+                self._close_slot(model_id, slot)
+
+    def __enter__(self) -> ModelPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_shared: ModelPool | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pool() -> ModelPool:
+    """The process-wide pool that run.py tasks, sweeps and widgets share, so a
+    model stays loaded across runs, profile switches and multirun jobs."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = ModelPool()
+        return _shared

@@ -1,0 +1,344 @@
+"""The Runner: route a prompt to a tier, run it in-process, answer with a trace.
+
+Per prompt: the scorer gives a 0-10 complexity score; the profile's thresholds
+pick a tier; the tier's balancer picks a healthy model; the model runs through the
+pool (loaded once, one lock per model). With two-stage on, prompts routed to
+``stage2_tier`` are drafted by ``stage1_tier`` (at most ``stage1_max_tokens``) and
+refined by ``stage2_tier`` through ``refine_template``; prompts routed elsewhere get
+one stage. A failing model is retried on the tier's next healthy model, then on
+the fallback tiers; each failure counts against the model's circuit breaker.
+
+Example:
+    >>> import magi
+    >>> with magi.Runner(magi.compose(profile="demo")) as runner:   # doctest: +SKIP
+    ...     result = runner.run("Why is the sky blue?")
+    ...     print(result.text)
+    ...     print(result.explain())
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from magi.config.app import MagiConfig
+from magi.errors import MAGIException
+from magi.routing.health import HealthMonitor, NoHealthyModelError
+from magi.routing.router import RouteDecision, Router
+from magi.routing.scorer import get_scorer
+from magi.runtime.backend import GenerationSettings, GenerationTimeout, ModelSpec, PromptTooLongError
+from magi.runtime.pool import ModelPool
+from magi.runtime.trace import Fallback, RunResult, StageName, StageTrace
+
+logger = logging.getLogger(__name__)
+
+EventKind = Literal["stage", "token", "restart", "done"]
+
+
+@dataclass
+class StreamEvent:
+    """One event of :meth:`Runner.stream`.
+
+    * ``stage``: a stage starts on ``model_id`` of ``tier``.
+    * ``token``: ``text`` is the next piece of that stage's output.
+    * ``restart``: the model failed mid-answer; discard this stage's text so far
+      (the stage continues on another model).
+    * ``done``: ``result`` holds the finished :class:`RunResult`.
+    """
+
+    kind: EventKind
+    stage: StageName
+    tier: str = ""
+    model_id: str = ""
+    text: str = ""
+    result: RunResult | None = None
+
+
+@dataclass
+class _Trace:
+    stages: list[StageTrace] = field(default_factory=list)
+    fallbacks: list[Fallback] = field(default_factory=list)
+    first_token_at: float | None = None
+
+
+_TEMPLATE_FIELD = re.compile(r"\{(prompt|draft)\}")
+
+
+def fill_refine_template(template: str, prompt: str, draft: str) -> str:
+    """Fill ``{prompt}`` and ``{draft}`` in one pass (braces in either stay as they are)."""
+    values = {"prompt": prompt, "draft": draft}
+    return _TEMPLATE_FIELD.sub(lambda m: values[m.group(1)], template)
+
+
+class Runner:
+    """Routes prompts across a profile's models and runs them in-process.
+
+    Args:
+        config: The validated config (``magi.compose(...)``).
+        specs: Model specs by id; default: resolved from the registry and
+            ``models.dirs`` (:func:`magi.runtime.resolve.resolve_models`).
+        tier_members: Tier name → model ids; default: from the registry's tiers
+            and the profile's ``model_tiers``.
+        pool: A model pool to share (e.g. :func:`magi.runtime.pool.shared_pool`);
+            default: a pool of this runner's own, closed by :meth:`close`.
+        start_health_checks: Probe models every ``health_check_interval`` seconds
+            in a background thread when the profile enables load balancing.
+
+    Thread-safe: ``run``/``stream`` may be called from several threads.
+    """
+
+    def __init__(
+        self,
+        config: MagiConfig,
+        *,
+        specs: Mapping[str, ModelSpec] | None = None,
+        tier_members: Mapping[str, Sequence[str]] | None = None,
+        pool: ModelPool | None = None,
+        start_health_checks: bool = True,
+    ) -> None:
+        self.config = config
+        self.profile = config.profile
+        if specs is None or tier_members is None:
+            from magi.runtime.resolve import resolve_models
+
+            resolved_specs, resolved_members = resolve_models(config)
+            specs = resolved_specs if specs is None else specs
+            tier_members = resolved_members if tier_members is None else tier_members
+        self.specs = dict(specs)
+        self.tier_members = {t: list(m) for t, m in tier_members.items()}
+        self._owns_pool = pool is None
+        self.pool = pool if pool is not None else ModelPool()
+        runtime = config.runtime
+        if runtime.memory_budget_mb is not None:
+            self.pool.memory_budget_mb = runtime.memory_budget_mb
+        if runtime.max_loaded_models is not None:
+            self.pool.max_loaded = runtime.max_loaded_models
+        for spec in self.specs.values():
+            self.pool.register(spec)
+        self.scorer = get_scorer(config.scorer)
+        self.health = HealthMonitor(
+            failure_threshold=runtime.failure_threshold, cooldown_seconds=runtime.cooldown_seconds
+        )
+        self.router = Router(self.profile, self.tier_members, self.scorer, self.health, seed=runtime.seed)
+        self._closed = False
+        self._lock = threading.Lock()
+        lb = self.profile.load_balancing
+        if start_health_checks and lb.enabled:
+            self.health.start(self._probe, interval=lb.health_check_interval, model_ids=list(self.specs))
+
+    # -- public API --------------------------------------------------------------------
+    def route(self, prompt: str) -> RouteDecision:
+        """Score and route without running any model."""
+        return self.router.decide(prompt)
+
+    def run(self, prompt: str) -> RunResult:
+        """Answer one prompt; the result carries the routing trace."""
+        result: RunResult | None = None
+        for event in self.stream(prompt):
+            if event.kind == "done":
+                result = event.result
+        assert result is not None
+        return result
+
+    def run_many(self, prompts: Iterable[str], *, progress: bool = True) -> list[RunResult]:
+        """Answer prompts in order, with a progress bar (tqdm; notebook-aware)."""
+        items = list(prompts)
+        if not progress:
+            return [self.run(p) for p in items]
+        from tqdm.auto import tqdm
+
+        results = []
+        with tqdm(total=len(items), desc=f"MAGI {self.profile.name}", unit="prompt") as bar:
+            for prompt in items:
+                result = self.run(prompt)
+                results.append(result)
+                bar.set_postfix_str(f"{result.tier}/{result.model_id[:24]}")
+                bar.update()
+        return results
+
+    def stream(self, prompt: str) -> Iterator[StreamEvent]:
+        """Yield the answer as it is generated: stage-1 tokens first, then stage 2."""
+        self._check_open()
+        start = time.perf_counter()
+        decision = self.router.decide(prompt)
+        route_s = time.perf_counter() - start
+        trace = _Trace()
+        ts = self.profile.two_stage
+        draft: str | None = None
+        if decision.two_stage:
+            draft = yield from self._run_stage(
+                "draft", ts.stage1_tier, prompt, self._settings(max_tokens=ts.stage1_max_tokens), trace, start
+            )
+            stage2_prompt = fill_refine_template(ts.refine_template, prompt, draft)
+            text = yield from self._run_stage(
+                "refine", ts.stage2_tier, stage2_prompt, self._settings(), trace, start
+            )
+        else:
+            text = yield from self._run_stage("single", decision.tier, prompt, self._settings(), trace, start)
+        total = time.perf_counter() - start
+        final = trace.stages[-1]
+        result = RunResult(
+            text=text,
+            prompt=prompt,
+            profile=self.profile.name,
+            score=decision.score.score,
+            features=dict(decision.score.features),
+            contributions=dict(decision.score.contributions),
+            routed_tier=decision.tier,
+            tier=final.tier,
+            model_id=final.model_id,
+            two_stage=decision.two_stage,
+            stages=trace.stages,
+            fallbacks=trace.fallbacks,
+            ttft_s=(trace.first_token_at - start) if trace.first_token_at else total,
+            total_s=total,
+            route_s=route_s,
+            draft=draft,
+        )
+        yield StreamEvent("done", final.stage, final.tier, final.model_id, result=result)
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Per model: circuit state, in-flight requests, whether it is loaded."""
+        health = self.health.status()
+        loaded = set(self.pool.loaded_ids)
+        return {
+            m: {**health.get(m, {}), "loaded": m in loaded, "tiers": self.tiers_of(m)} for m in self.specs
+        }
+
+    def tiers_of(self, model_id: str) -> list[str]:
+        return [t for t, members in self.tier_members.items() if model_id in members]
+
+    def close(self) -> None:
+        """Stop health checks; close the models if the pool is this runner's own."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.health.stop()
+        if self._owns_pool:
+            self.pool.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MAGIException("This Runner is closed; make a new one.", status_code=409)
+
+    def _settings(self, max_tokens: int | None = None) -> GenerationSettings:
+        rt = self.config.runtime
+        return GenerationSettings(
+            max_tokens=max_tokens if max_tokens is not None else rt.max_tokens_or_none,
+            temperature=rt.temperature,
+            top_p=rt.top_p,
+            seed=rt.seed,
+            stop=tuple(rt.stop),
+        )
+
+    def _model_settings(self, model_id: str, base: GenerationSettings) -> GenerationSettings:
+        gen = self.specs[model_id].generation
+        # per-model sampling settings apply unless the stage caps tokens tighter
+        max_tokens = base.max_tokens
+        if gen.max_tokens is not None and (max_tokens is None or gen.max_tokens < max_tokens):
+            max_tokens = gen.max_tokens
+        return GenerationSettings(
+            max_tokens=max_tokens,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            seed=gen.seed,
+            stop=gen.stop or base.stop,
+        )
+
+    def _timeout(self, tier: str) -> float:
+        return self.profile.tier(tier).expected_time_seconds * self.config.runtime.timeout_factor
+
+    def _probe(self, model_id: str) -> None:
+        self.pool.backend(model_id).probe()
+
+    def _run_stage(
+        self,
+        stage: StageName,
+        tier: str,
+        prompt: str,
+        settings: GenerationSettings,
+        trace: _Trace,
+        request_start: float,
+    ) -> Iterator[StreamEvent]:
+        """Run one stage with failover; yields events and returns the stage's text."""
+        tried: list[str] = []
+        for current_tier in [tier, *self.router.fallback_tiers(tier)]:
+            timeout = self._timeout(current_tier)
+            for model_id in self.router.candidates(current_tier):
+                if model_id in tried:
+                    continue
+                tried.append(model_id)
+                pieces: list[str] = []
+                emitted = False
+                try:
+                    yield StreamEvent("stage", stage, current_tier, model_id)
+                    model_settings = self._model_settings(model_id, settings)
+                    with self.health.track(model_id), self.pool.lease(model_id) as backend:
+                        started = time.perf_counter()
+                        first: float | None = None
+                        for piece in backend.stream(prompt, model_settings):
+                            now = time.perf_counter()
+                            if first is None:
+                                first = now
+                            pieces.append(piece)
+                            if piece:
+                                if trace.first_token_at is None:
+                                    trace.first_token_at = now
+                                emitted = True
+                                yield StreamEvent("token", stage, current_tier, model_id, text=piece)
+                            if now - started > timeout:
+                                raise GenerationTimeout(
+                                    f"generation ran past the '{current_tier}' tier's timeout of "
+                                    f"{timeout:.1f}s (expected_time_seconds x runtime.timeout_factor)"
+                                )
+                        ended = time.perf_counter()
+                        prompt_tokens = backend.count_tokens(prompt)
+                except PromptTooLongError as exc:
+                    trace.fallbacks.append(Fallback(stage, current_tier, model_id, str(exc)))
+                    if emitted:
+                        yield StreamEvent("restart", stage, current_tier, model_id)
+                    continue
+                except Exception as exc:  # any model failure: count it and fail over
+                    self.health.record_failure(model_id, f"{type(exc).__name__}: {exc}")
+                    trace.fallbacks.append(Fallback(stage, current_tier, model_id, f"{type(exc).__name__}: {exc}"))
+                    logger.warning("%s stage on %s failed (%s); failing over", stage, model_id, exc)
+                    if emitted:
+                        yield StreamEvent("restart", stage, current_tier, model_id)
+                    continue
+                self.health.record_success(model_id)
+                text = "".join(pieces)
+                first = first if first is not None else ended
+                trace.stages.append(
+                    StageTrace(
+                        stage=stage,
+                        tier=current_tier,
+                        model_id=model_id,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=len(pieces),
+                        ttft_s=first - started,
+                        total_s=ended - started,
+                        finish_reason="length"
+                        if model_settings.max_tokens is not None and len(pieces) >= model_settings.max_tokens
+                        else "stop",
+                    )
+                )
+                return text
+        raise NoHealthyModelError.for_models(
+            f"No model could answer the {stage} stage (tier '{tier}' and fallbacks "
+            f"{self.router.fallback_tiers(tier)})",
+            self.health.status(),
+            {f.model_id: f.error for f in trace.fallbacks},
+        )

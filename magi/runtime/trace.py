@@ -1,0 +1,101 @@
+"""What every answer carries: how it was routed, and what each stage cost."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+StageName = Literal["single", "draft", "refine"]
+
+
+@dataclass
+class Fallback:
+    """A model that was tried and failed before the answer came from another."""
+
+    stage: StageName
+    tier: str
+    model_id: str
+    error: str
+
+
+@dataclass
+class StageTrace:
+    """One generation: which model of which tier, tokens and timings."""
+
+    stage: StageName
+    tier: str
+    model_id: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float
+    total_s: float
+    finish_reason: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        gen = self.total_s - self.ttft_s
+        if self.completion_tokens > 1 and gen > 0:
+            return (self.completion_tokens - 1) / gen
+        return self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
+
+
+@dataclass
+class RunResult:
+    """An answer and its routing trace.
+
+    ``ttft_s`` is the time until the caller saw the first token (of the draft, for
+    two-stage); ``tier``/``model_id`` name the model that wrote the final text.
+    """
+
+    text: str
+    prompt: str
+    profile: str
+    score: float
+    features: dict[str, float]
+    contributions: dict[str, float]
+    routed_tier: str
+    tier: str
+    model_id: str
+    two_stage: bool
+    stages: list[StageTrace] = field(default_factory=list)
+    fallbacks: list[Fallback] = field(default_factory=list)
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    route_s: float = 0.0
+    draft: str | None = None
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.stages)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated tokens of all stages over the whole time."""
+        return self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["completion_tokens"] = self.completion_tokens
+        data["tokens_per_s"] = self.tokens_per_s
+        for stage, raw in zip(self.stages, data["stages"], strict=True):
+            raw["tokens_per_s"] = stage.tokens_per_s
+        return data
+
+    def explain(self) -> str:
+        """A short, human-readable routing trace."""
+        top = sorted(self.contributions.items(), key=lambda kv: -abs(kv[1]))[:4]
+        why = ", ".join(f"{k} {v:+.1f}" for k, v in top if v) or "no features"
+        lines = [
+            f"profile {self.profile!r}: score {self.score:.1f}/10 ({why}) -> tier {self.routed_tier}"
+            + (" (two-stage)" if self.two_stage else "")
+        ]
+        for s in self.stages:
+            lines.append(
+                f"  {s.stage:<6} {s.tier:<9} {s.model_id}: {s.prompt_tokens} prompt + "
+                f"{s.completion_tokens} tokens, first token {s.ttft_s * 1000:.0f} ms, "
+                f"{s.total_s:.2f} s, {s.tokens_per_s:.1f} tok/s"
+            )
+        for f in self.fallbacks:
+            lines.append(f"  failed {f.stage} {f.tier} {f.model_id}: {f.error}")
+        lines.append(f"  total {self.total_s:.2f} s, first token after {self.ttft_s * 1000:.0f} ms")
+        return "\n".join(lines)
