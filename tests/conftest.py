@@ -1,4 +1,5 @@
-"""Shared fixtures: a private copy of conf/ per test, and Hydra state hygiene."""
+"""Shared fixtures: a private copy of conf/ per test, Hydra state hygiene, and tiny
+GGUF models from MAGI's own pytest plugin (magi.testing.fixtures)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+
+pytest_plugins = ["magi.testing.fixtures"]
 
 
 @pytest.fixture()
