@@ -1,0 +1,3 @@
+"""Shared fixtures: tiny GGUF models come from MAGI's own pytest plugin."""
+
+pytest_plugins = ["magi.testing.fixtures"]
