@@ -33,7 +33,8 @@ def profile_summary(profile: ModelProfile, key: str | None = None) -> str:
     rows = []
     for tier in profile.tier_config:
         models = [
-            m for m in profile.enabled_models if profile.model_tiers.get(m, _tier_from_id(m)) == tier.name
+            m for m in profile.enabled_models
+            if tier.name in (profile.tier_override(m) or [_tier_from_id(m)])
         ]
         rows.append(
             (tier.name, f"{fmt_score(lower)} - {fmt_score(tier.max_score)}", f"{tier.expected_time_seconds:g}s",
