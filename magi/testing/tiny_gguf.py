@@ -203,7 +203,8 @@ def write_tiny_model(
     per_shard = math.ceil(len(shapes) / shards) if shards > 1 else 0
 
     writer = GGUFWriter(path, ARCH, split_max_tensors=per_shard)
-    writer.add_type("model")
+    if "general.type" not in (metadata or {}):
+        writer.add_type("model")
     for key, value in (("name", name), ("basename", basename), ("size_label", size_label),
                        ("finetune", finetune)):
         if value is not None:
