@@ -191,7 +191,9 @@ class ModelProfile(MagiModel):
             if not tiers:
                 problems.append(f"model_tiers.{model_id}: the list of tiers is empty")
             if len(set(tiers)) != len(tiers):
-                problems.append(f"model_tiers.{model_id}: a tier is listed more than once ({', '.join(tiers)})")
+                problems.append(
+                    f"model_tiers.{model_id}: a tier is listed more than once ({', '.join(tiers)})"
+                )
             for tier in tiers:
                 if tier not in seen:
                     problems.append(

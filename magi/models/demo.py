@@ -130,10 +130,18 @@ def ensure_demo_model(folder: Path | str, *, progress: bool = True, verify: bool
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"Assembling {target.name}",
-            disable=not progress, leave=False,
-        ) as bar:
+        with (
+            os.fdopen(fd, "wb") as out,
+            tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"Assembling {target.name}",
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             for chunk in chunks:
                 with chunk.open("rb") as src:
                     while block := src.read(_BLOCK):

@@ -35,7 +35,14 @@ from pathlib import Path
 from magi.config.app import ModelPin, ModelsConfig
 from magi.errors import ModelError
 from magi.models.gguf_meta import GGUFModelInfo, GGUFReadError, read_model_info
-from magi.models.ids import IdClaim, assign_unique_ids, derive_identity, make_id, quant_token, strip_split_suffix
+from magi.models.ids import (
+    IdClaim,
+    assign_unique_ids,
+    derive_identity,
+    make_id,
+    quant_token,
+    strip_split_suffix,
+)
 from magi.models.registry import ModelEntry, ModelFile, ModelRegistry, SkippedFile, utc_now
 from magi.models.tiers import assign_tier
 
@@ -82,6 +89,21 @@ class DiscoveryResult:
         return self.registry.skipped
 
 
+@dataclass(frozen=True)
+class _Found:
+    """A model whose metadata is known: its files as stat'ed now, and its id in the last registry."""
+
+    model: ModelFiles
+    files: list[ModelFile]
+    info: GGUFModelInfo
+    previous_id: str | None
+
+
+def _same_files(old: list[ModelFile], new: list[ModelFile]) -> bool:
+    """Unchanged on disk: same paths, sizes and modification times (then the header is not re-read)."""
+    return [(f.path, f.size, f.mtime_ns) for f in old] == [(f.path, f.size, f.mtime_ns) for f in new]
+
+
 def find_model_files(dirs: Iterable[Path]) -> tuple[list[ModelFiles], list[SkippedFile]]:
     """Every model in ``dirs`` (recursively), plus incomplete split sets as skipped files.
 
@@ -102,7 +124,8 @@ def find_model_files(dirs: Iterable[Path]) -> tuple[list[ModelFiles], list[Skipp
             raise ModelError(
                 f"Models folder {folder} {what}. Create it and put .gguf files in it, or pass another "
                 "folder (magi discover FOLDER, or models.dirs in conf/config.yaml).",
-                status_code=404, details={"path": str(folder)},
+                status_code=404,
+                details={"path": str(folder)},
             )
         for path in sorted(folder.resolve().rglob("*.gguf")):
             rel = path.relative_to(folder.resolve())
@@ -127,11 +150,13 @@ def find_model_files(dirs: Iterable[Path]) -> tuple[list[ModelFiles], list[Skipp
         else:
             missing = sorted(wanted - set(found))
             first = found[min(found)]
-            skipped.append(SkippedFile(
-                path=first,
-                reason=f"split model incomplete: shard(s) {', '.join(f'{n:05d}' for n in missing)} of "
-                       f"{count:05d} missing",
-            ))
+            skipped.append(
+                SkippedFile(
+                    path=first,
+                    reason=f"split model incomplete: shard(s) {', '.join(f'{n:05d}' for n in missing)} of "
+                    f"{count:05d} missing",
+                )
+            )
     models.sort(key=lambda m: str(m.path))
     return models, skipped
 
@@ -202,7 +227,9 @@ class ModelDiscoveryService:
         self.registry_path = Path(registry_path) if registry_path is not None else Path(self.config.registry)
         self.n_ctx = n_ctx
         self.demo_required = include_demo is True
-        self.include_demo = self.config.demo if include_demo is None and config is not None else bool(include_demo)
+        self.include_demo = (
+            self.config.demo if include_demo is None and config is not None else bool(include_demo)
+        )
         self.reader = reader
         self.progress = progress
         self.last_stats: DiscoveryStats | None = None
@@ -275,72 +302,8 @@ class ModelDiscoveryService:
                 dirs.append(demo_path.parent)
         models, skipped = find_model_files(dirs)
         stats = DiscoveryStats()
-        cached: dict[Path, ModelEntry] = {}
-        if previous is not None:
-            cached = {e.path: e for e in previous.models.values()}
-
-        infos: list[tuple[ModelFiles, list[ModelFile], GGUFModelInfo, ModelEntry | None]] = []
-        iterator: Iterable[ModelFiles] = models
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(models, desc="Reading GGUF headers", unit="model", leave=False)
-        for model in iterator:
-            try:
-                stat = _stat_files(model)
-            except OSError as exc:
-                skipped.append(SkippedFile(path=model.path, reason=f"cannot stat: {exc.strerror or exc}"))
-                continue
-            old = cached.get(model.path)
-            if old is not None and [(f.path, f.size, f.mtime_ns) for f in old.files] == [
-                (f.path, f.size, f.mtime_ns) for f in stat
-            ]:
-                infos.append((model, stat, _info_from_entry(old), old))
-                stats.reused += 1
-                continue
-            try:
-                info = self.reader(list(model.files))
-                stats.read += 1
-            except GGUFReadError as exc:
-                stats.read += 1
-                skipped.append(SkippedFile(path=model.path, reason=exc.reason))
-                continue
-            reason = _not_a_model(info)
-            if reason:
-                skipped.append(SkippedFile(path=model.path, reason=reason))
-                continue
-            infos.append((model, stat, info, None))
-
-        entries, claims = [], []
-        used_pins: set[str] = set()
-        for model, stat, info, old in infos:
-            identity = derive_identity(info, model.path.name)
-            pin = _pin_for(self.config.pins, model.path)
-            pinned_id = pinned_tier = None
-            if pin:
-                used_pins.add(pin[0])
-                pinned_id, pinned_tier = pin[1].id, pin[1].tier
-            tier = pinned_tier or assign_tier(identity.params, self.config.tier_thresholds)
-            quant = quant_token(identity.quant) if identity.quant else "unknown"
-            wanted = pinned_id or make_id(identity.family, identity.size, quant, tier)
-            key = str(model.path)
-            claims.append(IdClaim(key=key, wanted=wanted, pinned=pinned_id is not None,
-                                  previous=old.id if old else None))
-            memory = 0.0
-            entry = dict(
-                path=model.path, files=stat, tier=tier, family=identity.family, size=identity.size,
-                quant=identity.quant, params=identity.params, params_source=identity.params_source,
-                pinned=pin is not None, file_size=sum(f.size for f in stat),
-                mtime=max(f.mtime_ns for f in stat) / 1e9, memory_mb=memory,
-                **{f.name: getattr(info, f.name) for f in fields(GGUFModelInfo)},
-            )
-            entries.append((key, entry))
-        ids = assign_unique_ids(claims)
-        registry_models: dict[str, ModelEntry] = {}
-        for key, data in sorted(entries, key=lambda kv: ids[kv[0]]):
-            entry = ModelEntry(id=ids[key], **data)
-            entry = entry.model_copy(update={"memory_mb": round(entry.memory(self.n_ctx).total_mb, 1)})
-            registry_models[entry.id] = entry
+        found = self._read_all(models, previous, stats, skipped)
+        registry_models, used_pins = self._build_entries(found)
 
         for name in sorted(set(self.config.pins) - used_pins):
             warnings.append(f"models.pins.{name}: no discovered file has this name")
@@ -353,10 +316,91 @@ class ModelDiscoveryService:
         stats.seconds = time.perf_counter() - start
         self.last_stats = stats
         registry = ModelRegistry(
-            updated_at=utc_now(), scan_paths=[Path(d).resolve() for d in dirs], n_ctx=self.n_ctx,
-            models=registry_models, skipped=sorted(skipped, key=lambda s: str(s.path)),
+            updated_at=utc_now(),
+            scan_paths=[Path(d).resolve() for d in dirs],
+            n_ctx=self.n_ctx,
+            models=registry_models,
+            skipped=sorted(skipped, key=lambda s: str(s.path)),
         )
         return DiscoveryResult(registry=registry, stats=stats, warnings=warnings)
+
+    def _read_all(
+        self,
+        models: list[ModelFiles],
+        previous: ModelRegistry | None,
+        stats: DiscoveryStats,
+        skipped: list[SkippedFile],
+    ) -> list[_Found]:
+        """Metadata of every model: reused from ``previous`` when size and mtime match, else read."""
+        cached = {e.path: e for e in previous.models.values()} if previous is not None else {}
+        iterator: Iterable[ModelFiles] = models
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(models, desc="Reading GGUF headers", unit="model", leave=False)
+        found: list[_Found] = []
+        for model in iterator:
+            try:
+                stat = _stat_files(model)
+            except OSError as exc:
+                skipped.append(SkippedFile(path=model.path, reason=f"cannot stat: {exc.strerror or exc}"))
+                continue
+            old = cached.get(model.path)
+            if old is not None and _same_files(old.files, stat):
+                found.append(_Found(model, stat, _info_from_entry(old), old.id))
+                stats.reused += 1
+                continue
+            stats.read += 1
+            try:
+                info = self.reader(list(model.files))
+            except GGUFReadError as exc:
+                skipped.append(SkippedFile(path=model.path, reason=exc.reason))
+                continue
+            reason = _not_a_model(info)
+            if reason:
+                skipped.append(SkippedFile(path=model.path, reason=reason))
+                continue
+            found.append(_Found(model, stat, info, None))
+        return found
+
+    def _build_entries(self, found: list[_Found]) -> tuple[dict[str, ModelEntry], set[str]]:
+        """Derive ids (unique), tiers and memory estimates; returns entries by id and the pins used."""
+        claims: list[IdClaim] = []
+        data: dict[str, dict[str, object]] = {}
+        used_pins: set[str] = set()
+        for item in found:
+            path = item.model.path
+            identity = derive_identity(item.info, path.name)
+            pin = _pin_for(self.config.pins, path)
+            pinned_id = pinned_tier = None
+            if pin:
+                used_pins.add(pin[0])
+                pinned_id, pinned_tier = pin[1].id, pin[1].tier
+            tier = pinned_tier or assign_tier(identity.params, self.config.tier_thresholds)
+            quant = quant_token(identity.quant) if identity.quant else "unknown"
+            wanted = pinned_id or make_id(identity.family, identity.size, quant, tier)
+            claims.append(IdClaim(str(path), wanted, pinned=pinned_id is not None, previous=item.previous_id))
+            data[str(path)] = dict(
+                path=path,
+                files=item.files,
+                tier=tier,
+                family=identity.family,
+                size=identity.size,
+                quant=identity.quant,
+                params=identity.params,
+                params_source=identity.params_source,
+                pinned=pin is not None,
+                file_size=sum(f.size for f in item.files),
+                mtime=max(f.mtime_ns for f in item.files) / 1e9,
+                **{f.name: getattr(item.info, f.name) for f in fields(GGUFModelInfo)},
+            )
+        ids = assign_unique_ids(claims)
+        entries: dict[str, ModelEntry] = {}
+        for key in sorted(data, key=lambda k: ids[k]):
+            partial = ModelEntry.model_construct(id=ids[key], **data[key])  # for the estimate only
+            memory = round(partial.memory(self.n_ctx).total_mb, 1)
+            entries[ids[key]] = ModelEntry(id=ids[key], memory_mb=memory, **data[key])
+        return entries, used_pins
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -367,8 +411,9 @@ def _is_within(path: Path, folder: Path) -> bool:
     return True
 
 
-def discover_models(config: ModelsConfig, *, n_ctx: int = 2048, save: bool = True,
-                    progress: bool = False) -> DiscoveryResult:
+def discover_models(
+    config: ModelsConfig, *, n_ctx: int = 2048, save: bool = True, progress: bool = False
+) -> DiscoveryResult:
     """Refresh the registry described by an app config's ``models`` section (demo included per config)."""
     service = ModelDiscoveryService(config=config, n_ctx=n_ctx, progress=progress)
     return service.refresh(save=save)

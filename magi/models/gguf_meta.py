@@ -30,10 +30,17 @@ from gguf.constants import GGMLQuantizationType
 MAX_PARSED_ARRAY = 64
 
 _SCALAR_SIZES = {
-    GGUFValueType.UINT8: 1, GGUFValueType.INT8: 1, GGUFValueType.BOOL: 1,
-    GGUFValueType.UINT16: 2, GGUFValueType.INT16: 2,
-    GGUFValueType.UINT32: 4, GGUFValueType.INT32: 4, GGUFValueType.FLOAT32: 4,
-    GGUFValueType.UINT64: 8, GGUFValueType.INT64: 8, GGUFValueType.FLOAT64: 8,
+    GGUFValueType.UINT8: 1,
+    GGUFValueType.INT8: 1,
+    GGUFValueType.BOOL: 1,
+    GGUFValueType.UINT16: 2,
+    GGUFValueType.INT16: 2,
+    GGUFValueType.UINT32: 4,
+    GGUFValueType.INT32: 4,
+    GGUFValueType.FLOAT32: 4,
+    GGUFValueType.UINT64: 8,
+    GGUFValueType.INT64: 8,
+    GGUFValueType.FLOAT64: 8,
 }
 
 
@@ -241,7 +248,9 @@ def model_info(headers: list[GGUFHeader]) -> GGUFModelInfo:
         raise GGUFReadError(first.path, "no general.architecture key: not a model file")
     split_count = _int(first.get("split.count")) or 1
     if split_count != len(headers):
-        raise GGUFReadError(first.path, f"split.count is {split_count} but {len(headers)} shard file(s) were given")
+        raise GGUFReadError(
+            first.path, f"split.count is {split_count} but {len(headers)} shard file(s) were given"
+        )
     tensors = [t for h in headers for t in h.tensors]
     if not tensors:
         raise GGUFReadError(first.path, "has no tensors (a vocab-only file, not a model)")

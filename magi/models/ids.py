@@ -76,8 +76,9 @@ from gguf import LlamaFileType
 from magi.errors import ModelError
 from magi.models.gguf_meta import GGUFModelInfo
 
-_SIZE_WORD = re.compile(r"^(?:(?P<experts>\d+)x)?(?P<num>\d+(?:\.\d+)?)(?P<unit>[KMBT])(?:-A\d+(?:\.\d+)?[KMBT])?$",
-                        re.IGNORECASE)
+_SIZE_WORD = re.compile(
+    r"^(?:(?P<experts>\d+)x)?(?P<num>\d+(?:\.\d+)?)(?P<unit>[KMBT])(?:-A\d+(?:\.\d+)?[KMBT])?$", re.IGNORECASE
+)
 _UNITS = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 _SPLIT_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
 _QUANT_WORD = re.compile(
@@ -128,11 +129,12 @@ def parse_size_label(label: str | None) -> float | None:
     return experts * float(match.group("num")) * _UNITS[match.group("unit").upper()]
 
 
-def _format_number(value: float, unit: str) -> str:
+def _format_number(value: float, unit: str, *, whole: bool = False) -> str:
+    """One decimal for B/T; whole numbers for M/K (a label's own decimal is kept unless ``whole``)."""
     if unit in ("B", "T"):
         text = f"{value:.1f}"
     else:
-        text = f"{value:.0f}" if abs(value - round(value)) < 0.05 else f"{value:.1f}"
+        text = f"{value:.0f}" if whole or abs(value - round(value)) < 0.05 else f"{value:.1f}"
     return text.replace(".", "p") + unit.lower()
 
 
@@ -149,8 +151,8 @@ def size_token_from_count(params: int | float) -> str:
     """A parameter count as a size token: 4.02e9 → ``"4p0b"``, 2.7e8 → ``"270m"``, 119360 → ``"119k"``."""
     for unit in ("T", "B", "M"):
         if params >= _UNITS[unit]:
-            return _format_number(params / _UNITS[unit], unit)
-    return _format_number(max(params, 1) / 1e3, "K")
+            return _format_number(params / _UNITS[unit], unit, whole=True)
+    return _format_number(max(params, 1) / 1e3, "K", whole=True)
 
 
 def find_size_word(text: str) -> tuple[str, str] | None:
@@ -226,7 +228,9 @@ def assign_unique_ids(claims: Sequence[IdClaim]) -> dict[str, str]:
     waiting: list[IdClaim] = []
     for claim in derived:  # keep last registry's id when it still fits this model
         prev = claim.previous
-        fits = prev is not None and (prev == claim.wanted or re.fullmatch(re.escape(claim.wanted) + r"_\d+", prev))
+        fits = prev is not None and (
+            prev == claim.wanted or re.fullmatch(re.escape(claim.wanted) + r"_\d+", prev)
+        )
         if fits and prev not in taken:
             taken[prev] = claim.key
             result[claim.key] = prev
@@ -240,7 +244,6 @@ def assign_unique_ids(claims: Sequence[IdClaim]) -> dict[str, str]:
         taken[candidate] = claim.key
         result[claim.key] = candidate
     return result
-
 
 
 @dataclass(frozen=True)
@@ -279,8 +282,11 @@ def derive_identity(info: GGUFModelInfo, filename: str) -> Identity:
         raw_family = stem_wo_quant
 
     size, params, source = None, None, "tensors"
-    for label, where in ((info.size_label, "size_label"), (name_split and name_split[1], "name"),
-                         (file_split and file_split[1], "filename")):
+    for label, where in (
+        (info.size_label, "size_label"),
+        (name_split and name_split[1], "name"),
+        (file_split and file_split[1], "filename"),
+    ):
         if label and parse_size_label(label):
             size, params, source = size_token_from_label(label), parse_size_label(label), where
             break
@@ -289,5 +295,9 @@ def derive_identity(info: GGUFModelInfo, filename: str) -> Identity:
 
     quant = quant_name_from_file_type(info.file_type) or file_quant or info.dominant_tensor_type
     return Identity(
-        family=family_token(raw_family), size=size, quant=quant, params=int(params), params_source=source,
+        family=family_token(raw_family),
+        size=size,
+        quant=quant,
+        params=int(params),
+        params_source=source,
     )

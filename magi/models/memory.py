@@ -47,8 +47,15 @@ class MemoryEstimate:
         return self.weights_mb + self.kv_cache_mb + self.overhead_mb
 
 
-def kv_cache_bytes(*, n_ctx: int, n_layer: int, n_head_kv: int, key_length: int, value_length: int,
-                   bytes_per_element: int = KV_BYTES_PER_ELEMENT) -> int:
+def kv_cache_bytes(
+    *,
+    n_ctx: int,
+    n_layer: int,
+    n_head_kv: int,
+    key_length: int,
+    value_length: int,
+    bytes_per_element: int = KV_BYTES_PER_ELEMENT,
+) -> int:
     """Bytes of the K and V caches for ``n_ctx`` tokens."""
     return n_layer * n_ctx * n_head_kv * (key_length + value_length) * bytes_per_element
 
@@ -76,8 +83,11 @@ def estimate_memory(
     if n_layer and n_embd and n_head:
         head_dim = n_embd // n_head
         kv = kv_cache_bytes(
-            n_ctx=n_ctx, n_layer=n_layer, n_head_kv=n_head_kv or n_head,
-            key_length=key_length or head_dim, value_length=value_length or head_dim,
+            n_ctx=n_ctx,
+            n_layer=n_layer,
+            n_head_kv=n_head_kv or n_head,
+            key_length=key_length or head_dim,
+            value_length=value_length or head_dim,
         )
     weights_mb = file_size / MIB
     return MemoryEstimate(

@@ -10,10 +10,10 @@ Example:
     >>> registry = ModelRegistry()
     >>> registry.ids
     []
-    >>> registry.get("qwen3_4p0b_q4km_fast")
+    >>> registry.get("qwen3_4p0b_q4km_fast")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    magi.errors.ModelNotFoundError: Model 'qwen3_4p0b_q4km_fast' is not in the registry. Known models: (none)...
+    magi.errors.ModelNotFoundError: Model 'qwen3_4p0b_q4km_fast' is not in the registry. Known models: ...
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class ModelFile(MagiModel):
 
     path: Path = Field(description="Absolute path of the file.")
     size: int = Field(ge=0, description="Size in bytes.")
-    mtime_ns: int = Field(description="Modification time (ns since the epoch); with size, decides re-reading.")
+    mtime_ns: int = Field(
+        description="Modification time (ns since the epoch); with size, decides re-reading."
+    )
 
 
 class ModelEntry(MagiModel):
@@ -55,7 +57,9 @@ class ModelEntry(MagiModel):
     pinned: bool = Field(default=False, description="Id or tier was fixed by models.pins.")
     file_size: int = Field(ge=0, description="Bytes on disk, all shards together.")
     mtime: float = Field(description="Latest modification time of the files (seconds since the epoch).")
-    memory_mb: float = Field(ge=0, description="Estimated memory when loaded with the registry's n_ctx (MiB).")
+    memory_mb: float = Field(
+        ge=0, description="Estimated memory when loaded with the registry's n_ctx (MiB)."
+    )
     # What the GGUF header says (magi.models.gguf_meta.GGUFModelInfo).
     architecture: str = Field(description="general.architecture, e.g. llama, qwen3, gemma3.")
     general_type: str | None = Field(default=None, description="general.type, e.g. model.")
@@ -80,9 +84,15 @@ class ModelEntry(MagiModel):
     def memory(self, n_ctx: int) -> MemoryEstimate:
         """Memory estimate when loaded with ``n_ctx`` (capped at the model's context length)."""
         return estimate_memory(
-            file_size=self.file_size, n_ctx=n_ctx, n_layer=self.n_layer, n_embd=self.n_embd,
-            n_head=self.n_head, n_head_kv=self.n_head_kv, key_length=self.key_length,
-            value_length=self.value_length, context_length=self.context_length,
+            file_size=self.file_size,
+            n_ctx=n_ctx,
+            n_layer=self.n_layer,
+            n_embd=self.n_embd,
+            n_head=self.n_head,
+            n_head_kv=self.n_head_kv,
+            key_length=self.key_length,
+            value_length=self.value_length,
+            context_length=self.context_length,
         )
 
     @property
@@ -106,7 +116,9 @@ class ModelRegistry(MagiModel):
     scan_paths: list[Path] = Field(default_factory=list, description="Folders that were scanned.")
     n_ctx: int = Field(default=2048, gt=0, description="Context length the memory estimates assume.")
     models: dict[str, ModelEntry] = Field(default_factory=dict, description="Models by id.")
-    skipped: list[SkippedFile] = Field(default_factory=list, description="Files that could not be registered.")
+    skipped: list[SkippedFile] = Field(
+        default_factory=list, description="Files that could not be registered."
+    )
 
     # -- queries ------------------------------------------------------------------
     @property
@@ -164,7 +176,8 @@ class ModelRegistry(MagiModel):
             raise ModelError(
                 f"Model registry {path} does not exist. Create it with `magi discover FOLDER` "
                 "(or ModelDiscoveryService(scan_path=...).refresh()).",
-                status_code=404, details={"path": str(path)},
+                status_code=404,
+                details={"path": str(path)},
             ) from None
         except OSError as exc:
             raise ModelError(f"Cannot read the model registry {path}: {exc.strerror or exc}") from None
@@ -177,7 +190,9 @@ class ModelRegistry(MagiModel):
                 details={"path": str(path)},
             ) from None
         if not isinstance(data, dict):
-            raise ModelError(f"Model registry {path} must hold a JSON object, not {type(data).__name__}. {rebuild}")
+            raise ModelError(
+                f"Model registry {path} must hold a JSON object, not {type(data).__name__}. {rebuild}"
+            )
         version = data.get("version")
         if version != REGISTRY_VERSION:
             raise ModelError(
@@ -192,7 +207,8 @@ class ModelRegistry(MagiModel):
             shown = "\n".join(f"  - {p}" for p in problems[:10])
             more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
             raise ModelError(
-                f"Model registry {path} is not a valid registry ({len(problems)} problem(s)):\n{shown}{more}\n{rebuild}",
+                f"Model registry {path} is not a valid registry ({len(problems)} problem(s)):\n"
+                f"{shown}{more}\n{rebuild}",
                 details={"path": str(path), "problems": problems},
             ) from None
 

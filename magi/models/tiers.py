@@ -113,14 +113,17 @@ def profile_tier_models(
         missing = missing_models(profile, registry)
         if missing:
             raise ModelNotFoundError(
-                f"Profile '{profile.name}' enables models that are not in the registry: {', '.join(missing)}. "
+                f"Profile '{profile.name}' enables models that are not in the registry: "
+                f"{', '.join(missing)}. "
                 f"Registered: {format_options(registry.models)}. Put their .gguf files in a models folder "
                 "and run `magi discover`, or remove them from enabled_models.",
                 details={"missing": missing, "available": sorted(registry.models)},
             )
         problems = check_tier_matching(profile, registry)
         if problems:
-            raise ConfigError(problems, headline=f"Profile '{profile.name}' does not match the registry's tiers")
+            raise ConfigError(
+                problems, headline=f"Profile '{profile.name}' does not match the registry's tiers"
+            )
     result: dict[str, list[str]] = {name: [] for name in profile.tier_names}
     for model_id in profile.enabled_models:
         if model_id not in registry.models:
