@@ -284,3 +284,18 @@ def test_pins_and_thresholds_are_validated() -> None:
 def test_bare_service_does_not_assemble_the_demo(seed_models_dir: Path) -> None:
     ModelDiscoveryService(scan_path=seed_models_dir).discover()
     assert not list(seed_models_dir.glob("gemma*"))
+
+
+def test_registry_queries(seed_registry: ModelRegistry, seed_models: dict[str, Path]) -> None:
+    from magi.errors import ModelNotFoundError
+
+    assert seed_registry.by_tier() == {
+        "powerful": ["deepseek_r10528qwen3_8p0b_q4km_powerful", "qwen2_coder_p5_14p0b_q4km_powerful"],
+        "fast": ["qwen3_4p0b_q4km_fast"],
+    }
+    path = seed_models["qwen3_4p0b_q4km_fast"]
+    found = seed_registry.find_path(path)
+    assert found is not None and found.id == "qwen3_4p0b_q4km_fast"
+    with pytest.raises(ModelNotFoundError, match="Did you mean 'qwen3_4p0b_q4km_fast'") as info:
+        seed_registry.get("qwen3_4p0b_q4km_fsat")
+    assert "deepseek_r10528qwen3_8p0b_q4km_powerful" in str(info.value)

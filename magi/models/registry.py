@@ -151,7 +151,7 @@ class ModelRegistry(MagiModel):
     def find_path(self, path: Path) -> ModelEntry | None:
         """The entry whose first file is ``path`` (resolved), if any."""
         target = Path(path).resolve()
-        return next((e for e in self.models.values() if e.path == target), None)
+        return next((e for e in self.models.values() if e.path.resolve() == target), None)
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: Path | str) -> Path:
