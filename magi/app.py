@@ -15,6 +15,7 @@ from magi.config.compose import to_container, validate_config
 from magi.errors import MAGIException
 from magi.tasks import get_task
 
+
 def config_from_hydra(cfg: DictConfig) -> MagiConfig:
     """Validate the config ``@hydra.main`` composed, naming the chosen profile file."""
     from hydra.core.hydra_config import HydraConfig

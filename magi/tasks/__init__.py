@@ -5,7 +5,7 @@ Each task is a top-level function taking the validated config, registered with
 launchers can pickle them.
 """
 
-from magi.tasks.registry import TASKS, get_task, register_task
 from magi.tasks import run as _run  # noqa: F401  (registers "run")
+from magi.tasks.registry import TASKS, get_task, register_task
 
 __all__ = ["TASKS", "get_task", "register_task"]

@@ -26,6 +26,9 @@ def get_task(name: str) -> Task:
     """The task called ``name``; a ConfigError lists the valid ones."""
     if name not in TASKS:
         raise ConfigError(
-            [f"task.name: unknown task '{name}'.{did_you_mean(name, list(TASKS))} Available: {format_options(TASKS)}"]
+            [
+                f"task.name: unknown task '{name}'.{did_you_mean(name, list(TASKS))} "
+                f"Available: {format_options(TASKS)}"
+            ]
         )
     return TASKS[name]

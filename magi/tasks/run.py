@@ -1,7 +1,7 @@
 """Task ``run``: answer ``prompt`` (or a few built-in prompts) and show the routing.
 
-    python run.py                                   # built-in prompts, default profile
-    python run.py profile=demo prompt="Why is the sky blue?"
+python run.py                                   # built-in prompts, default profile
+python run.py profile=demo prompt="Why is the sky blue?"
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def routing_table(results: list[RunResult]) -> str:
                 len(r.fallbacks),
             )
         )
-    return table(("prompt", "score", "tier", "model", "tokens", "first token", "total", "tok/s", "fallbacks"), rows)
+    return table(
+        ("prompt", "score", "tier", "model", "tokens", "first token", "total", "tok/s", "fallbacks"), rows
+    )
 
 
 @register_task("run")

@@ -3,10 +3,14 @@
 Every fixture writes fresh files under the test's ``tmp_path`` (a few milliseconds),
 so tests may modify, truncate or delete them freely.
 
-* ``tiny_model``  - one random-weight tiny model (``Tiny-Llama``, label ``1B``)
-* ``echo_model``  - one echo model: greedy output repeats the last prompt token
-* ``seed_models`` - ``{model_id: path}`` of the seed's three models in ``tmp_path/models``
-* ``seed_models_dir`` - that folder
+* ``tiny_model``        one random-weight tiny model (``Tiny-Llama``, label ``1B``)
+* ``echo_model``        one echo model: greedy output repeats the last prompt token
+* ``seed_models_dir``   ``tmp_path/models`` with the seed's three models (random weights)
+* ``seed_models``       ``{model_id: path}`` of those
+* ``seed_registry``     the registry discovered from ``seed_models_dir`` and saved to
+                        ``seed_models_dir/registry.json`` (``registry_path`` fixture)
+* ``echo_seed_models_dir`` / ``echo_seed_registry``  the same three ids, echo weights:
+                        deterministic answers for routing and two-stage tests
 """
 
 from __future__ import annotations
@@ -15,7 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from magi.testing.tiny_gguf import make_seed_models, write_tiny_model
+from magi.models.discovery import ModelDiscoveryService
+from magi.models.registry import ModelRegistry
+from magi.testing.tiny_gguf import SEED_MODELS, make_seed_models, write_tiny_model
+
+REGISTRY_NAME = "registry.json"
+
+
+def build_registry(folder: Path, registry_path: Path | None = None) -> ModelRegistry:
+    """Discover ``folder`` (no demo) and save the registry (default ``folder/registry.json``)."""
+    service = ModelDiscoveryService(scan_path=folder, registry_path=registry_path or folder / REGISTRY_NAME)
+    return service.refresh().registry
 
 
 @pytest.fixture
@@ -27,8 +41,13 @@ def tiny_model(tmp_path: Path) -> Path:
 @pytest.fixture
 def echo_model(tmp_path: Path) -> Path:
     """A tiny echo model: ``"Hello"`` continues ``"ooo..."`` (see ``echo_completion``)."""
-    return write_tiny_model(tmp_path / "echo" / "Echo-Llama-1B-Q4_K_M.gguf", name="Echo Llama",
-                            basename="Echo-Llama", size_label="1B", echo=True)
+    return write_tiny_model(
+        tmp_path / "echo" / "Echo-Llama-1B-Q4_K_M.gguf",
+        name="Echo Llama",
+        basename="Echo-Llama",
+        size_label="1B",
+        echo=True,
+    )
 
 
 @pytest.fixture
@@ -42,6 +61,30 @@ def seed_models_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def seed_models(seed_models_dir: Path) -> dict[str, Path]:
     """``{model_id: path}`` of the seed's three models (ids as discovery derives them)."""
-    from magi.testing.tiny_gguf import SEED_MODELS
-
     return {model_id: seed_models_dir / spec.filename for model_id, spec in SEED_MODELS.items()}
+
+
+@pytest.fixture
+def registry_path(tmp_path: Path) -> Path:
+    """Where ``seed_registry`` / ``echo_seed_registry`` are saved."""
+    return tmp_path / "models" / REGISTRY_NAME
+
+
+@pytest.fixture
+def seed_registry(seed_models_dir: Path, registry_path: Path) -> ModelRegistry:
+    """The registry of the seed's three tiny models, also saved at ``registry_path``."""
+    return build_registry(seed_models_dir, registry_path)
+
+
+@pytest.fixture
+def echo_seed_models_dir(tmp_path: Path) -> Path:
+    """``tmp_path/models`` with echo-weight stand-ins of the seed's three models."""
+    folder = tmp_path / "models"
+    make_seed_models(folder, echo=True)
+    return folder
+
+
+@pytest.fixture
+def echo_seed_registry(echo_seed_models_dir: Path, registry_path: Path) -> ModelRegistry:
+    """The registry of the echo seed models, also saved at ``registry_path``."""
+    return build_registry(echo_seed_models_dir, registry_path)

@@ -73,7 +73,10 @@ class TinyModelSpec:
 #: files carry, keyed by the id discovery derives for them.
 SEED_MODELS: dict[str, TinyModelSpec] = {
     "qwen3_4p0b_q4km_fast": TinyModelSpec(
-        filename="Qwen3-4B-Q4_K_M.gguf", name="Qwen3 4B", basename="Qwen3", size_label="4B",
+        filename="Qwen3-4B-Q4_K_M.gguf",
+        name="Qwen3 4B",
+        basename="Qwen3",
+        size_label="4B",
     ),
     "deepseek_r10528qwen3_8p0b_q4km_powerful": TinyModelSpec(
         filename="DeepSeek-R1-0528-Qwen3-8B-Q4_K_M.gguf",
@@ -115,11 +118,14 @@ def _file_type_value(file_type: str | int) -> int:
     raise ValueError(f"unknown file_type {file_type!r}; valid: {', '.join(valid)}")
 
 
-def _tensor_shapes(n_vocab: int, n_embd: int, n_ff: int, n_layer: int, n_embd_kv: int,
-                   tied: bool) -> dict[str, tuple[int, ...]]:
+def _tensor_shapes(
+    n_vocab: int, n_embd: int, n_ff: int, n_layer: int, n_embd_kv: int, tied: bool
+) -> dict[str, tuple[int, ...]]:
     """The exact tensor set llama.cpp's llama architecture requires (numpy shapes)."""
-    shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (n_vocab, n_embd),
-                                          "output_norm.weight": (n_embd,)}
+    shapes: dict[str, tuple[int, ...]] = {
+        "token_embd.weight": (n_vocab, n_embd),
+        "output_norm.weight": (n_embd,),
+    }
     if not tied:
         shapes["output.weight"] = (n_vocab, n_embd)
     for i in range(n_layer):
@@ -137,8 +143,9 @@ def _tensor_shapes(n_vocab: int, n_embd: int, n_ff: int, n_layer: int, n_embd_kv
     return shapes
 
 
-def _weights(name: str, shape: tuple[int, ...], *, echo: bool, n_special: int,
-             rng: np.random.Generator) -> np.ndarray:
+def _weights(
+    name: str, shape: tuple[int, ...], *, echo: bool, n_special: int, rng: np.random.Generator
+) -> np.ndarray:
     if len(shape) == 1:  # norms
         return np.ones(shape, dtype=np.float32)
     if echo and (name.endswith("attn_output.weight") or name.endswith("ffn_down.weight")):
@@ -203,9 +210,14 @@ def write_tiny_model(
     per_shard = math.ceil(len(shapes) / shards) if shards > 1 else 0
 
     writer = GGUFWriter(path, ARCH, split_max_tensors=per_shard)
-    writer.add_type("model")
-    for key, value in (("name", name), ("basename", basename), ("size_label", size_label),
-                       ("finetune", finetune)):
+    if "general.type" not in (metadata or {}):
+        writer.add_type("model")
+    for key, value in (
+        ("name", name),
+        ("basename", basename),
+        ("size_label", size_label),
+        ("finetune", finetune),
+    ):
         if value is not None:
             writer.add_string(f"general.{key}", value)
     if file_type is not None:
@@ -248,8 +260,9 @@ def _add_metadata(writer: GGUFWriter, key: str, value: MetadataValue) -> None:
         writer.add_string(key, str(value))
 
 
-def write_spec(folder: Path | str, spec: TinyModelSpec, *, echo: bool = False, seed: int = 0,
-               shards: int = 1) -> Path:
+def write_spec(
+    folder: Path | str, spec: TinyModelSpec, *, echo: bool = False, seed: int = 0, shards: int = 1
+) -> Path:
     """Write the tiny stand-in described by ``spec`` into ``folder``."""
     return write_tiny_model(
         Path(folder) / spec.filename,
@@ -272,8 +285,10 @@ def make_seed_models(folder: Path | str, *, echo: bool = False) -> dict[str, Pat
     thresholds), so the shipped profiles ``development``, ``production`` and
     ``fast-only`` validate against the registry and can run on them.
     """
-    return {model_id: write_spec(folder, spec, echo=echo, seed=i)
-            for i, (model_id, spec) in enumerate(SEED_MODELS.items())}
+    return {
+        model_id: write_spec(folder, spec, echo=echo, seed=i)
+        for i, (model_id, spec) in enumerate(SEED_MODELS.items())
+    }
 
 
 def echo_completion(prompt: str, n_tokens: int) -> str:

@@ -1,0 +1,419 @@
+"""Discovery: find GGUF models in folders and build the model registry.
+
+:class:`ModelDiscoveryService` is the seed's service. It scans folders
+recursively for ``*.gguf`` files, groups split models (``-00001-of-00003.gguf``:
+one model, the first shard is its path, sizes summed), reads each header without
+loading weights (:mod:`magi.models.gguf_meta`), derives ids and tiers
+(:mod:`magi.models.ids`, :mod:`magi.models.tiers`), and saves the registry.
+
+A bad file never stops discovery: truncated downloads, non-GGUF files with a
+``.gguf`` name, incomplete split sets, adapters and projectors are logged as
+warnings and listed in ``registry.skipped`` with the reason.
+
+:meth:`ModelDiscoveryService.refresh` is incremental: a file whose size and
+modification time match the previous registry is not opened again (its stored
+metadata is reused; ``DiscoveryStats.read`` counts the files actually read).
+Ids and tiers are re-derived every time, so changed pins or thresholds apply
+without re-reading.
+
+Example (the seed's):
+    >>> discovery = ModelDiscoveryService(scan_path=Path("/path/to/models"))  # doctest: +SKIP
+    >>> registry = discovery.load_registry(Path("models/registry.json"))      # doctest: +SKIP
+    >>> manager.validate_profile(profile, list(registry.models.keys()))        # doctest: +SKIP
+    []
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from magi.config.app import ModelPin, ModelsConfig
+from magi.errors import ModelError
+from magi.models.gguf_meta import GGUFModelInfo, GGUFReadError, read_model_info
+from magi.models.ids import (
+    IdClaim,
+    assign_unique_ids,
+    derive_identity,
+    make_id,
+    quant_token,
+    strip_split_suffix,
+)
+from magi.models.registry import ModelEntry, ModelFile, ModelRegistry, SkippedFile, utc_now
+from magi.models.tiers import assign_tier
+
+logger = logging.getLogger(__name__)
+
+Reader = Callable[[list[Path]], GGUFModelInfo]
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+#: Architectures that are GGUF files but not language models MAGI can run.
+NON_MODEL_ARCHITECTURES = {"clip": "a multimodal projector (mmproj)"}
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files of one model: a single file, or every shard of a split model in order."""
+
+    files: tuple[Path, ...]
+
+    @property
+    def path(self) -> Path:
+        return self.files[0]
+
+
+@dataclass
+class DiscoveryStats:
+    """What one discovery run did; ``read`` counts headers actually parsed."""
+
+    models: int = 0
+    read: int = 0
+    reused: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class DiscoveryResult:
+    """A discovery run's registry, statistics and warnings (unused pins, demo problems)."""
+
+    registry: ModelRegistry
+    stats: DiscoveryStats
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[SkippedFile]:
+        return self.registry.skipped
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A model whose metadata is known: its files as stat'ed now, and its id in the last registry."""
+
+    model: ModelFiles
+    files: list[ModelFile]
+    info: GGUFModelInfo
+    previous_id: str | None
+
+
+def _same_files(old: list[ModelFile], new: list[ModelFile]) -> bool:
+    """Unchanged on disk: same paths, sizes and modification times (then the header is not re-read)."""
+    return [(f.path, f.size, f.mtime_ns) for f in old] == [(f.path, f.size, f.mtime_ns) for f in new]
+
+
+def find_model_files(dirs: Iterable[Path]) -> tuple[list[ModelFiles], list[SkippedFile]]:
+    """Every model in ``dirs`` (recursively), plus incomplete split sets as skipped files.
+
+    Hidden files and folders (names starting with ``.``) are ignored: they are
+    temporary files of interrupted writes. A file reachable from two folders is
+    counted once.
+
+    Raises:
+        ModelError: a folder does not exist or is not a folder (404).
+    """
+    seen: set[Path] = set()
+    singles: list[Path] = []
+    shards: dict[tuple[Path, str, int], dict[int, Path]] = {}
+    for folder in dirs:
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise ModelError(
+                f"Models folder {folder} {what}. Create it and put .gguf files in it, or pass another "
+                "folder (magi discover FOLDER, or models.dirs in conf/config.yaml).",
+                status_code=404,
+                details={"path": str(folder)},
+            )
+        for path in sorted(folder.resolve().rglob("*.gguf")):
+            rel = path.relative_to(folder.resolve())
+            if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+                continue
+            real = path.resolve()
+            if real in seen:
+                continue
+            seen.add(real)
+            match = _SHARD.match(path.name)
+            if match:
+                key = (path.parent, match["stem"], int(match["count"]))
+                shards.setdefault(key, {})[int(match["no"])] = path
+            else:
+                singles.append(path)
+    models = [ModelFiles((p,)) for p in singles]
+    skipped: list[SkippedFile] = []
+    for (_parent, _stem, count), found in shards.items():
+        wanted = set(range(1, count + 1))
+        if set(found) == wanted:
+            models.append(ModelFiles(tuple(found[i] for i in sorted(found))))
+        else:
+            missing = sorted(wanted - set(found))
+            first = found[min(found)]
+            skipped.append(
+                SkippedFile(
+                    path=first,
+                    reason=f"split model incomplete: shard(s) {', '.join(f'{n:05d}' for n in missing)} of "
+                    f"{count:05d} missing",
+                )
+            )
+    models.sort(key=lambda m: str(m.path))
+    return models, skipped
+
+
+def _stat_files(model: ModelFiles) -> list[ModelFile]:
+    out = []
+    for p in model.files:
+        st = p.stat()
+        out.append(ModelFile(path=p, size=st.st_size, mtime_ns=st.st_mtime_ns))
+    return out
+
+
+def _info_from_entry(entry: ModelEntry) -> GGUFModelInfo:
+    return GGUFModelInfo(**{f.name: getattr(entry, f.name) for f in fields(GGUFModelInfo)})
+
+
+def _not_a_model(info: GGUFModelInfo) -> str | None:
+    if info.general_type and info.general_type != "model":
+        return f"general.type is '{info.general_type}' (an adapter or other non-model file)"
+    if info.architecture in NON_MODEL_ARCHITECTURES:
+        return f"{NON_MODEL_ARCHITECTURES[info.architecture]}, not a language model"
+    return None
+
+
+def _pin_for(pins: dict[str, ModelPin], path: Path) -> tuple[str, ModelPin] | None:
+    for key in (path.name, strip_split_suffix(path.stem) + ".gguf"):
+        if key in pins:
+            return key, pins[key]
+    return None
+
+
+class ModelDiscoveryService:
+    """Scan folders for GGUF models and maintain the registry (the seed's service).
+
+    Args:
+        scan_path: A folder or several; default ``config.dirs``.
+        config: The ``models`` section (thresholds, pins, registry path, demo);
+            default :class:`~magi.config.app.ModelsConfig` defaults.
+        registry_path: Where the registry JSON lives; default ``config.registry``.
+        n_ctx: Context length the registry's memory estimates assume.
+        include_demo: Assemble and register the demo model. ``None``: follow
+            ``config.demo`` when a config is given, else off (a bare
+            ``ModelDiscoveryService(scan_path=...)`` only scans). When it follows the
+            config and the extra is not installed, the demo is silently left out;
+            when ``True`` it is an error.
+        reader: Reads a model's metadata from its files (replaceable to count reads).
+        progress: Show a progress bar while reading headers.
+    """
+
+    def __init__(
+        self,
+        scan_path: Path | str | Sequence[Path | str] | None = None,
+        *,
+        config: ModelsConfig | None = None,
+        registry_path: Path | str | None = None,
+        n_ctx: int = 2048,
+        include_demo: bool | None = None,
+        reader: Reader = read_model_info,
+        progress: bool = False,
+    ) -> None:
+        self.config = config or ModelsConfig()
+        if scan_path is None:
+            self.scan_paths = [Path(p) for p in self.config.dirs]
+        elif isinstance(scan_path, str | Path):
+            self.scan_paths = [Path(scan_path)]
+        else:
+            self.scan_paths = [Path(p) for p in scan_path]
+        self.registry_path = Path(registry_path) if registry_path is not None else Path(self.config.registry)
+        self.n_ctx = n_ctx
+        self.demo_required = include_demo is True
+        self.include_demo = (
+            self.config.demo if include_demo is None and config is not None else bool(include_demo)
+        )
+        self.reader = reader
+        self.progress = progress
+        self.last_stats: DiscoveryStats | None = None
+
+    # -- the seed's API --------------------------------------------------------------
+    def load_registry(self, path: Path | str | None = None) -> ModelRegistry:
+        """Load a saved registry (default: this service's ``registry_path``).
+
+        Raises:
+            ModelError: missing (404) or corrupt (422) file, named in the message.
+        """
+        return ModelRegistry.load(path if path is not None else self.registry_path)
+
+    def save_registry(self, registry: ModelRegistry, path: Path | str | None = None) -> Path:
+        """Write ``registry`` atomically (default: this service's ``registry_path``)."""
+        return registry.save(path if path is not None else self.registry_path)
+
+    def discover(self) -> DiscoveryResult:
+        """Scan from scratch (every header read); nothing is saved."""
+        return self._run(previous=None)
+
+    def refresh(self, previous: ModelRegistry | None = None, *, save: bool = True) -> DiscoveryResult:
+        """Scan again, re-reading only new or changed files, and save the registry.
+
+        Args:
+            previous: The registry to update; default: the one at ``registry_path``
+                if it exists. An unreadable previous registry is rebuilt (with a
+                warning): it only caches what the files say.
+            save: Write the result to ``registry_path``.
+        """
+        if previous is None and self.registry_path.is_file():
+            try:
+                previous = self.load_registry()
+            except ModelError as exc:
+                logger.warning("Rebuilding the registry from scratch: %s", exc)
+        result = self._run(previous=previous)
+        if save:
+            self.save_registry(result.registry)
+        return result
+
+    # -- the work ------------------------------------------------------------------
+    def _demo_folder(self) -> Path:
+        if self.config.demo_dir is not None:
+            return Path(self.config.demo_dir)
+        return self.scan_paths[0] if self.scan_paths else Path("models")
+
+    def _ensure_demo(self, warnings: list[str]) -> Path | None:
+        from magi.models.demo import DemoModelUnavailableError, ensure_demo_model
+
+        try:
+            return ensure_demo_model(self._demo_folder(), progress=self.progress)
+        except DemoModelUnavailableError as exc:
+            if self.demo_required:
+                raise
+            logger.info("Demo model left out: %s", exc)
+            return None
+        except ModelError as exc:
+            if self.demo_required:
+                raise
+            warnings.append(f"demo model left out: {exc}")
+            return None
+
+    def _run(self, previous: ModelRegistry | None) -> DiscoveryResult:
+        start = time.perf_counter()
+        warnings: list[str] = []
+        dirs = list(self.scan_paths)
+        if self.include_demo:
+            demo_path = self._ensure_demo(warnings)
+            if demo_path is not None and not any(_is_within(demo_path, d) for d in dirs):
+                dirs.append(demo_path.parent)
+        models, skipped = find_model_files(dirs)
+        stats = DiscoveryStats()
+        found = self._read_all(models, previous, stats, skipped)
+        registry_models, used_pins = self._build_entries(found)
+
+        for name in sorted(set(self.config.pins) - used_pins):
+            warnings.append(f"models.pins.{name}: no discovered file has this name")
+        for item in skipped:
+            logger.warning("Skipped %s: %s", item.path, item.reason)
+        for text in warnings:
+            logger.warning("%s", text)
+        stats.models = len(registry_models)
+        stats.skipped = len(skipped)
+        stats.seconds = time.perf_counter() - start
+        self.last_stats = stats
+        registry = ModelRegistry(
+            updated_at=utc_now(),
+            scan_paths=[Path(d).resolve() for d in dirs],
+            n_ctx=self.n_ctx,
+            models=registry_models,
+            skipped=sorted(skipped, key=lambda s: str(s.path)),
+        )
+        return DiscoveryResult(registry=registry, stats=stats, warnings=warnings)
+
+    def _read_all(
+        self,
+        models: list[ModelFiles],
+        previous: ModelRegistry | None,
+        stats: DiscoveryStats,
+        skipped: list[SkippedFile],
+    ) -> list[_Found]:
+        """Metadata of every model: reused from ``previous`` when size and mtime match, else read."""
+        cached = {e.path: e for e in previous.models.values()} if previous is not None else {}
+        iterator: Iterable[ModelFiles] = models
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(models, desc="Reading GGUF headers", unit="model", leave=False)
+        found: list[_Found] = []
+        for model in iterator:
+            try:
+                stat = _stat_files(model)
+            except OSError as exc:
+                skipped.append(SkippedFile(path=model.path, reason=f"cannot stat: {exc.strerror or exc}"))
+                continue
+            old = cached.get(model.path)
+            if old is not None and _same_files(old.files, stat):
+                found.append(_Found(model, stat, _info_from_entry(old), old.id))
+                stats.reused += 1
+                continue
+            stats.read += 1
+            try:
+                info = self.reader(list(model.files))
+            except GGUFReadError as exc:
+                skipped.append(SkippedFile(path=model.path, reason=exc.reason))
+                continue
+            reason = _not_a_model(info)
+            if reason:
+                skipped.append(SkippedFile(path=model.path, reason=reason))
+                continue
+            found.append(_Found(model, stat, info, None))
+        return found
+
+    def _build_entries(self, found: list[_Found]) -> tuple[dict[str, ModelEntry], set[str]]:
+        """Derive ids (unique), tiers and memory estimates; returns entries by id and the pins used."""
+        claims: list[IdClaim] = []
+        data: dict[str, dict[str, object]] = {}
+        used_pins: set[str] = set()
+        for item in found:
+            path = item.model.path
+            identity = derive_identity(item.info, path.name)
+            pin = _pin_for(self.config.pins, path)
+            pinned_id = pinned_tier = None
+            if pin:
+                used_pins.add(pin[0])
+                pinned_id, pinned_tier = pin[1].id, pin[1].tier
+            tier = pinned_tier or assign_tier(identity.params, self.config.tier_thresholds)
+            quant = quant_token(identity.quant) if identity.quant else "unknown"
+            wanted = pinned_id or make_id(identity.family, identity.size, quant, tier)
+            claims.append(IdClaim(str(path), wanted, pinned=pinned_id is not None, previous=item.previous_id))
+            data[str(path)] = dict(
+                path=path,
+                files=item.files,
+                tier=tier,
+                family=identity.family,
+                size=identity.size,
+                quant=identity.quant,
+                params=identity.params,
+                params_source=identity.params_source,
+                pinned=pin is not None,
+                file_size=sum(f.size for f in item.files),
+                mtime=max(f.mtime_ns for f in item.files) / 1e9,
+                **{f.name: getattr(item.info, f.name) for f in fields(GGUFModelInfo)},
+            )
+        ids = assign_unique_ids(claims)
+        entries: dict[str, ModelEntry] = {}
+        for key in sorted(data, key=lambda k: ids[k]):
+            partial = ModelEntry.model_construct(id=ids[key], **data[key])  # for the estimate only
+            memory = round(partial.memory(self.n_ctx).total_mb, 1)
+            entries[ids[key]] = ModelEntry(id=ids[key], memory_mb=memory, **data[key])
+        return entries, used_pins
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(Path(folder).resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def discover_models(
+    config: ModelsConfig, *, n_ctx: int = 2048, save: bool = True, progress: bool = False
+) -> DiscoveryResult:
+    """Refresh the registry described by an app config's ``models`` section (demo included per config)."""
+    service = ModelDiscoveryService(config=config, n_ctx=n_ctx, progress=progress)
+    return service.refresh(save=save)

