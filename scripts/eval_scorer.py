@@ -26,7 +26,7 @@ try:
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from magi.routing.metrics import load_labelled, roc_auc, threshold_accuracy  # noqa: E402
+from magi.routing.metrics import best_threshold, load_labelled, roc_auc, threshold_accuracy  # noqa: E402
 from magi.routing.scorer import get_scorer  # noqa: E402
 
 DEFAULT_SETS = [ROOT / "data/prompts/labelled.jsonl", ROOT / "data/prompts/holdout.jsonl"]
@@ -50,6 +50,8 @@ def evaluate(path: Path, scorer_name: str, threshold: float, table: bool, width:
         f"ROC AUC {auc:.3f}  accuracy at threshold {threshold:g}: {accuracy:.1%} "
         f"(hard at or below: {missed}, easy above: {spared})"
     )
+    best, best_accuracy = best_threshold(scores, hard)
+    print(f"   best-separating threshold on this set: {best:.2f} (accuracy {best_accuracy:.1%})")
     if table:
         print(f"   {'score':>5}  {'label':5}  {'prompt':{width}}  explanation")
         for result, item in sorted(results, key=lambda pair: pair[0].score):

@@ -61,6 +61,24 @@ def threshold_accuracy(scores: Sequence[float], positives: Sequence[bool], thres
     return right / len(scores)
 
 
+def best_threshold(scores: Sequence[float], positives: Sequence[bool]) -> tuple[float, float]:
+    """The routing threshold that puts most prompts on the right side, and its accuracy.
+
+    Candidates are midpoints between consecutive distinct scores (and just below the
+    lowest); on ties of accuracy the lowest threshold wins (prefer the stronger
+    tier when unsure). Use it to *read* where a set's classes separate, not to tune on
+    a holdout set.
+
+    Example:
+        >>> best_threshold([0.5, 1.0, 3.0, 4.0], [False, False, True, True])
+        (2.0, 1.0)
+    """
+    distinct = sorted(set(scores))
+    candidates = [distinct[0] - 1.0] + [(a + b) / 2 for a, b in zip(distinct, distinct[1:], strict=False)]
+    best = max(candidates, key=lambda t: (threshold_accuracy(scores, positives, t), -t))
+    return best, threshold_accuracy(scores, positives, best)
+
+
 @dataclass(frozen=True)
 class LabelledPrompt:
     """One line of a ``data/prompts/*.jsonl`` file."""
