@@ -136,17 +136,25 @@ def register_scorer(name: str, *, replace: bool = False) -> Callable[[ScorerFact
     """Decorator: make a scorer class (or factory function) selectable as ``scorer=<name>``.
 
     Registering a name twice is a programming error unless ``replace=True``, so two
-    plugins cannot silently shadow each other.
+    plugins cannot silently shadow each other. Re-running the same definition (same
+    module and qualified name, as when a notebook cell runs again) replaces it.
     """
 
     def add(factory: ScorerFactory) -> ScorerFactory:
         with _registry_lock:
-            if name in _SCORERS and not replace and _SCORERS[name] is not factory:
-                raise ValueError(f"a scorer named '{name}' is already registered ({_SCORERS[name]!r})")
+            existing = _SCORERS.get(name)
+            if existing is not None and not replace and not _same_definition(existing, factory):
+                raise ValueError(f"a scorer named '{name}' is already registered ({existing!r})")
             _SCORERS[name] = factory
         return factory
 
     return add
+
+
+def _same_definition(a: object, b: object) -> bool:
+    """Same object, or the same module-level name defined again (notebook re-runs)."""
+    key = ("__module__", "__qualname__")
+    return a is b or all(getattr(a, k, None) == getattr(b, k, object()) for k in key)
 
 
 def available_scorers() -> list[str]:
