@@ -164,3 +164,8 @@ def test_concurrent_random_picks_use_every_model() -> None:
         thread.join()
     counts = Counter(results)
     assert sum(counts.values()) == 4000 and all(1100 <= counts[m] <= 1570 for m in MODELS)
+
+
+def test_least_loaded_failover_order_follows_the_load() -> None:
+    balancer = make_balancer("least_loaded")
+    assert balancer.order(["a", "b", "c", "d"], {"a": 3, "b": 0, "c": 2, "d": 1}) == ["b", "d", "c", "a"]

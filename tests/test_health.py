@@ -415,3 +415,17 @@ def test_probe_all_without_a_probe_does_nothing(health: HealthMonitor) -> None:
 def test_invalid_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="interval"):
         HealthMonitor(["m"], interval=0)
+
+
+def test_no_healthy_model_error_headline_can_say_every_model_failed(health: HealthMonitor) -> None:
+    health.record_failure("a", "bad answer")
+    message = str(health.no_healthy_error(["a"], ["fast"], headline="Every model failed this request"))
+    assert message.startswith("Every model failed this request in tier fast:\n  - a: closed (1 failure")
+
+
+def test_probe_all_works_after_the_prober_stopped() -> None:
+    probed: list[str] = []
+    health = HealthMonitor(["m"], probe=probed.append, interval=60.0)
+    health.start()
+    assert health.stop()
+    assert health.probe_all() == {"m": True} and probed == ["m"]

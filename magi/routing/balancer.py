@@ -180,6 +180,12 @@ class LeastLoadedBalancer(Balancer):
         super().__init__(seed)
         self._counter = 0
 
+    def order(self, candidates: Sequence[str], in_flight: Mapping[str, int]) -> list[str]:
+        """The pick, then the others from least to most loaded (ties: cyclically after
+        the pick, in tier order): failover also goes to the emptiest model."""
+        rotated = super().order(candidates, in_flight)
+        return rotated[:1] + sorted(rotated[1:], key=lambda model_id: in_flight.get(model_id, 0))
+
     def _choose(self, candidates: Sequence[str], in_flight: Mapping[str, int]) -> int:
         loads = [in_flight.get(model_id, 0) for model_id in candidates]
         lowest = min(loads)

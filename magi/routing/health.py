@@ -269,18 +269,26 @@ class NoHealthyModelError(MAGIException):
     Args:
         states: Model id -> breaker snapshot (as from :meth:`HealthMonitor.status`).
         tiers: The tiers that were tried, in order.
+        headline: Replaces "No healthy model available", e.g. "Every model failed
+            this request" when the models were tried but their circuits are not open yet.
     """
 
     status_code = 503
 
-    def __init__(self, states: Mapping[str, Mapping[str, Any]], tiers: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        states: Mapping[str, Mapping[str, Any]],
+        tiers: Sequence[str] = (),
+        *,
+        headline: str | None = None,
+    ) -> None:
         self.states = {model_id: dict(snapshot) for model_id, snapshot in states.items()}
         self.tiers = list(tiers)
         where = f" in tier{'s' if len(self.tiers) != 1 else ''} {', '.join(self.tiers)}" if self.tiers else ""
         if self.states:
             lines = [f"  - {model_id}: {describe_snapshot(snap)}" for model_id, snap in self.states.items()]
             message = (
-                f"No healthy model available{where}:\n"
+                f"{headline or 'No healthy model available'}{where}:\n"
                 + "\n".join(lines)
                 + "\nOpen circuits let a trial request through when their cooldown ends "
                 "(runtime.cooldown_seconds); fix the errors above or retry later."
@@ -500,14 +508,16 @@ class HealthMonitor:
         """One line about ``model_id``'s circuit, e.g. ``open (3 failures, ...)``."""
         return self.breaker(model_id).describe()
 
-    def no_healthy_error(self, model_ids: Iterable[str], tiers: Sequence[str] = ()) -> NoHealthyModelError:
+    def no_healthy_error(
+        self, model_ids: Iterable[str], tiers: Sequence[str] = (), *, headline: str | None = None
+    ) -> NoHealthyModelError:
         """The error to raise when none of ``model_ids`` (the tiers' members) could answer."""
         wanted = list(dict.fromkeys(model_ids))
         status = self.status()
         for model_id in wanted:
             if model_id not in status:
                 status[model_id] = self.breaker(model_id).snapshot()
-        return NoHealthyModelError({m: status[m] for m in wanted}, tiers)
+        return NoHealthyModelError({m: status[m] for m in wanted}, tiers, headline=headline)
 
     # -- probing ---------------------------------------------------------------------------
     def probe_all(self) -> dict[str, bool]:
@@ -518,12 +528,15 @@ class HealthMonitor:
         requests in flight are skipped when ``skip_busy``. Returns model id -> ok for
         the models probed. Without a ``probe`` this does nothing.
         """
+        return self._probe_round(None)
+
+    def _probe_round(self, stop: threading.Event | None) -> dict[str, bool]:
         results: dict[str, bool] = {}
         probe = self.probe
         if probe is None:
             return results
         for model_id in self.model_ids:
-            if self._stop.is_set() and self._thread is not None:
+            if stop is not None and stop.is_set():
                 break
             if self.skip_busy and self._in_flight.get(model_id, 0) > 0:
                 continue
@@ -590,6 +603,6 @@ class HealthMonitor:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.probe_all()
+                self._probe_round(self._stop)
             except Exception:  # never let the prober die silently
                 logger.exception("health probe round failed")

@@ -37,6 +37,20 @@ Example:
     ('powerful', True, [('draft', 'fast', ('small',)), ('refine', 'powerful', ('big',))])
     >>> router.fallback_tiers("fast")
     ['powerful']
+
+For runners, one stage with failover (the health monitor records every outcome)::
+
+    tried = []
+    for tier, model_id in router.attempts(stage):
+        tried.append(tier)
+        try:
+            with health.attempt(model_id):   # counts in flight, records success or failure
+                text = generate(model_id, prompt, max_tokens=stage.max_tokens)
+        except Exception:                    # failed (recorded), or ModelUnavailableError when
+            continue                         # its circuit opened since decide(): next model
+        break
+    else:
+        raise router.no_healthy_error(list(dict.fromkeys(tried)) or None)
 """
 
 from __future__ import annotations
@@ -304,8 +318,11 @@ class Router:
                 for model_id in self.candidates(tier):
                     yield tier, model_id
 
-    def no_healthy_error(self, tiers: Sequence[str] | None = None) -> NoHealthyModelError:
-        """The 503 error naming every model of ``tiers`` (default: all) and its state."""
+    def no_healthy_error(
+        self, tiers: Sequence[str] | None = None, *, headline: str | None = None
+    ) -> NoHealthyModelError:
+        """The 503 error naming every model of ``tiers`` (default: all) and its state;
+        ``headline`` replaces "No healthy model available" (e.g. "Every model failed")."""
         tiers = list(self.tier_names if tiers is None else tiers)
         model_ids = [m for t in tiers for m in self.members.get(t, ())]
-        return self.health.no_healthy_error(model_ids, tiers)
+        return self.health.no_healthy_error(model_ids, tiers, headline=headline)
