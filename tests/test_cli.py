@@ -89,7 +89,12 @@ def test_run_py_unknown_profile_lists_options() -> None:
 
 
 def test_run_py_invalid_value_exits_2_without_traceback(tmp_path: Path) -> None:
-    proc = _run("run.py", f"hydra.run.dir={tmp_path}", "profile.load_balancing.strategy=fastest")
+    proc = _run(
+        "run.py",
+        f"hydra.run.dir={tmp_path}",
+        "profile=development",
+        "profile.load_balancing.strategy=fastest",
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "profile.load_balancing.strategy" in proc.stderr and "profile/development.yaml" in proc.stderr

@@ -98,6 +98,7 @@ class ModelSettings(MagiModel):
     chat_format: str | None = Field(default=None, description="llama.cpp chat format name.")
     temperature: float | None = Field(default=None, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling.")
+    repeat_penalty: float | None = Field(default=None, gt=0, description="Penalty on repeated tokens.")
     max_tokens: int | None = Field(default=None, gt=0, description="Default answer length.")
     seed: int | None = Field(default=None, description="Sampling seed.")
     prompt_template: str | None = Field(
@@ -116,20 +117,23 @@ class RuntimeConfig(MagiModel):
     seed: int = Field(default=0, description="Sampling seed, for reproducible answers.")
     temperature: float = Field(default=0.0, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling.")
+    repeat_penalty: float = Field(
+        default=1.1, gt=0, description="Penalty on repeated tokens (1.0: none); curbs loops in small models."
+    )
     max_tokens: float = Field(
         default=256,
         gt=0,
         description="Answer length when a stage sets none; .inf: until the context is full.",
     )
     prompt_template: str = Field(
-        default="Question: {prompt}\nAnswer:",
+        default="Q: {prompt}\nA:",
         description=(
             "Prompt for completion-style models (those without a chat template in their GGUF "
             "metadata); '{prompt}' is filled in. Chat models get the prompt as a user message."
         ),
     )
     stop: list[str] = Field(
-        default_factory=lambda: ["\nQuestion:"], description="Stop sequences for every generation."
+        default_factory=lambda: ["\nQ:"], description="Stop sequences for every generation."
     )
     memory_budget_mb: float | None = Field(
         default=None, gt=0, description="Evict least-recently-used models above this estimate."

@@ -130,6 +130,7 @@ class LlamaBackend:
             "max_tokens": settings.max_tokens,  # None: until the context is full
             "temperature": settings.temperature,
             "top_p": settings.top_p,
+            "repeat_penalty": settings.repeat_penalty,
             "seed": settings.seed,
             "stop": list(settings.stop) or None,
             "stream": True,

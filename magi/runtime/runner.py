@@ -26,12 +26,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from magi.routing.health import HealthMonitor, NoHealthyModelError
-from magi.routing.router import RouteDecision, Router
-from magi.routing.scorer import get_scorer
-
 from magi.config.app import MagiConfig
 from magi.errors import MAGIException
+from magi.routing.health import HealthMonitor
+from magi.routing.router import RouteDecision, Router, Stage
+from magi.routing.scorer import get_scorer
 from magi.runtime.backend import GenerationSettings, GenerationTimeout, ModelSpec, PromptTooLongError
 from magi.runtime.pool import ModelPool
 from magi.runtime.trace import Fallback, RunResult, StageName, StageTrace
@@ -65,6 +64,23 @@ class _Trace:
     stages: list[StageTrace] = field(default_factory=list)
     fallbacks: list[Fallback] = field(default_factory=list)
     first_token_at: float | None = None
+
+
+class NoModelAnsweredError(MAGIException):
+    """Every model that could serve a stage failed or was unavailable (503).
+
+    The message names each model's circuit state and the error this request got
+    from it.
+    """
+
+    status_code = 503
+
+    def __init__(self, cause: MAGIException, errors: Mapping[str, str]) -> None:
+        lines = [str(cause)]
+        if errors:
+            lines.append("Errors in this request:")
+            lines += [f"  - {model_id}: {error}" for model_id, error in errors.items()]
+        super().__init__("\n".join(lines), details={**cause.details, "errors": dict(errors)})
 
 
 _TEMPLATE_FIELD = re.compile(r"\{(prompt|draft)\}")
@@ -122,15 +138,12 @@ class Runner:
         for spec in self.specs.values():
             self.pool.register(spec)
         self.scorer = get_scorer(config.scorer)
-        self.health = HealthMonitor(
-            failure_threshold=runtime.failure_threshold, cooldown_seconds=runtime.cooldown_seconds
-        )
+        self.health = HealthMonitor.from_config(config, list(self.specs), probe=self._probe)
         self.router = Router(self.profile, self.tier_members, self.scorer, self.health, seed=runtime.seed)
         self._closed = False
         self._lock = threading.Lock()
-        lb = self.profile.load_balancing
-        if start_health_checks and lb.enabled:
-            self.health.start(self._probe, interval=lb.health_check_interval, model_ids=list(self.specs))
+        if start_health_checks and self.profile.load_balancing.enabled:
+            self.health.start()
 
     # -- public API --------------------------------------------------------------------
     def route(self, prompt: str) -> RouteDecision:
@@ -167,20 +180,22 @@ class Runner:
         self._check_open()
         start = time.perf_counter()
         decision = self.router.decide(prompt)
-        route_s = time.perf_counter() - start
         trace = _Trace()
-        ts = self.profile.two_stage
         draft: str | None = None
         if decision.two_stage:
-            draft = yield from self._run_stage(
-                "draft", ts.stage1_tier, prompt, self._settings(max_tokens=ts.stage1_max_tokens), trace, start
-            )
-            stage2_prompt = fill_refine_template(ts.refine_template, prompt, draft)
-            text = yield from self._run_stage(
-                "refine", ts.stage2_tier, stage2_prompt, self._settings(), trace, start
-            )
+            draft_stage, refine_stage = decision.stages
+            try:
+                draft = yield from self._run_stage(draft_stage, prompt, trace, fallback=False)
+            except NoModelAnsweredError as exc:
+                # The draft only speeds things up: without one, the final tier answers alone.
+                logger.warning("No draft (%s); the %s tier answers alone", exc, refine_stage.tier)
+            if draft is not None:
+                refine_prompt = fill_refine_template(self.profile.two_stage.refine_template, prompt, draft)
+                text = yield from self._run_stage(refine_stage, refine_prompt, trace)
+            else:
+                text = yield from self._run_stage(refine_stage, prompt, trace)
         else:
-            text = yield from self._run_stage("single", decision.tier, prompt, self._settings(), trace, start)
+            text = yield from self._run_stage(decision.stages[0], prompt, trace)
         total = time.perf_counter() - start
         final = trace.stages[-1]
         result = RunResult(
@@ -198,7 +213,7 @@ class Runner:
             fallbacks=trace.fallbacks,
             ttft_s=(trace.first_token_at - start) if trace.first_token_at else total,
             total_s=total,
-            route_s=route_s,
+            route_s=decision.decided_in,
             draft=draft,
         )
         yield StreamEvent("done", final.stage, final.tier, final.model_id, result=result)
@@ -241,6 +256,7 @@ class Runner:
             max_tokens=max_tokens if max_tokens is not None else rt.max_tokens_or_none,
             temperature=rt.temperature,
             top_p=rt.top_p,
+            repeat_penalty=rt.repeat_penalty,
             seed=rt.seed,
             stop=tuple(rt.stop),
         )
@@ -255,6 +271,7 @@ class Runner:
             max_tokens=max_tokens,
             temperature=gen.temperature,
             top_p=gen.top_p,
+            repeat_penalty=gen.repeat_penalty,
             seed=gen.seed,
             stop=gen.stop or base.stop,
         )
@@ -266,82 +283,90 @@ class Runner:
         self.pool.backend(model_id).probe()
 
     def _run_stage(
-        self,
-        stage: StageName,
-        tier: str,
-        prompt: str,
-        settings: GenerationSettings,
-        trace: _Trace,
-        request_start: float,
+        self, stage: Stage, prompt: str, trace: _Trace, *, fallback: bool = True
     ) -> Iterator[StreamEvent]:
-        """Run one stage with failover; yields events and returns the stage's text."""
-        tried: list[str] = []
-        for current_tier in [tier, *self.router.fallback_tiers(tier)]:
-            timeout = self._timeout(current_tier)
-            for model_id in self.router.candidates(current_tier):
-                if model_id in tried:
-                    continue
-                tried.append(model_id)
-                pieces: list[str] = []
-                emitted = False
-                try:
-                    yield StreamEvent("stage", stage, current_tier, model_id)
-                    model_settings = self._model_settings(model_id, settings)
-                    with self.health.track(model_id), self.pool.lease(model_id) as backend:
-                        started = time.perf_counter()
-                        first: float | None = None
-                        for piece in backend.stream(prompt, model_settings):
-                            now = time.perf_counter()
-                            if first is None:
-                                first = now
-                            pieces.append(piece)
-                            if piece:
-                                if trace.first_token_at is None:
-                                    trace.first_token_at = now
-                                emitted = True
-                                yield StreamEvent("token", stage, current_tier, model_id, text=piece)
-                            if now - started > timeout:
-                                raise GenerationTimeout(
-                                    f"generation ran past the '{current_tier}' tier's timeout of "
-                                    f"{timeout:.1f}s (expected_time_seconds x runtime.timeout_factor)"
-                                )
-                        ended = time.perf_counter()
-                        prompt_tokens = backend.count_tokens(prompt)
-                except PromptTooLongError as exc:
-                    trace.fallbacks.append(Fallback(stage, current_tier, model_id, str(exc)))
-                    if emitted:
-                        yield StreamEvent("restart", stage, current_tier, model_id)
-                    continue
-                except Exception as exc:  # any model failure: count it and fail over
-                    self.health.record_failure(model_id, f"{type(exc).__name__}: {exc}")
-                    trace.fallbacks.append(
-                        Fallback(stage, current_tier, model_id, f"{type(exc).__name__}: {exc}")
-                    )
-                    logger.warning("%s stage on %s failed (%s); failing over", stage, model_id, exc)
-                    if emitted:
-                        yield StreamEvent("restart", stage, current_tier, model_id)
-                    continue
-                self.health.record_success(model_id)
-                text = "".join(pieces)
-                first = first if first is not None else ended
-                trace.stages.append(
-                    StageTrace(
-                        stage=stage,
-                        tier=current_tier,
-                        model_id=model_id,
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=len(pieces),
-                        ttft_s=first - started,
-                        total_s=ended - started,
-                        finish_reason="length"
-                        if model_settings.max_tokens is not None and len(pieces) >= model_settings.max_tokens
-                        else "stop",
-                    )
+        """Run one stage with failover; yields events and returns the stage's text.
+
+        Models are tried in the router's order (the balancer's pick, the tier's other
+        healthy models, then the fallback tiers'). Each failure counts against the
+        model's circuit breaker; a prompt too long for a model's context does not.
+        """
+        role: StageName = stage.role  # type: ignore[assignment]
+        base = self._settings(max_tokens=stage.max_tokens)
+        tried: set[str] = set()
+        tiers_tried: list[str] = []
+        for tier, model_id in self.router.attempts(stage, fallback=fallback):
+            if tier not in tiers_tried:
+                tiers_tried.append(tier)
+            if model_id in tried or not self.health.acquire(model_id):
+                continue
+            tried.add(model_id)
+            settings = self._model_settings(model_id, base)
+            timeout = self._timeout(tier)
+            pieces: list[str] = []
+            emitted = False
+            try:
+                yield StreamEvent("stage", role, tier, model_id)
+                with self.health.track(model_id), self.pool.lease(model_id) as backend:
+                    started = time.perf_counter()
+                    first: float | None = None
+                    for piece in backend.stream(prompt, settings):
+                        now = time.perf_counter()
+                        if first is None:
+                            first = now
+                        pieces.append(piece)
+                        if piece:
+                            if trace.first_token_at is None:
+                                trace.first_token_at = now
+                            emitted = True
+                            yield StreamEvent("token", role, tier, model_id, text=piece)
+                        if now - started > timeout:
+                            raise GenerationTimeout(
+                                f"generation ran past the '{tier}' tier's timeout of {timeout:.1f}s "
+                                "(expected_time_seconds x runtime.timeout_factor)"
+                            )
+                    ended = time.perf_counter()
+                    prompt_tokens = backend.count_tokens(prompt)
+            except PromptTooLongError as exc:
+                self.health.cancel(model_id)
+                trace.fallbacks.append(Fallback(role, tier, model_id, str(exc)))
+                if emitted:
+                    yield StreamEvent("restart", role, tier, model_id)
+                continue
+            except GeneratorExit:
+                self.health.cancel(model_id)  # the caller stopped reading: no verdict
+                raise
+            except Exception as exc:  # any model failure: count it and fail over
+                error = f"{type(exc).__name__}: {exc}"
+                self.health.record_failure(model_id, error)
+                trace.fallbacks.append(Fallback(role, tier, model_id, error))
+                logger.warning("%s stage on %s failed (%s); failing over", role, model_id, error)
+                if emitted:
+                    yield StreamEvent("restart", role, tier, model_id)
+                continue
+            self.health.record_success(model_id)
+            first = first if first is not None else ended
+            trace.stages.append(
+                StageTrace(
+                    stage=role,
+                    tier=tier,
+                    model_id=model_id,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=len(pieces),
+                    ttft_s=first - started,
+                    total_s=ended - started,
+                    finish_reason="length"
+                    if settings.max_tokens is not None and len(pieces) >= settings.max_tokens
+                    else "stop",
                 )
-                return text
-        raise NoHealthyModelError.for_models(
-            f"No model could answer the {stage} stage (tier '{tier}' and fallbacks "
-            f"{self.router.fallback_tiers(tier)})",
-            self.health.status(),
-            {f.model_id: f.error for f in trace.fallbacks},
+            )
+            return "".join(pieces)
+        errors = {f.model_id: f.error for f in trace.fallbacks if f.stage == role}
+        raise NoModelAnsweredError(
+            self.router.no_healthy_error(
+                tiers_tried or [stage.tier],
+                headline=f"No model could answer the {role} stage"
+                + (f" ({len(errors)} failed)" if errors else ""),
+            ),
+            errors,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-StageName = Literal["single", "draft", "refine"]
+StageName = Literal["answer", "draft", "refine"]
 
 
 @dataclass

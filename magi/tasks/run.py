@@ -28,14 +28,20 @@ BUILTIN_PROMPTS: tuple[str, ...] = (
 def print_stream(runner: Runner, prompt: str, out: TextIO = sys.stdout) -> RunResult:
     """Stream one answer to ``out`` with each stage marked; return its result."""
     result = None
+    at_line_start = True
     out.write(f"\n>>> {prompt}\n")
     for event in runner.stream(prompt):
         if event.kind == "stage":
-            out.write(f"[{event.stage} · {event.tier} · {event.model_id}] ")
+            out.write(
+                ("" if at_line_start else "\n") + f"[{event.stage} · {event.tier} · {event.model_id}]\n"
+            )
+            at_line_start = True
         elif event.kind == "token":
             out.write(event.text)
+            at_line_start = event.text.endswith("\n")
         elif event.kind == "restart":
             out.write(f"\n[{event.model_id} failed; retrying on another model]\n")
+            at_line_start = True
         elif event.kind == "done":
             result = event.result
             out.write("\n")
