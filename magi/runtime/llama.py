@@ -147,8 +147,11 @@ class LlamaBackend:
                 text = self.format_prompt(prompt)
                 self._check_fits(self.count_tokens(text))
                 for chunk in llm.create_completion(text, **kwargs):
-                    # one chunk per token; "" while a multi-byte character is incomplete
-                    yield chunk["choices"][0]["text"]
+                    # One chunk per token ("" while a multi-byte character is incomplete),
+                    # then a closing chunk with the finish reason and no text.
+                    choice = chunk["choices"][0]
+                    if choice["text"] or choice.get("finish_reason") is None:
+                        yield choice["text"]
         except PromptTooLongError:
             raise
         except (ValueError, RuntimeError) as exc:
