@@ -185,10 +185,13 @@ def test_status_shows_loading_then_generating_then_done(make_picker) -> None:
     picker = make_picker("fast-only")
     seen: list[str] = []
     picker.status.observe(lambda change: seen.append(change["new"]), names="value")
+    button: list[str] = []
+    picker.run_button.observe(lambda change: button.append(change["new"]), names="description")
     picker.run(prompt="Hi")
-    assert any(s.startswith("⏳ Preparing the models") for s in seen)
-    assert "⏳ Loading model qwen3_4p0b_q4km_fast…" in seen
-    assert "⏳ Generating (answer) on qwen3_4p0b_q4km_fast…" in seen
+    assert button == ["Running…", "Run"]  # the button shows the run, and cannot start a second
+    assert any(s.startswith("Preparing the models") for s in seen)
+    assert "Loading model qwen3_4p0b_q4km_fast…" in seen
+    assert "Generating (answer) on qwen3_4p0b_q4km_fast…" in seen
     assert seen[-1].startswith("✓ Done")
     seen.clear()
     picker.run(prompt="Hello")  # loaded now: no loading state, and no new Runner

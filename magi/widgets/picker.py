@@ -187,9 +187,9 @@ class ProfilePicker(widgets.VBox):
             description="Tokens",
             bar_style="info",
             style={"description_width": "50px"},
-            layout=widgets.Layout(visibility="hidden", width="240px"),
+            layout=widgets.Layout(display="none", width="240px"),
         )
-        self.status = widgets.Label(value="Ready")
+        self.status = widgets.Label(value="Ready", layout=widgets.Layout(margin="0 0 0 12px"))
         self.answer = widgets.HTML(layout=widgets.Layout(margin="4px 0 0 86px"))
         self.trace = widgets.HTML(layout=widgets.Layout(margin="4px 0 0 86px"))
 
@@ -206,7 +206,7 @@ class ProfilePicker(widgets.VBox):
             (self.answer, "answer"),
             (self.trace, "trace"),
         ]:
-            widget.add_class(f"magi-{name}")
+            widget.add_class(f"magi-picker-{name}")
 
         super().__init__(
             children=[
@@ -357,12 +357,12 @@ class ProfilePicker(widgets.VBox):
             raise
         with self._state_lock:
             if self._busy:
-                self.status.value = "⏳ Still answering the previous prompt…"
+                self.status.value = "Still answering the previous prompt…"
                 raise MAGIException(
                     "A run is already in progress; wait for it (picker.wait()).", status_code=409
                 )
             self._busy = True
-        self.run_button.disabled = True
+        self._show_busy(True)
         self.answer.value = ""
         self.trace.value = ""
         self.last_error = None
@@ -403,7 +403,7 @@ class ProfilePicker(widgets.VBox):
             if self._runner is not None:
                 self._runner.close()  # stops its health checks; the shared pool keeps the models
                 self._runner = None
-            self.status.value = f"⏳ Preparing the models of '{config.profile.name}'…"
+            self.status.value = f"Preparing the models of '{config.profile.name}'…"
             self._runner = Runner(config, pool=self.pool)
             self.runner_builds += 1
             return self._runner
@@ -448,24 +448,24 @@ class ProfilePicker(widgets.VBox):
                     budget = self._budget(runner, event)
                     self.progress.max = budget or 1
                     self.progress.value = 0
-                    self.progress.layout.visibility = "visible" if budget else "hidden"
+                    self.progress.layout.display = "" if budget else "none"
                     loading = not self.pool.backend(event.model_id).loaded
                     self.status.value = (
-                        f"⏳ Loading model {event.model_id}…"
+                        f"Loading model {event.model_id}…"
                         if loading
-                        else f"⏳ Generating ({event.stage}) on {event.model_id}…"
+                        else f"Generating ({event.stage}) on {event.model_id}…"
                     )
                     self._draw_answer(force=True)
                 elif event.kind == "token":
                     if not parts[-1].pieces:
-                        self.status.value = f"⏳ Generating ({event.stage}) on {event.model_id}…"
+                        self.status.value = f"Generating ({event.stage}) on {event.model_id}…"
                     parts[-1].pieces.append(event.text)
                     tokens += 1
                     self._draw_answer(tokens=tokens)
                 elif event.kind == "restart":
                     parts.pop()  # discard the failed model's text; the stage continues elsewhere
                     restarts += 1
-                    self.status.value = f"⏳ {event.model_id} failed; retrying on another model…"
+                    self.status.value = f"{event.model_id} failed; retrying on another model…"
                     self._draw_answer(force=True)
                 elif event.kind == "done":
                     result = event.result
@@ -486,9 +486,15 @@ class ProfilePicker(widgets.VBox):
             self.status.value = f"✗ Error: {message.splitlines()[0] if message else type(exc).__name__}"
             raise
         finally:
-            self.progress.layout.visibility = "hidden"
+            self.progress.layout.display = "none"
             self._busy = False
-            self.run_button.disabled = False
+            self._show_busy(False)
+
+    def _show_busy(self, busy: bool) -> None:
+        """The Run button says when a run is in progress (and cannot start a second one)."""
+        self.run_button.disabled = busy
+        self.run_button.description = "Running…" if busy else "Run"
+        self.run_button.icon = "hourglass-half" if busy else "play"
 
     def _draw_answer(self, *, force: bool = False, tokens: int | None = None) -> None:
         now = time.monotonic()

@@ -238,7 +238,7 @@ def trace_html(result: RunResult) -> str:
         rows,
         caption="Routing trace",
         numeric=(3, 4, 5, 6, 7),
-        css_class="magi-table magi-trace",
+        css_class="magi-table magi-trace-table",
     )
     fallbacks = ""
     if result.fallbacks:
