@@ -88,6 +88,19 @@ def validate_config(
         raise ConfigError(err.problems, source=sources) from None
 
 
+def _with_cause(exc: BaseException) -> str:
+    """Hydra's message plus its cause's first line: "Error merging override x=1" alone
+    does not say that, e.g., the list index is out of range."""
+    message = str(exc).strip()
+    cause = exc.__cause__
+    first = str(cause).strip().splitlines()[0].strip() if cause is not None and str(cause).strip() else ""
+    if first and first not in message:
+        key = getattr(cause, "full_key", None)
+        detail = first + (f" (at {key})" if key else "")
+        message += f"\n{detail}" if "\n" in message else f": {detail}"
+    return message
+
+
 def compose(
     profile: str | None = None,
     overrides: Sequence[str] = (),
@@ -131,7 +144,7 @@ def compose(
         except MissingConfigException as exc:
             raise ConfigError([str(exc)], source=str(conf)) from None
         except (HydraException, OmegaConfBaseException) as exc:
-            raise ConfigError([str(exc).strip()], source="overrides " + repr(list(overrides))) from None
+            raise ConfigError([_with_cause(exc)], source="overrides " + repr(list(overrides))) from None
         chosen = OmegaConf.select(cfg, f"hydra.runtime.choices.{PROFILE_GROUP}", default=None)
         with open_dict(cfg):
             del cfg["hydra"]

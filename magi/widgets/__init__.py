@@ -1,0 +1,31 @@
+"""Notebook widgets: a profile picker that runs prompts, and a sweep summary view.
+
+* :class:`ProfilePicker` - choose a profile, check Hydra overrides as you type,
+  run a prompt on the shared model pool and read the answer with its routing trace.
+* :class:`SweepView` / :func:`show_sweep` - a sweep's ``summary.csv`` as a table
+  and its plot.
+
+Both are ipywidgets 8 boxes: display them in Jupyter or serve the notebook with
+voila. They work without a kernel too (set ``.value``, call ``.click()``), which is
+how the tests drive them.
+
+Example:
+    >>> from magi.widgets import ProfilePicker
+    >>> ProfilePicker(profile="demo")     # doctest: +SKIP
+"""
+
+from magi.widgets.params import env_list, env_overrides, env_str, parse_overrides
+from magi.widgets.picker import ProfilePicker
+from magi.widgets.sweep import SweepNotFoundError, SweepView, read_summary, show_sweep
+
+__all__ = [
+    "ProfilePicker",
+    "SweepNotFoundError",
+    "SweepView",
+    "env_list",
+    "env_overrides",
+    "env_str",
+    "parse_overrides",
+    "read_summary",
+    "show_sweep",
+]

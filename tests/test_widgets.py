@@ -1,0 +1,278 @@
+"""ProfilePicker without a kernel: set .value, call .click(), read the HTML/Label widgets.
+
+The models are tiny echo-weight stand-ins of the seed's three models (milliseconds to
+load and run), so the shipped profiles development / production / fast-only run for
+real through llama-cpp-python.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from magi import ModelProfile, ProfileManager, ProfileNotFoundError, TierConfig
+from magi.runtime.pool import ModelPool
+from magi.widgets import ProfilePicker, env_overrides, parse_overrides
+from magi.widgets.tables import StagePart, answer_html, profile_html
+
+HARD_PROMPT = "Explain step by step why the sum of two odd numbers is always even, and prove it."
+
+
+@pytest.fixture
+def tiny_overrides(echo_seed_models_dir: Path, registry_path: Path) -> list[str]:
+    """Point the config at the tiny models; no demo model; short answers."""
+    return [
+        f"models.dirs=[{echo_seed_models_dir}]",
+        f"models.registry={registry_path}",
+        "models.demo=false",
+        "runtime.max_tokens=8",
+    ]
+
+
+@pytest.fixture
+def pool() -> Iterator[ModelPool]:
+    """A pool of the test's own, so load counts do not depend on other tests."""
+    with ModelPool() as own:
+        yield own
+
+
+@pytest.fixture
+def make_picker(tiny_overrides: list[str], pool: ModelPool) -> Iterator:
+    made: list[ProfilePicker] = []
+
+    def make(profile: str = "development", **kwargs: object) -> ProfilePicker:
+        kwargs.setdefault("overrides", tiny_overrides)
+        kwargs.setdefault("pool", pool)
+        kwargs.setdefault("threaded", False)
+        picker = ProfilePicker(profile, **kwargs)  # type: ignore[arg-type]
+        made.append(picker)
+        return picker
+
+    yield make
+    for picker in made:
+        picker.close()
+
+
+def text_of(html: str) -> str:
+    """The visible text of an HTML fragment (tags dropped, entities of interest decoded)."""
+    return re.sub(r"<[^>]+>", " ", html).replace("&#x27;", "'").replace("&lt;", "<").replace("&gt;", ">")
+
+
+# -- profiles and validation -------------------------------------------------------------------
+def test_dropdown_lists_hydra_profiles_and_starts_valid(make_picker) -> None:
+    picker = make_picker()
+    assert {"development", "production", "fast-only", "demo", "demo-single"} <= set(
+        picker.profile_dropdown.options
+    )
+    assert picker.profile_dropdown.description == "Profile"  # the input's label
+    assert picker.valid and picker.errors == []
+    assert picker.config.profile.name == "Development"
+    assert "magi-valid" in picker.validation.value
+
+
+def test_switching_profile_updates_the_table(make_picker) -> None:
+    picker = make_picker("development")
+    table = text_of(picker.profile_view.value)
+    assert "Development" in table and "Fast iteration" in table
+    assert "deepseek_r10528qwen3_8p0b_q4km_powerful" in table
+    assert "on: fast drafts (at most 500 tokens), powerful refines" in table
+
+    picker.profile_dropdown.value = "production"
+    table = text_of(picker.profile_view.value)
+    assert "Production" in table and "qwen2_coder_p5_14p0b_q4km_powerful" in table
+    assert "round_robin" in table
+    assert "qwen3_4p0b_q4km_fast" not in table
+    assert picker.config.profile.name == "Production"
+    assert picker.config_profile == "production"
+
+
+def test_bad_override_shows_error_in_place_and_keeps_last_valid_config(make_picker) -> None:
+    picker = make_picker("development")
+    good = picker.config
+    picker.overrides_text.value += "\nprofile.tier_config.0.max_score=abc"
+    assert not picker.valid
+    assert 'role="alert"' in picker.validation.value
+    shown = text_of(picker.validation.value)
+    assert "profile.tier_config[0].max_score" in shown and "'abc'" in shown
+    assert "Run uses the last valid config (profile=development" in shown
+    assert picker.config is good  # kept
+    assert "Development" in text_of(picker.profile_view.value)  # the table still shows it
+
+    picker.overrides_text.value += "\nnot an override"
+    shown = text_of(picker.validation.value)
+    assert "not an override" in shown and "override_grammar" in shown  # Hydra's parser message
+
+    picker.overrides_text.value = "\n".join(
+        picker.overrides[:-2] + ["# a comment", "", "runtime.max_tokens=4"]
+    )
+    assert picker.valid
+    assert picker.config.runtime.max_tokens == 4
+    assert picker.config is not good
+
+
+def test_switching_to_a_profile_the_overrides_break_keeps_the_last_valid(make_picker, tiny_overrides) -> None:
+    picker = make_picker("development", overrides=[*tiny_overrides, "profile.tier_config.1.max_score=9"])
+    assert picker.valid
+    picker.profile_dropdown.value = "fast-only"  # one tier: tier_config.1 does not exist
+    assert not picker.valid
+    assert "list index out of range" in text_of(picker.validation.value)
+    assert picker.config.profile.name == "Development"
+    with pytest.raises(ValueError, match="prompt is empty"):
+        picker.run()
+
+
+def test_nothing_valid_yet_raises_the_config_error(make_picker) -> None:
+    picker = make_picker("development", overrides=["profile.two_stage.enabled=maybe"])
+    assert not picker.valid
+    with pytest.raises(Exception, match="two_stage.enabled"):
+        _ = picker.config
+    picker.prompt_text.value = "Hi"
+    picker.run_button.click()
+    assert picker.status.value.startswith("Fix the configuration")
+
+
+def test_unknown_initial_profile_lists_the_options(make_picker) -> None:
+    with pytest.raises(ProfileNotFoundError, match="Available profiles: .*development"):
+        make_picker("developmnet")
+
+
+def test_refresh_picks_up_a_profile_saved_by_the_profile_manager(make_picker, conf_dir: Path) -> None:
+    picker = make_picker("fast-only", conf_dir=conf_dir)
+    assert "notebook-test" not in picker.profile_dropdown.options
+    ProfileManager(conf_dir / "profile").save_profile(
+        ModelProfile(
+            name="Notebook Test",
+            description="Saved from Python while the picker was open",
+            enabled_models=["qwen3_4p0b_q4km_fast"],
+            tier_config=[TierConfig(name="fast", max_score=float("inf"), expected_time_seconds=1)],
+        )
+    )
+    picker.refresh_button.click()
+    assert "notebook-test" in picker.profile_dropdown.options
+    assert picker.profile == "fast-only"  # the choice is kept
+    assert "new: notebook-test" in picker.status.value
+    picker.profile_dropdown.value = "notebook-test"
+    assert picker.valid
+    assert "Saved from Python" in text_of(picker.profile_view.value)
+
+
+# -- running -----------------------------------------------------------------------------------
+def test_run_click_streams_an_answer_with_stages_and_a_trace(make_picker) -> None:
+    picker = make_picker("development")
+    picker.prompt_text.value = HARD_PROMPT
+    picker.run_button.click()
+    result = picker.result
+    assert result is not None and result.two_stage
+    assert picker.status.value.startswith("✓ Done")
+    answer = picker.answer.value
+    assert 'data-stage="draft"' in answer and 'data-stage="refine"' in answer
+    assert answer.index('data-stage="draft"') < answer.index('data-stage="refine"')
+    assert result.text and result.text in text_of(answer)  # the echo model repeats ':'
+    assert 'data-state="done"' in answer
+    trace = text_of(picker.trace.value)
+    assert "Routing trace" in trace and f"{result.score:.1f}/10" in trace
+    assert "qwen3_4p0b_q4km_fast" in trace and "deepseek_r10528qwen3_8p0b_q4km_powerful" in trace
+    assert "(two-stage)" in trace
+    assert not picker.run_button.disabled and not picker.busy
+    # the models table now says which models are loaded
+    assert re.search(r"qwen3_4p0b_q4km_fast\s+fast\s+yes", text_of(picker.profile_view.value))
+
+
+def test_status_shows_loading_then_generating_then_done(make_picker) -> None:
+    picker = make_picker("fast-only")
+    seen: list[str] = []
+    picker.status.observe(lambda change: seen.append(change["new"]), names="value")
+    button: list[str] = []
+    picker.run_button.observe(lambda change: button.append(change["new"]), names="description")
+    picker.run(prompt="Hi")
+    assert button == ["Running…", "Run"]  # the button shows the run, and cannot start a second
+    assert any(s.startswith("Preparing the models") for s in seen)
+    assert "Loading model qwen3_4p0b_q4km_fast…" in seen
+    assert "Generating (answer) on qwen3_4p0b_q4km_fast…" in seen
+    assert seen[-1].startswith("✓ Done")
+    seen.clear()
+    picker.run(prompt="Hello")  # loaded now: no loading state, and no new Runner
+    assert not any("Loading" in s or "Preparing" in s for s in seen)
+
+
+def test_models_stay_loaded_across_runs_and_profile_switches(make_picker, pool: ModelPool) -> None:
+    picker = make_picker("development")
+    picker.run(prompt=HARD_PROMPT)
+    picker.run(prompt=HARD_PROMPT)
+    assert pool.stats.loads == 2  # fast drafter + powerful refiner, once each
+    assert picker.runner_builds == 1
+    picker.profile_dropdown.value = "fast-only"  # shares the fast model
+    picker.run(prompt="Hi")
+    assert pool.stats.loads == 2
+    assert picker.runner_builds == 2  # the config changed: a new Runner, same pool
+    picker.profile_dropdown.value = "development"
+    picker.run(prompt=HARD_PROMPT)
+    assert pool.stats.loads == 2
+    assert pool.stats.loads_by_model == {
+        "qwen3_4p0b_q4km_fast": 1,
+        "deepseek_r10528qwen3_8p0b_q4km_powerful": 1,
+    }
+    # a second picker on the same pool reuses the loaded models too
+    other = make_picker("fast-only")
+    other.run(prompt="Hi")
+    assert pool.stats.loads == 2
+
+
+def test_threaded_run_does_not_block_and_finishes(make_picker) -> None:
+    picker = make_picker("fast-only", threaded=True)
+    picker.prompt_text.value = "Hi"
+    picker.run_button.click()
+    result = picker.wait(timeout=60)
+    assert result is not None and result.tier == "fast"
+    assert picker.status.value.startswith("✓ Done")
+    assert not picker.run_button.disabled
+
+
+def test_run_failure_is_shown_in_place(make_picker) -> None:
+    # 'demo' needs the Gemma demo model, which these overrides switch off
+    picker = make_picker("demo")
+    picker.prompt_text.value = "Hi"
+    picker.run_button.click()  # does not raise: a click has nowhere to raise to
+    assert picker.status.value.startswith("✗ Error:")
+    assert "gemma3_270m_q4km_fast" in text_of(picker.answer.value)
+    assert 'class="magi-error" role="alert"' in picker.answer.value
+    assert picker.last_error is not None
+    assert not picker.run_button.disabled and not picker.busy
+    with pytest.raises(Exception, match="gemma3_270m_q4km_fast"):
+        picker.run(block=True)
+
+
+def test_empty_prompt_says_so(make_picker) -> None:
+    picker = make_picker("fast-only")
+    picker.run_button.click()
+    assert picker.status.value == "Type a prompt first."
+    assert picker.result is None
+
+
+# -- HTML helpers and parameters -------------------------------------------------------------------
+def test_answer_html_escapes_model_output() -> None:
+    html = answer_html([StagePart("answer", "fast", "m<1>", pieces=["<script>alert(1)</script>"])])
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "m&lt;1&gt;" in html
+
+
+def test_profile_html_marks_loaded_models() -> None:
+    import magi
+
+    profile = magi.compose(profile="development").profile
+    html = text_of(profile_html(profile, key="development", loaded=["qwen3_4p0b_q4km_fast"]))
+    assert re.search(r"qwen3_4p0b_q4km_fast\s+fast\s+yes", html)
+    assert re.search(r"deepseek_r10528qwen3_8p0b_q4km_powerful\s+powerful\s+no", html)
+    assert "5 – .inf" in html  # the powerful tier's score range
+
+
+def test_overrides_are_one_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "runtime.prompt_template='Q: {prompt} A:'\n\n  # comment\nmodels.demo=false  \n"
+    assert parse_overrides(text) == ["runtime.prompt_template='Q: {prompt} A:'", "models.demo=false"]
+    monkeypatch.setenv("MAGI_NOTEBOOK_OVERRIDES", text)
+    assert env_overrides() == parse_overrides(text)
+    monkeypatch.delenv("MAGI_NOTEBOOK_OVERRIDES")
+    assert env_overrides(default=["a=1"]) == ["a=1"]
