@@ -23,17 +23,45 @@ from magi.profiles import ProfileManager
 
 __version__ = "0.1.0"
 
+# Heavier parts load on first use, so `import magi` stays quick for configuration work.
+_LAZY = {
+    "Runner": "magi.runtime.runner",
+    "RunResult": "magi.runtime.trace",
+    "ModelPool": "magi.runtime.pool",
+    "shared_pool": "magi.runtime.pool",
+    "ModelRegistry": "magi.models.registry",
+    "ModelDiscoveryService": "magi.models.discovery",
+    "ProfilePicker": "magi.widgets",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'magi' has no attribute {name!r}")
+
 __all__ = [
     "ConfigError",
     "LoadBalancingConfig",
     "MAGIException",
     "MagiConfig",
+    "ModelDiscoveryService",
+    "ModelPool",
     "ModelProfile",
+    "ModelRegistry",
     "ProfileManager",
+    "ProfilePicker",
+    "RunResult",
+    "Runner",
     "ProfileNotFoundError",
     "TierConfig",
     "TwoStageConfig",
     "__version__",
     "compose",
     "list_profiles",
+    "shared_pool",
 ]
