@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from magi.config.app import MagiConfig
@@ -250,31 +250,18 @@ class Runner:
         if self._closed:
             raise MAGIException("This Runner is closed; make a new one.", status_code=409)
 
-    def _settings(self, max_tokens: int | None = None) -> GenerationSettings:
-        rt = self.config.runtime
-        return GenerationSettings(
-            max_tokens=max_tokens if max_tokens is not None else rt.max_tokens_or_none,
-            temperature=rt.temperature,
-            top_p=rt.top_p,
-            repeat_penalty=rt.repeat_penalty,
-            seed=rt.seed,
-            stop=tuple(rt.stop),
-        )
+    def _model_settings(self, model_id: str, stage_max_tokens: int | None) -> GenerationSettings:
+        """The sampling settings of ``model_id`` for one stage.
 
-    def _model_settings(self, model_id: str, base: GenerationSettings) -> GenerationSettings:
-        gen = self.specs[model_id].generation
-        # per-model sampling settings apply unless the stage caps tokens tighter
-        max_tokens = base.max_tokens
-        if gen.max_tokens is not None and (max_tokens is None or gen.max_tokens < max_tokens):
-            max_tokens = gen.max_tokens
-        return GenerationSettings(
-            max_tokens=max_tokens,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            repeat_penalty=gen.repeat_penalty,
-            seed=gen.seed,
-            stop=gen.stop or base.stop,
-        )
+        The model's settings already merge ``runtime.models.<id>`` over the runtime
+        defaults; a stage that sets its own budget (a draft's ``stage1_max_tokens``)
+        replaces the answer length, because ``max_tokens`` is only the length "when a
+        stage sets none" and the draft budget is what keeps stage 1 short.
+        """
+        settings = self.specs[model_id].generation
+        if stage_max_tokens is None:
+            return settings
+        return replace(settings, max_tokens=stage_max_tokens)
 
     def _timeout(self, tier: str) -> float:
         return self.profile.tier(tier).expected_time_seconds * self.config.runtime.timeout_factor
@@ -292,7 +279,6 @@ class Runner:
         model's circuit breaker; a prompt too long for a model's context does not.
         """
         role: StageName = stage.role  # type: ignore[assignment]
-        base = self._settings(max_tokens=stage.max_tokens)
         tried: set[str] = set()
         tiers_tried: list[str] = []
         for tier, model_id in self.router.attempts(stage, fallback=fallback):
@@ -301,7 +287,7 @@ class Runner:
             if model_id in tried or not self.health.acquire(model_id):
                 continue
             tried.add(model_id)
-            settings = self._model_settings(model_id, base)
+            settings = self._model_settings(model_id, stage.max_tokens)
             timeout = self._timeout(tier)
             pieces: list[str] = []
             emitted = False

@@ -6,7 +6,8 @@ pool, llama-cpp-python on tiny generated GGUF files); only what a test must
 
 * :class:`TinyRuntime` writes the seed's three models (random or echo weights)
   into a folder and composes configs that point at it, small enough to run in
-  milliseconds (``runtime.max_tokens=8``, ``n_ctx=256``, one thread).
+  milliseconds (``runtime.max_tokens=8``, drafts of 4 tokens, ``n_ctx=256``, one
+  thread).
 * :class:`FaultInjector` is a ``ModelPool(backend_factory=...)`` whose backends
   wrap the real :class:`~magi.runtime.llama.LlamaBackend` and fail on demand (at
   load, or after some tokens), and record every prompt they were given. Circuit
@@ -253,6 +254,7 @@ class TinyRuntime:
             "runtime.max_tokens=8",
             "runtime.n_ctx=256",
             "runtime.n_threads=1",
+            "profile.two_stage.stage1_max_tokens=4",  # the seed's 500 would overflow n_ctx=256
         ]
         return cls(root=root, models_dir=models_dir, overrides=overrides)
 
