@@ -151,7 +151,14 @@ class Runner:
         return self.router.decide(prompt)
 
     def run(self, prompt: str) -> RunResult:
-        """Answer one prompt; the result carries the routing trace."""
+        """Answer one prompt; the result carries the routing trace.
+
+        Raises:
+            NoModelAnsweredError: every model that could answer failed or has an open
+                circuit (503; the message names each model's state and error).
+            PromptTooLongError: the prompt fits the context of none of those models
+                (422; shorten it or raise ``runtime.n_ctx``).
+        """
         result: RunResult | None = None
         for event in self.stream(prompt):
             if event.kind == "done":
@@ -176,7 +183,11 @@ class Runner:
         return results
 
     def stream(self, prompt: str) -> Iterator[StreamEvent]:
-        """Yield the answer as it is generated: stage-1 tokens first, then stage 2."""
+        """Yield the answer as it is generated: stage-1 tokens first, then stage 2.
+
+        Raises the errors of :meth:`run`. A draft that no model can write is skipped
+        (the refine tier answers the prompt alone; the trace records the failures).
+        """
         self._check_open()
         start = time.perf_counter()
         decision = self.router.decide(prompt)
@@ -186,7 +197,7 @@ class Runner:
             draft_stage, refine_stage = decision.stages
             try:
                 draft = yield from self._run_stage(draft_stage, prompt, trace, fallback=False)
-            except NoModelAnsweredError as exc:
+            except (NoModelAnsweredError, PromptTooLongError) as exc:
                 # The draft only speeds things up: without one, the final tier answers alone.
                 logger.warning("No draft (%s); the %s tier answers alone", exc, refine_stage.tier)
             if draft is not None:
@@ -280,10 +291,8 @@ class Runner:
         """
         role: StageName = stage.role  # type: ignore[assignment]
         tried: set[str] = set()
-        tiers_tried: list[str] = []
+        too_long: dict[str, str] = {}
         for tier, model_id in self.router.attempts(stage, fallback=fallback):
-            if tier not in tiers_tried:
-                tiers_tried.append(tier)
             if model_id in tried or not self.health.acquire(model_id):
                 continue
             tried.add(model_id)
@@ -315,12 +324,15 @@ class Runner:
                     prompt_tokens = backend.count_tokens(prompt)
             except PromptTooLongError as exc:
                 self.health.cancel(model_id)
+                too_long[model_id] = str(exc)
                 trace.fallbacks.append(Fallback(role, tier, model_id, str(exc)))
                 if emitted:
                     yield StreamEvent("restart", role, tier, model_id)
                 continue
-            except GeneratorExit:
-                self.health.cancel(model_id)  # the caller stopped reading: no verdict
+            except (GeneratorExit, KeyboardInterrupt, SystemExit):
+                # The caller stopped reading or the process is stopping: no verdict on the
+                # model, but a half-open circuit's trial slot must be given back.
+                self.health.cancel(model_id)
                 raise
             except Exception as exc:  # any model failure: count it and fail over
                 error = f"{type(exc).__name__}: {exc}"
@@ -347,10 +359,21 @@ class Runner:
                 )
             )
             return "".join(pieces)
+        if tried and too_long.keys() == tried:
+            # Every model that was tried refused the prompt's length: the prompt must
+            # change (or n_ctx), so say that (422) rather than "models unavailable" (503).
+            raise PromptTooLongError(
+                f"The prompt does not fit the context of any model that could answer the {role} stage:\n"
+                + "\n".join(f"  - {model_id}: {error}" for model_id, error in too_long.items()),
+                details={"errors": dict(too_long)},
+            )
         errors = {f.model_id: f.error for f in trace.fallbacks if f.stage == role}
+        # Name every tier this stage could use (fallbacks too, even when all their
+        # circuits were open and nothing was tried), so the message shows each model's state.
+        tiers = [stage.tier, *(self.router.fallback_tiers(stage.tier) if fallback else [])]
         raise NoModelAnsweredError(
             self.router.no_healthy_error(
-                tiers_tried or [stage.tier],
+                tiers,
                 headline=f"No model could answer the {role} stage"
                 + (f" ({len(errors)} failed)" if errors else ""),
             ),
