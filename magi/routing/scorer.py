@@ -72,15 +72,15 @@ class ComplexityScore:
         """The unclipped sum of the contributions."""
         return sum(self.contributions.values())
 
-    def explain(self) -> str:
-        """One line saying why the prompt scored what it did, largest effect first.
+    def ranked(self) -> list[tuple[str, float, str]]:
+        """The non-zero contributions, largest effect first, each with its evidence.
 
-        Example: ``"7.45 = reasoning +2.50 (terms 2), code +2.00 (fences 1, terms 3),
-        length +0.95 (words 57)"``.
+        Items are ``(name, points, evidence)``; the evidence lists the features named
+        ``<name>_*``, e.g. ``("code", 2.0, "fences 1, terms 3")``. The trace and
+        ``magi route`` show the first few as the reasons for a routing decision.
         """
-        parts: list[str] = []
-        ranked = sorted(self.contributions.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
-        for name, points in ranked:
+        items: list[tuple[str, float, str]] = []
+        for name, points in sorted(self.contributions.items(), key=lambda kv: (-abs(kv[1]), kv[0])):
             if points == 0:
                 continue
             prefix = name + "_"
@@ -89,8 +89,19 @@ class ComplexityScore:
                 for key, value in self.features.items()
                 if key.startswith(prefix) and value
             )
-            label = name.replace("_", " ")
-            parts.append(f"{label} {points:+.2f}" + (f" ({evidence})" if evidence else ""))
+            items.append((name, points, evidence))
+        return items
+
+    def explain(self) -> str:
+        """One line saying why the prompt scored what it did, largest effect first.
+
+        Example: ``"7.45 = reasoning +2.50 (terms 2), code +2.00 (fences 1, terms 3),
+        length +0.95 (words 57)"``.
+        """
+        parts = [
+            f"{name.replace('_', ' ')} {points:+.2f}" + (f" ({evidence})" if evidence else "")
+            for name, points, evidence in self.ranked()
+        ]
         if not parts:
             parts.append("no complexity cues")
         text = f"{self.score:.2f} = " + ", ".join(parts)

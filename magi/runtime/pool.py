@@ -22,7 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from magi.errors import ModelNotFoundError, did_you_mean, format_options
 from magi.runtime.backend import Backend, ModelSpec
@@ -37,6 +37,17 @@ def default_backend_factory(spec: ModelSpec) -> Backend:
     from magi.runtime.llama import LlamaBackend
 
     return LlamaBackend(spec)
+
+
+#: ModelSpec fields that shape generations but not the loaded model.
+GENERATION_FIELDS: tuple[str, ...] = ("generation", "prompt_template", "memory_mb")
+
+
+def same_load(old: ModelSpec, new: ModelSpec) -> bool:
+    """Would ``new`` load the same model as ``old``? (They differ at most in
+    :data:`GENERATION_FIELDS`.) Other fields, including ones a backend adds later,
+    count as load settings, so an unknown change always reloads."""
+    return replace(old, **{name: getattr(new, name) for name in GENERATION_FIELDS}) == new
 
 
 @dataclass
@@ -86,10 +97,19 @@ class ModelPool:
 
     # -- registration -------------------------------------------------------------------
     def register(self, spec: ModelSpec) -> None:
-        """Add a model, or replace its spec (a loaded model with a changed spec is closed)."""
+        """Add a model, or replace its spec.
+
+        A spec that differs only in how the model generates (sampling settings,
+        prompt template, memory estimate) is swapped in place and a loaded model
+        stays loaded: runners and sweep jobs that vary ``max_tokens`` or
+        ``temperature`` share one load. Any other change (file, ``n_ctx``, threads,
+        ...) closes the loaded model; it loads again with the new spec on demand.
+        """
         with self._lock:
             old = self._slots.get(spec.model_id)
-            if old is not None and old.spec == spec:
+            if old is not None and same_load(old.spec, spec):
+                old.spec = spec
+                old.backend.spec = spec
                 return
             self._slots[spec.model_id] = _Slot(spec=spec, backend=self._factory(spec))
             self._lru.pop(spec.model_id, None)

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from magi.config.app import MagiConfig
@@ -151,7 +151,14 @@ class Runner:
         return self.router.decide(prompt)
 
     def run(self, prompt: str) -> RunResult:
-        """Answer one prompt; the result carries the routing trace."""
+        """Answer one prompt; the result carries the routing trace.
+
+        Raises:
+            NoModelAnsweredError: every model that could answer failed or has an open
+                circuit (503; the message names each model's state and error).
+            PromptTooLongError: the prompt fits the context of none of those models
+                (422; shorten it or raise ``runtime.n_ctx``).
+        """
         result: RunResult | None = None
         for event in self.stream(prompt):
             if event.kind == "done":
@@ -176,7 +183,11 @@ class Runner:
         return results
 
     def stream(self, prompt: str) -> Iterator[StreamEvent]:
-        """Yield the answer as it is generated: stage-1 tokens first, then stage 2."""
+        """Yield the answer as it is generated: stage-1 tokens first, then stage 2.
+
+        Raises the errors of :meth:`run`. A draft that no model can write is skipped
+        (the refine tier answers the prompt alone; the trace records the failures).
+        """
         self._check_open()
         start = time.perf_counter()
         decision = self.router.decide(prompt)
@@ -186,7 +197,7 @@ class Runner:
             draft_stage, refine_stage = decision.stages
             try:
                 draft = yield from self._run_stage(draft_stage, prompt, trace, fallback=False)
-            except NoModelAnsweredError as exc:
+            except (NoModelAnsweredError, PromptTooLongError) as exc:
                 # The draft only speeds things up: without one, the final tier answers alone.
                 logger.warning("No draft (%s); the %s tier answers alone", exc, refine_stage.tier)
             if draft is not None:
@@ -250,31 +261,18 @@ class Runner:
         if self._closed:
             raise MAGIException("This Runner is closed; make a new one.", status_code=409)
 
-    def _settings(self, max_tokens: int | None = None) -> GenerationSettings:
-        rt = self.config.runtime
-        return GenerationSettings(
-            max_tokens=max_tokens if max_tokens is not None else rt.max_tokens_or_none,
-            temperature=rt.temperature,
-            top_p=rt.top_p,
-            repeat_penalty=rt.repeat_penalty,
-            seed=rt.seed,
-            stop=tuple(rt.stop),
-        )
+    def _model_settings(self, model_id: str, stage_max_tokens: int | None) -> GenerationSettings:
+        """The sampling settings of ``model_id`` for one stage.
 
-    def _model_settings(self, model_id: str, base: GenerationSettings) -> GenerationSettings:
-        gen = self.specs[model_id].generation
-        # per-model sampling settings apply unless the stage caps tokens tighter
-        max_tokens = base.max_tokens
-        if gen.max_tokens is not None and (max_tokens is None or gen.max_tokens < max_tokens):
-            max_tokens = gen.max_tokens
-        return GenerationSettings(
-            max_tokens=max_tokens,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            repeat_penalty=gen.repeat_penalty,
-            seed=gen.seed,
-            stop=gen.stop or base.stop,
-        )
+        The model's settings already merge ``runtime.models.<id>`` over the runtime
+        defaults; a stage that sets its own budget (a draft's ``stage1_max_tokens``)
+        replaces the answer length, because ``max_tokens`` is only the length "when a
+        stage sets none" and the draft budget is what keeps stage 1 short.
+        """
+        settings = self.specs[model_id].generation
+        if stage_max_tokens is None:
+            return settings
+        return replace(settings, max_tokens=stage_max_tokens)
 
     def _timeout(self, tier: str) -> float:
         return self.profile.tier(tier).expected_time_seconds * self.config.runtime.timeout_factor
@@ -292,16 +290,13 @@ class Runner:
         model's circuit breaker; a prompt too long for a model's context does not.
         """
         role: StageName = stage.role  # type: ignore[assignment]
-        base = self._settings(max_tokens=stage.max_tokens)
         tried: set[str] = set()
-        tiers_tried: list[str] = []
+        too_long: dict[str, str] = {}
         for tier, model_id in self.router.attempts(stage, fallback=fallback):
-            if tier not in tiers_tried:
-                tiers_tried.append(tier)
             if model_id in tried or not self.health.acquire(model_id):
                 continue
             tried.add(model_id)
-            settings = self._model_settings(model_id, base)
+            settings = self._model_settings(model_id, stage.max_tokens)
             timeout = self._timeout(tier)
             pieces: list[str] = []
             emitted = False
@@ -329,12 +324,15 @@ class Runner:
                     prompt_tokens = backend.count_tokens(prompt)
             except PromptTooLongError as exc:
                 self.health.cancel(model_id)
+                too_long[model_id] = str(exc)
                 trace.fallbacks.append(Fallback(role, tier, model_id, str(exc)))
                 if emitted:
                     yield StreamEvent("restart", role, tier, model_id)
                 continue
-            except GeneratorExit:
-                self.health.cancel(model_id)  # the caller stopped reading: no verdict
+            except (GeneratorExit, KeyboardInterrupt, SystemExit):
+                # The caller stopped reading or the process is stopping: no verdict on the
+                # model, but a half-open circuit's trial slot must be given back.
+                self.health.cancel(model_id)
                 raise
             except Exception as exc:  # any model failure: count it and fail over
                 error = f"{type(exc).__name__}: {exc}"
@@ -361,10 +359,21 @@ class Runner:
                 )
             )
             return "".join(pieces)
+        if tried and too_long.keys() == tried:
+            # Every model that was tried refused the prompt's length: the prompt must
+            # change (or n_ctx), so say that (422) rather than "models unavailable" (503).
+            raise PromptTooLongError(
+                f"The prompt does not fit the context of any model that could answer the {role} stage:\n"
+                + "\n".join(f"  - {model_id}: {error}" for model_id, error in too_long.items()),
+                details={"errors": dict(too_long)},
+            )
         errors = {f.model_id: f.error for f in trace.fallbacks if f.stage == role}
+        # Name every tier this stage could use (fallbacks too, even when all their
+        # circuits were open and nothing was tried), so the message shows each model's state.
+        tiers = [stage.tier, *(self.router.fallback_tiers(stage.tier) if fallback else [])]
         raise NoModelAnsweredError(
             self.router.no_healthy_error(
-                tiers_tried or [stage.tier],
+                tiers,
                 headline=f"No model could answer the {role} stage"
                 + (f" ({len(errors)} failed)" if errors else ""),
             ),

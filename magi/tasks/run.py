@@ -25,8 +25,11 @@ BUILTIN_PROMPTS: tuple[str, ...] = (
 )
 
 
-def print_stream(runner: Runner, prompt: str, out: TextIO = sys.stdout) -> RunResult:
-    """Stream one answer to ``out`` with each stage marked; return its result."""
+def print_stream(runner: Runner, prompt: str, out: TextIO | None = None) -> RunResult:
+    """Stream one answer to ``out`` (default: the current ``sys.stdout``, looked up per
+    call so ``redirect_stdout`` and notebook capture see it) with each stage marked;
+    return its result."""
+    out = out if out is not None else sys.stdout
     result = None
     at_line_start = True
     out.write(f"\n>>> {prompt}\n")

@@ -11,16 +11,21 @@ so tests may modify, truncate or delete them freely.
                         ``seed_models_dir/registry.json`` (``registry_path`` fixture)
 * ``echo_seed_models_dir`` / ``echo_seed_registry``  the same three ids, echo weights:
                         deterministic answers for routing and two-stage tests
+* ``tiny_runtime`` / ``echo_runtime``  a :class:`~magi.testing.runtime.TinyRuntime`:
+                        the three models (random / echo weights) and configs and
+                        runners over them (``max_tokens=8``, ``n_ctx=256``)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from magi.models.discovery import ModelDiscoveryService
 from magi.models.registry import ModelRegistry
+from magi.testing.runtime import TinyRuntime
 from magi.testing.tiny_gguf import SEED_MODELS, make_seed_models, write_tiny_model
 
 REGISTRY_NAME = "registry.json"
@@ -88,3 +93,19 @@ def echo_seed_models_dir(tmp_path: Path) -> Path:
 def echo_seed_registry(echo_seed_models_dir: Path, registry_path: Path) -> ModelRegistry:
     """The registry of the echo seed models, also saved at ``registry_path``."""
     return build_registry(echo_seed_models_dir, registry_path)
+
+
+@pytest.fixture
+def tiny_runtime(tmp_path: Path) -> Iterator[TinyRuntime]:
+    """The seed's three models (random weights) and configs over them (``TinyRuntime``)."""
+    env = TinyRuntime.create(tmp_path)
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def echo_runtime(tmp_path: Path) -> Iterator[TinyRuntime]:
+    """Like ``tiny_runtime`` with echo weights: greedy answers follow ``echo_completion``."""
+    env = TinyRuntime.create(tmp_path, echo=True)
+    yield env
+    env.close()

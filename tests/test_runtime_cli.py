@@ -1,0 +1,188 @@
+"""Command lines of the runtime: ``magi route`` (no model loaded) and ``python run.py``
+with task ``run`` on tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import magi
+from magi.cli import main
+from magi.testing.runtime import FAST, REASONER, TinyRuntime, tagged
+
+from .conftest import ROOT
+
+EASY = "Why is the sky blue?"
+HARD = "Prove that the square root of 2 is irrational; explain every step."
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+# -- magi route ------------------------------------------------------------------------------
+def test_route_prints_score_reasons_tier_and_stage_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", "--profile", "development", EASY, HARD]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Profile 'Development': scorer heuristic; tiers fast <= 5, powerful <= .inf")
+    easy, hard = out.split(f"'{EASY}'")[1].split(f"'{HARD}'")
+    assert "-> tier fast (max_score 5)" in easy
+    assert "why    reasoning +" in easy
+    assert "plan   one stage: answer on fast (<= 256 tokens)" in easy
+    assert "-> tier powerful (max_score .inf)" in hard
+    assert "plan   two stages: draft on fast (<= 500 tokens) -> refine on powerful" in hard
+
+
+def test_route_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", "--profile", "development", "--json", "--top", "2", EASY, HARD]) == 0
+    easy, hard = json.loads(capsys.readouterr().out)
+    assert (easy["prompt"], easy["tier"], easy["two_stage"], easy["max_score"]) == (EASY, "fast", False, 5.0)
+    assert easy["stages"] == [{"role": "answer", "tier": "fast", "max_tokens": 256}]
+    assert (hard["tier"], hard["two_stage"], hard["max_score"]) == ("powerful", True, "Infinity")
+    assert hard["stages"] == [
+        {"role": "draft", "tier": "fast", "max_tokens": 500},
+        {"role": "refine", "tier": "powerful", "max_tokens": 256},
+    ]
+    top = hard["top_contributions"]
+    assert len(top) == 2 and abs(top[0]["points"]) >= abs(top[1]["points"])
+    assert top[0]["points"] == hard["contributions"][top[0]["name"]]
+    assert hard["score"] > 5.0 and hard["explanation"].startswith(f"{hard['score']:.2f} = ")
+
+
+def test_route_overrides_and_exact_boundaries(capsys: pytest.CaptureFixture[str]) -> None:
+    above = math.nextafter(5.0, math.inf)
+    args = ["route", "--profile", "development", "--json", "-o", "scorer=tagged"]
+    assert main([*args, tagged("a", 5.0), tagged("b", above)]) == 0
+    at, over = json.loads(capsys.readouterr().out)
+    assert (at["score"], at["tier"], at["two_stage"]) == (5.0, "fast", False)
+    assert (over["score"], over["tier"], over["two_stage"]) == (above, "powerful", True)
+    assert main([*args, "-o", "profile.two_stage.enabled=false", tagged("c", 9.0)]) == 0
+    (single,) = json.loads(capsys.readouterr().out)
+    assert [s["role"] for s in single["stages"]] == ["answer"]
+
+
+def test_route_default_profile_is_the_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", "Hi"]) == 0
+    assert capsys.readouterr().out.startswith(f"Profile {magi.compose().profile.name!r}:")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profile", "nope"], "Profile 'nope' not found"),
+        (["--profile", "developmnt"], "Did you mean 'development'?"),
+        (["-o", "profile.two_stage.enabled=maybe"], "profile.two_stage.enabled"),
+    ],
+)
+def test_route_user_errors_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route", *args, "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    if "--profile" in args:
+        assert "Available profiles: demo, demo-single, development, fast-only, production" in err
+
+
+def test_route_loads_no_model_and_needs_no_model_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from magi.models.discovery import ModelDiscoveryService
+    from magi.runtime.llama import LlamaBackend
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("magi route must not discover or load models")
+
+    monkeypatch.setattr(LlamaBackend, "load", forbidden)
+    monkeypatch.setattr(ModelDiscoveryService, "refresh", forbidden)
+    monkeypatch.setattr(ModelDiscoveryService, "discover", forbidden)
+    monkeypatch.chdir(tmp_path)  # models.dirs=[models] does not exist here
+    assert main(["route", "--profile", "production", "-o", f"models.dirs=['{tmp_path / 'none'}']", HARD]) == 0
+    assert "-> tier powerful" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # no models folder, no registry written
+
+
+def test_route_does_not_import_llama_cpp(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from magi.cli import main\n"
+        f"code = main(['route', '--profile', 'development', {HARD!r}])\n"
+        "assert 'llama_cpp' not in sys.modules, 'llama_cpp was imported'\n"
+        "sys.exit(code)\n"
+    )
+    proc = _run("-c", code, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "two stages: draft on fast" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- python run.py (task run) ------------------------------------------------------------------------
+def test_run_py_answers_the_builtin_prompts_on_tiny_models(tiny_runtime: TinyRuntime) -> None:
+    run_dir = tiny_runtime.root / "hydra-run"
+    proc = _run("run.py", "profile=development", f"hydra.run.dir={run_dir}", *tiny_runtime.overrides)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    from magi.tasks.run import BUILTIN_PROMPTS
+
+    for prompt in BUILTIN_PROMPTS:
+        assert f">>> {prompt}" in out
+    assert f"[answer · fast · {FAST}]" in out
+    assert f"[draft · fast · {FAST}]" in out and f"[refine · powerful · {REASONER}]" in out
+    header = next(line for line in out.splitlines() if line.startswith("prompt"))
+    assert header.split() == ["prompt", "score", "tier", "model", "tokens", "first", "token", "total"] + [
+        "tok/s",
+        "fallbacks",
+    ]
+    rows = out.split(header)[1].strip().splitlines()[1:]  # below the rule
+    assert len(rows) == len(BUILTIN_PROMPTS)
+    assert sum("(2-stage)" in row and f"{FAST} → {REASONER}" in row for row in rows) >= 1
+    assert any(row.split()[-1] == "0" for row in rows)
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_py_answers_one_prompt_with_the_echo_model(echo_runtime: TinyRuntime) -> None:
+    proc = _run(
+        "run.py",
+        "profile=fast-only",
+        "prompt=Hello",
+        "runtime.prompt_template='{prompt}'",
+        f"hydra.run.dir={echo_runtime.root / 'hydra-run'}",
+        *echo_runtime.overrides,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f">>> Hello\n[answer · fast · {FAST}]\noooooooo\n" in proc.stdout
+    table_row = proc.stdout.strip().splitlines()[-1]
+    assert table_row.startswith("Hello") and FAST in table_row and " 8 " in table_row
+
+
+def test_run_py_reports_a_prompt_too_long_without_traceback(tiny_runtime: TinyRuntime) -> None:
+    proc = _run(
+        "run.py",
+        "profile=fast-only",
+        f"prompt='{'word ' * 80}'",
+        f"hydra.run.dir={tiny_runtime.root / 'hydra-run'}",
+        *tiny_runtime.overrides,
+    )
+    assert proc.returncode == 2
+    assert "error: The prompt does not fit the context" in proc.stderr and "n_ctx=256" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_task_in_process(tiny_runtime: TinyRuntime, capsys: pytest.CaptureFixture[str]) -> None:
+    from magi.runtime.pool import shared_pool
+    from magi.tasks.run import run_task
+
+    config = tiny_runtime.compose("production", "prompt=Hi")
+    try:
+        (result,) = run_task(config)
+    finally:
+        shared_pool().close()
+    assert result["model_id"] in config.profile.enabled_models and result["completion_tokens"] == 8
+    assert result["text"] in capsys.readouterr().out

@@ -1,0 +1,174 @@
+"""The model pool on real tiny models: one load per model however it is shared, LRU
+eviction by count and by memory budget, counters, and what Runner.close() frees."""
+
+from __future__ import annotations
+
+import pytest
+
+from magi.errors import MAGIException
+from magi.runtime.pool import ModelPool
+from magi.runtime.resolve import resolve_models
+from magi.testing.runtime import CODER, FAST, REASONER, TinyRuntime, tagged
+
+ALL_THREE = f"profile.enabled_models=[{FAST},{REASONER},{CODER}]"
+
+
+@pytest.fixture
+def specs(tiny_runtime: TinyRuntime):
+    """Specs of the three models, from the registry as a Runner gets them."""
+    specs, _ = resolve_models(tiny_runtime.compose("development", ALL_THREE))
+    return specs
+
+
+def _pool(specs, **kwargs) -> ModelPool:
+    pool = ModelPool(**kwargs)
+    for spec in specs.values():
+        pool.register(spec)
+    return pool
+
+
+# -- sharing --------------------------------------------------------------------------------
+def test_one_model_in_two_tiers_loads_once(tiny_runtime: TinyRuntime) -> None:
+    """model_tiers list form: the same model drafts (fast) and refines (powerful)."""
+    with tiny_runtime.runner(
+        "development",
+        "scorer=tagged",
+        f"profile.enabled_models=[{FAST}]",
+        f"+profile.model_tiers.{FAST}=[fast,powerful]",
+    ) as runner:
+        assert runner.tier_members == {"fast": [FAST], "powerful": [FAST]}
+        hard = runner.run(tagged("Prove it", 9.0))
+        easy = runner.run(tagged("Hi", 1.0))
+        stats = runner.pool.stats
+    assert [(s.stage, s.tier, s.model_id) for s in hard.stages] == [
+        ("draft", "fast", FAST),
+        ("refine", "powerful", FAST),
+    ]
+    assert easy.model_id == FAST
+    assert (stats.loads, stats.loads_by_model, stats.hits) == (1, {FAST: 1}, 2)
+
+
+def test_runners_of_two_profiles_share_one_pool(tiny_runtime: TinyRuntime) -> None:
+    pool = ModelPool()
+    try:
+        with (
+            tiny_runtime.runner("development", pool=pool) as dev,
+            tiny_runtime.runner("fast-only", pool=pool) as fast_only,
+        ):
+            assert dev.run("Hi").model_id == FAST
+            assert fast_only.run("Hello").model_id == FAST
+            assert dev.run("Hey").model_id == FAST
+        assert pool.stats.loads_by_model == {FAST: 1}
+        assert (pool.stats.loads, pool.stats.hits) == (1, 2)
+        assert pool.loaded_ids == [FAST]  # a shared pool outlives its runners
+    finally:
+        pool.close()
+
+
+def test_a_new_runner_with_other_sampling_settings_keeps_the_loaded_model(tiny_runtime: TinyRuntime) -> None:
+    """Sweeps vary max_tokens, temperature, ...: none of them needs a reload."""
+    pool = ModelPool()
+    try:
+        with tiny_runtime.runner("fast-only", pool=pool) as first:
+            assert first.run("Hi").completion_tokens == 8
+        overrides = ("runtime.max_tokens=3", "runtime.temperature=0.5", "runtime.prompt_template='{prompt}'")
+        with tiny_runtime.runner("fast-only", *overrides, pool=pool) as second:
+            assert second.run("Hi").completion_tokens == 3
+        assert pool.stats.loads == 1 and pool.stats.closes == 0
+        assert pool.spec(FAST).generation.max_tokens == 3  # the newest settings apply
+        with tiny_runtime.runner("fast-only", "runtime.n_ctx=128", pool=pool) as third:
+            third.run("Hi")
+        assert pool.stats.loads == 2 and pool.stats.closes == 1  # n_ctx is a load setting
+    finally:
+        pool.close()
+
+
+# -- eviction ------------------------------------------------------------------------------
+def test_lru_eviction_by_count(specs) -> None:
+    with _pool(specs, max_loaded=2) as pool:
+        pool.preload(FAST)
+        pool.preload(REASONER)
+        pool.preload(FAST)  # FAST is now the most recently used
+        pool.preload(CODER)
+        assert pool.loaded_ids == [FAST, CODER]
+        assert not pool.backend(REASONER).loaded
+        assert (pool.stats.loads, pool.stats.hits, pool.stats.evictions, pool.stats.closes) == (3, 1, 1, 1)
+        pool.preload(REASONER)  # loads again; FAST is least recent now
+        assert pool.loaded_ids == [CODER, REASONER]
+        assert pool.stats.loads_by_model == {FAST: 1, REASONER: 2, CODER: 1}
+        assert pool.stats.evictions == 2
+    assert pool.loaded_ids == [] and pool.stats.closes == 4
+
+
+def test_pinned_models_are_never_evicted(specs) -> None:
+    with _pool(specs, max_loaded=1) as pool:
+        pool.pin(FAST)
+        pool.preload(FAST)
+        pool.preload(REASONER)  # over budget, but the only candidate is pinned
+        assert pool.loaded_ids == [FAST, REASONER]
+        pool.preload(CODER)  # REASONER is the least recent unpinned model
+        assert pool.loaded_ids == [FAST, CODER]
+        assert pool.stats.evictions == 1
+
+
+def test_a_model_in_use_is_not_evicted(specs) -> None:
+    with _pool(specs, max_loaded=1) as pool:
+        with pool.lease(FAST) as busy:
+            pool.preload(REASONER)
+            assert busy.loaded and pool.loaded_ids == [FAST, REASONER]
+        pool.preload(REASONER)  # FAST is idle now: evicted
+        assert pool.loaded_ids == [REASONER]
+
+
+def test_lru_eviction_by_memory_budget(specs) -> None:
+    biggest = max(spec.memory_mb for spec in specs.values())
+    assert biggest > 0
+    with _pool(specs, memory_budget_mb=2.5 * biggest) as pool:
+        for model_id in (FAST, REASONER, FAST, CODER):
+            pool.preload(model_id)
+        assert pool.loaded_ids == [FAST, CODER]
+        assert pool.loaded_memory_mb <= pool.memory_budget_mb
+        assert pool.stats.evictions == 1
+
+
+def test_runner_applies_max_loaded_models(tiny_runtime: TinyRuntime) -> None:
+    with tiny_runtime.runner("development", "scorer=tagged", "runtime.max_loaded_models=1") as runner:
+        runner.run(tagged("Hard", 9.0))  # FAST drafts, REASONER refines: FAST is evicted
+        assert runner.pool.loaded_ids == [REASONER]
+        runner.run(tagged("Easy", 1.0))
+        assert runner.pool.loaded_ids == [FAST]
+        stats = runner.pool.stats
+    assert (stats.loads, stats.evictions) == (3, 2)
+    assert runner.status()[FAST]["loaded"] is False  # closed with the runner's own pool
+
+
+# -- close ---------------------------------------------------------------------------------
+def test_close_frees_an_owned_pool_and_stops_health_checks(tiny_runtime: TinyRuntime) -> None:
+    runner = tiny_runtime.runner("production", start_health_checks=True)
+    with runner:
+        assert runner.health.running  # production balances, so its models are probed
+        runner.run("a")
+        runner.run("b")
+        backends = [runner.pool.backend(m) for m in (REASONER, CODER)]
+        assert all(b.loaded for b in backends)
+    assert runner.pool.loaded_ids == []
+    assert not any(b.loaded for b in backends)
+    assert not runner.health.running
+    runner.close()  # twice is harmless
+    with pytest.raises(MAGIException, match="closed") as info:
+        runner.run("again")
+    assert info.value.status_code == 409
+
+
+def test_close_leaves_a_shared_pool_alone(tiny_runtime: TinyRuntime) -> None:
+    pool = ModelPool()
+    try:
+        with tiny_runtime.runner("fast-only", pool=pool) as runner:
+            runner.run("Hi")
+        assert pool.loaded_ids == [FAST] and pool.backend(FAST).loaded
+        with tiny_runtime.runner("fast-only", pool=pool) as again:
+            again.run("Hi")
+        assert pool.stats.loads == 1
+    finally:
+        pool.close()
+    assert pool.loaded_ids == []
