@@ -44,6 +44,7 @@ def __getattr__(name: str) -> object:
         return value
     raise AttributeError(f"module 'magi' has no attribute {name!r}")
 
+
 __all__ = [
     "ConfigError",
     "LoadBalancingConfig",

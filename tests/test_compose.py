@@ -118,3 +118,11 @@ def test_base_defaults_in_config_yaml_match_the_schema() -> None:
 def test_any_profile_field_overrides_without_plus() -> None:
     cfg = magi.compose(profile="development", overrides=["profile.load_balancing.strategy=random"])
     assert cfg.profile.load_balancing.strategy == "random"
+
+
+def test_infinity_on_the_command_line() -> None:
+    ok = magi.compose(profile="development", overrides=["runtime.max_tokens=inf"])
+    assert ok.runtime.max_tokens_or_none is None  # unlimited at the llama.cpp boundary
+    with pytest.raises(ConfigError) as info:
+        magi.compose(profile="development", overrides=["runtime.max_tokens=.inf"])
+    assert "write infinity as .inf in YAML files, or inf in command-line overrides" in str(info.value)

@@ -126,3 +126,15 @@ def test_no_model_answered_names_every_model_and_its_state(tiny_runtime: TinyRun
     assert f"{FAST}: open" in again and f"{REASONER}: open" in again
     assert "retry in" in again and "Errors in this request" not in again
     assert faults.calls == {FAST: 1, REASONER: 1}
+
+
+def test_probe_of_an_unloaded_model_checks_the_gguf_magic(tmp_path) -> None:
+    from magi.runtime.backend import BackendError, ModelSpec
+    from magi.runtime.llama import LlamaBackend
+
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a model at all")
+    with pytest.raises(BackendError, match="is not a GGUF file"):
+        LlamaBackend(ModelSpec(model_id="bogus", path=bogus)).probe()
+    with pytest.raises(BackendError, match="cannot read"):
+        LlamaBackend(ModelSpec(model_id="gone", path=tmp_path / "gone.gguf")).probe()

@@ -17,9 +17,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from magi.config.base import MagiModel
+from magi.config.base import MagiModel, refuse_string_number
 from magi.config.profile import ModelProfile
 
 
@@ -153,6 +153,11 @@ class RuntimeConfig(MagiModel):
     models: dict[str, ModelSettings] = Field(
         default_factory=dict, description="Per-model overrides, keyed by model id."
     )
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _no_string_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_string_number(value, info.mode)
 
     @field_validator("max_tokens")
     @classmethod

@@ -24,6 +24,22 @@ class MagiModel(BaseModel):
     )
 
 
+def refuse_string_number(value: Any, mode: str) -> Any:
+    """Refuse a number written as a string (outside JSON), with a hint about infinity.
+
+    YAML reads ``inf`` (no dot) as a string, which Pydantic's lax mode would
+    silently turn into a float; JSON stores infinity as the string "Infinity", so
+    strings are accepted in JSON mode only.
+    """
+    if isinstance(value, str) and mode != "json":
+        if value.strip().lower().lstrip("+.") in ("inf", "infinity"):
+            hint = "write infinity as .inf in YAML files, or inf in command-line overrides"
+        else:
+            hint = "write a number, unquoted"
+        raise ValueError(f"must be a number, not the string {value!r}: {hint}")
+    return value
+
+
 class ConsistencyError(ValueError):
     """Several cross-field problems of one model, each starting with its field path."""
 

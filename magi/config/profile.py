@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from magi.config.base import ConsistencyError, MagiModel
+from magi.config.base import ConsistencyError, MagiModel, refuse_string_number
 
 Strategy = Literal["round_robin", "least_loaded", "random"]
 STRATEGIES: tuple[str, ...] = ("round_robin", "least_loaded", "random")
@@ -62,21 +62,7 @@ class TierConfig(MagiModel):
     @field_validator("max_score", mode="before")
     @classmethod
     def _no_string_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        # YAML reads `inf` (no dot) as a string, which lax mode would silently
-        # turn into a float. JSON stores infinity as the string "Infinity", so
-        # strings are only refused outside JSON mode.
-        if isinstance(value, str) and info.mode != "json":
-            hint = (
-                " write infinity as .inf (with the dot)"
-                if value.strip().lower().lstrip("+")
-                in (
-                    "inf",
-                    "infinity",
-                )
-                else " write a number, unquoted"
-            )
-            raise ValueError(f"must be a number, not the string {value!r}:{hint}")
-        return value
+        return refuse_string_number(value, info.mode)
 
 
 class TwoStageConfig(MagiModel):

@@ -155,13 +155,25 @@ class LlamaBackend:
         except PromptTooLongError:
             raise
         except (ValueError, RuntimeError) as exc:
+            if "exceed context window" in str(exc):  # the chat template made it too long
+                raise PromptTooLongError(
+                    f"Model '{self.spec.model_id}': {exc}; shorten the prompt or raise runtime.n_ctx "
+                    f"(the model allows {self.spec.context_length or 'unknown'})."
+                ) from None
             raise BackendError(f"Model '{self.spec.model_id}' failed to generate: {exc}") from exc
 
     def probe(self) -> None:
-        """Healthy when loaded and able to tokenize; an unloaded model needs a readable file."""
+        """Healthy when loaded and able to tokenize; an unloaded model needs a GGUF file."""
         if self._llm is None:
-            if not self.spec.path.is_file():
-                raise BackendError(f"Model '{self.spec.model_id}': file not found: {self.spec.path}")
+            try:
+                with self.spec.path.open("rb") as handle:
+                    magic = handle.read(4)
+            except OSError as exc:
+                raise BackendError(
+                    f"Model '{self.spec.model_id}': cannot read {self.spec.path}: {exc}"
+                ) from None
+            if magic != b"GGUF":
+                raise BackendError(f"Model '{self.spec.model_id}': {self.spec.path} is not a GGUF file")
             return
         self._llm.tokenize(b"ping", add_bos=False, special=False)
 
