@@ -22,6 +22,38 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def model_tier_names(profile: ModelProfile, model_id: str) -> list[str]:
+    """The tiers a model serves in a profile, as far as the profile alone says.
+
+    ``model_tiers`` wins; otherwise the seed-style id's suffix (``..._fast``). The
+    registry may assign differently, but reading it would scan ``models.dirs`` (and
+    assemble the demo model) just to draw a table, so views of a profile do not.
+    """
+    override = profile.tier_override(model_id)
+    if override is not None:
+        return override
+    suffix = model_id.rsplit("_", 1)[-1] if "_" in model_id else ""
+    return [suffix] if suffix in profile.tier_names else []
+
+
+def tier_rows(profile: ModelProfile) -> list[tuple[str, str, float, list[str]]]:
+    """Per tier: name, score range (``"5 - .inf"``), expected seconds, member models."""
+    rows = []
+    lower = 0.0
+    for tier in profile.tier_config:
+        members = [m for m in profile.enabled_models if tier.name in model_tier_names(profile, m)]
+        rows.append(
+            (
+                tier.name,
+                f"{fmt_score(lower)} - {fmt_score(tier.max_score)}",
+                tier.expected_time_seconds,
+                members,
+            )
+        )
+        lower = tier.max_score
+    return rows
+
+
 def profile_summary(profile: ModelProfile, key: str | None = None) -> str:
     """Describe a profile: models, tiers, two-stage and balancing, in a few lines."""
     title = f"Profile {profile.name!r}" + (f" (profile={key})" if key else "")
@@ -29,21 +61,10 @@ def profile_summary(profile: ModelProfile, key: str | None = None) -> str:
     if profile.description:
         lines.append(f"  {profile.description}")
     lines.append("")
-    lower = 0.0
-    rows = []
-    for tier in profile.tier_config:
-        models = [
-            m for m in profile.enabled_models if tier.name in (profile.tier_override(m) or [_tier_from_id(m)])
-        ]
-        rows.append(
-            (
-                tier.name,
-                f"{fmt_score(lower)} - {fmt_score(tier.max_score)}",
-                f"{tier.expected_time_seconds:g}s",
-                ", ".join(models) or "-",
-            )
-        )
-        lower = tier.max_score
+    rows = [
+        (name, score_range, f"{expected:g}s", ", ".join(members) or "-")
+        for name, score_range, expected, members in tier_rows(profile)
+    ]
     lines.append(table(("tier", "score range", "expected", "models"), rows))
     lines.append("")
     lines.append(f"enabled models: {', '.join(profile.enabled_models)}")
@@ -62,8 +83,3 @@ def profile_summary(profile: ModelProfile, key: str | None = None) -> str:
         + (f" ({lb.strategy}, health check every {lb.health_check_interval:g}s)" if lb.enabled else "")
     )
     return "\n".join(lines)
-
-
-def _tier_from_id(model_id: str) -> str:
-    """The tier suffix of a seed-style id (``..._fast`` → ``fast``), else ``""``."""
-    return model_id.rsplit("_", 1)[-1] if "_" in model_id else ""

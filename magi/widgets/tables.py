@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from magi.config.profile import ModelProfile
-from magi.render import fmt_score
+from magi.render import model_tier_names, tier_rows
 from magi.runtime.trace import RunResult
 
 TABLE_STYLE = "border-collapse:collapse;margin:4px 0 8px 0;font-size:13px"
@@ -70,20 +70,6 @@ def html_table(
 
 
 # -- profiles --------------------------------------------------------------------------------
-def model_tier_names(profile: ModelProfile, model_id: str) -> list[str]:
-    """The tiers a model serves in a profile, as far as the profile alone says.
-
-    ``model_tiers`` wins; otherwise the seed-style id's suffix (``..._fast``). The
-    registry may assign differently, but reading it would scan ``models.dirs`` (and
-    assemble the demo model) just to draw a table, so the widget does not.
-    """
-    override = profile.tier_override(model_id)
-    if override is not None:
-        return override
-    suffix = model_id.rsplit("_", 1)[-1] if "_" in model_id else ""
-    return [suffix] if suffix in profile.tier_names else []
-
-
 def profile_html(profile: ModelProfile, *, key: str | None = None, loaded: Collection[str] = ()) -> str:
     """The chosen profile: description, tiers (score range, expected time, models) and models.
 
@@ -100,23 +86,12 @@ def profile_html(profile: ModelProfile, *, key: str | None = None, loaded: Colle
         parts.append(
             f'<div class="magi-description" style="margin:2px 0 4px 0">{esc(profile.description)}</div>'
         )
-    tier_rows = []
-    lower = 0.0
-    for tier in profile.tier_config:
-        members = [m for m in profile.enabled_models if tier.name in model_tier_names(profile, m)]
-        tier_rows.append(
-            (
-                tier.name,
-                f"{fmt_score(lower)} – {fmt_score(tier.max_score)}",
-                f"{tier.expected_time_seconds:g} s",
-                ", ".join(members) or "–",
-            )
-        )
-        lower = tier.max_score
+    rows = [
+        (name, score_range.replace(" - ", " – "), f"{expected:g} s", ", ".join(members) or "–")
+        for name, score_range, expected, members in tier_rows(profile)
+    ]
     parts.append(
-        html_table(
-            ("tier", "score range", "expected time", "models"), tier_rows, caption="Tiers", numeric=(2,)
-        )
+        html_table(("tier", "score range", "expected time", "models"), rows, caption="Tiers", numeric=(2,))
     )
     model_rows = [
         (m, ", ".join(model_tier_names(profile, m)) or "(from the registry)", "yes" if m in loaded else "no")
