@@ -20,10 +20,12 @@ def config_from_hydra(cfg: DictConfig) -> MagiConfig:
     """Validate the config ``@hydra.main`` composed, naming the chosen profile file."""
     from hydra.core.hydra_config import HydraConfig
 
-    choice = None
+    choice = endpoints = None
     if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get("profile")
-    return validate_config(to_container(cfg), profile_name=choice)
+        choices = HydraConfig.get().runtime.choices
+        choice = choices.get("profile")
+        endpoints = choices.get("endpoints")
+    return validate_config(to_container(cfg), profile_name=choice, endpoints_name=endpoints)
 
 
 def main(cfg: DictConfig) -> Any:

@@ -7,6 +7,7 @@ pass plain objects on. Sections:
 * ``profile``  - the :class:`~magi.config.profile.ModelProfile` (tiers, two-stage, balancing)
 * ``models``   - folders to scan for GGUF files and the registry file
 * ``runtime``  - llama.cpp settings shared by every model, and per-model overrides
+* ``endpoints`` - models served over HTTP (``conf/endpoints/<name>.yaml``), by model id
 * ``prompt``   - the prompt of ``python run.py prompt="..."`` (optional)
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator
 
 from magi.config.base import MagiModel, refuse_string_number
+from magi.config.endpoints import EndpointConfig, EndpointId
 from magi.config.profile import ModelProfile
 
 
@@ -151,7 +153,11 @@ class RuntimeConfig(MagiModel):
         default=3.0, gt=0, description="Request timeout = tier's expected_time_seconds x this."
     )
     models: dict[str, ModelSettings] = Field(
-        default_factory=dict, description="Per-model overrides, keyed by model id."
+        default_factory=dict,
+        description=(
+            "Per-model overrides, keyed by model id. Remote endpoints use the sampling fields "
+            "and prompt_template; the llama.cpp load settings are the server's business."
+        ),
     )
 
     @field_validator("max_tokens", mode="before")
@@ -185,9 +191,22 @@ class MagiConfig(MagiModel):
     profile: ModelProfile
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    endpoints: dict[EndpointId, EndpointConfig] = Field(
+        default_factory=dict,
+        description=(
+            "Models served by OpenAI-compatible servers, keyed by model id (the Hydra group "
+            "conf/endpoints, selected with endpoints=<name>; docs/SCALING.md)."
+        ),
+    )
     scorer: str = Field(default="heuristic", description="Complexity scorer, by registered name.")
     prompt: str | None = Field(default=None, description="Prompt to answer (python run.py prompt=...).")
     task: dict[str, Any] = Field(
         default_factory=lambda: {"name": "run"},
         description="The task group's settings; 'name' selects what run.py does.",
     )
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _empty_set(cls, value: Any) -> Any:
+        # conf/endpoints/none.yaml holds only comments, which Hydra composes as None
+        return {} if value is None else value

@@ -27,6 +27,7 @@ from magi.errors import ConfigError, ProfileNotFoundError
 
 CONF_DIR_ENV = "MAGI_CONF_DIR"
 PROFILE_GROUP = "profile"
+ENDPOINTS_GROUP = "endpoints"
 _compose_lock = threading.Lock()
 
 
@@ -69,12 +70,17 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 def validate_config(
-    data: dict[str, Any], *, profile_name: str | None = None, conf_dir: Path | None = None
+    data: dict[str, Any],
+    *,
+    profile_name: str | None = None,
+    conf_dir: Path | None = None,
+    endpoints_name: str | None = None,
 ) -> MagiConfig:
     """Validate composed data as a :class:`MagiConfig`.
 
     Errors name the file a field most likely came from: ``conf/profile/<name>.yaml``
-    for ``profile.*`` fields, else ``conf/config.yaml`` (or an override).
+    for ``profile.*`` fields, ``conf/endpoints/<name>.yaml`` for ``endpoints.*``,
+    else ``conf/config.yaml`` (or an override).
     """
     try:
         return MagiConfig.model_validate(data)
@@ -84,6 +90,8 @@ def validate_config(
         sources = ""
         if profile_name:
             sources = f"{conf / PROFILE_GROUP / (profile_name + '.yaml')} (profile.*), "
+        if endpoints_name and any(p.startswith(f"{ENDPOINTS_GROUP}.") for p in err.problems):
+            sources += f"{conf / ENDPOINTS_GROUP / (endpoints_name + '.yaml')} (endpoints.*), "
         sources += f"{conf / 'config.yaml'} or the command-line overrides"
         raise ConfigError(err.problems, source=sources) from None
 
@@ -105,6 +113,7 @@ def compose(
     profile: str | None = None,
     overrides: Sequence[str] = (),
     *,
+    endpoints: str | None = None,
     conf_dir: str | Path | None = None,
     config_name: str = "config",
 ) -> MagiConfig:
@@ -112,6 +121,8 @@ def compose(
 
     Args:
         profile: Option of the ``profile`` group (``None`` keeps the default).
+        endpoints: Option of the ``endpoints`` group: the set of remote models
+            (``None`` keeps the default, ``none``: no remote models).
         overrides: Hydra overrides, e.g. ``["profile.two_stage.enabled=false"]``.
         conf_dir: Config folder; default :func:`default_conf_dir`.
         config_name: Primary config file name without ``.yaml``.
@@ -133,6 +144,8 @@ def compose(
     if not (conf / f"{config_name}.yaml").is_file():
         raise ConfigError([f"{conf / (config_name + '.yaml')}: file not found"], source=str(conf))
     all_overrides = list(overrides)
+    if endpoints is not None:
+        all_overrides.insert(0, f"{ENDPOINTS_GROUP}={endpoints}")
     if profile is not None:
         all_overrides.insert(0, f"{PROFILE_GROUP}={profile}")
     with _compose_lock, initialize_config_dir(version_base="1.3", config_dir=str(conf)):
@@ -146,6 +159,9 @@ def compose(
         except (HydraException, OmegaConfBaseException) as exc:
             raise ConfigError([_with_cause(exc)], source="overrides " + repr(list(overrides))) from None
         chosen = OmegaConf.select(cfg, f"hydra.runtime.choices.{PROFILE_GROUP}", default=None)
+        chosen_endpoints = OmegaConf.select(cfg, f"hydra.runtime.choices.{ENDPOINTS_GROUP}", default=None)
         with open_dict(cfg):
             del cfg["hydra"]
-    return validate_config(to_container(cfg), profile_name=chosen, conf_dir=conf)
+    return validate_config(
+        to_container(cfg), profile_name=chosen, conf_dir=conf, endpoints_name=chosen_endpoints
+    )
