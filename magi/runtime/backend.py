@@ -1,9 +1,10 @@
 """The backend protocol: what the pool and the runner need from a model.
 
-A backend wraps one model (in-process llama.cpp here; an HTTP server in the
-scale-out backend) behind six operations: load, stream, generate, count tokens,
-probe health, close. The runner only ever streams, so it can time the first token
-and stop a generation that overruns its tier's timeout.
+A backend wraps one model (in-process llama.cpp in :mod:`magi.runtime.llama`; an
+OpenAI-compatible HTTP server in :mod:`magi.runtime.remote`) behind six operations:
+load, stream, generate, count tokens, probe health, close. The runner only ever
+streams, so it can time the first token and stop a generation that overruns its
+tier's timeout.
 """
 
 from __future__ import annotations
@@ -27,19 +28,47 @@ class GenerationSettings:
     repeat_penalty: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+    timeout_s: float | None = None
+    """Wall-clock budget of the whole generation (None: none). The runner sets the
+    tier's timeout and checks it per token; a backend that can block *between*
+    tokens (a remote server that stops answering) must enforce it itself."""
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """Where and how to reach a model served over HTTP (from ``endpoints.<id>``).
+
+    A plain, hashable copy of :class:`magi.config.endpoints.EndpointConfig` plus the
+    resolved served-model name, so the runtime never touches config objects.
+    """
+
+    url: str
+    model: str
+    api: str = "chat"
+    api_key_env: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    probe_timeout: float = 5.0
+    health_paths: tuple[str, ...] = ("/health", "/v1/models")
+    max_concurrency: int = 1
+    n_ctx: int | None = None
+    llama_params: bool = True
+    trust_env: bool = False
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to load one model, resolved from registry and config.
+    """Everything needed to run one model, resolved from registry and config.
 
-    ``settings`` holds llama.cpp constructor settings (n_ctx, n_threads, n_batch,
-    chat_format, ...), already merged from the runtime defaults and per-model
-    overrides and capped at the model's limits.
+    A local model has a ``path`` and the llama.cpp load settings (n_ctx, n_threads,
+    n_batch, chat_format), already merged from the runtime defaults and per-model
+    overrides and capped at the model's limits. A remote model has ``remote``
+    instead: it holds no memory here (``memory_mb`` 0) and its server owns the load
+    settings; the sampling settings in ``generation`` apply to both.
     """
 
     model_id: str
-    path: Path
+    path: Path | None = None
     memory_mb: float = 0.0
     context_length: int | None = None
     n_ctx: int = 2048
@@ -49,6 +78,27 @@ class ModelSpec:
     chat_format: str | None = None
     prompt_template: str = "{prompt}"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    remote: RemoteSettings | None = None
+
+    @property
+    def is_remote(self) -> bool:
+        """Served over HTTP rather than loaded in-process."""
+        return self.remote is not None
+
+    @property
+    def url(self) -> str | None:
+        """The server's base URL of a remote model; None for a local one."""
+        return self.remote.url if self.remote is not None else None
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests the pool lets run on this model at once (a local ``Llama``: one)."""
+        return self.remote.max_concurrency if self.remote is not None else 1
+
+    @property
+    def location(self) -> str:
+        """Where the model runs, for messages: the server URL or the file path."""
+        return self.url or str(self.path)
 
 
 @dataclass

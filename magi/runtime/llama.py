@@ -63,6 +63,11 @@ class LlamaBackend:
         if self._llm is not None:
             return
         path = self.spec.path
+        if path is None:
+            raise ModelError(
+                f"Model '{self.spec.model_id}' has no model file: a remote model runs on its server "
+                "(RemoteBackend), not in-process."
+            )
         if not path.is_file():
             raise ModelError(
                 f"Model '{self.spec.model_id}': file not found: {path}. "
@@ -165,6 +170,8 @@ class LlamaBackend:
     def probe(self) -> None:
         """Healthy when loaded and able to tokenize; an unloaded model needs a GGUF file."""
         if self._llm is None:
+            if self.spec.path is None:
+                raise BackendError(f"Model '{self.spec.model_id}' has no model file (a remote model?)")
             try:
                 with self.spec.path.open("rb") as handle:
                     magic = handle.read(4)

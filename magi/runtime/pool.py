@@ -3,10 +3,12 @@
 * A model is loaded on its first lease, once, however many tiers, profiles or
   runners use it (the pool is keyed by model id; a runner switching profiles
   keeps what is loaded).
-* One lock per model: a ``Llama`` is not thread-safe, so a lease is exclusive.
+* One lock per model: a ``Llama`` is not thread-safe, so a lease is exclusive. A
+  remote model admits ``max_concurrency`` leases at once (its server's slots).
 * A memory budget (from the registry's estimates) and/or a maximum number of
   loaded models evict the least recently used idle, unpinned models; evicted and
-  remaining models are ``close()``d, never left to the garbage collector.
+  remaining models are ``close()``d, never left to the garbage collector. Remote
+  models hold no memory here: they neither count against the limits nor get evicted.
 
 Example:
     >>> pool = ModelPool(max_loaded=1)
@@ -33,7 +35,11 @@ BackendFactory = Callable[[ModelSpec], Backend]
 
 
 def default_backend_factory(spec: ModelSpec) -> Backend:
-    """In-process llama.cpp."""
+    """In-process llama.cpp for a model file; an HTTP client for a remote model."""
+    if spec.is_remote:
+        from magi.runtime.remote import RemoteBackend
+
+        return RemoteBackend(spec)
     from magi.runtime.llama import LlamaBackend
 
     return LlamaBackend(spec)
@@ -61,13 +67,67 @@ class PoolStats:
     loads_by_model: dict[str, int] = field(default_factory=dict)
 
 
+class _Gate:
+    """Admits ``capacity`` leases at once; :meth:`exclusive` waits for all of them.
+
+    With capacity 1 (every local model) this is a plain lock. Exclusive use (close,
+    unload, replace) takes every permit, one at a time, under a lock of its own so
+    two exclusive users never each hold half of them.
+    """
+
+    def __init__(self, capacity: int = 1) -> None:
+        self.capacity = max(1, capacity)
+        self._permits = threading.BoundedSemaphore(self.capacity)
+        self._exclusive = threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not blocking:
+            return self._permits.acquire(blocking=False)
+        return self._permits.acquire(timeout=None if timeout < 0 else timeout)
+
+    def release(self) -> None:
+        self._permits.release()
+
+    def acquire_all(self, blocking: bool = True) -> bool:
+        if not self._exclusive.acquire(blocking=blocking):
+            return False
+        taken = 0
+        try:
+            while taken < self.capacity:
+                if not self._permits.acquire(blocking=blocking):
+                    break
+                taken += 1
+        finally:
+            if taken < self.capacity:
+                for _ in range(taken):
+                    self._permits.release()
+                self._exclusive.release()
+        return taken == self.capacity
+
+    def release_all(self) -> None:
+        for _ in range(self.capacity):
+            self._permits.release()
+        self._exclusive.release()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        self.acquire_all()
+        try:
+            yield
+        finally:
+            self.release_all()
+
+
 @dataclass
 class _Slot:
     spec: ModelSpec
     backend: Backend
-    lock: threading.Lock = field(default_factory=threading.Lock)
     in_use: int = 0
     pinned: bool = False
+    gate: _Gate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = _Gate(self.spec.max_concurrency)
 
 
 class ModelPool:
@@ -114,7 +174,7 @@ class ModelPool:
             self._slots[spec.model_id] = _Slot(spec=spec, backend=self._factory(spec))
             self._lru.pop(spec.model_id, None)
         if old is not None:
-            with old.lock, self._lock:  # wait for its current lease to end
+            with old.gate.exclusive(), self._lock:  # wait for its current leases to end
                 if old.backend.loaded:
                     old.backend.close()
                     self.stats.closes += 1
@@ -143,7 +203,8 @@ class ModelPool:
     # -- leasing --------------------------------------------------------------------------
     @contextmanager
     def lease(self, model_id: str, *, timeout: float | None = None) -> Iterator[Backend]:
-        """Exclusive use of a loaded model; loads it first if needed.
+        """Use of a loaded model (exclusive, but for a remote model's ``max_concurrency``);
+        loads it first if needed.
 
         Raises:
             ModelNotFoundError: the id is not registered.
@@ -154,7 +215,7 @@ class ModelPool:
         with self._lock:
             slot.in_use += 1
         try:
-            if not slot.lock.acquire(timeout=-1 if timeout is None else timeout):
+            if not slot.gate.acquire(timeout=-1 if timeout is None else timeout):
                 raise TimeoutError(f"Model '{model_id}' stayed busy for {timeout:.1f}s")
             try:
                 if slot.backend.loaded:
@@ -171,7 +232,7 @@ class ModelPool:
                 self._evict(keep=model_id)
                 yield slot.backend
             finally:
-                slot.lock.release()
+                slot.gate.release()
         finally:
             with self._lock:
                 slot.in_use -= 1
@@ -188,9 +249,13 @@ class ModelPool:
 
     @property
     def loaded_ids(self) -> list[str]:
-        """Loaded models, least recently used first."""
+        """Loaded models (remote ones: verified reachable), least recently used first."""
         with self._lock:
             return [m for m in self._lru if self._slots[m].backend.loaded]
+
+    def _resident_ids(self) -> list[str]:
+        """Loaded in-process models: what the memory budget and max_loaded limit."""
+        return [m for m in self.loaded_ids if not self._slots[m].spec.is_remote]
 
     @property
     def loaded_memory_mb(self) -> float:
@@ -198,7 +263,7 @@ class ModelPool:
             return sum(self._slots[m].spec.memory_mb for m in self.loaded_ids)
 
     def _over_budget(self) -> bool:
-        ids = self.loaded_ids
+        ids = self._resident_ids()
         if self.max_loaded is not None and len(ids) > self.max_loaded:
             return True
         return self.memory_budget_mb is not None and self.loaded_memory_mb > self.memory_budget_mb
@@ -209,21 +274,21 @@ class ModelPool:
                 if not self._over_budget():
                     return
                 slot = self._slots[model_id]
-                if model_id == keep or slot.pinned or slot.in_use:
+                if model_id == keep or slot.pinned or slot.in_use or slot.spec.is_remote:
                     continue
-                if not slot.lock.acquire(blocking=False):
+                if not slot.gate.acquire_all(blocking=False):
                     continue
                 try:
                     self._close_slot(model_id, slot)
                     self.stats.evictions += 1
                     logger.info("Evicted %s (least recently used)", model_id)
                 finally:
-                    slot.lock.release()
+                    slot.gate.release_all()
             if self._over_budget():
                 logger.warning(
                     "Loaded models exceed the budget (%.0f MB, %d models) but all are busy or pinned",
                     self.loaded_memory_mb,
-                    len(self.loaded_ids),
+                    len(self._resident_ids()),
                 )
 
     def _close_slot(self, model_id: str, slot: _Slot) -> None:
@@ -235,7 +300,7 @@ class ModelPool:
     def unload(self, model_id: str) -> None:
         """Close one model now (it loads again on its next lease)."""
         slot = self._slot(model_id)
-        with slot.lock, self._lock:
+        with slot.gate.exclusive(), self._lock:
             self._close_slot(model_id, slot)
 
     def close(self) -> None:
@@ -243,7 +308,7 @@ class ModelPool:
         with self._lock:
             slots = list(self._slots.items())
         for model_id, slot in slots:
-            with slot.lock, self._lock:
+            with slot.gate.exclusive(), self._lock:
                 self._close_slot(model_id, slot)
 
     def __enter__(self) -> ModelPool:

@@ -1,0 +1,620 @@
+"""The remote backend: a model served over HTTP by an OpenAI-compatible server.
+
+llama.cpp's ``llama-server`` and ``python -m llama_cpp.server`` (and vLLM, LM Studio,
+Ollama's ``/v1``...) speak the same protocol, so one backend lets a tier hold models
+on other processes or machines next to in-process ones. The runner treats both
+alike: the same streaming, failover, circuit breakers and balancers.
+
+* **Generation** streams server-sent events from ``POST {url}/v1/chat/completions``
+  (``api: chat``, the server applies the model's chat template) or
+  ``POST {url}/v1/completions`` (``api: completions``, MAGI's ``prompt_template`` is
+  applied here, as the local backend does for models without a chat template).
+  Each content delta counts as one token, as each chunk does locally.
+* **Token counts** come from the server's tokenizer: llama_cpp.server's
+  ``/extras/tokenize/count`` or llama-server's ``/tokenize``, tried in that order,
+  the one that answers is remembered. Servers with neither get an estimate of
+  one token per 4 characters (the usual figure for English text with BPE
+  vocabularies); counting never fails a request.
+* **Health** is the server's own endpoint: ``health_paths`` in order (``/health``
+  for llama-server, then ``/v1/models`` for llama_cpp.server); a 404 tries the
+  next, the one that answers is tried first next time.
+* **Errors** are :class:`~magi.runtime.backend.BackendError` subclasses naming the
+  model id, the URL and what to check, so the runner fails over on them:
+  :class:`RemoteConnectionError` (refused, unknown host), :class:`RemoteHTTPError`
+  (an HTTP error status; :class:`RemoteAuthError` for 401/403),
+  :class:`RemoteTimeout` (silence beyond ``read_timeout`` or the tier's timeout),
+  :class:`RemoteStreamError` (the connection dropped mid-answer). A prompt longer
+  than the server's context raises :class:`~magi.runtime.backend.PromptTooLongError`
+  (not the model's fault: no circuit-breaker failure).
+* **Memory**: none here. ``load()`` only opens the connection pool and checks that
+  the server answers; ``loaded`` means "verified reachable once".
+
+One ``httpx.Client`` per backend keeps connections alive between requests and is
+safe to share between threads (the pool admits up to ``max_concurrency`` requests
+at once, and the health prober probes alongside).
+
+Example:
+    >>> from magi.runtime.backend import GenerationSettings, ModelSpec, RemoteSettings
+    >>> spec = ModelSpec("lan_fast_a", remote=RemoteSettings(url="http://127.0.0.1:8081", model="tiny"))
+    >>> backend = RemoteBackend(spec)
+    >>> "".join(backend.stream("Hi", GenerationSettings(max_tokens=8)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from magi.runtime.backend import (
+    BackendError,
+    GenerationSettings,
+    GenerationTimeout,
+    ModelSpec,
+    PromptTooLongError,
+    RemoteSettings,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Token-count endpoints: (path, request field, how to read the answer).
+TOKENIZE_ENDPOINTS: tuple[tuple[str, str, str], ...] = (
+    ("/extras/tokenize/count", "input", "count"),  # llama_cpp.server
+    ("/tokenize", "content", "tokens"),  # llama-server
+)
+CHARS_PER_TOKEN = 4.0
+_COUNT_CACHE_SIZE = 256
+_CONTEXT_ERROR = re.compile(r"context (length|size|window)|exceeds? the available context", re.I)
+
+
+class RemoteError(BackendError):
+    """A remote model failed; the message names the model id and the server URL."""
+
+    status_code = 502
+
+
+class RemoteConnectionError(RemoteError):
+    """The server could not be reached (refused, unknown host, connect timeout)."""
+
+    status_code = 503
+
+
+class RemoteHTTPError(RemoteError):
+    """The server answered with an HTTP error status."""
+
+    def __init__(self, message: str, *, http_status: int, url: str) -> None:
+        super().__init__(message, details={"http_status": http_status, "url": url})
+        self.http_status = http_status
+
+
+class RemoteAuthError(RemoteHTTPError):
+    """The server refused the API key (401/403), or the key's variable is unset."""
+
+
+class RemoteTimeout(GenerationTimeout, RemoteError):
+    """The server went silent for longer than allowed, or the tier's timeout ran out."""
+
+
+class RemoteStreamError(RemoteError):
+    """The answer stream broke off or was not valid server-sent events."""
+
+
+def estimate_tokens(text: str) -> int:
+    """About one token per 4 characters: the fallback when a server cannot tokenize."""
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN)) if text else 0
+
+
+class RemoteBackend:
+    """A model on an OpenAI-compatible server, behind the :class:`~magi.runtime.backend.Backend` protocol.
+
+    Args:
+        spec: A spec with ``remote`` settings (see :func:`magi.runtime.resolve.remote_spec`).
+        transport: An httpx transport to use instead of the network (tests).
+    """
+
+    def __init__(self, spec: ModelSpec, *, transport: httpx.BaseTransport | None = None) -> None:
+        if spec.remote is None:
+            raise ValueError(f"Model '{spec.model_id}' is not remote (its spec has no remote settings)")
+        self.spec = spec
+        self.remote: RemoteSettings = spec.remote
+        self._transport = transport
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._loaded = False
+        self._health_path: str | None = None
+        self._count_endpoint: tuple[str, str, str] | None = None
+        self._count_missing = False
+        self._n_ctx: int | None = self.remote.n_ctx
+        self._counts: OrderedDict[str, int] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"RemoteBackend({self.spec.model_id!r} at {self.remote.url}, api={self.remote.api})"
+
+    # -- the Backend protocol -------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        """Reachability verified once (a remote model holds no memory here)."""
+        return self._loaded
+
+    @property
+    def n_ctx(self) -> int | None:
+        """The server's context size, if configured or learnt from llama-server's ``/props``."""
+        return self._n_ctx
+
+    def load(self) -> None:
+        """Open the connection pool and check the server answers (its health endpoint).
+
+        Also asks llama-server's ``/props`` for the context size when ``n_ctx`` is not
+        configured, so too-long prompts are recognised before they are sent.
+        """
+        if self._loaded:
+            return
+        self.probe()
+        if self._n_ctx is None:
+            self._n_ctx = self._read_server_n_ctx()
+        self._loaded = True
+        logger.info(
+            "Remote model %s at %s (api %s, served model %r, n_ctx %s)",
+            self.spec.model_id,
+            self.remote.url,
+            self.remote.api,
+            self.remote.model,
+            self._n_ctx or "unknown",
+        )
+
+    def close(self) -> None:
+        """Close the connections; the next use opens new ones."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._loaded = False
+        if client is not None:
+            client.close()
+            logger.info("Closed connections to %s (%s)", self.remote.url, self.spec.model_id)
+
+    def format_prompt(self, prompt: str) -> str:
+        """The text a completions endpoint gets (chat endpoints get a user message)."""
+        return self.spec.prompt_template.replace("{prompt}", prompt)
+
+    def probe(self) -> None:
+        """Raise unless the server's health endpoint answers with success.
+
+        ``health_paths`` are tried in order (the last one that answered first); a 404
+        or 405 means "not this server's endpoint" and tries the next one.
+        """
+        client = self._get_client()
+        paths = list(self.remote.health_paths)
+        if self._health_path in paths:
+            paths.remove(self._health_path)
+            paths.insert(0, self._health_path)
+        missing: list[str] = []
+        for path in paths:
+            response = self._send(client, "GET", path, timeout=self._short_timeout())
+            if response.status_code in (404, 405):
+                missing.append(path)
+                continue
+            if response.status_code >= 400:
+                raise self._http_error(response, path)
+            self._health_path = path
+            return
+        raise RemoteHTTPError(
+            f"Model '{self.spec.model_id}' at {self.remote.url}: none of the health endpoints exists "
+            f"({', '.join(missing)} answered 404). Check endpoints.{self.spec.model_id}.url: it must be "
+            "the base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8080); or set "
+            "health_paths to a path the server has.",
+            http_status=404,
+            url=self.remote.url,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` by the server's tokenizer, else an estimate; never raises."""
+        with self._lock:
+            if text in self._counts:
+                self._counts.move_to_end(text)
+                return self._counts[text]
+        count = self._count_on_server(text)
+        if count is None:
+            return estimate_tokens(text)
+        with self._lock:
+            self._counts[text] = count
+            while len(self._counts) > _COUNT_CACHE_SIZE:
+                self._counts.popitem(last=False)
+        return count
+
+    @property
+    def exact_token_counts(self) -> bool | None:
+        """True: the server tokenizes; False: counts are estimates; None: not known yet."""
+        if self._count_endpoint is not None:
+            return True
+        return False if self._count_missing else None
+
+    def stream(self, prompt: str, settings: GenerationSettings) -> Iterator[str]:
+        """Yield the answer one content delta (one token) at a time, as the server streams it.
+
+        The first-byte wait and every pause between pieces are bounded by
+        ``read_timeout`` and by what is left of ``settings.timeout_s``; the whole
+        stream by ``settings.timeout_s``, checked at every event.
+        """
+        client = self._require()
+        started = time.monotonic()
+        deadline = started + settings.timeout_s if settings.timeout_s else None
+        chat = self.remote.api == "chat"
+        text = prompt if chat else self.format_prompt(prompt)
+        self._check_fits(text, settings)
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        body = self._body(text, settings, chat=chat)
+        timeout = self._stream_timeout(deadline, settings)
+        pieces = 0
+        try:
+            with client.stream("POST", path, json=body, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._http_error(response, path)
+                done = False
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise self._deadline_error(settings, pieces)
+                    if line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" "))
+                        continue
+                    if line or not data:  # comments (": ping"), event:/id: fields, stray blanks
+                        continue
+                    event, data = "\n".join(data), []
+                    if event.strip() == "[DONE]":
+                        done = True
+                        break
+                    piece = self._piece(event, chat=chat)
+                    if piece is not None:
+                        pieces += 1
+                        yield piece
+                if data and "\n".join(data).strip() == "[DONE]":  # no blank line after the last event
+                    done = True
+                if not done:
+                    if pieces == 0:
+                        raise self._diagnose_empty_stream(client, path, body)
+                    raise self._incomplete_stream(pieces)
+        except httpx.TimeoutException as exc:
+            if deadline is not None and time.monotonic() >= deadline - 0.01:
+                raise self._deadline_error(settings, pieces) from None
+            raise self._timeout_error(exc, path, pieces) from None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, path, pieces) from None
+        except RuntimeError as exc:  # httpx: "the client has been closed" (closed meanwhile)
+            raise RemoteError(f"Model '{self.spec.model_id}' at {self.remote.url}: {exc}") from None
+
+    # -- requests --------------------------------------------------------------------------
+    def _get_client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                limit = self.remote.max_concurrency + 2  # + a probe and a token count
+                self._client = httpx.Client(
+                    base_url=self.remote.url,
+                    headers=self._headers(),
+                    timeout=httpx.Timeout(
+                        connect=self.remote.connect_timeout,
+                        read=self.remote.read_timeout,
+                        write=self.remote.read_timeout,
+                        pool=self.remote.connect_timeout,
+                    ),
+                    limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+                    trust_env=self.remote.trust_env,
+                    transport=self._transport,
+                )
+            return self._client
+
+    def _require(self) -> httpx.Client:
+        if not self._loaded:
+            self.load()
+        return self._get_client()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "magi"}
+        env = self.remote.api_key_env
+        if env:
+            key = os.environ.get(env)
+            if not key:
+                raise RemoteAuthError(
+                    f"Model '{self.spec.model_id}' at {self.remote.url}: the environment variable {env} "
+                    f"(endpoints.{self.spec.model_id}.api_key_env) is not set; export the server's API "
+                    "key in it, or set api_key_env to null for a server without a key.",
+                    http_status=401,
+                    url=self.remote.url,
+                )
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _short_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(
+            connect=min(self.remote.connect_timeout, self.remote.probe_timeout),
+            read=self.remote.probe_timeout,
+            write=self.remote.probe_timeout,
+            pool=self.remote.probe_timeout,
+        )
+
+    def _stream_timeout(self, deadline: float | None, settings: GenerationSettings) -> httpx.Timeout:
+        read = self.remote.read_timeout
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._deadline_error(settings, 0)
+            read = min(read, left)
+        return httpx.Timeout(
+            connect=min(self.remote.connect_timeout, read),
+            read=read,
+            write=read,
+            pool=read,  # waiting for a free connection counts against the timeout too
+        )
+
+    def _send(
+        self, client: httpx.Client, method: str, path: str, *, timeout: httpx.Timeout, **kwargs: Any
+    ) -> httpx.Response:
+        """One non-streaming request; transport problems become RemoteError subclasses."""
+        try:
+            return client.request(method, path, timeout=timeout, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise self._timeout_error(exc, path, None) from None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, path, None) from None
+        except RuntimeError as exc:  # the client was closed by another thread
+            raise RemoteError(f"Model '{self.spec.model_id}' at {self.remote.url}: {exc}") from None
+
+    def _body(self, text: str, settings: GenerationSettings, *, chat: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.remote.model,
+            "stream": True,
+            # None (unlimited) is sent as null: llama_cpp.server's completions default is 16
+            "max_tokens": settings.max_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "seed": settings.seed,
+        }
+        if settings.stop:
+            body["stop"] = list(settings.stop)
+        if self.remote.llama_params:
+            body["repeat_penalty"] = settings.repeat_penalty
+        if chat:
+            body["messages"] = [{"role": "user", "content": text}]
+        else:
+            body["prompt"] = text
+        return body
+
+    def _piece(self, event: str, *, chat: bool) -> str | None:
+        """The token text of one event, or None for events that carry none."""
+        try:
+            chunk = json.loads(event)
+        except json.JSONDecodeError:
+            raise RemoteStreamError(
+                f"Model '{self.spec.model_id}' at {self.remote.url} sent an event that is not JSON: "
+                f"{event[:200]!r}"
+            ) from None
+        if not isinstance(chunk, dict):
+            return None
+        if chunk.get("error"):
+            raise self._error_from_payload(chunk["error"], http_status=500, url=self.remote.url)
+        choices = chunk.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
+            return None  # e.g. a final usage-only chunk
+        choice = choices[0]
+        if chat:
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            return content if isinstance(content, str) else None  # the first chunk carries the role
+        text = choice.get("text")
+        if not isinstance(text, str):
+            return None
+        if text == "" and choice.get("finish_reason") is not None:
+            return None  # the closing chunk that only reports why the answer ended
+        return text
+
+    def _check_fits(self, text: str, settings: GenerationSettings) -> None:
+        if self._n_ctx is None:
+            return
+        counted = self._count_on_server(text)
+        if counted is None:
+            return  # no tokenizer endpoint: let the server decide
+        with self._lock:
+            self._counts[text] = counted
+        if counted >= self._n_ctx:
+            raise PromptTooLongError(
+                f"The prompt has {counted} tokens but model '{self.spec.model_id}' at {self.remote.url} "
+                f"runs with n_ctx={self._n_ctx}; shorten the prompt or start the server with a larger "
+                "context (llama_cpp.server --n_ctx, llama-server -c)."
+            )
+
+    def _count_on_server(self, text: str) -> int | None:
+        if self._count_missing:
+            return None
+        client = self._get_client()
+        candidates = [self._count_endpoint] if self._count_endpoint else list(TOKENIZE_ENDPOINTS)
+        for endpoint in candidates:
+            path, field, answer = endpoint
+            try:
+                response = self._send(
+                    client,
+                    "POST",
+                    path,
+                    json={field: text, "model": self.remote.model},
+                    timeout=self._short_timeout(),
+                )
+            except RemoteError as exc:
+                logger.debug("Token count on %s failed (%s); estimating", self.remote.url, exc)
+                return None
+            if response.status_code in (404, 405) and self._count_endpoint is None:
+                continue
+            if response.status_code >= 400:
+                logger.debug("Token count on %s: HTTP %s; estimating", path, response.status_code)
+                return None
+            try:
+                value = response.json()[answer]
+                count = value if answer == "count" else len(value)
+            except (ValueError, KeyError, TypeError):
+                return None
+            self._count_endpoint = endpoint
+            return int(count)
+        self._count_missing = True
+        logger.info(
+            "%s at %s has no tokenize endpoint; token counts are estimates (1 per %g characters)",
+            self.spec.model_id,
+            self.remote.url,
+            CHARS_PER_TOKEN,
+        )
+        return None
+
+    def _read_server_n_ctx(self) -> int | None:
+        """llama-server's ``/props`` reports its context size; other servers have no such page."""
+        try:
+            response = self._send(self._get_client(), "GET", "/props", timeout=self._short_timeout())
+            if response.status_code != 200:
+                return None
+            props = response.json()
+            settings = props.get("default_generation_settings") or {}
+            value = settings.get("n_ctx") or props.get("n_ctx")
+            return int(value) if value else None
+        except (RemoteError, ValueError, TypeError, AttributeError):
+            return None
+
+    # -- errors ---------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"Model '{self.spec.model_id}' at {self.remote.url}"
+
+    def _http_error(self, response: httpx.Response, path: str) -> RemoteError | PromptTooLongError:
+        try:
+            payload: Any = response.json()
+        except ValueError:
+            payload = response.text
+        if isinstance(payload, dict) and "error" in payload:
+            payload = payload["error"]
+        return self._error_from_payload(
+            payload, http_status=response.status_code, url=str(response.request.url), path=path
+        )
+
+    def _error_from_payload(
+        self, payload: Any, *, http_status: int, url: str, path: str | None = None
+    ) -> RemoteError | PromptTooLongError:
+        if isinstance(payload, dict):
+            message = str(payload.get("message") or payload.get("detail") or payload)
+            code = str(payload.get("code") or payload.get("type") or "")
+        else:
+            message, code = str(payload), ""
+        message = " ".join(message.split())[:300] or "(no message)"
+        where = self._where()
+        mid = self.spec.model_id
+        if "context" in code or _CONTEXT_ERROR.search(message):
+            return PromptTooLongError(
+                f"{where} cannot take the prompt: {message} Shorten it, or give the server a larger "
+                "context (llama_cpp.server --n_ctx, llama-server -c)."
+            )
+        if http_status in (401, 403):
+            hint = (
+                f"check the key in ${self.remote.api_key_env}"
+                if self.remote.api_key_env
+                else f"the server wants an API key: set endpoints.{mid}.api_key_env to the name of an "
+                "environment variable holding it"
+            )
+            return RemoteAuthError(
+                f"{where} refused the request (HTTP {http_status}: {message}); {hint}.",
+                http_status=http_status,
+                url=url,
+            )
+        if http_status == 404:
+            return RemoteHTTPError(
+                f"{where}: {url} does not exist (HTTP 404: {message}). endpoints.{mid}.url must be the "
+                f"base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8080), and the server must "
+                f"serve api '{self.remote.api}' ({path or 'the path'}).",
+                http_status=http_status,
+                url=url,
+            )
+        if http_status == 503:
+            return RemoteHTTPError(
+                f"{where} is not ready (HTTP 503: {message}); llama-server answers 503 while it loads "
+                "the model or when every slot is busy.",
+                http_status=http_status,
+                url=url,
+            )
+        return RemoteHTTPError(
+            f"{where} answered HTTP {http_status} for {path or url}: {message}",
+            http_status=http_status,
+            url=url,
+        )
+
+    def _transport_error(self, exc: httpx.TransportError, path: str, pieces: int | None) -> RemoteError:
+        where = self._where()
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.ConnectError):
+            return RemoteConnectionError(
+                f"{where}: cannot connect ({reason}). Is the server running and listening there? "
+                f"Check endpoints.{self.spec.model_id}.url.",
+                details={"url": self.remote.url},
+            )
+        if pieces is not None:
+            return RemoteStreamError(
+                f"{where}: the connection broke off after {pieces} token(s) of the answer ({reason}); "
+                "the server may have crashed or been stopped.",
+                details={"url": self.remote.url},
+            )
+        return RemoteConnectionError(f"{where}: request to {path} failed ({reason}).")
+
+    def _timeout_error(self, exc: httpx.TimeoutException, path: str, pieces: int | None) -> RemoteError:
+        where = self._where()
+        if isinstance(exc, httpx.ConnectTimeout):
+            return RemoteConnectionError(
+                f"{where}: no connection within {self.remote.connect_timeout:g}s "
+                f"(endpoints.{self.spec.model_id}.connect_timeout). Is the host up and the port open?"
+            )
+        if isinstance(exc, httpx.PoolTimeout):
+            return RemoteTimeout(f"{where}: no free connection in time for {path}.")
+        what = "the answer" if pieces is None else f"the next token (after {pieces})"
+        return RemoteTimeout(
+            f"{where}: no reply to {path} within the read timeout while waiting for {what}; the server "
+            f"is stuck or overloaded (endpoints.{self.spec.model_id}.read_timeout, "
+            f"{self.remote.read_timeout:g}s, or less when the tier's timeout is nearer)."
+        )
+
+    def _deadline_error(self, settings: GenerationSettings, pieces: int) -> RemoteTimeout:
+        return RemoteTimeout(
+            f"{self._where()}: the generation ran past its timeout of {settings.timeout_s or 0:.1f}s "
+            f"after {pieces} token(s) (the tier's expected_time_seconds x runtime.timeout_factor)."
+        )
+
+    def _diagnose_empty_stream(
+        self, client: httpx.Client, path: str, body: dict[str, Any]
+    ) -> RemoteError | PromptTooLongError:
+        """A stream that closed before its first event carries no error message
+        (llama_cpp.server fails that way on a prompt longer than its context). The same
+        request without streaming, for one token, gets the server's real answer."""
+        for _ in range(2):  # the server may drop the connection the broken stream was on
+            try:
+                response = self._send(
+                    client,
+                    "POST",
+                    path,
+                    json={**body, "stream": False, "max_tokens": 1},
+                    timeout=self._short_timeout(),
+                )
+            except RemoteError:
+                continue
+            if response.status_code >= 400:
+                return self._http_error(response, path)
+            break
+        return self._incomplete_stream(0)
+
+    def _incomplete_stream(self, pieces: int) -> RemoteStreamError:
+        where = self._where()
+        if pieces == 0:
+            return RemoteStreamError(
+                f"{where} closed the answer stream before the first token, without an error message "
+                "(the server may have crashed or been stopped)."
+            )
+        return RemoteStreamError(
+            f"{where}: the answer stream ended after {pieces} token(s) without its final [DONE] event; "
+            "the server may have crashed or been stopped."
+        )
