@@ -1,8 +1,10 @@
-"""The Runner: route a prompt to a tier, run it in-process, answer with a trace.
+"""The Runner: route a prompt to a tier, run it on a model, answer with a trace.
 
 Per prompt: the scorer gives a 0-10 complexity score; the profile's thresholds
 pick a tier; the tier's balancer picks a healthy model; the model runs through the
-pool (loaded once, one lock per model). With two-stage on, prompts routed to
+pool (loaded once, one lock per model; a remote model's requests go to its server
+through the same path, so balancing, circuit breakers and failover treat local and
+remote models alike). With two-stage on, prompts routed to
 ``stage2_tier`` are drafted by ``stage1_tier`` (at most ``stage1_max_tokens``) and
 refined by ``stage2_tier`` through ``refine_template``; prompts routed elsewhere get
 one stage. A failing model is retried on the tier's next healthy model, then on
@@ -93,7 +95,7 @@ def fill_refine_template(template: str, prompt: str, draft: str) -> str:
 
 
 class Runner:
-    """Routes prompts across a profile's models and runs them in-process.
+    """Routes prompts across a profile's models and runs them (in-process or on their servers).
 
     Args:
         config: The validated config (``magi.compose(...)``).
@@ -296,8 +298,9 @@ class Runner:
             if model_id in tried or not self.health.acquire(model_id):
                 continue
             tried.add(model_id)
-            settings = self._model_settings(model_id, stage.max_tokens)
             timeout = self._timeout(tier)
+            # the backend gets the timeout too: a remote server can go silent between tokens
+            settings = replace(self._model_settings(model_id, stage.max_tokens), timeout_s=timeout)
             pieces: list[str] = []
             emitted = False
             try:
@@ -356,6 +359,7 @@ class Runner:
                     finish_reason="length"
                     if settings.max_tokens is not None and len(pieces) >= settings.max_tokens
                     else "stop",
+                    endpoint=self.specs[model_id].url,
                 )
             )
             return "".join(pieces)

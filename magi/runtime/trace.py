@@ -30,6 +30,8 @@ class StageTrace:
     ttft_s: float
     total_s: float
     finish_reason: str
+    endpoint: str | None = None
+    """The server's base URL when the model is remote; None when it ran in-process."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -91,7 +93,9 @@ class RunResult:
         ]
         for s in self.stages:
             lines.append(
-                f"  {s.stage:<6} {s.tier:<9} {s.model_id}: {s.prompt_tokens} prompt + "
+                f"  {s.stage:<6} {s.tier:<9} {s.model_id}"
+                + (f" @ {s.endpoint}" if s.endpoint else "")
+                + f": {s.prompt_tokens} prompt + "
                 f"{s.completion_tokens} tokens, first token {s.ttft_s * 1000:.0f} ms, "
                 f"{s.total_s:.2f} s, {s.tokens_per_s:.1f} tok/s"
             )
