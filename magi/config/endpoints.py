@@ -137,8 +137,9 @@ class EndpointConfig(MagiModel):
         default=None,
         gt=0,
         description=(
-            "The server's context size. When known (set here, or read from llama-server's /props) "
-            "prompts are counted first and a too-long one fails as such instead of as a server error."
+            "The server's context size. When set, prompts are counted on the server before they "
+            "are sent and a too-long one is refused at once. Without it the server's own refusal is "
+            "recognised, at the cost of one more request."
         ),
     )
     llama_params: bool = Field(

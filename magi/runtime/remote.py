@@ -26,8 +26,8 @@ alike: the same streaming, failover, circuit breakers and balancers.
   :class:`RemoteStreamError` (the connection dropped mid-answer). A prompt longer
   than the server's context raises :class:`~magi.runtime.backend.PromptTooLongError`
   (not the model's fault: no circuit-breaker failure).
-* **Memory**: none here. ``load()`` only opens the connection pool and checks that
-  the server answers; ``loaded`` means "verified reachable once".
+* **Memory**: none here. ``load()`` only opens the connection pool; reachability
+  shows in the first request and in health probes.
 
 One ``httpx.Client`` per backend keeps connections alive between requests and is
 safe to share between threads (the pool admits up to ``max_concurrency`` requests
@@ -133,7 +133,6 @@ class RemoteBackend:
         self._health_path: str | None = None
         self._count_endpoint: tuple[str, str, str] | None = None
         self._count_missing = False
-        self._n_ctx: int | None = self.remote.n_ctx
         self._counts: OrderedDict[str, int] = OrderedDict()
 
     def __repr__(self) -> str:
@@ -142,33 +141,27 @@ class RemoteBackend:
     # -- the Backend protocol -------------------------------------------------------------
     @property
     def loaded(self) -> bool:
-        """Reachability verified once (a remote model holds no memory here)."""
+        """The connection pool is open (a remote model holds no memory here)."""
         return self._loaded
 
-    @property
-    def n_ctx(self) -> int | None:
-        """The server's context size, if configured or learnt from llama-server's ``/props``."""
-        return self._n_ctx
-
     def load(self) -> None:
-        """Open the connection pool and check the server answers (its health endpoint).
+        """Open the connection pool. Reachability is checked lazily, by the first
+        request (whose errors are as clear as a probe's) and by the health prober:
+        probing here would cost a round trip and could stall outside the tier's timeout.
 
-        Also asks llama-server's ``/props`` for the context size when ``n_ctx`` is not
-        configured, so too-long prompts are recognised before they are sent.
+        Raises:
+            RemoteAuthError: ``api_key_env`` names an unset environment variable.
         """
         if self._loaded:
             return
-        self.probe()
-        if self._n_ctx is None:
-            self._n_ctx = self._read_server_n_ctx()
+        self._get_client()
         self._loaded = True
         logger.info(
-            "Remote model %s at %s (api %s, served model %r, n_ctx %s)",
+            "Remote model %s at %s (api %s, served model %r)",
             self.spec.model_id,
             self.remote.url,
             self.remote.api,
             self.remote.model,
-            self._n_ctx or "unknown",
         )
 
     def close(self) -> None:
@@ -248,7 +241,7 @@ class RemoteBackend:
         deadline = started + settings.timeout_s if settings.timeout_s else None
         chat = self.remote.api == "chat"
         text = prompt if chat else self.format_prompt(prompt)
-        self._check_fits(text, settings)
+        self._check_fits(text)
         path = "/v1/chat/completions" if chat else "/v1/completions"
         body = self._body(text, settings, chat=chat)
         timeout = self._stream_timeout(deadline, settings)
@@ -415,18 +408,21 @@ class RemoteBackend:
             return None  # the closing chunk that only reports why the answer ended
         return text
 
-    def _check_fits(self, text: str, settings: GenerationSettings) -> None:
-        if self._n_ctx is None:
+    def _check_fits(self, text: str) -> None:
+        """With ``n_ctx`` configured, refuse a too-long prompt before sending it. Without,
+        the server's own refusal is recognised (see :meth:`_diagnose_empty_stream`)."""
+        n_ctx = self.remote.n_ctx
+        if n_ctx is None:
             return
         counted = self._count_on_server(text)
         if counted is None:
             return  # no tokenizer endpoint: let the server decide
         with self._lock:
             self._counts[text] = counted
-        if counted >= self._n_ctx:
+        if counted >= n_ctx:
             raise PromptTooLongError(
                 f"The prompt has {counted} tokens but model '{self.spec.model_id}' at {self.remote.url} "
-                f"runs with n_ctx={self._n_ctx}; shorten the prompt or start the server with a larger "
+                f"runs with n_ctx={n_ctx}; shorten the prompt or start the server with a larger "
                 "context (llama_cpp.server --n_ctx, llama-server -c)."
             )
 
@@ -468,19 +464,6 @@ class RemoteBackend:
             CHARS_PER_TOKEN,
         )
         return None
-
-    def _read_server_n_ctx(self) -> int | None:
-        """llama-server's ``/props`` reports its context size; other servers have no such page."""
-        try:
-            response = self._send(self._get_client(), "GET", "/props", timeout=self._short_timeout())
-            if response.status_code != 200:
-                return None
-            props = response.json()
-            settings = props.get("default_generation_settings") or {}
-            value = settings.get("n_ctx") or props.get("n_ctx")
-            return int(value) if value else None
-        except (RemoteError, ValueError, TypeError, AttributeError):
-            return None
 
     # -- errors ---------------------------------------------------------------------------
     def _where(self) -> str:
