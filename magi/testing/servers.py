@@ -94,7 +94,7 @@ class LlamaServerProcess:
         return self.process is not None and self.process.poll() is None
 
     def command(self) -> list[str]:
-        """The command line (documented in README "Scaling out")."""
+        """The command line: README "Scaling out" shows the same flags."""
         cmd = [
             sys.executable,
             "-m",
@@ -111,6 +111,10 @@ class LlamaServerProcess:
             str(self.n_threads),
             "--n_threads_batch",
             str(self.n_threads),
+            # llama_cpp.server computes every prompt token's logits by default (for logprobs,
+            # which MAGI never asks for): twice the prompt time with a 262k-token vocabulary
+            "--logits_all",
+            "False",
             "--verbose",
             "False",
         ]
