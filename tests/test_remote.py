@@ -10,6 +10,7 @@ stopped in fixture teardown, whatever the test did to it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import magi
 from magi.cli import main
 from magi.runtime.backend import GenerationSettings, ModelSpec, PromptTooLongError, RemoteSettings, generate
 from magi.runtime.llama import LlamaBackend
-from magi.runtime.remote import RemoteAuthError, RemoteBackend, RemoteHTTPError
+from magi.runtime.remote import RemoteAuthError, RemoteBackend, RemoteHTTPError, RemoteStreamError
 from magi.runtime.runner import Runner
 from magi.runtime.trace import RunResult
 from magi.testing.fixtures import build_registry
@@ -233,6 +234,52 @@ def test_api_key_from_the_environment(make_server: ServerFactory, monkeypatch: p
     with pytest.raises(RemoteAuthError, match="set endpoints.remote_echo.api_key_env"):
         unkeyed.probe()
     unkeyed.close()
+
+
+def test_one_backend_is_shared_by_threads(server: LlamaServerProcess) -> None:
+    """One httpx client, several threads: answers, counts and probes do not mix up."""
+    backend = RemoteBackend(remote_spec(server.url, max_concurrency=4))
+    prompts = ["Hello", "Hello world", "Why?", "abc"]
+    answers: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def ask(prompt: str) -> None:
+        try:
+            backend.probe()
+            answers[prompt] = "".join(backend.stream(prompt, SETTINGS))
+            assert backend.count_tokens(prompt) > 0
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    backend.close()
+    assert not errors
+    assert answers == {p: p[-1] * 8 for p in prompts}  # the echo model repeats the last character
+
+
+def test_answer_cut_short_by_another_request_is_an_error(make_server: ServerFactory) -> None:
+    """llama_cpp.server's default --interrupt_requests True ends a running answer with
+    [DONE] when another request arrives: without a finish reason, that is a failure
+    (the runner fails over), never a silently truncated answer."""
+    interrupting = make_server(n_ctx=1024, alias="echo", interrupt_requests=True)
+    backend = RemoteBackend(remote_spec(interrupting.url, max_concurrency=2))
+    long = GenerationSettings(max_tokens=400, temperature=0.0, repeat_penalty=1.0)
+    other: list[str] = []
+    intruder = threading.Thread(target=lambda: other.append("".join(backend.stream("Hi", SETTINGS))))
+    pieces: list[str] = []
+    with pytest.raises(RemoteStreamError, match="interrupt_requests False") as info:
+        for piece in backend.stream("Hello", long):
+            pieces.append(piece)
+            if len(pieces) == 1:
+                intruder.start()
+    intruder.join(timeout=30)
+    backend.close()
+    assert 0 < len(pieces) < 400 and "without a finish reason" in str(info.value)
+    assert other == ["i" * 8]
 
 
 # -- through the Runner ------------------------------------------------------------------------

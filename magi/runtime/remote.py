@@ -23,7 +23,9 @@ alike: the same streaming, failover, circuit breakers and balancers.
   :class:`RemoteConnectionError` (refused, unknown host), :class:`RemoteHTTPError`
   (an HTTP error status; :class:`RemoteAuthError` for 401/403),
   :class:`RemoteTimeout` (silence beyond ``read_timeout`` or the tier's timeout),
-  :class:`RemoteStreamError` (the connection dropped mid-answer). A prompt longer
+  :class:`RemoteStreamError` (the connection dropped mid-answer, or the answer
+  was cut short: llama_cpp.server ends a running answer when another request arrives,
+  unless started with ``--interrupt_requests False``). A prompt longer
   than the server's context raises :class:`~magi.runtime.backend.PromptTooLongError`
   (not the model's fault: no circuit-breaker failure).
 * **Memory**: none here. ``load()`` only opens the connection pool; reachability
@@ -252,6 +254,7 @@ class RemoteBackend:
                     response.read()
                     raise self._http_error(response, path)
                 done = False
+                finished = False  # a chunk said why the answer ended
                 data: list[str] = []
                 for line in response.iter_lines():
                     if deadline is not None and time.monotonic() > deadline:
@@ -265,7 +268,8 @@ class RemoteBackend:
                     if event.strip() == "[DONE]":
                         done = True
                         break
-                    piece = self._piece(event, chat=chat)
+                    piece, reason = self._piece(event, chat=chat)
+                    finished = finished or reason is not None
                     if piece is not None:
                         pieces += 1
                         yield piece
@@ -275,6 +279,8 @@ class RemoteBackend:
                     if pieces == 0:
                         raise self._diagnose_empty_stream(client, path, body)
                     raise self._incomplete_stream(pieces)
+                if not finished:
+                    raise self._interrupted(pieces)
         except httpx.TimeoutException as exc:
             if deadline is not None and time.monotonic() >= deadline - 0.01:
                 raise self._deadline_error(settings, pieces) from None
@@ -380,8 +386,9 @@ class RemoteBackend:
             body["prompt"] = text
         return body
 
-    def _piece(self, event: str, *, chat: bool) -> str | None:
-        """The token text of one event, or None for events that carry none."""
+    def _piece(self, event: str, *, chat: bool) -> tuple[str | None, str | None]:
+        """The token text of one event (None for events that carry none) and the
+        finish reason it reports, if any."""
         try:
             chunk = json.loads(event)
         except json.JSONDecodeError:
@@ -390,23 +397,23 @@ class RemoteBackend:
                 f"{event[:200]!r}"
             ) from None
         if not isinstance(chunk, dict):
-            return None
+            return None, None
         if chunk.get("error"):
             raise self._error_from_payload(chunk["error"], http_status=500, url=self.remote.url)
         choices = chunk.get("choices") or []
         if not choices or not isinstance(choices[0], dict):
-            return None  # e.g. a final usage-only chunk
+            return None, None  # e.g. a final usage-only chunk
         choice = choices[0]
+        reason = choice.get("finish_reason")
         if chat:
             delta = choice.get("delta") or {}
             content = delta.get("content")
-            return content if isinstance(content, str) else None  # the first chunk carries the role
+            # the first chunk carries only the role, the last one only the finish reason
+            return (content if isinstance(content, str) else None), reason
         text = choice.get("text")
-        if not isinstance(text, str):
-            return None
-        if text == "" and choice.get("finish_reason") is not None:
-            return None  # the closing chunk that only reports why the answer ended
-        return text
+        if not isinstance(text, str) or (text == "" and reason is not None):
+            return None, reason  # the closing chunk that only reports why the answer ended
+        return text, reason
 
     def _check_fits(self, text: str) -> None:
         """With ``n_ctx`` configured, refuse a too-long prompt before sending it. Without,
@@ -589,6 +596,14 @@ class RemoteBackend:
                 return self._http_error(response, path)
             break
         return self._incomplete_stream(0)
+
+    def _interrupted(self, pieces: int) -> RemoteStreamError:
+        return RemoteStreamError(
+            f"{self._where()}: the answer ended after {pieces} token(s) with [DONE] but without a finish "
+            "reason, so it was cut short. llama_cpp.server does this to a running answer when another "
+            "request arrives (its --interrupt_requests defaults to True): start it with "
+            f"--interrupt_requests False, and keep endpoints.{self.spec.model_id}.max_concurrency at 1."
+        )
 
     def _incomplete_stream(self, pieces: int) -> RemoteStreamError:
         where = self._where()

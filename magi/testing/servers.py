@@ -53,6 +53,9 @@ class LlamaServerProcess:
         n_threads: Threads (``--n_threads``; 1 leaves cores for other servers and tests).
         alias: ``--model_alias``, the served model name (default: the file path).
         api_key: ``--api_key``: the server then requires ``Authorization: Bearer <key>``.
+        interrupt_requests: ``--interrupt_requests``. llama_cpp.server's default (True)
+            cuts a running answer short when another request arrives; off here, so
+            concurrent requests queue in the server instead.
         log_dir: Where the server's output goes (default: a file beside the model).
         start_timeout: Seconds to wait for ``/v1/models`` to answer.
     """
@@ -66,6 +69,7 @@ class LlamaServerProcess:
         n_threads: int = 1,
         alias: str | None = None,
         api_key: str | None = None,
+        interrupt_requests: bool = False,
         log_dir: Path | str | None = None,
         start_timeout: float = 30.0,
     ) -> None:
@@ -75,6 +79,7 @@ class LlamaServerProcess:
         self.n_threads = n_threads
         self.alias = alias
         self.api_key = api_key
+        self.interrupt_requests = interrupt_requests
         self.log_path = Path(log_dir or self.model.parent) / f"llama_server_{self.port}.log"
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
@@ -115,6 +120,8 @@ class LlamaServerProcess:
             # which MAGI never asks for): twice the prompt time with a 262k-token vocabulary
             "--logits_all",
             "False",
+            "--interrupt_requests",
+            str(self.interrupt_requests),
             "--verbose",
             "False",
         ]
