@@ -277,3 +277,50 @@ def test_models_list_shows_endpoints_with_health(
     [entry] = json.loads(capsys.readouterr().out)
     assert entry["id"] == "down_a" and entry["remote"] is True and entry["healthy"] is False
     assert "Connection refused" in entry["health"]
+
+
+# -- server-sent events: edge cases of the wire format (a real server is in test_remote.py) ----------
+def _sse_backend(body: str, api: str = "completions") -> RemoteBackend:
+    import httpx
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    spec = ModelSpec("sse", remote=RemoteSettings(url="http://127.0.0.1:9", model="m", api=api))
+    return RemoteBackend(spec, transport=httpx.MockTransport(handler))
+
+
+def _chunk(text: str, finish: str | None = None) -> str:
+    return "data:" + json.dumps({"choices": [{"text": text, "finish_reason": finish}]})
+
+
+def test_sse_comments_spacing_and_a_last_event_without_blank_line() -> None:
+    body = (
+        ": ping\r\n\r\n"
+        + _chunk("a")
+        + "\n\n"
+        + "data: "
+        + json.dumps({"choices": [{"text": "b", "finish_reason": None}]})
+        + "\n\n"
+        + _chunk("", "length")
+        + "\n\ndata: [DONE]"
+    )
+    assert list(_sse_backend(body).stream("x", GenerationSettings(max_tokens=2))) == ["a", "b"]
+
+
+def test_sse_error_event_and_cut_short_answer() -> None:
+    from magi.runtime.backend import PromptTooLongError
+    from magi.runtime.remote import RemoteHTTPError, RemoteStreamError
+
+    error = 'data: {"error": {"message": "the request exceeds the available context size", "code": 400}}\n\n'
+    with pytest.raises(PromptTooLongError, match="exceeds the available context"):
+        list(_sse_backend(error).stream("x", GenerationSettings()))
+    boom = 'data: {"error": {"message": "out of memory"}}\n\n'
+    with pytest.raises(RemoteHTTPError, match="out of memory"):
+        list(_sse_backend(boom).stream("x", GenerationSettings()))
+    cut = _chunk("a") + "\n\ndata: [DONE]\n\n"
+    with pytest.raises(RemoteStreamError, match="without a finish reason"):
+        list(_sse_backend(cut).stream("x", GenerationSettings()))
+    broken = _chunk("a") + "\n\n"
+    with pytest.raises(RemoteStreamError, match=r"without its final \[DONE\]"):
+        list(_sse_backend(broken).stream("x", GenerationSettings()))

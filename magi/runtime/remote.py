@@ -273,8 +273,16 @@ class RemoteBackend:
                     if piece is not None:
                         pieces += 1
                         yield piece
-                if data and "\n".join(data).strip() == "[DONE]":  # no blank line after the last event
-                    done = True
+                if data and not done:  # the last event had no blank line after it
+                    event = "\n".join(data)
+                    if event.strip() == "[DONE]":
+                        done = True
+                    else:
+                        piece, reason = self._piece(event, chat=chat)
+                        finished = finished or reason is not None
+                        if piece is not None:
+                            pieces += 1
+                            yield piece
                 if not done:
                     if pieces == 0:
                         raise self._diagnose_empty_stream(client, path, body)
