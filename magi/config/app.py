@@ -8,6 +8,7 @@ pass plain objects on. Sections:
 * ``models``   - folders to scan for GGUF files and the registry file
 * ``runtime``  - llama.cpp settings shared by every model, and per-model overrides
 * ``prompt``   - the prompt of ``python run.py prompt="..."`` (optional)
+* ``task``     - what run.py does (``conf/task/<name>.yaml``), validated by :mod:`magi.config.task`
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializeAsAny, field_validator
 
 from magi.config.base import MagiModel
 from magi.config.profile import ModelProfile
+from magi.config.task import RunTaskConfig, TaskConfig, task_config
 
 
 class ModelPin(MagiModel):
@@ -182,7 +184,12 @@ class MagiConfig(MagiModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     scorer: str = Field(default="heuristic", description="Complexity scorer, by registered name.")
     prompt: str | None = Field(default=None, description="Prompt to answer (python run.py prompt=...).")
-    task: dict[str, Any] = Field(
-        default_factory=lambda: {"name": "run"},
-        description="The task group's settings; 'name' selects what run.py does.",
+    task: SerializeAsAny[TaskConfig] = Field(
+        default_factory=RunTaskConfig,
+        description="The task group's settings; 'name' selects what run.py does and the schema.",
     )
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_schema(cls, value: Any) -> TaskConfig:
+        return task_config(value)
