@@ -22,7 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from magi.errors import ModelNotFoundError, did_you_mean, format_options
 from magi.runtime.backend import Backend, ModelSpec
@@ -86,10 +86,19 @@ class ModelPool:
 
     # -- registration -------------------------------------------------------------------
     def register(self, spec: ModelSpec) -> None:
-        """Add a model, or replace its spec (a loaded model with a changed spec is closed)."""
+        """Add a model, or replace its spec (a loaded model with a changed spec is closed).
+
+        A spec that differs only in its default sampling settings (``generation``:
+        max_tokens, temperature, stop, ...) keeps the loaded model: the runner passes
+        those with every call, so a sweep over them does not reload the weights.
+        """
         with self._lock:
             old = self._slots.get(spec.model_id)
             if old is not None and old.spec == spec:
+                return
+            if old is not None and replace(old.spec, generation=spec.generation) == spec:
+                old.spec = spec
+                old.backend.spec = spec
                 return
             self._slots[spec.model_id] = _Slot(spec=spec, backend=self._factory(spec))
             self._lru.pop(spec.model_id, None)

@@ -92,14 +92,17 @@ def target_shares(
     return {t: out[t] for t in tiers}
 
 
-def _nice(lo: float, hi: float) -> float:
-    """The shortest decimal ``t`` with ``lo <= t < hi`` (readable thresholds in YAML)."""
+def _nice(lo: float, hi: float, *, inclusive: bool = False) -> float:
+    """The shortest decimal near the middle of ``(lo, hi)`` (``[lo, hi)`` when
+    ``inclusive``): a readable threshold in YAML that stays clear of both
+    neighbouring scores, so prompts scoring close to them on other sets split the
+    same way."""
     if math.isinf(hi):
-        return math.ceil(lo * 100) / 100 if lo * 100 != math.floor(lo * 100) else lo
+        return math.ceil(lo * 100) / 100
     mid = (lo + hi) / 2
     for digits in range(0, 7):
         t = round(mid, digits)
-        if lo <= t < hi:
+        if (lo <= t if inclusive else lo < t) and t < hi:
             return t
     return mid
 
@@ -132,7 +135,7 @@ def fit_thresholds(scores: Sequence[float], cumulative: Sequence[float]) -> list
         k = min((c for c in feasible if c >= last_k), key=lambda c: (abs(c - want), c))
         lo = ordered[k - 1] if k > 0 else 0.0
         hi = ordered[k] if k < n else math.inf
-        t = _nice(lo, hi)
+        t = _nice(lo, hi, inclusive=k == 0)
         if thresholds and t <= thresholds[-1]:  # two boundaries in one gap: keep them ordered
             t = _nice(thresholds[-1] + _EPS, hi) if hi > thresholds[-1] + _EPS else thresholds[-1] + _EPS
         thresholds.append(t)
@@ -345,23 +348,30 @@ def load_sets(
     holdout_fraction: float | None,
     *,
     seed: int = 0,
-    setting: str = "task",
+    settings: tuple[str, str, str] = ("task.prompts", "task.holdout", "task.holdout_fraction"),
 ) -> tuple[list[Prompt], list[Prompt] | None, str, str | None]:
-    """The calibration and holdout prompts (a file, a split of the calibration set, or none)."""
+    """The calibration and holdout prompts (a file, a split of the calibration set, or none).
+
+    ``settings`` name the prompts, holdout and fraction options in error messages
+    (``task.*`` for run.py, ``--prompts`` etc. for the CLI).
+    """
     from magi.sweeps.prompts import load_prompts, resolve_prompt_file
 
-    fit = load_prompts(prompts, setting=f"{setting}.prompts")
+    prompts_setting, holdout_setting, fraction_setting = settings
+    fit = load_prompts(prompts, setting=prompts_setting)
     fit_name = str(prompts)
     if holdout_fraction is not None:
-        if len(fit) < 2:
-            raise ConfigError([f"{setting}.holdout_fraction: needs at least 2 prompts to split"])
+        if not 0 < holdout_fraction < 1 or len(fit) < 2:
+            raise ConfigError(
+                [f"{fraction_setting}: must be between 0 and 1, with at least 2 prompts to split"]
+            )
         fit, held = split_holdout(fit, holdout_fraction, seed)
         return fit, held, fit_name, f"{holdout_fraction:.0%} of {fit_name} (seed {seed})"
     if holdout is None:
         return fit, None, fit_name, None
-    held = load_prompts(holdout, setting=f"{setting}.holdout")
+    held = load_prompts(holdout, setting=holdout_setting)
     if resolve_prompt_file(holdout) == resolve_prompt_file(prompts):
-        raise ConfigError([f"{setting}.holdout: is the calibration set itself; give another file or null"])
+        raise ConfigError([f"{holdout_setting}: is the calibration set itself; give another file or none"])
     return fit, held, fit_name, str(holdout)
 
 
