@@ -105,7 +105,7 @@ def test_variant_labels_keep_only_what_differs() -> None:
         ["profile=demo", "task=bench", "runtime.max_tokens=16"],
     ]
     assert variant_labels(jobs) == ["runtime.max_tokens=8", "runtime.max_tokens=16"]
-    assert variant_labels([["profile=demo", "task=bench"]]) == ["profile=demo task=bench"]
+    assert variant_labels([["profile=demo", "task=bench", "task.limit=3"]]) == ["profile=demo"]
     assert variant_labels([[]]) == ["(defaults)"]
 
 

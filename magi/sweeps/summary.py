@@ -40,7 +40,8 @@ def parse_override(text: str) -> tuple[str, str]:
 
 
 def variant_labels(overrides: Sequence[Sequence[str]]) -> list[str]:
-    """Label each job by the overrides whose values differ between jobs.
+    """Label each job by the overrides whose values differ between jobs (a job
+    alone is labelled by its ``profile=`` override).
 
     Example:
         >>> variant_labels([["profile=a", "task=bench"], ["profile=b", "task=bench"]])
@@ -52,9 +53,11 @@ def variant_labels(overrides: Sequence[Sequence[str]]) -> list[str]:
         keys += [k for k in job if k not in keys]
     varying = [k for k in keys if len({job.get(k) for job in parsed}) > 1]
     labels = []
-    for job, raw in zip(parsed, overrides, strict=True):
+    for job in parsed:
         shown = [f"{k}={job[k]}" if job[k] or not k.startswith("~") else k for k in varying if k in job]
-        labels.append(" ".join(shown) or " ".join(raw) or "(defaults)")
+        # nothing varies (a single job): name the profile, the most telling override
+        fallback = f"profile={job['profile']}" if job.get("profile") else "(defaults)"
+        labels.append(" ".join(shown) or fallback)
     return labels
 
 
@@ -235,7 +238,8 @@ class SweepSummary:
         strong = self.strong_tier
         roles = [r for r in ("draft", "refine", "answer") if any(f"{r}_p50_s" in row for row in self.rows)]
         headers = ["#", "variant", "status", "profile", "prompts", f"{strong} %", "p50 s", "p95 s"]
-        headers += ["TTFT p50 ms", "tok/s", *[f"{r} p50 s" for r in roles], "fallbacks", "loads", "peak MB"]
+        headers += ["TTFT p50 ms", "tok/s", *[f"{r} p50 s" for r in roles], "fallbacks", "errors", "loads"]
+        headers += ["peak MB"]
         headers += ["hits", "error"]
         body = []
         for row in self.rows:
@@ -253,6 +257,7 @@ class SweepSummary:
                     _fmt(row.get("tokens_per_s"), ".1f"),
                     *[_fmt(row.get(f"{r}_p50_s")) for r in roles],
                     _fmt(row.get("fallbacks"), "d"),
+                    _fmt(row.get("errors"), "d"),
                     _fmt(row.get("model_loads"), "d"),
                     _fmt(row.get("peak_rss_mb"), ".0f"),
                     _fmt(row.get("hit_rate"), ".0%"),
@@ -260,10 +265,11 @@ class SweepSummary:
                 ]
             )
         # Leave out optional columns no row has a value in (hits without 'expected', no errors).
+        optional = ("hits", "error", "fallbacks", "errors")
         keep = [
             i
             for i, h in enumerate(headers)
-            if h not in ("hits", "error", "fallbacks") or any(r[i] not in ("-", "", "0") for r in body)
+            if h not in optional or any(r[i] not in ("-", "", "0") for r in body)
         ]
         return [headers[i] for i in keep], [[r[i] for i in keep] for r in body]
 
