@@ -199,6 +199,29 @@ def test_joblib_launcher_runs_a_two_job_sweep(
     assert (sweep_dir / "summary.png").is_file()
 
 
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_the_sweep(
+    seed_models_dir: Path, prompt_file: Path, tmp_path: Path
+) -> None:
+    """The SLURM plugin's local executor: jobs in separate processes, same summary."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "profile=development,fast-only",
+        "task=bench",
+        f"task.prompts='{prompt_file}'",
+        "task.progress=false",
+        f"hydra.sweep.dir='{sweep_dir}'",
+        *model_overrides(seed_models_dir),
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = [json.loads((sweep_dir / str(i) / "metrics.json").read_text()) for i in range(2)]
+    assert [m["job"]["launcher"] for m in metrics] == ["submitit", "submitit"]
+    assert [r["status"] for r in read_csv(sweep_dir / "summary.csv")] == ["ok", "ok"]
+
+
 def test_sweep_from_python(seed_models_dir: Path, prompt_file: Path, tmp_path: Path) -> None:
     """magi.sweep: the same sweep without @hydra.main, one load per model."""
     pool = ModelPool()
@@ -267,6 +290,7 @@ def test_demo_sweep_prints_a_summary_and_leaves_a_plot(tmp_path: Path) -> None:
         "task=bench",
         "task.limit=3",
         "runtime.max_tokens=16",
+        "runtime.timeout_factor=20",  # a busy CI machine must not time the tier out
         f"models.dirs=['{models}']",
         f"models.registry='{models / 'registry.json'}'",
         f"hydra.sweep.dir='{sweep_dir}'",
