@@ -181,6 +181,7 @@ def test_summary_table_object_renders() -> None:
     assert summary._repr_markdown_().startswith("| # | variant |")
     assert "latency_p50_s" in summary.to_csv().splitlines()[0]
     fig = summary.plot()
+    assert fig._repr_png_()[:4] == b"\x89PNG"  # Jupyter shows it without pyplot
     assert fig.axes[0].get_xlabel().startswith("prompts routed to the 'powerful' tier")
 
 

@@ -150,6 +150,26 @@ def find_job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(found, key=key)
 
 
+_FIGURE_CLASS: type | None = None
+
+
+def _figure_class() -> type:
+    """A matplotlib ``Figure`` that Jupyter shows as PNG even when pyplot (and with it
+    the inline backend's display hook) was never imported."""
+    global _FIGURE_CLASS
+    if _FIGURE_CLASS is None:
+        from matplotlib.figure import Figure
+
+        class SummaryFigure(Figure):
+            def _repr_png_(self) -> bytes:
+                buffer = io.BytesIO()
+                self.savefig(buffer, format="png")
+                return buffer.getvalue()
+
+        _FIGURE_CLASS = SummaryFigure
+    return _FIGURE_CLASS
+
+
 @dataclass
 class SweepSummary:
     """A sweep's results: ``rows`` (one dict per job) plus text, Markdown, CSV and a plot.
@@ -328,9 +348,8 @@ class SweepSummary:
         display backend is touched; Jupyter shows it when it is the cell's value).
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(7.5, 4.8), dpi=110)
+        fig = _figure_class()(figsize=(7.5, 4.8), dpi=110)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         strong = self.strong_tier
