@@ -258,3 +258,14 @@ def test_pool_keeps_a_model_loaded_when_only_sampling_defaults_change() -> None:
     assert not pool.backend("m").loaded
     pool.preload("m")
     assert pool.stats.loads == 2
+
+
+def test_plot_labels_are_short_but_distinct() -> None:
+    from magi.sweeps.summary import short_labels
+
+    assert short_labels(["profile.tier_config.0.max_score=2", "profile.tier_config.0.max_score=5"]) == [
+        "max_score=2",
+        "max_score=5",
+    ]
+    both = ["a.t.0.max_score=2 a.t.1.max_score=5", "a.t.0.max_score=3 a.t.1.max_score=5"]
+    assert short_labels(both) == ["0.max_score=2 1.max_score=5", "0.max_score=3 1.max_score=5"]

@@ -61,6 +61,32 @@ def variant_labels(overrides: Sequence[Sequence[str]]) -> list[str]:
     return labels
 
 
+def short_labels(labels: Sequence[str]) -> list[str]:
+    """Plot labels: each override's key cut to its last part(s) while the labels stay
+    distinct (``profile.tier_config.0.max_score=2`` → ``max_score=2``).
+
+    Example:
+        >>> short_labels(["profile.tier_config.0.max_score=2", "profile.tier_config.0.max_score=5"])
+        ['max_score=2', 'max_score=5']
+    """
+    for depth in (1, 2, 3):
+
+        def cut(label: str, depth: int = depth) -> str:
+            parts = []
+            for token in label.split(" "):
+                key, sep, value = token.partition("=")
+                parts.append(".".join(key.split(".")[-depth:]) + sep + value)
+            return " ".join(parts)
+
+        short = [cut(label) for label in labels]
+        keys_distinct = all(
+            len({t.partition("=")[0] for t in label.split(" ")}) == len(label.split(" ")) for label in short
+        )
+        if keys_distinct and len(set(short)) == len(set(labels)):
+            return short
+    return list(labels)
+
+
 def _fmt(value: Any, spec: str = ".2f", scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -354,12 +380,14 @@ class SweepSummary:
         ax = fig.add_subplot()
         strong = self.strong_tier
         points = [r for r in self.ok if r.get("latency_p50_s") is not None]
-        for row in points:
+        labels = short_labels([r["variant"] for r in points])
+        for i, (row, label) in enumerate(zip(points, labels, strict=True)):
             x = 100 * (row.get("strong_share") or 0.0)
             y = row["latency_p50_s"]
             p95 = row.get("latency_p95_s")
             ax.errorbar([x], [y], yerr=[[0], [max((p95 or y) - y, 0)]], fmt="o", capsize=4, markersize=7)
-            ax.annotate(row["variant"], (x, y), textcoords="offset points", xytext=(7, 6), fontsize=8)
+            offset = (7, 6) if i % 2 == 0 else (7, -12)  # neighbours' labels do not overlap
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
         if not points:
             ax.text(0.5, 0.5, "no job finished", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlim(-5, 105)
