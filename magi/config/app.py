@@ -9,6 +9,7 @@ pass plain objects on. Sections:
 * ``runtime``  - llama.cpp settings shared by every model, and per-model overrides
 * ``endpoints`` - models served over HTTP (``conf/endpoints/<name>.yaml``), by model id
 * ``prompt``   - the prompt of ``python run.py prompt="..."`` (optional)
+* ``task``     - what run.py does (``conf/task/<name>.yaml``), validated by :mod:`magi.config.task`
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator
 
 from magi.config.base import MagiModel, refuse_string_number
 from magi.config.endpoints import EndpointConfig, EndpointId
 from magi.config.profile import ModelProfile
+from magi.config.task import RunTaskConfig, TaskConfig, task_config
 
 
 class ModelPin(MagiModel):
@@ -200,9 +202,9 @@ class MagiConfig(MagiModel):
     )
     scorer: str = Field(default="heuristic", description="Complexity scorer, by registered name.")
     prompt: str | None = Field(default=None, description="Prompt to answer (python run.py prompt=...).")
-    task: dict[str, Any] = Field(
-        default_factory=lambda: {"name": "run"},
-        description="The task group's settings; 'name' selects what run.py does.",
+    task: SerializeAsAny[TaskConfig] = Field(
+        default_factory=RunTaskConfig,
+        description="The task group's settings; 'name' selects what run.py does and the schema.",
     )
 
     @field_validator("endpoints", mode="before")
@@ -210,3 +212,8 @@ class MagiConfig(MagiModel):
     def _empty_set(cls, value: Any) -> Any:
         # conf/endpoints/none.yaml holds only comments, which Hydra composes as None
         return {} if value is None else value
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_schema(cls, value: Any) -> TaskConfig:
+        return task_config(value)

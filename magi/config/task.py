@@ -1,0 +1,166 @@
+"""The ``task`` section: which job ``run.py`` does and that job's settings.
+
+``conf/task/<name>.yaml`` is the Hydra ``task`` group; its ``name`` picks both the
+function (:mod:`magi.tasks`) and the schema below, so ``task.limit=-3`` or a typo
+such as ``task.limt=3`` is refused with the field named, like any other setting.
+
+The built-in schemas live here (not next to the task functions) so that
+``magi.compose(overrides=["task=bench"])`` validates fully without importing the
+runtime. A task registered by a plugin without a schema of its own gets
+:class:`GenericTaskConfig`, which accepts any keys.
+
+Example:
+    >>> from magi.config.task import task_config
+    >>> task_config({"name": "bench", "limit": 5}).limit
+    5
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+
+from magi.config.base import ConsistencyError, MagiModel, describe_validation_error
+
+#: Shipped prompt sets, relative to the project root (see :func:`magi.sweeps.prompts.resolve_prompt_file`).
+DEFAULT_BENCH_PROMPTS = Path("data/prompts/bench.jsonl")
+DEFAULT_CALIBRATION_PROMPTS = Path("data/prompts/labelled.jsonl")
+DEFAULT_HOLDOUT_PROMPTS = Path("data/prompts/holdout.jsonl")
+
+
+class TaskConfig(MagiModel):
+    """What every task's settings have: the task's registered name."""
+
+    name: str = Field(min_length=1, description="Registered task name (conf/task/<name>.yaml).")
+
+
+class GenericTaskConfig(TaskConfig):
+    """Settings of a task registered without a schema: any keys are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class RunTaskConfig(TaskConfig):
+    """``task=run`` (the default): answer ``prompt`` or built-in prompts, show the routing."""
+
+    name: Literal["run"] = "run"
+
+
+class BenchTaskConfig(TaskConfig):
+    """``task=bench``: time a prompt set through the runner and write ``metrics.json``."""
+
+    name: Literal["bench"] = "bench"
+    prompts: Path = Field(
+        default=DEFAULT_BENCH_PROMPTS,
+        description=(
+            "Prompt set: JSON lines with 'prompt' (and optional 'id', 'label', 'expected'), "
+            "or a .txt file with one prompt per line. Relative paths are tried from the "
+            "working directory, then from the project root."
+        ),
+    )
+    limit: int | None = Field(default=None, gt=0, description="Use only the first N prompts.")
+    preload: bool = Field(
+        default=True,
+        description=(
+            "Load the profile's models before the clock starts, so the first variant of a "
+            "sweep does not carry the load time in its latencies (loads are still counted)."
+        ),
+    )
+    warmup: bool = Field(
+        default=True,
+        description=(
+            "After preloading, let each model generate one token untimed: llama.cpp's first "
+            "generation after a load is several times slower than the next ones."
+        ),
+    )
+    progress: bool = Field(default=True, description="Show a progress bar (tqdm) while prompts run.")
+    strong_tier: str = Field(
+        default="powerful",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Tier whose share of prompts the summary plots against latency.",
+    )
+
+
+class CalibrateTaskConfig(TaskConfig):
+    """``task=calibrate``: set tier thresholds so each tier gets a target share of prompts."""
+
+    name: Literal["calibrate"] = "calibrate"
+    prompts: Path = Field(
+        default=DEFAULT_CALIBRATION_PROMPTS,
+        description="Prompt set the thresholds are fitted on (same formats as task=bench).",
+    )
+    holdout: Path | None = Field(
+        default=DEFAULT_HOLDOUT_PROMPTS,
+        description="Held-out prompt set the achieved shares are checked on; null: none.",
+    )
+    holdout_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description=(
+            "Instead of a holdout file, hold out this fraction of 'prompts' (a seeded, "
+            "reproducible split) and fit on the rest."
+        ),
+    )
+    shares: dict[str, float] = Field(
+        default_factory=lambda: {"powerful": 0.3},
+        description=(
+            "Target share of prompts per tier, e.g. {powerful: 0.3}. Shares of all tiers but "
+            "one may be given; the missing one gets the rest. They must add up to 1."
+        ),
+    )
+    output: str | None = Field(
+        default=None,
+        description=(
+            "Name of the new profile; default '<profile name> calibrated' (file <profile>-calibrated.yaml)."
+        ),
+    )
+    profiles_dir: Path | None = Field(
+        default=None, description="Folder the new profile is written to; default the Hydra profile group."
+    )
+    overwrite: bool = Field(default=True, description="Replace an earlier calibrated profile of that name.")
+    seed: int = Field(default=0, description="Seed of the holdout_fraction split.")
+
+    @field_validator("shares")
+    @classmethod
+    def _shares_valid(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("give the target share of at least one tier, e.g. {powerful: 0.3}")
+        bad = [f"{tier}={share}" for tier, share in value.items() if not 0 <= share <= 1]
+        if bad:
+            raise ValueError(f"shares are fractions between 0 and 1 (got {', '.join(bad)})")
+        return value
+
+
+#: Schemas of the built-in tasks, by ``task.name``.
+TASK_SCHEMAS: dict[str, type[TaskConfig]] = {
+    "run": RunTaskConfig,
+    "bench": BenchTaskConfig,
+    "calibrate": CalibrateTaskConfig,
+}
+
+
+def register_task_schema(name: str, schema: type[TaskConfig]) -> None:
+    """Validate ``task=<name>`` settings with ``schema`` (for tasks added by plugins)."""
+    TASK_SCHEMAS[name] = schema
+
+
+def task_config(value: Any) -> TaskConfig:
+    """Validate task settings against the schema their ``name`` selects.
+
+    Problems are raised as one :class:`ConsistencyError` whose lines name each field
+    (``limit: Input should be greater than 0``), so the app config reports them as
+    ``task.limit: ...`` with every other problem.
+    """
+    if isinstance(value, TaskConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ConsistencyError([f"must be a mapping with a 'name' (got {type(value).__name__})"])
+    name = value.get("name", "run")
+    schema = TASK_SCHEMAS.get(str(name), GenericTaskConfig)
+    try:
+        return schema.model_validate({**value, "name": name})
+    except ValidationError as exc:
+        raise ConsistencyError(describe_validation_error(exc, model=schema)) from None

@@ -1,0 +1,387 @@
+"""Threshold calibration: pick each tier's ``max_score`` so it gets a target share of prompts.
+
+RouteLLM's lesson: a router threshold means little by itself; what an operator
+decides is *how much traffic may go to the strong model*. Given a prompt set and
+target shares (``powerful: 0.3``), each tier boundary is placed at the matching
+quantile of the scorer's scores, the new thresholds are written as a new profile
+variant (``<profile>-calibrated``) through the :class:`~magi.profiles.ProfileManager`,
+and the shares actually achieved are reported on the calibration set and on a
+held-out set, which is the honest figure. Only the scorer runs: no model is loaded.
+
+Boundaries fall between two distinct scores (a score equal to ``max_score`` stays in
+the lower tier, as in the router), so on its own prompts a calibration is exact up
+to ties: when many prompts share one score, the nearest achievable split is taken.
+
+Example:
+    >>> import magi
+    >>> from magi.sweeps.calibration import calibrate
+    >>> from magi.sweeps.prompts import load_prompts
+    >>> profile = magi.compose(profile="development").profile
+    >>> report = calibrate(profile, load_prompts("data/prompts/labelled.jsonl"), shares={"powerful": 0.3})
+    >>> round(report.achieved["powerful"], 1)
+    0.3
+    >>> report.profile.name
+    'Development calibrated'
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from magi.config.profile import ModelProfile, TierConfig
+from magi.errors import ConfigError, ProfileExistsError
+from magi.render import fmt_score, table
+from magi.routing.scorer import MAX_SCORE, get_scorer
+from magi.sweeps.prompts import Prompt
+
+_EPS = 1e-9
+
+
+def target_shares(
+    profile: ModelProfile, shares: Mapping[str, float], *, setting: str = "task.shares"
+) -> dict[str, float]:
+    """The target share of every tier of ``profile``, in tier order.
+
+    Shares of all tiers but one may be given (the missing tier gets the rest).
+
+    Raises:
+        ConfigError: the profile has a single tier, a tier is unknown, too few shares
+            are given, or they do not add up to 1; every problem is listed.
+    """
+    tiers = profile.tier_names
+    problems: list[str] = []
+    if len(tiers) < 2:
+        problems.append(
+            f"profile '{profile.name}' has one tier ({tiers[0]}): calibration places the boundaries "
+            "between tiers; choose a profile with two or more tiers"
+        )
+    unknown = [t for t in shares if t not in tiers]
+    if unknown:
+        problems.append(
+            f"{setting}: tier(s) {', '.join(unknown)} not in profile '{profile.name}' "
+            f"(tiers: {', '.join(tiers)})"
+        )
+    bad = [f"{t}={v}" for t, v in shares.items() if not (isinstance(v, int | float) and 0 <= v <= 1)]
+    if bad:
+        problems.append(f"{setting}: shares are fractions between 0 and 1 (got {', '.join(bad)})")
+    if problems:
+        raise ConfigError(problems, headline="Cannot calibrate")
+    missing = [t for t in tiers if t not in shares]
+    total = sum(shares.values())
+    if len(missing) > 1:
+        problems.append(
+            f"{setting}: give the shares of at least {len(tiers) - 1} of the {len(tiers)} tiers "
+            f"({', '.join(tiers)}); missing: {', '.join(missing)}"
+        )
+    elif len(missing) == 1 and total > 1 + 1e-6:
+        problems.append(
+            f"{setting}: the given shares add up to {total:g}, leaving nothing for '{missing[0]}'"
+        )
+    elif not missing and abs(total - 1) > 1e-6:
+        problems.append(f"{setting}: the shares of all tiers must add up to 1 (they add up to {total:g})")
+    if problems:
+        raise ConfigError(problems, headline="Cannot calibrate")
+    out = {t: float(shares[t]) for t in tiers if t in shares}
+    if missing:
+        out[missing[0]] = max(1.0 - total, 0.0)
+    return {t: out[t] for t in tiers}
+
+
+def _nice(lo: float, hi: float, *, inclusive: bool = False) -> float:
+    """The shortest decimal near the middle of ``(lo, hi)`` (``[lo, hi)`` when
+    ``inclusive``): a readable threshold in YAML that stays clear of both
+    neighbouring scores, so prompts scoring close to them on other sets split the
+    same way."""
+    if math.isinf(hi):
+        return math.ceil(lo * 100) / 100
+    mid = (lo + hi) / 2
+    for digits in range(0, 7):
+        t = round(mid, digits)
+        if (lo <= t if inclusive else lo < t) and t < hi:
+            return t
+    return mid
+
+
+def _feasible_counts(scores: Sequence[float]) -> list[int]:
+    """Counts ``k`` of lowest-scoring prompts a threshold can put at or below itself."""
+    n = len(scores)
+    counts = [k for k in range(1, n) if scores[k - 1] < scores[k]]
+    if scores[0] > 0:
+        counts.insert(0, 0)  # a threshold below every score (thresholds are >= 0)
+    counts.append(n)
+    return counts
+
+
+def fit_thresholds(scores: Sequence[float], cumulative: Sequence[float]) -> list[float]:
+    """Thresholds that put the closest achievable share of ``scores`` at or below each
+    cumulative target (ties go to the lower count, i.e. the stronger tier).
+
+    Example:
+        >>> fit_thresholds([1.0, 2.0, 3.0, 4.0], [0.5])
+        [2.5]
+    """
+    ordered = sorted(scores)
+    n = len(ordered)
+    feasible = _feasible_counts(ordered)
+    thresholds: list[float] = []
+    last_k = 0
+    for target in cumulative:
+        want = target * n
+        k = min((c for c in feasible if c >= last_k), key=lambda c: (abs(c - want), c))
+        lo = ordered[k - 1] if k > 0 else 0.0
+        hi = ordered[k] if k < n else math.inf
+        t = _nice(lo, hi, inclusive=k == 0)
+        if thresholds and t <= thresholds[-1]:  # two boundaries in one gap: keep them ordered
+            t = _nice(thresholds[-1] + _EPS, hi) if hi > thresholds[-1] + _EPS else thresholds[-1] + _EPS
+        thresholds.append(t)
+        last_k = k
+    return thresholds
+
+
+def routed_shares(profile: ModelProfile, scores: Sequence[float]) -> tuple[dict[str, float], dict[str, int]]:
+    """Share and count of ``scores`` each tier of ``profile`` receives (the router's rule)."""
+    counts = {t: 0 for t in profile.tier_names}
+    for score in scores:
+        counts[profile.tier_for_score(score).name] += 1
+    n = len(scores)
+    return ({t: c / n if n else 0.0 for t, c in counts.items()}, counts)
+
+
+@dataclass
+class CalibrationReport:
+    """The calibrated profile and how close it comes to the targets."""
+
+    source: ModelProfile
+    profile: ModelProfile
+    scorer: str
+    targets: dict[str, float]
+    prompts_file: str
+    n_prompts: int
+    achieved: dict[str, float]
+    counts: dict[str, int]
+    holdout_file: str | None = None
+    n_holdout: int = 0
+    holdout_achieved: dict[str, float] | None = None
+    holdout_counts: dict[str, int] | None = None
+    path: Path | None = None
+    profile_key: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``calibration.json`` and ``--json``."""
+        return {
+            "source_profile": self.source.name,
+            "profile": self.profile.name,
+            "profile_key": self.profile_key,
+            "path": str(self.path) if self.path else None,
+            "scorer": self.scorer,
+            "prompts": {"file": self.prompts_file, "count": self.n_prompts},
+            "holdout": {"file": self.holdout_file, "count": self.n_holdout} if self.holdout_file else None,
+            "tiers": [
+                {
+                    "name": new.name,
+                    "max_score_before": old.max_score,
+                    "max_score": new.max_score,
+                    "target": self.targets[new.name],
+                    "achieved": self.achieved[new.name],
+                    "achieved_holdout": (self.holdout_achieved or {}).get(new.name),
+                }
+                for old, new in zip(self.source.tier_config, self.profile.tier_config, strict=True)
+            ],
+            "notes": self.notes,
+        }
+
+    def to_text(self) -> str:
+        """The table of thresholds and shares, and how to use the new profile."""
+        headers = ["tier", "max_score", "target", f"calibration ({self.n_prompts})"]
+        if self.holdout_achieved is not None:
+            headers.append(f"holdout ({self.n_holdout})")
+        rows = []
+        for old, new in zip(self.source.tier_config, self.profile.tier_config, strict=True):
+            before, after = fmt_score(old.max_score), fmt_score(new.max_score)
+            row = [
+                new.name,
+                after if before == after else f"{before} -> {after}",
+                f"{self.targets[new.name]:.0%}",
+                f"{self.achieved[new.name]:.1%} ({self.counts[new.name]})",
+            ]
+            if self.holdout_achieved is not None and self.holdout_counts is not None:
+                row.append(f"{self.holdout_achieved[new.name]:.1%} ({self.holdout_counts[new.name]})")
+            rows.append(row)
+        lines = [
+            f"Calibrated '{self.source.name}' on {self.prompts_file} "
+            f"({self.n_prompts} prompts, scorer {self.scorer})"
+            + (f"; holdout {self.holdout_file}" if self.holdout_file else ""),
+            "",
+            table(headers, rows),
+        ]
+        lines += [f"note: {n}" for n in self.notes]
+        if self.path is not None:
+            lines += ["", f"Saved profile '{self.profile.name}' to {self.path}"]
+            lines.append(f"Use it: python run.py profile={self.profile_key}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def split_holdout(
+    prompts: Sequence[Prompt], fraction: float, seed: int = 0
+) -> tuple[list[Prompt], list[Prompt]]:
+    """A reproducible split: ``(fit, holdout)`` with ``round(fraction * n)`` held out."""
+    order = list(range(len(prompts)))
+    random.Random(seed).shuffle(order)
+    n_hold = min(max(round(fraction * len(prompts)), 1), len(prompts) - 1)
+    held = set(order[:n_hold])
+    return [p for i, p in enumerate(prompts) if i not in held], [
+        p for i, p in enumerate(prompts) if i in held
+    ]
+
+
+def calibrate(
+    profile: ModelProfile,
+    prompts: Sequence[Prompt],
+    *,
+    shares: Mapping[str, float],
+    scorer: str = "heuristic",
+    holdout: Sequence[Prompt] | None = None,
+    name: str | None = None,
+    prompts_file: str = "(prompts)",
+    holdout_file: str | None = None,
+    setting: str = "task.shares",
+) -> CalibrationReport:
+    """Fit ``profile``'s thresholds to ``shares`` on ``prompts``; nothing is saved.
+
+    The last tier keeps its ``max_score`` (the catch-all, usually ``.inf``) unless it
+    would no longer be above the new boundaries, in which case it becomes ``.inf``.
+    """
+    if not prompts:
+        raise ConfigError(["no prompts to calibrate on"], headline="Cannot calibrate")
+    targets = target_shares(profile, shares, setting=setting)
+    rater = get_scorer(scorer)
+    scores = [rater.score(p.prompt).score for p in prompts]
+    tiers = profile.tier_names
+    cumulative = []
+    running = 0.0
+    for tier in tiers[:-1]:
+        running += targets[tier]
+        cumulative.append(min(running, 1.0))
+    thresholds = fit_thresholds(scores, cumulative)
+    last = profile.tier_config[-1]
+    last_max = last.max_score if last.max_score > thresholds[-1] else math.inf
+    new_tiers = [
+        TierConfig(name=t.name, max_score=m, expected_time_seconds=t.expected_time_seconds)
+        for t, m in zip(profile.tier_config, [*thresholds, last_max], strict=True)
+    ]
+    targets_text = ", ".join(f"{t} {s:.0%}" for t, s in targets.items())
+    data = profile.model_dump()
+    data.update(
+        name=name or f"{profile.name} calibrated",
+        description=(
+            f"{profile.name} with tier thresholds calibrated to {targets_text} on "
+            f"{Path(prompts_file).name} ({len(prompts)} prompts, scorer {scorer})"
+        ),
+        tier_config=[t.model_dump() for t in new_tiers],
+    )
+    new_profile = ModelProfile.model_validate(data)
+    achieved, counts = routed_shares(new_profile, scores)
+    report = CalibrationReport(
+        source=profile,
+        profile=new_profile,
+        scorer=scorer,
+        targets=targets,
+        prompts_file=prompts_file,
+        n_prompts=len(prompts),
+        achieved=achieved,
+        counts=counts,
+    )
+    n = len(prompts)
+    for tier in tiers:
+        if abs(counts[tier] - targets[tier] * n) > 1:
+            report.notes.append(
+                f"'{tier}' gets {counts[tier]} of {n} prompts instead of about {targets[tier] * n:.0f}: "
+                "too many prompts share the boundary score"
+            )
+    if max(thresholds) > MAX_SCORE:
+        report.notes.append(f"a threshold is above the score scale's maximum ({MAX_SCORE:g})")
+    if holdout:
+        h_scores = [rater.score(p.prompt).score for p in holdout]
+        report.holdout_achieved, report.holdout_counts = routed_shares(new_profile, h_scores)
+        report.holdout_file = holdout_file or "(holdout)"
+        report.n_holdout = len(holdout)
+    return report
+
+
+def save_calibrated(
+    report: CalibrationReport,
+    *,
+    profiles_dir: Path | str | None = None,
+    source_key: str | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write the calibrated profile with the :class:`ProfileManager` (at once selectable
+    as ``profile=<name>``); refuses to replace the profile it was calibrated from."""
+    from magi.profiles import ProfileManager
+    from magi.profiles.manager import normalize_profile_name
+
+    manager = ProfileManager(profiles_dir)
+    key = normalize_profile_name(report.profile.name)
+    if source_key is not None and key == normalize_profile_name(source_key):
+        raise ProfileExistsError(
+            f"The calibrated profile would replace the profile it comes from ({manager.path_for(key)}); "
+            "give it another name (task.output=NAME or magi calibrate --name NAME).",
+            details={"name": key},
+        )
+    report.path = manager.save_profile(report.profile, overwrite=overwrite)
+    report.profile_key = report.path.stem
+    return report.path
+
+
+def load_sets(
+    prompts: Path | str,
+    holdout: Path | str | None,
+    holdout_fraction: float | None,
+    *,
+    seed: int = 0,
+    settings: tuple[str, str, str] = ("task.prompts", "task.holdout", "task.holdout_fraction"),
+) -> tuple[list[Prompt], list[Prompt] | None, str, str | None]:
+    """The calibration and holdout prompts (a file, a split of the calibration set, or none).
+
+    ``settings`` name the prompts, holdout and fraction options in error messages
+    (``task.*`` for run.py, ``--prompts`` etc. for the CLI).
+    """
+    from magi.sweeps.prompts import load_prompts, resolve_prompt_file
+
+    prompts_setting, holdout_setting, fraction_setting = settings
+    fit = load_prompts(prompts, setting=prompts_setting)
+    fit_name = str(prompts)
+    if holdout_fraction is not None:
+        if not 0 < holdout_fraction < 1 or len(fit) < 2:
+            raise ConfigError(
+                [f"{fraction_setting}: must be between 0 and 1, with at least 2 prompts to split"]
+            )
+        fit, held = split_holdout(fit, holdout_fraction, seed)
+        return fit, held, fit_name, f"{holdout_fraction:.0%} of {fit_name} (seed {seed})"
+    if holdout is None:
+        return fit, None, fit_name, None
+    held = load_prompts(holdout, setting=holdout_setting)
+    if resolve_prompt_file(holdout) == resolve_prompt_file(prompts):
+        raise ConfigError([f"{holdout_setting}: is the calibration set itself; give another file or none"])
+    return fit, held, fit_name, str(holdout)
+
+
+__all__ = [
+    "CalibrationReport",
+    "calibrate",
+    "fit_thresholds",
+    "load_sets",
+    "routed_shares",
+    "save_calibrated",
+    "split_holdout",
+    "target_shares",
+]

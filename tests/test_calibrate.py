@@ -1,0 +1,190 @@
+"""Threshold calibration: target tier shares → thresholds → a new, selectable profile."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import magi
+from magi.cli import main as cli
+from magi.config.profile import ModelProfile
+from magi.errors import ConfigError, ProfileExistsError
+from magi.sweeps.calibration import (
+    calibrate,
+    fit_thresholds,
+    load_sets,
+    save_calibrated,
+    split_holdout,
+    target_shares,
+)
+from magi.sweeps.prompts import Prompt, load_prompts
+
+from .conftest import ROOT
+
+LABELLED = load_prompts("data/prompts/labelled.jsonl")
+
+
+@pytest.mark.parametrize("share", [0.1, 0.2, 0.3, 0.4, 0.5])
+def test_hits_the_target_share_within_one_prompt(share: float) -> None:
+    profile = magi.compose(profile="development").profile
+    report = calibrate(profile, LABELLED, shares={"powerful": share})
+    n = len(LABELLED)
+    assert abs(report.counts["powerful"] - share * n) <= 1
+    assert abs(report.counts["fast"] - (1 - share) * n) <= 1
+    assert report.profile.tier_config[-1].max_score == math.inf
+    assert not report.notes
+    # the router's own rule gives the same shares
+    from magi.routing.scorer import get_scorer
+
+    scorer = get_scorer("heuristic")
+    strong = sum(
+        report.profile.tier_for_score(scorer.score(p.prompt).score).name == "powerful" for p in LABELLED
+    )
+    assert strong == report.counts["powerful"]
+
+
+def test_three_tiers_and_a_missing_share() -> None:
+    base = magi.compose(profile="development").profile
+    data = base.model_dump()
+    data["tier_config"] = [
+        {"name": "fast", "max_score": 3.0},
+        {"name": "medium", "max_score": 6.0},
+        {"name": "powerful", "max_score": math.inf},
+    ]
+    profile = ModelProfile.model_validate(data)
+    report = calibrate(profile, LABELLED, shares={"medium": 0.3, "powerful": 0.2})
+    assert report.targets == pytest.approx({"fast": 0.5, "medium": 0.3, "powerful": 0.2})
+    for tier, target in report.targets.items():
+        assert abs(report.counts[tier] - target * len(LABELLED)) <= 1
+    maxima = [t.max_score for t in report.profile.tier_config]
+    assert maxima == sorted(maxima) and len(set(maxima)) == 3
+
+
+def test_ties_take_the_nearest_achievable_split_and_say_so() -> None:
+    prompts = [Prompt("hello")] * 6 + [
+        Prompt("Prove the theorem step by step and analyse the algorithm.")
+    ] * 4
+    profile = magi.compose(profile="development").profile
+    report = calibrate(profile, prompts, shares={"powerful": 0.2})
+    assert report.counts == {"fast": 6, "powerful": 4}
+    assert report.notes and "share the boundary score" in report.notes[0]
+
+
+def test_fit_thresholds_readable_and_between_scores() -> None:
+    assert fit_thresholds([1.0, 2.0, 3.0, 4.0], [0.5]) == [2.5]
+    assert fit_thresholds([1.0, 1.02, 1.04], [1 / 3]) == [1.01]
+    assert fit_thresholds([0.5, 2.0], [0.0]) == [0.0]  # nothing in the first tier
+    assert fit_thresholds([0.0, 2.0], [1.0]) == [2.0]
+
+
+@pytest.mark.parametrize(
+    ("shares", "message"),
+    [
+        ({"powerful": 1.5}, "between 0 and 1"),
+        ({"huge": 0.3}, "tier(s) huge not in profile 'Development' (tiers: fast, powerful)"),
+        ({"fast": 0.5, "powerful": 0.6}, "must add up to 1"),
+    ],
+)
+def test_bad_targets_are_explained(shares: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        target_shares(magi.compose(profile="development").profile, shares)
+    assert message in str(info.value)
+
+
+def test_one_tier_profiles_cannot_be_calibrated() -> None:
+    with pytest.raises(ConfigError, match="has one tier"):
+        calibrate(magi.compose(profile="fast-only").profile, LABELLED, shares={"fast": 1.0})
+
+
+def test_holdout_file_and_split() -> None:
+    fit, held, _, held_name = load_sets("data/prompts/labelled.jsonl", "data/prompts/holdout.jsonl", None)
+    assert len(fit) == 64 and held is not None and len(held) == 40 and held_name
+    fit, held, _, held_name = load_sets("data/prompts/labelled.jsonl", None, 0.25, seed=1)
+    assert len(fit) == 48 and held is not None and len(held) == 16 and "25%" in str(held_name)
+    assert split_holdout(LABELLED, 0.25, seed=1) == split_holdout(LABELLED, 0.25, seed=1)
+    with pytest.raises(ConfigError, match="calibration set itself"):
+        load_sets("data/prompts/labelled.jsonl", "data/prompts/labelled.jsonl", None)
+    profile = magi.compose(profile="development").profile
+    report = calibrate(profile, fit, shares={"powerful": 0.3}, holdout=held, holdout_file=held_name)
+    assert report.holdout_counts is not None and sum(report.holdout_counts.values()) == 16
+    assert "holdout (16)" in report.to_text()
+
+
+def test_saved_variant_is_selectable_at_once(conf_dir: Path) -> None:
+    profile = magi.compose(profile="development", conf_dir=conf_dir).profile
+    report = calibrate(profile, LABELLED, shares={"powerful": 0.25})
+    path = save_calibrated(report, profiles_dir=conf_dir / "profile", source_key="development")
+    assert path == conf_dir / "profile" / "development-calibrated.yaml"
+    assert "development-calibrated" in magi.list_profiles(conf_dir)
+    composed = magi.compose(profile="development-calibrated", conf_dir=conf_dir).profile
+    assert composed == report.profile
+    assert composed.tier_config[0].max_score == report.profile.tier_config[0].max_score
+    renamed = calibrate(profile, LABELLED, shares={"powerful": 0.25}, name="Development")
+    with pytest.raises(ProfileExistsError, match="would replace the profile it comes from"):
+        save_calibrated(renamed, profiles_dir=conf_dir / "profile", source_key="development")
+
+
+def test_cli_calibrate_writes_and_reports(conf_dir: Path, capsys) -> None:
+    code = cli(
+        [
+            "--profiles-dir",
+            str(conf_dir / "profile"),
+            "calibrate",
+            "development",
+            "--share",
+            "powerful=20%",
+            "--name",
+            "dev 20",
+            "--json",
+        ]
+    )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["profile_key"] == "dev-20" and Path(data["path"]).is_file()
+    powerful = data["tiers"][1]
+    assert powerful["target"] == pytest.approx(0.2) and abs(powerful["achieved"] - 0.2) <= 1 / 64
+    assert powerful["achieved_holdout"] is not None
+    with pytest.raises(SystemExit):  # argparse: usage error
+        cli(["calibrate", "development", "--share", "powerful", "--dry-run"])
+    assert "expected TIER=SHARE" in capsys.readouterr().err
+
+
+def test_cli_calibrate_errors_exit_2(capsys) -> None:
+    assert cli(["calibrate", "fast-only", "--dry-run"]) == 2
+    assert "has one tier" in capsys.readouterr().err
+    assert cli(["calibrate", "development", "--prompts", "missing.jsonl", "--dry-run"]) == 2
+    assert "Prompt file not found: missing.jsonl" in capsys.readouterr().err
+
+
+def test_task_calibrate_through_run_py(tmp_path: Path) -> None:
+    """``python run.py task=calibrate`` needs no model and writes a selectable profile."""
+    profiles = tmp_path / "profiles"
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "task=calibrate",
+            "profile=development",
+            "task.shares.powerful=0.25",
+            f"task.profiles_dir='{profiles}'",
+            f"hydra.run.dir='{tmp_path / 'run'}'",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Use it: python run.py profile=development-calibrated" in proc.stdout
+    saved = (profiles / "development-calibrated.yaml").read_text()
+    assert saved.startswith("# Development calibrated:")
+    report = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    assert abs(report["tiers"][1]["achieved"] - 0.25) <= 1 / 64

