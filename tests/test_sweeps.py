@@ -45,6 +45,7 @@ def model_overrides(models_dir: Path) -> list[str]:
         f"models.registry='{models_dir / 'registry.json'}'",
         "models.demo=false",
         "runtime.max_tokens=4",
+        "profile.two_stage.stage1_max_tokens=4",  # tiny models never stop early
         "runtime.n_ctx=512",
     ]
 

@@ -194,7 +194,8 @@ def _source_of(source: Any) -> tuple[Path | None, list[str] | None, list[dict[st
     """A folder/CSV path, or the rows of an object like ``magi.sweep(...)``'s result."""
     if isinstance(source, str | Path):
         return Path(source), None, None
-    folder = getattr(source, "folder", None)
+    # magi.sweep() returns a SweepSummary whose folder is .sweep_dir
+    folder = getattr(source, "folder", None) or getattr(source, "sweep_dir", None)
     if folder is not None:
         return Path(folder), None, None
     rows = getattr(source, "rows", source)
@@ -204,7 +205,7 @@ def _source_of(source: Any) -> tuple[Path | None, list[str] | None, list[dict[st
             columns += [str(c) for c in r if str(c) not in columns]
         return None, columns, [dict(r) for r in rows]
     raise TypeError(
-        f"show_sweep() takes a sweep folder, a summary.csv path, an object with .folder or "
+        f"show_sweep() takes a sweep folder, a summary.csv path, an object with .sweep_dir/.folder or "
         f".rows, or a list of dicts; got {type(source).__name__}"
     )
 
