@@ -101,6 +101,15 @@ class ModelSpec:
         return self.url or str(self.path)
 
 
+def decode_rate(completion_tokens: int, ttft_s: float, total_s: float) -> float:
+    """Tokens per second after the first token (decode speed, without prompt processing);
+    the plain average when there is only one token or no time after it."""
+    gen_time = total_s - ttft_s
+    if completion_tokens > 1 and gen_time > 0:
+        return (completion_tokens - 1) / gen_time
+    return completion_tokens / total_s if total_s > 0 else 0.0
+
+
 @dataclass
 class Generation:
     """A finished generation with its own timings."""
@@ -114,10 +123,7 @@ class Generation:
 
     @property
     def tokens_per_s(self) -> float:
-        gen_time = self.total_s - self.ttft_s
-        if self.completion_tokens <= 1 or gen_time <= 0:
-            return self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
-        return (self.completion_tokens - 1) / gen_time
+        return decode_rate(self.completion_tokens, self.ttft_s, self.total_s)
 
 
 class BackendError(MAGIException):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from magi.runtime.backend import decode_rate
+
 StageName = Literal["answer", "draft", "refine"]
 
 
@@ -35,10 +37,8 @@ class StageTrace:
 
     @property
     def tokens_per_s(self) -> float:
-        gen = self.total_s - self.ttft_s
-        if self.completion_tokens > 1 and gen > 0:
-            return (self.completion_tokens - 1) / gen
-        return self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
+        """Decode speed of this stage (tokens after the first, per second)."""
+        return decode_rate(self.completion_tokens, self.ttft_s, self.total_s)
 
 
 @dataclass
