@@ -78,6 +78,7 @@ def voila_url(tmp_path: Path, echo_seed_models_dir: Path, registry_path: Path) -
                 f"models.registry={registry_path}",
                 "models.demo=false",
                 "runtime.max_tokens=8",
+                "profile.two_stage.stage1_max_tokens=4",  # tiny models never stop early
             ]
         ),
         JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),

@@ -31,6 +31,7 @@ def tiny_env(monkeypatch: pytest.MonkeyPatch, models_dir: Path, registry: Path, 
                 f"models.registry={registry}",
                 "models.demo=false",
                 "runtime.max_tokens=8",
+                "profile.two_stage.stage1_max_tokens=4",  # tiny models never stop early
             ]
         ),
     )

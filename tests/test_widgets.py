@@ -29,6 +29,7 @@ def tiny_overrides(echo_seed_models_dir: Path, registry_path: Path) -> list[str]
         f"models.registry={registry_path}",
         "models.demo=false",
         "runtime.max_tokens=8",
+        "profile.two_stage.stage1_max_tokens=4",  # tiny models never stop early
     ]
 
 
@@ -78,7 +79,7 @@ def test_switching_profile_updates_the_table(make_picker) -> None:
     table = text_of(picker.profile_view.value)
     assert "Development" in table and "Fast iteration" in table
     assert "deepseek_r10528qwen3_8p0b_q4km_powerful" in table
-    assert "on: fast drafts (at most 500 tokens), powerful refines" in table
+    assert "on: fast drafts (at most 4 tokens), powerful refines" in table
 
     picker.profile_dropdown.value = "production"
     table = text_of(picker.profile_view.value)
