@@ -23,7 +23,7 @@ from .conftest import ROOT
 # -- prompt sets ---------------------------------------------------------------------
 def test_shipped_bench_set_loads_with_limit() -> None:
     items = load_prompts("data/prompts/bench.jsonl", limit=3)
-    assert [p.id for p in items] == ["capital", "arith", "synonym"]
+    assert [p.id for p in items] == ["capital", "primes", "arith"]  # easy and hard alternate
     assert items[0].hit("The capital is Ottawa.") is True
     assert items[0].hit("Toronto") is False
 
