@@ -68,7 +68,7 @@ def bench_end_to_end(model: Path, models_dir: Path, rounds: int, tokens: int) ->
             verbose=False,
         )
         gen = spec.generation
-        text = spec.prompt_template.replace("{prompt}", PROMPT)
+        text = spec.generation.prompt_template.replace("{prompt}", PROMPT)
 
         def run_direct() -> tuple[float, int]:
             start = time.perf_counter()

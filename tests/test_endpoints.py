@@ -166,7 +166,7 @@ def test_remote_spec_takes_sampling_from_runtime_models() -> None:
     endpoint = EndpointConfig(url="http://127.0.0.1:9/v1", tier="fast", model="served", max_concurrency=3)
     spec = remote_spec("r", endpoint, cfg.runtime)
     assert spec.generation.max_tokens == 7 and spec.generation.temperature == 0.3
-    assert spec.prompt_template == "U: {prompt}"
+    assert spec.generation.prompt_template == "U: {prompt}"
     assert spec.remote == RemoteSettings(
         url="http://127.0.0.1:9", model="served", max_concurrency=3, read_timeout=60.0
     )

@@ -172,3 +172,20 @@ def test_close_leaves_a_shared_pool_alone(tiny_runtime: TinyRuntime) -> None:
     finally:
         pool.close()
     assert pool.loaded_ids == []
+
+
+def test_runners_sharing_a_pool_keep_their_own_prompt_templates(echo_runtime: TinyRuntime) -> None:
+    """The completion template is a per-call setting: a runner registered later on the
+    same pool does not change what an earlier runner sends to the shared model."""
+    pool = ModelPool()
+    try:
+        with (
+            echo_runtime.runner("fast-only", "runtime.prompt_template='{prompt}'", pool=pool) as bare,
+            echo_runtime.runner("fast-only", "runtime.prompt_template='{prompt}!'", pool=pool) as loud,
+        ):
+            # the echo model repeats the last character of the text it was given
+            assert set(bare.run("Hello").text) == {"o"}
+            assert set(loud.run("Hello").text) == {"!"}
+        assert pool.stats.loads == 1
+    finally:
+        pool.close()

@@ -28,6 +28,9 @@ class GenerationSettings:
     repeat_penalty: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+    prompt_template: str = "{prompt}"
+    """Completion prompt for models without a chat template ('{prompt}' is filled in).
+    A sampling setting, not a load setting: runners sharing a pool each pass their own."""
     timeout_s: float | None = None
     """Wall-clock budget of the whole generation (None: none). The runner sets the
     tier's timeout and checks it per token; a backend that can block *between*
@@ -76,7 +79,6 @@ class ModelSpec:
     n_batch: int = 512
     seed: int = 0
     chat_format: str | None = None
-    prompt_template: str = "{prompt}"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     remote: RemoteSettings | None = None
 

@@ -113,9 +113,9 @@ class LlamaBackend:
             self.load()
         return self._llm
 
-    def format_prompt(self, prompt: str) -> str:
+    def format_prompt(self, prompt: str, settings: GenerationSettings) -> str:
         """The text a completion-style model sees (chat models get messages instead)."""
-        return self.spec.prompt_template.replace("{prompt}", prompt)
+        return settings.prompt_template.replace("{prompt}", prompt)
 
     def count_tokens(self, text: str) -> int:
         llm = self._require()
@@ -149,7 +149,7 @@ class LlamaBackend:
                     if "content" in delta:  # the first chunk carries only the role
                         yield delta["content"] or ""
             else:
-                text = self.format_prompt(prompt)
+                text = self.format_prompt(prompt, settings)
                 self._check_fits(self.count_tokens(text))
                 for chunk in llm.create_completion(text, **kwargs):
                     # One chunk per token ("" while a multi-byte character is incomplete),

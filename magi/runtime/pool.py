@@ -46,7 +46,7 @@ def default_backend_factory(spec: ModelSpec) -> Backend:
 
 
 #: ModelSpec fields that shape generations but not the loaded model.
-GENERATION_FIELDS: tuple[str, ...] = ("generation", "prompt_template", "memory_mb")
+GENERATION_FIELDS: tuple[str, ...] = ("generation", "memory_mb")
 
 
 def same_load(old: ModelSpec, new: ModelSpec) -> bool:

@@ -175,9 +175,9 @@ class RemoteBackend:
             client.close()
             logger.info("Closed connections to %s (%s)", self.remote.url, self.spec.model_id)
 
-    def format_prompt(self, prompt: str) -> str:
+    def format_prompt(self, prompt: str, settings: GenerationSettings) -> str:
         """The text a completions endpoint gets (chat endpoints get a user message)."""
-        return self.spec.prompt_template.replace("{prompt}", prompt)
+        return settings.prompt_template.replace("{prompt}", prompt)
 
     def probe(self) -> None:
         """Raise unless the server's health endpoint answers with success.
@@ -242,7 +242,7 @@ class RemoteBackend:
         started = time.monotonic()
         deadline = started + settings.timeout_s if settings.timeout_s else None
         chat = self.remote.api == "chat"
-        text = prompt if chat else self.format_prompt(prompt)
+        text = prompt if chat else self.format_prompt(prompt, settings)
         self._check_fits(text)
         path = "/v1/chat/completions" if chat else "/v1/completions"
         body = self._body(text, settings, chat=chat)

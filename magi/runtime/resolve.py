@@ -62,7 +62,6 @@ def model_spec(entry: ModelEntry, runtime: RuntimeConfig) -> ModelSpec:
         n_batch=own.n_batch or runtime.n_batch,
         seed=own.seed if own.seed is not None else runtime.seed,
         chat_format=own.chat_format,
-        prompt_template=own.prompt_template or runtime.prompt_template,
         generation=generation_settings(own, runtime),
     )
 
@@ -77,6 +76,7 @@ def generation_settings(own: ModelSettings, runtime: RuntimeConfig) -> Generatio
         repeat_penalty=own.repeat_penalty if own.repeat_penalty is not None else runtime.repeat_penalty,
         seed=own.seed if own.seed is not None else runtime.seed,
         stop=tuple(own.stop if own.stop is not None else runtime.stop),
+        prompt_template=own.prompt_template or runtime.prompt_template,
     )
 
 
@@ -95,7 +95,6 @@ def remote_spec(model_id: str, endpoint: EndpointConfig, runtime: RuntimeConfig)
         context_length=endpoint.n_ctx,
         n_ctx=endpoint.n_ctx or runtime.n_ctx,
         seed=own.seed if own.seed is not None else runtime.seed,
-        prompt_template=own.prompt_template or runtime.prompt_template,
         generation=generation_settings(own, runtime),
         remote=RemoteSettings(
             url=endpoint.url,
