@@ -137,6 +137,7 @@ def test_run_py_answers_the_builtin_prompts_on_tiny_models(tiny_runtime: TinyRun
     assert f"[draft · fast · {FAST}]" in out and f"[refine · powerful · {REASONER}]" in out
     header = next(line for line in out.splitlines() if line.startswith("prompt"))
     assert header.split() == ["prompt", "score", "tier", "model", "tokens", "first", "token", "total"] + [
+        "load/wait",
         "tok/s",
         "fallbacks",
     ]

@@ -189,3 +189,13 @@ def test_runners_sharing_a_pool_keep_their_own_prompt_templates(echo_runtime: Ti
         assert pool.stats.loads == 1
     finally:
         pool.close()
+
+
+def test_the_trace_separates_waiting_for_a_model_from_generating(tiny_runtime: TinyRuntime) -> None:
+    with tiny_runtime.runner("fast-only") as runner:
+        first = runner.run("Hi")  # loads the model
+        assert first.stages[0].wait_s > 0
+        assert first.total_s >= first.wait_s + first.stages[0].total_s
+        assert first.to_dict()["wait_s"] == first.wait_s
+        assert runner.pool.stats.loads == 1
+        assert first.decode_tokens_per_s >= first.tokens_per_s  # no load or prompt time in it

@@ -305,8 +305,9 @@ class Runner:
             emitted = False
             try:
                 yield StreamEvent("stage", role, tier, model_id)
+                asked = time.perf_counter()
                 with self.health.track(model_id), self.pool.lease(model_id) as backend:
-                    started = time.perf_counter()
+                    started = time.perf_counter()  # after the wait for the model's lock and load
                     first: float | None = None
                     for piece in backend.stream(prompt, settings):
                         now = time.perf_counter()
@@ -360,6 +361,7 @@ class Runner:
                     if settings.max_tokens is not None and len(pieces) >= settings.max_tokens
                     else "stop",
                     endpoint=self.specs[model_id].url,
+                    wait_s=started - asked,
                 )
             )
             return "".join(pieces)

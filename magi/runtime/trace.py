@@ -34,6 +34,9 @@ class StageTrace:
     finish_reason: str
     endpoint: str | None = None
     """The server's base URL when the model is remote; None when it ran in-process."""
+    wait_s: float = 0.0
+    """Time before generation started: waiting for the model's lock and, on first use,
+    loading it. Not part of ``ttft_s``/``total_s``, which time the generation itself."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -71,6 +74,19 @@ class RunResult:
         return sum(s.completion_tokens for s in self.stages)
 
     @property
+    def decode_tokens_per_s(self) -> float:
+        """Generation speed over all stages: tokens after each stage's first, per second
+        of generating them (no prompt processing, no waiting for models)."""
+        tokens = sum(max(s.completion_tokens - 1, 0) for s in self.stages)
+        seconds = sum(max(s.total_s - s.ttft_s, 0.0) for s in self.stages)
+        return tokens / seconds if tokens and seconds > 0 else self.tokens_per_s
+
+    @property
+    def wait_s(self) -> float:
+        """Time the stages spent waiting for their models (locks, first loads)."""
+        return sum(s.wait_s for s in self.stages)
+
+    @property
     def tokens_per_s(self) -> float:
         """Generated tokens of all stages over the whole time."""
         return self.completion_tokens / self.total_s if self.total_s > 0 else 0.0
@@ -79,6 +95,8 @@ class RunResult:
         data = asdict(self)
         data["completion_tokens"] = self.completion_tokens
         data["tokens_per_s"] = self.tokens_per_s
+        data["wait_s"] = self.wait_s
+        data["decode_tokens_per_s"] = self.decode_tokens_per_s
         for stage, raw in zip(self.stages, data["stages"], strict=True):
             raw["tokens_per_s"] = stage.tokens_per_s
         return data
@@ -101,5 +119,8 @@ class RunResult:
             )
         for f in self.fallbacks:
             lines.append(f"  failed {f.stage} {f.tier} {f.model_id}: {f.error}")
-        lines.append(f"  total {self.total_s:.2f} s, first token after {self.ttft_s * 1000:.0f} ms")
+        waited = (
+            f" (of which {self.wait_s:.2f} s waiting for or loading models)" if self.wait_s >= 0.01 else ""
+        )
+        lines.append(f"  total {self.total_s:.2f} s{waited}, first token after {self.ttft_s * 1000:.0f} ms")
         return "\n".join(lines)

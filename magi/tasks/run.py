@@ -66,12 +66,25 @@ def routing_table(results: list[RunResult]) -> str:
                 r.completion_tokens,
                 f"{r.ttft_s * 1000:.0f} ms",
                 f"{r.total_s:.2f} s",
-                f"{r.tokens_per_s:.1f}",
+                f"{r.wait_s:.2f} s",
+                f"{r.decode_tokens_per_s:.1f}",
                 len(r.fallbacks),
             )
         )
     return table(
-        ("prompt", "score", "tier", "model", "tokens", "first token", "total", "tok/s", "fallbacks"), rows
+        (
+            "prompt",
+            "score",
+            "tier",
+            "model",
+            "tokens",
+            "first token",
+            "total",
+            "load/wait",
+            "tok/s",
+            "fallbacks",
+        ),
+        rows,
     )
 
 
