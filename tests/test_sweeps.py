@@ -50,6 +50,21 @@ def model_overrides(models_dir: Path) -> list[str]:
     ]
 
 
+def bench_two_profiles(
+    sweep_dir: Path, models_dir: Path, prompt_file: Path, *launcher: str
+) -> subprocess.CompletedProcess[str]:
+    """``task=bench`` over development and fast-only on tiny models, on ``launcher``."""
+    return multirun(
+        *launcher,
+        "profile=development,fast-only",
+        "task=bench",
+        f"task.prompts='{prompt_file}'",
+        "task.progress=false",
+        f"hydra.sweep.dir='{sweep_dir}'",
+        *model_overrides(models_dir),
+    )
+
+
 def multirun(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
@@ -72,14 +87,7 @@ def test_multirun_two_profiles_writes_metrics_and_summary(
     seed_models_dir: Path, prompt_file: Path, tmp_path: Path
 ) -> None:
     sweep_dir = tmp_path / "sweep"
-    proc = multirun(
-        "profile=development,fast-only",
-        "task=bench",
-        f"task.prompts='{prompt_file}'",
-        "task.progress=false",
-        f"hydra.sweep.dir='{sweep_dir}'",
-        *model_overrides(seed_models_dir),
-    )
+    proc = bench_two_profiles(sweep_dir, seed_models_dir, prompt_file)
     assert proc.returncode == 0, proc.stderr
     for num, profile in enumerate(["Development", "Fast Only"]):
         metrics = json.loads((sweep_dir / str(num) / "metrics.json").read_text())
@@ -181,15 +189,7 @@ def test_joblib_launcher_runs_a_two_job_sweep(
 ) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep_dir = tmp_path / "sweep"
-    proc = multirun(
-        "hydra/launcher=parallel",
-        "profile=development,fast-only",
-        "task=bench",
-        f"task.prompts='{prompt_file}'",
-        "task.progress=false",
-        f"hydra.sweep.dir='{sweep_dir}'",
-        *model_overrides(seed_models_dir),
-    )
+    proc = bench_two_profiles(sweep_dir, seed_models_dir, prompt_file, "hydra/launcher=parallel")
     assert proc.returncode == 0, proc.stderr
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
     metrics = [json.loads((sweep_dir / str(i) / "metrics.json").read_text()) for i in range(2)]
@@ -207,15 +207,12 @@ def test_submitit_local_launcher_runs_the_sweep(
     """The SLURM plugin's local executor: jobs in separate processes, same summary."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep_dir = tmp_path / "sweep"
-    proc = multirun(
+    proc = bench_two_profiles(
+        sweep_dir,
+        seed_models_dir,
+        prompt_file,
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=5",
-        "profile=development,fast-only",
-        "task=bench",
-        f"task.prompts='{prompt_file}'",
-        "task.progress=false",
-        f"hydra.sweep.dir='{sweep_dir}'",
-        *model_overrides(seed_models_dir),
     )
     assert proc.returncode == 0, proc.stderr
     metrics = [json.loads((sweep_dir / str(i) / "metrics.json").read_text()) for i in range(2)]
