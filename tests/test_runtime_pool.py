@@ -199,3 +199,15 @@ def test_the_trace_separates_waiting_for_a_model_from_generating(tiny_runtime: T
         assert first.to_dict()["wait_s"] == first.wait_s
         assert runner.pool.stats.loads == 1
         assert first.decode_tokens_per_s >= first.tokens_per_s  # no load or prompt time in it
+
+
+def test_prompt_tokens_count_the_templated_prompt(echo_runtime: TinyRuntime) -> None:
+    """The trace counts what the model processed, template included."""
+    with (
+        echo_runtime.runner("fast-only", "runtime.prompt_template='{prompt}'") as bare,
+        echo_runtime.runner("fast-only", "runtime.prompt_template='Question: {prompt} Answer:'") as framed,
+    ):
+        plain = bare.run("Hello").stages[0].prompt_tokens
+        templated = framed.run("Hello").stages[0].prompt_tokens
+    assert templated > plain
+    assert templated - plain >= len("Question:  Answer:") // 2  # one token per character or so

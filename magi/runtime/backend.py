@@ -163,6 +163,11 @@ class Backend(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
+        """Tokens the model processes for ``prompt``: with the completion template
+        applied for completion-style models (chat models: the user message itself)."""
+        ...
+
     def probe(self) -> None:
         """Raise if the model cannot answer; return quickly when it can."""
         ...
@@ -184,7 +189,7 @@ def generate(backend: Backend, prompt: str, settings: GenerationSettings) -> Gen
     finish = "length" if settings.max_tokens is not None and len(pieces) >= settings.max_tokens else "stop"
     return Generation(
         text=text,
-        prompt_tokens=backend.count_tokens(prompt),
+        prompt_tokens=backend.count_prompt_tokens(prompt, settings),
         completion_tokens=len(pieces),
         finish_reason=finish,
         ttft_s=ttft or total,

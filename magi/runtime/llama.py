@@ -121,6 +121,12 @@ class LlamaBackend:
         llm = self._require()
         return len(llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
 
+    def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
+        """The prompt as the model sees it: templated for completion-style models. A chat
+        model's template adds a few tokens that are not counted here (llama.cpp applies it)."""
+        self._require()
+        return self.count_tokens(prompt if self._chat else self.format_prompt(prompt, settings))
+
     def _check_fits(self, prompt_tokens: int) -> None:
         if prompt_tokens >= self.spec.n_ctx:
             raise PromptTooLongError(
@@ -143,14 +149,14 @@ class LlamaBackend:
         try:
             if self._chat:
                 messages = [{"role": "user", "content": prompt}]
-                self._check_fits(self.count_tokens(prompt))
+                self._check_fits(self.count_prompt_tokens(prompt, settings))
                 for chunk in llm.create_chat_completion(messages=messages, **kwargs):
                     delta = chunk["choices"][0].get("delta", {})
                     if "content" in delta:  # the first chunk carries only the role
                         yield delta["content"] or ""
             else:
                 text = self.format_prompt(prompt, settings)
-                self._check_fits(self.count_tokens(text))
+                self._check_fits(self.count_prompt_tokens(prompt, settings))
                 for chunk in llm.create_completion(text, **kwargs):
                     # One chunk per token ("" while a multi-byte character is incomplete),
                     # then a closing chunk with the finish reason and no text.

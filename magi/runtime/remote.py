@@ -209,6 +209,12 @@ class RemoteBackend:
             url=self.remote.url,
         )
 
+    def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
+        """The prompt as the server gets it: templated for ``api: completions``."""
+        return self.count_tokens(
+            prompt if self.remote.api == "chat" else self.format_prompt(prompt, settings)
+        )
+
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` by the server's tokenizer, else an estimate; never raises."""
         with self._lock:

@@ -325,7 +325,7 @@ class Runner:
                                 "(expected_time_seconds x runtime.timeout_factor)"
                             )
                     ended = time.perf_counter()
-                    prompt_tokens = backend.count_tokens(prompt)
+                    prompt_tokens = backend.count_prompt_tokens(prompt, settings)
             except PromptTooLongError as exc:
                 self.health.cancel(model_id)
                 too_long[model_id] = str(exc)

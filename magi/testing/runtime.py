@@ -148,6 +148,9 @@ class FaultyBackend:
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
+    def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
+        return self.inner.count_prompt_tokens(prompt, settings)
+
     def probe(self) -> None:
         fault = self.injector.fault(self.model_id)
         if fault is not None:
