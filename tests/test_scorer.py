@@ -93,11 +93,21 @@ def test_greetings_and_facts_stay_below_the_development_threshold(scorer: Scorer
         "a_b fooBar {};" * 300,
     ],
 )
-def test_score_is_clipped_to_the_scale(scorer: Scorer, prompt: str) -> None:
+def test_score_maps_the_raw_sum_onto_the_scale(scorer: Scorer, prompt: str) -> None:
     result = scorer.score(prompt)
     assert 0.0 <= result.score <= 10.0
     raw = sum(result.contributions.values())
-    assert result.score == pytest.approx(round(min(10.0, max(0.0, raw)), 2))
+    expected = 0.0 if raw <= 0 else 10 * (1 - 2 ** (-raw / 2.8))
+    assert result.score == pytest.approx(round(expected, 2))
+
+
+def test_the_scale_keeps_the_order_and_puts_the_half_point_on_5() -> None:
+    from magi.routing.scorer import to_scale
+
+    assert to_scale(2.8, 2.8) == pytest.approx(5.0)
+    assert to_scale(-3, 2.8) == 0.0 and to_scale(0, 2.8) == 0.0
+    values = [to_scale(r / 10, 2.8) for r in range(0, 300)]
+    assert values == sorted(values) and values[-1] < 10.0
 
 
 def test_scoring_is_deterministic(scorer: Scorer) -> None:
@@ -123,7 +133,7 @@ def test_explanation_of_an_empty_prompt(scorer: Scorer) -> None:
 def test_explanation_says_when_the_sum_was_clipped(scorer: Scorer) -> None:
     assert scorer.score("Hello!").explain().endswith("clipped to 0")
     heavy = (DATA / "labelled.jsonl").read_text(encoding="utf-8")
-    assert scorer.score(heavy).explain().endswith("clipped to 10")
+    assert scorer.score(heavy).explain().endswith("on the 0-10 scale")
 
 
 def test_to_dict_is_json_serialisable(scorer: Scorer) -> None:

@@ -58,7 +58,8 @@ class ComplexityScore:
             whose name starts with ``<contribution>_`` is shown next to that
             contribution by :meth:`explain`.
         contributions: Points each feature group added (negative: made the prompt
-            look easier). ``score`` is their sum clipped to ``[0, 10]``.
+            look easier). ``score`` is their sum (:attr:`raw`) clipped to ``[0, 10]``,
+            or mapped onto that scale by the scorer (the heuristic scorer does).
         scorer: Name of the scorer that produced this score (for traces).
     """
 
@@ -106,7 +107,10 @@ class ComplexityScore:
             parts.append("no complexity cues")
         text = f"{self.score:.2f} = " + ", ".join(parts)
         raw = self.raw
-        if raw > MAX_SCORE or raw < 0:
+        clipped = min(MAX_SCORE, max(0.0, raw))
+        if abs(round(clipped, 2) - self.score) > 0.005:
+            text += f"; raw {raw:.2f} on the 0-10 scale"
+        elif raw > MAX_SCORE or raw < 0:
             text += f"; clipped to {0 if raw < 0 else MAX_SCORE:g}"
         return text
 
@@ -318,6 +322,11 @@ _MATH_CHARS = str.maketrans(
 )
 
 
+def to_scale(raw: float, half_point: float) -> float:
+    """Map a raw sum of points onto ``[0, 10)``: ``half_point`` lands on 5, order is kept."""
+    return 0.0 if raw <= 0 else MAX_SCORE * (1.0 - 2.0 ** (-raw / half_point))
+
+
 def _capped(count: float, per: float, cap: float) -> float:
     """``count * per``, but never more than ``cap`` in absolute value."""
     points = count * per
@@ -329,7 +338,12 @@ class HeuristicScorer:
     """A fast, explainable, rule-based complexity scorer (no model, no training).
 
     It adds up points from independent *cue groups*, each capped so that no single
-    cue can decide the tier alone, then clips the sum to ``[0, 10]``:
+    cue can decide the tier alone, then maps the sum (the *raw* score) onto ``[0, 10]``
+    with ``10 * (1 - 2 ** (-raw / half_point))`` (a negative sum scores 0). The map is
+    monotone, so the ranking is the sum's, and it never saturates; ``half_point`` (2.8)
+    is the raw score that lands on 5.0, the fast tier's ``max_score`` in the seed's
+    profiles. It was set on ``data/prompts/labelled.jsonl``, whose easy prompts score at
+    most 1.3 raw and hard ones at least 4.3: 2.8 is the middle of that gap.
 
     ========== ==========================================================================
     group      cues (distinct words count once; each group is capped)
@@ -392,6 +406,8 @@ class HeuristicScorer:
         "jargon_cap": 1.5,
         "simple": -1.0,
         "simple_cap": 2.0,
+        # the raw score mapped to 5.0 on the 0-10 scale
+        "half_point": 2.8,
     }
 
     def __init__(self, **weights: float) -> None:
@@ -406,8 +422,9 @@ class HeuristicScorer:
                 ]
             )
         merged = {**self.DEFAULT_WEIGHTS, **{k: float(v) for k, v in weights.items()}}
-        if merged["length_scale"] <= 0:
-            raise ConfigError(["scorer: heuristic weight 'length_scale' must be > 0"])
+        for positive in ("length_scale", "half_point"):
+            if merged[positive] <= 0:
+                raise ConfigError([f"scorer: heuristic weight '{positive}' must be > 0"])
         self.weights: Mapping[str, float] = merged
 
     def __repr__(self) -> str:
@@ -523,7 +540,7 @@ class HeuristicScorer:
         }
         total = sum(contributions.values())
         return ComplexityScore(
-            score=round(min(MAX_SCORE, max(0.0, total)), 2),
+            score=round(to_scale(total, w["half_point"]), 2),
             features=features,
             contributions=contributions,
             scorer=self.name,
