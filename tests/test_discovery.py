@@ -299,3 +299,12 @@ def test_registry_queries(seed_registry: ModelRegistry, seed_models: dict[str, P
     with pytest.raises(ModelNotFoundError, match="Did you mean 'qwen3_4p0b_q4km_fast'") as info:
         seed_registry.get("qwen3_4p0b_q4km_fsat")
     assert "deepseek_r10528qwen3_8p0b_q4km_powerful" in str(info.value)
+
+
+def test_a_missing_folder_is_an_error_before_the_demo_model_is_placed_in_it(tmp_path: Path) -> None:
+    """A typo in models.dirs must not create the folder and copy 250 MB into it."""
+    typo = tmp_path / "modles"
+    config = ModelsConfig(dirs=[typo], registry=tmp_path / "registry.json", demo=True)
+    with pytest.raises(ModelError, match="modles does not exist"):
+        ModelDiscoveryService(config=config).refresh()
+    assert not typo.exists() and not (tmp_path / "registry.json").exists()

@@ -48,6 +48,9 @@ from magi.models.tiers import assign_tier
 
 logger = logging.getLogger(__name__)
 
+#: The project's own models folder (models.dirs' default): created when the demo model goes there.
+DEFAULT_MODELS_DIR = Path("models")
+
 Reader = Callable[[list[Path]], GGUFModelInfo]
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 #: Architectures that are GGUF files but not language models MAGI can run.
@@ -104,6 +107,20 @@ def _same_files(old: list[ModelFile], new: list[ModelFile]) -> bool:
     return [(f.path, f.size, f.mtime_ns) for f in old] == [(f.path, f.size, f.mtime_ns) for f in new]
 
 
+def check_folders(dirs: Iterable[Path]) -> None:
+    """Raise ModelError (404) naming the first of ``dirs`` that is not an existing folder."""
+    for folder in dirs:
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise ModelError(
+                f"Models folder {folder} {what}. Create it and put .gguf files in it, or pass another "
+                "folder (magi discover FOLDER, or models.dirs in conf/config.yaml).",
+                status_code=404,
+                details={"path": str(folder)},
+            )
+
+
 def find_model_files(dirs: Iterable[Path]) -> tuple[list[ModelFiles], list[SkippedFile]]:
     """Every model in ``dirs`` (recursively), plus incomplete split sets as skipped files.
 
@@ -117,16 +134,9 @@ def find_model_files(dirs: Iterable[Path]) -> tuple[list[ModelFiles], list[Skipp
     seen: set[Path] = set()
     singles: list[Path] = []
     shards: dict[tuple[Path, str, int], dict[int, Path]] = {}
+    dirs = [Path(folder).expanduser() for folder in dirs]
+    check_folders(dirs)
     for folder in dirs:
-        folder = Path(folder).expanduser()
-        if not folder.is_dir():
-            what = "is not a folder" if folder.exists() else "does not exist"
-            raise ModelError(
-                f"Models folder {folder} {what}. Create it and put .gguf files in it, or pass another "
-                "folder (magi discover FOLDER, or models.dirs in conf/config.yaml).",
-                status_code=404,
-                details={"path": str(folder)},
-            )
         for path in sorted(folder.resolve().rglob("*.gguf")):
             rel = path.relative_to(folder.resolve())
             if any(part.startswith(".") for part in rel.parts) or not path.is_file():
@@ -296,6 +306,13 @@ class ModelDiscoveryService:
         start = time.perf_counter()
         warnings: list[str] = []
         dirs = list(self.scan_paths)
+        # A folder that does not exist is a mistake to report, not a place to create and
+        # fill with a 250 MB demo model; only the project's default folder is created.
+        check_folders(
+            d
+            for d in dirs
+            if not (self.include_demo and Path(d) == DEFAULT_MODELS_DIR == self._demo_folder())
+        )
         if self.include_demo:
             demo_path = self._ensure_demo(warnings)
             if demo_path is not None and not any(_is_within(demo_path, d) for d in dirs):
