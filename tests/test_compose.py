@@ -126,3 +126,35 @@ def test_infinity_on_the_command_line() -> None:
     with pytest.raises(ConfigError) as info:
         magi.compose(profile="development", overrides=["runtime.max_tokens=.inf"])
     assert "write infinity as .inf in YAML files, or inf in command-line overrides" in str(info.value)
+
+
+def test_run_py_reads_magi_conf_dir(conf_dir: Path, tmp_path: Path) -> None:
+    """run.py, magi and magi.compose use the same config folder."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    (conf_dir / "profile" / "fast-only.yaml").rename(conf_dir / "profile" / "speedy.yaml")
+    env = {**os.environ, "MAGI_CONF_DIR": str(conf_dir)}
+    proc = subprocess.run(
+        [sys.executable, "run.py", "--cfg", "job", "profile=speedy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Fast Only" in proc.stdout
+
+
+def test_profiles_list_names_a_missing_conf_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from magi.cli import main
+
+    monkeypatch.setenv("MAGI_CONF_DIR", str(tmp_path / "nope"))
+    assert main(["profiles", "list"]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -187,3 +187,18 @@ def test_run_task_in_process(tiny_runtime: TinyRuntime, capsys: pytest.CaptureFi
         shared_pool().close()
     assert result["model_id"] in config.profile.enabled_models and result["completion_tokens"] == 8
     assert result["text"] in capsys.readouterr().out
+
+
+def test_ask_answers_prompts_as_typed(echo_runtime: TinyRuntime, capsys) -> None:
+    """Commas, quotes and parentheses need no Hydra quoting with `magi ask`."""
+    overrides = [*echo_runtime.overrides, "runtime.prompt_template='{prompt}'", "runtime.max_tokens=4"]
+    argv = ["ask", "--profile", "fast-only", *[a for o in overrides for a in ("-o", o)], "Hi, it's (me)!"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f">>> Hi, it's (me)!\n[answer · fast · {FAST}]\n!!!!\n" in out
+    assert "load/wait" in out
+
+
+def test_ask_with_an_unknown_profile_exits_2(capsys) -> None:
+    assert main(["ask", "--profile", "nope", "Hi"]) == 2
+    assert "Available profiles" in capsys.readouterr().err

@@ -283,6 +283,7 @@ def _demo_available() -> bool:
 def test_demo_sweep_prints_a_summary_and_leaves_a_plot(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     models = tmp_path / "models"
+    models.mkdir()  # the demo model is assembled into it
     proc = multirun(
         "profile=demo,demo-single",
         "task=bench",

@@ -322,7 +322,8 @@ class Runner:
                         if now - started > timeout:
                             raise GenerationTimeout(
                                 f"generation ran past the '{tier}' tier's timeout of {timeout:.1f}s "
-                                "(expected_time_seconds x runtime.timeout_factor)"
+                                "(expected_time_seconds x runtime.timeout_factor; on busy cores set "
+                                "runtime.n_threads=1 or raise runtime.timeout_factor)"
                             )
                     ended = time.perf_counter()
                     prompt_tokens = backend.count_prompt_tokens(prompt, settings)
