@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from magi.config.app import MagiConfig
-from magi.config.compose import to_container, validate_config
+from magi.config.compose import CONFIG_GROUPS, to_container, validate_config
 from magi.errors import MAGIException
 from magi.tasks import get_task
 
@@ -26,12 +26,11 @@ def config_from_hydra(cfg: DictConfig) -> MagiConfig:
     """Validate the config ``@hydra.main`` composed, naming the chosen profile file."""
     from hydra.core.hydra_config import HydraConfig
 
-    choice = endpoints = None
+    choices: dict[str, str | None] = {}
     if HydraConfig.initialized():
-        choices = HydraConfig.get().runtime.choices
-        choice = choices.get("profile")
-        endpoints = choices.get("endpoints")
-    return validate_config(to_container(cfg), profile_name=choice, endpoints_name=endpoints)
+        chosen = HydraConfig.get().runtime.choices
+        choices = {group: chosen.get(group) for group in CONFIG_GROUPS}
+    return validate_config(to_container(cfg), choices=choices)
 
 
 def main(cfg: DictConfig) -> Any:

@@ -158,3 +158,11 @@ def test_profiles_list_names_a_missing_conf_dir(
     monkeypatch.setenv("MAGI_CONF_DIR", str(tmp_path / "nope"))
     assert main(["profiles", "list"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_task_field_error_names_the_task_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        magi.compose(profile="demo", overrides=["task=bench", "task.limit=-1"])
+    message = str(info.value)
+    assert "task/bench.yaml (task.*)" in message and "task.limit" in message
+    assert "profile/demo.yaml" not in message  # no profile field is at fault

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ CONF_DIR_ENV = "MAGI_CONF_DIR"
 PROFILE_GROUP = "profile"
 ENDPOINTS_GROUP = "endpoints"
 _compose_lock = threading.Lock()
+#: MAGI's own config groups, for naming the file a faulty field came from.
+CONFIG_GROUPS: tuple[str, ...] = (PROFILE_GROUP, "task", ENDPOINTS_GROUP)
 
 
 def default_conf_dir() -> Path:
@@ -72,28 +74,27 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 def validate_config(
     data: dict[str, Any],
     *,
-    profile_name: str | None = None,
+    choices: Mapping[str, str | None] | None = None,
     conf_dir: Path | None = None,
-    endpoints_name: str | None = None,
 ) -> MagiConfig:
     """Validate composed data as a :class:`MagiConfig`.
 
-    Errors name the file a field most likely came from: ``conf/profile/<name>.yaml``
-    for ``profile.*`` fields, ``conf/endpoints/<name>.yaml`` for ``endpoints.*``,
-    else ``conf/config.yaml`` (or an override).
+    Errors name the files a field most likely came from: for the config groups in
+    ``choices`` (``{"profile": "demo", "task": "bench", ...}``) whose fields have
+    problems, ``conf/<group>/<choice>.yaml``; then ``conf/config.yaml`` (or an override).
     """
     try:
         return MagiConfig.model_validate(data)
     except ValidationError as exc:
         conf = conf_dir or default_conf_dir()
         err = validation_to_config_error(exc)
-        sources = ""
-        if profile_name:
-            sources = f"{conf / PROFILE_GROUP / (profile_name + '.yaml')} (profile.*), "
-        if endpoints_name and any(p.startswith(f"{ENDPOINTS_GROUP}.") for p in err.problems):
-            sources += f"{conf / ENDPOINTS_GROUP / (endpoints_name + '.yaml')} (endpoints.*), "
-        sources += f"{conf / 'config.yaml'} or the command-line overrides"
-        raise ConfigError(err.problems, source=sources) from None
+        sources = [
+            f"{conf / group / (choice + '.yaml')} ({group}.*)"
+            for group, choice in (choices or {}).items()
+            if choice and any(p.startswith((f"{group}.", f"{group}:", f"{group}[")) for p in err.problems)
+        ]
+        sources.append(f"{conf / 'config.yaml'} or the command-line overrides")
+        raise ConfigError(err.problems, source=", ".join(sources)) from None
 
 
 def _with_cause(exc: BaseException) -> str:
@@ -158,10 +159,10 @@ def compose(
             raise ConfigError([str(exc)], source=str(conf)) from None
         except (HydraException, OmegaConfBaseException) as exc:
             raise ConfigError([_with_cause(exc)], source="overrides " + repr(list(overrides))) from None
-        chosen = OmegaConf.select(cfg, f"hydra.runtime.choices.{PROFILE_GROUP}", default=None)
-        chosen_endpoints = OmegaConf.select(cfg, f"hydra.runtime.choices.{ENDPOINTS_GROUP}", default=None)
+        choices = {
+            group: OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
+            for group in CONFIG_GROUPS
+        }
         with open_dict(cfg):
             del cfg["hydra"]
-    return validate_config(
-        to_container(cfg), profile_name=chosen, conf_dir=conf, endpoints_name=chosen_endpoints
-    )
+    return validate_config(to_container(cfg), choices=choices, conf_dir=conf)
