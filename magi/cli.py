@@ -541,6 +541,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_config_options(parser: argparse.ArgumentParser, example: str) -> None:
+    """``--profile`` and repeatable ``-o KEY=VALUE``: what ``magi.compose`` takes."""
+    parser.add_argument("--profile", default=None, help="profile to use (default: the config's default)")
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"Hydra override, repeatable, e.g. {example}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magi", description="Run several local GGUF models behind one Hydra configuration."
@@ -637,15 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
         "no Hydra quoting.",
     )
     ask.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to answer")
-    ask.add_argument("--profile", default=None, help="profile to use (default: the config's default)")
-    ask.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Hydra override, repeatable, e.g. -o runtime.max_tokens=64",
-    )
+    _add_config_options(ask, "-o runtime.max_tokens=64")
     ask.set_defaults(handler=cmd_ask)
 
     route = sub.add_parser(
@@ -656,17 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the configuration: no model file is read and nothing is loaded.",
     )
     route.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to route")
-    route.add_argument(
-        "--profile", default=None, help="profile to route with (default: the config's default)"
-    )
-    route.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Hydra override, repeatable, e.g. -o profile.two_stage.enabled=false -o scorer=heuristic",
-    )
+    _add_config_options(route, "-o profile.two_stage.enabled=false -o scorer=heuristic")
     route.add_argument("--top", type=int, default=3, help="feature contributions to show (default 3)")
     route.add_argument("--json", action="store_true", help="print the routing plans as JSON")
     route.set_defaults(handler=cmd_route)

@@ -146,25 +146,21 @@ class LlamaBackend:
             "stop": list(settings.stop) or None,
             "stream": True,
         }
+        self._check_fits(self.count_prompt_tokens(prompt, settings))
         try:
             if self._chat:
                 messages = [{"role": "user", "content": prompt}]
-                self._check_fits(self.count_prompt_tokens(prompt, settings))
                 for chunk in llm.create_chat_completion(messages=messages, **kwargs):
                     delta = chunk["choices"][0].get("delta", {})
                     if "content" in delta:  # the first chunk carries only the role
                         yield delta["content"] or ""
             else:
-                text = self.format_prompt(prompt, settings)
-                self._check_fits(self.count_prompt_tokens(prompt, settings))
-                for chunk in llm.create_completion(text, **kwargs):
+                for chunk in llm.create_completion(self.format_prompt(prompt, settings), **kwargs):
                     # One chunk per token ("" while a multi-byte character is incomplete),
                     # then a closing chunk with the finish reason and no text.
                     choice = chunk["choices"][0]
                     if choice["text"] or choice.get("finish_reason") is None:
                         yield choice["text"]
-        except PromptTooLongError:
-            raise
         except (ValueError, RuntimeError) as exc:
             if "exceed context window" in str(exc):  # the chat template made it too long
                 raise PromptTooLongError(
