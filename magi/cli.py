@@ -222,8 +222,9 @@ def cmd_discover(args: argparse.Namespace) -> int:
             print(f"  {item.path}: {item.reason}")
     for text in result.warnings:
         print(f"warning: {text}", file=sys.stderr)
+    written = "written to" if args.full or result.saved else "unchanged at"
     print(
-        f"\nRegistry written to {service.registry_path} ({stats.models} model(s); {stats.read} read, "
+        f"\nRegistry {written} {service.registry_path} ({stats.models} model(s); {stats.read} read, "
         f"{stats.reused} unchanged; {stats.seconds:.2f}s; memory estimates for n_ctx={n_ctx})"
     )
     return EXIT_OK

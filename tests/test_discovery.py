@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+import magi
 from magi.config.app import ModelPin, ModelsConfig
 from magi.errors import ModelError
 from magi.models.discovery import ModelDiscoveryService, find_model_files
 from magi.models.gguf_meta import GGUFModelInfo, read_model_info
-from magi.models.registry import ModelRegistry
+from magi.models.registry import ModelRegistry, RegistryWriteError
 from magi.profiles import ProfileManager
+from magi.testing.runtime import FAST, TinyRuntime
 from magi.testing.tiny_gguf import SEED_MODELS, make_seed_models, write_tiny_model
 
 SEED_IDS = set(SEED_MODELS)
@@ -308,3 +315,192 @@ def test_a_missing_folder_is_an_error_before_the_demo_model_is_placed_in_it(tmp_
     with pytest.raises(ModelError, match="modles does not exist"):
         ModelDiscoveryService(config=config).refresh()
     assert not typo.exists() and not (tmp_path / "registry.json").exists()
+
+
+# -- registries and folders that cannot be written or read (issue 10, item 6) --------------------
+def _warnings_naming(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and text in r.getMessage()]
+
+
+def _unwritable_registry(tmp_path: Path, how: str) -> Path:
+    """A registry path whose write fails even for root: its 'folder' is a regular file
+    (ENOTDIR/EEXIST), or it lies in sysfs (EACCES)."""
+    if how == "parent is a file":
+        (tmp_path / "not-a-folder").write_text("a file, not a folder")
+        return tmp_path / "not-a-folder" / "registry.json"
+    return Path(f"/sys/magi-{tmp_path.name}-registry.json")
+
+
+def _writable(folder: Path) -> bool:
+    probe = folder / ".magi-write-probe"
+    try:
+        probe.write_text("x")
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """Make ``folder`` refuse new files: mode 0555, and as root (whom modes do not stop)
+    the immutable attribute too. Skips the test when neither works here."""
+    mode = folder.stat().st_mode
+    immutable = False
+    folder.chmod(0o555)
+    try:
+        if _writable(folder) and shutil.which("chattr"):
+            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if _writable(folder):
+            pytest.skip(f"cannot make {folder} read-only here (root, no chattr)")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(mode)
+
+
+def test_non_utf8_registry_is_a_clear_error_and_is_rebuilt(
+    seed_models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "registry.json"
+    path.write_bytes(b'{"version": 1, "models": {"caf\xe9": {}}}')
+    with pytest.raises(ModelError, match="is not UTF-8 text") as info:
+        ModelRegistry.load(path)
+    assert str(path) in str(info.value) and "magi discover" in str(info.value)
+    assert info.value.status_code == 422
+
+    result = ModelDiscoveryService(scan_path=seed_models_dir, registry_path=path).refresh()
+    assert set(result.registry.models) == SEED_IDS
+    assert ModelRegistry.load(path) == result.registry
+    assert len(_warnings_naming(caplog, "Rebuilding the registry")) == 1
+
+
+def test_deeply_nested_registry_is_rebuilt(seed_models_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelError, match=f"Model registry {path}"):
+        ModelRegistry.load(path)
+    result = ModelDiscoveryService(scan_path=seed_models_dir, registry_path=path).refresh()
+    assert set(result.registry.models) == SEED_IDS and result.saved
+
+
+@pytest.mark.parametrize("how", ["parent is a file", "in sysfs"])
+def test_unwritable_registry_is_kept_in_memory_with_one_warning(
+    seed_models_dir: Path, tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _unwritable_registry(tmp_path, how)
+    service = ModelDiscoveryService(scan_path=seed_models_dir, registry_path=path)
+    # asked for explicitly (magi discover), a failed write is a clear error, not an OSError
+    with pytest.raises(RegistryWriteError, match=f"Cannot write the model registry {path}") as info:
+        service.refresh()
+    assert info.value.status_code == 503 and "models.registry" in str(info.value)
+    assert not path.exists()
+
+    # at start (save_errors="warn") the registry lives in memory, with one warning naming it
+    caplog.clear()
+    for _ in range(3):
+        result = service.refresh(save_errors="warn")
+        assert set(result.registry.models) == SEED_IDS and not result.saved
+    assert len(_warnings_naming(caplog, str(path))) == 1, caplog.text
+    assert "kept in memory" in _warnings_naming(caplog, str(path))[0]
+
+
+def test_unchanged_registry_is_not_rewritten(seed_models_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    service = ModelDiscoveryService(scan_path=seed_models_dir, registry_path=path)
+    first = service.refresh()
+    assert first.saved
+    before = path.stat()
+    second = service.refresh()
+    after = path.stat()
+    assert not second.saved
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert second.registry == ModelRegistry.load(path)  # what is returned is what is on disk
+
+    write_tiny_model(seed_models_dir / "Mistral-7B-v0.3-Q5_K_M.gguf", size_label="7B", file_type="Q5_K_M")
+    third = service.refresh()
+    assert third.saved and ModelRegistry.load(path) == third.registry
+    assert len(third.registry.models) == 4
+
+
+def test_runner_starts_over_a_read_only_models_folder(
+    tiny_runtime: TinyRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shared, read-only models folder with a stale registry in it: the start re-scans,
+    keeps the new registry in memory, warns once naming the file, and answers."""
+    folder = tiny_runtime.models_dir
+    registry = folder / "registry.json"
+    overrides = (f"models.registry='{registry}'",)
+    stale = tiny_runtime.path(FAST).read_bytes()
+    tiny_runtime.path(FAST).unlink()
+    with tiny_runtime.runner("production", *overrides) as runner:  # writes a registry without FAST
+        assert FAST not in runner.specs
+    tiny_runtime.path(FAST).write_bytes(stale)
+    before = registry.read_bytes()
+    with read_only(folder):
+        caplog.clear()
+        with tiny_runtime.runner("development", *overrides) as runner:
+            assert runner.run("Hi").model_id == FAST
+        assert len(_warnings_naming(caplog, str(registry))) == 1, caplog.text
+    assert registry.read_bytes() == before
+
+
+@pytest.mark.parametrize("how", ["parent is a file", "in sysfs"])
+def test_runner_starts_when_the_registry_cannot_be_written(
+    tiny_runtime: TinyRuntime, tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _unwritable_registry(tmp_path, how)
+    config = tiny_runtime.compose("development", f"models.registry='{path}'")
+    with magi.Runner(config, start_health_checks=False) as runner:
+        assert runner.run("Hi").text
+    assert len(_warnings_naming(caplog, str(path))) == 1, caplog.text
+
+
+def _make_too_long_folder(root: Path) -> None:
+    """Nest folders under ``root`` so deep that the full path exceeds PATH_MAX, with a
+    model at the bottom: listing them by path fails with ENAMETOOLONG, for root too
+    (the same OSError from os.scandir as an unreadable folder)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):
+            name = "d" * 250
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        model = os.open("Lost-1B-Q4_K_M.gguf", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        os.close(model)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("how", ["path too long", "mode 000"])
+def test_an_unreadable_folder_is_reported_not_skipped_silently(
+    seed_models_dir: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if how == "path too long":
+        _make_too_long_folder(seed_models_dir)
+        unreadable = seed_models_dir / ("d" * 250)
+    else:
+        unreadable = seed_models_dir / "private"
+        unreadable.mkdir()
+        write_tiny_model(unreadable / "Hidden-1B-Q4_K_M.gguf")
+        unreadable.chmod(0)
+        try:
+            os.listdir(unreadable)
+        except PermissionError:
+            pass
+        else:
+            unreadable.chmod(0o755)
+            pytest.skip("root can list a mode-000 folder")
+    try:
+        result = ModelDiscoveryService(scan_path=seed_models_dir).discover()
+    finally:
+        if how == "mode 000":
+            unreadable.chmod(0o755)
+    assert set(result.registry.models) == SEED_IDS
+    skipped = [s for s in result.registry.skipped if s.reason.startswith("cannot list folder")]
+    assert len(skipped) == 1 and str(skipped[0].path).startswith(str(unreadable)), result.registry.skipped
+    messages = _warnings_naming(caplog, "cannot list folder")
+    assert len(messages) == 1 and str(unreadable) in messages[0]

@@ -7,16 +7,15 @@ backend: the failing model is loaded and run like any other until it raises.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 
 import pytest
 
 from magi.runtime.runner import NoModelAnsweredError
 from magi.runtime.trace import RunResult
-from magi.testing.runtime import CODER, FAST, REASONER, FaultInjector, TinyRuntime
+from magi.testing.runtime import CODER, FAST, REASONER, FaultInjector, ManualClock, TinyRuntime
 
-COOLDOWN = 0.5  # long enough that a busy machine reads "open" right after a failure
+COOLDOWN = 30.0  # on the runners' manual clock: passes only when a test advances it
 
 
 def _state(runner, model_id: str) -> str:
@@ -26,51 +25,58 @@ def _state(runner, model_id: str) -> str:
 def test_circuit_opens_goes_half_open_and_closes(tiny_runtime: TinyRuntime) -> None:
     faults = FaultInjector()
     faults.fail(FAST)
+    clock = ManualClock()
     overrides = ("runtime.failure_threshold=2", f"runtime.cooldown_seconds={COOLDOWN}")
-    with tiny_runtime.runner("fast-only", *overrides, backend_factory=faults) as runner:
+    with tiny_runtime.runner("fast-only", *overrides, backend_factory=faults, clock=clock) as runner:
         with pytest.raises(NoModelAnsweredError, match="closed \\(1 failure"):
             runner.run("one")
         with pytest.raises(NoModelAnsweredError, match="open \\(2 failures"):
             runner.run("two")
         assert _state(runner, FAST) == "open"
 
-        # open: refused at once, without touching the model
-        started = time.perf_counter()
-        with pytest.raises(NoModelAnsweredError, match="retry in") as info:
+        # open: refused without touching the model, however long that takes in real time
+        clock.advance(COOLDOWN - 0.1)
+        with pytest.raises(NoModelAnsweredError, match="retry in 0.1s") as info:
             runner.run("three")
-        assert time.perf_counter() - started < 0.5
         assert faults.calls[FAST] == 2
         assert info.value.status_code == 503
 
         # after the cooldown one trial goes through; a failed trial opens it again at once
-        time.sleep(COOLDOWN + 0.05)
+        clock.advance(0.1)
         assert _state(runner, FAST) == "half_open"
         with pytest.raises(NoModelAnsweredError):
             runner.run("trial")
         assert faults.calls[FAST] == 3 and _state(runner, FAST) == "open"
+        clock.advance(COOLDOWN - 0.1)
+        assert _state(runner, FAST) == "open"  # a full cooldown again, from the failed trial
 
         # a successful trial closes it
-        time.sleep(COOLDOWN + 0.05)
+        clock.advance(0.1)
         faults.heal(FAST)
         assert runner.run("healed").model_id == FAST
         assert _state(runner, FAST) == "closed"
         assert runner.status()[FAST]["consecutive_failures"] == 0
+        assert faults.calls[FAST] == 4
 
 
 def test_abandoned_trial_frees_the_half_open_slot(tiny_runtime: TinyRuntime) -> None:
     """A caller that stops reading mid-answer gives no verdict: the next request may try."""
     faults = FaultInjector()
     faults.fail(FAST)
+    clock = ManualClock()
     overrides = ("runtime.failure_threshold=1", f"runtime.cooldown_seconds={COOLDOWN}")
-    with tiny_runtime.runner("fast-only", *overrides, backend_factory=faults) as runner:
+    with tiny_runtime.runner("fast-only", *overrides, backend_factory=faults, clock=clock) as runner:
         with pytest.raises(NoModelAnsweredError):
             runner.run("fail")
-        time.sleep(COOLDOWN + 0.05)
+        clock.advance(COOLDOWN)
         faults.heal(FAST)
         stream = runner.stream("abandoned")
-        assert next(e for e in stream if e.kind == "token")
+        first = next(e for e in stream if e.kind == "token")
+        assert (first.model_id, first.stage) == (FAST, "answer") and first.text
+        assert runner.status()[FAST]["trial_in_flight"] is True  # this stream holds the trial
         stream.close()
         assert _state(runner, FAST) == "half_open"
+        assert runner.status()[FAST]["trial_in_flight"] is False
         assert runner.run("next").model_id == FAST
 
 

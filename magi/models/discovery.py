@@ -26,11 +26,13 @@ Example (the seed's):
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 from magi.config.app import ModelPin, ModelsConfig
 from magi.errors import ModelError
@@ -43,13 +45,23 @@ from magi.models.ids import (
     quant_token,
     strip_split_suffix,
 )
-from magi.models.registry import ModelEntry, ModelFile, ModelRegistry, SkippedFile, utc_now
+from magi.models.registry import (
+    ModelEntry,
+    ModelFile,
+    ModelRegistry,
+    RegistryWriteError,
+    SkippedFile,
+    utc_now,
+)
 from magi.models.tiers import assign_tier
 
 logger = logging.getLogger(__name__)
 
 #: The project's own models folder (models.dirs' default): created when the demo model goes there.
 DEFAULT_MODELS_DIR = Path("models")
+#: Registry files already warned about as unwritable: a start warns once per file and
+#: process, not once per Runner (notebooks and sweeps start many).
+_UNWRITABLE_WARNED: set[Path] = set()
 
 Reader = Callable[[list[Path]], GGUFModelInfo]
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
@@ -81,11 +93,17 @@ class DiscoveryStats:
 
 @dataclass
 class DiscoveryResult:
-    """A discovery run's registry, statistics and warnings (unused pins, demo problems)."""
+    """A discovery run's registry, statistics and warnings (unused pins, demo problems).
+
+    ``saved`` says whether this run wrote the registry file: False when it was not
+    asked to, when nothing changed, or when the file could not be written (then the
+    registry lives only in memory).
+    """
 
     registry: ModelRegistry
     stats: DiscoveryStats
     warnings: list[str] = field(default_factory=list)
+    saved: bool = False
 
     @property
     def skipped(self) -> list[SkippedFile]:
@@ -134,12 +152,12 @@ def find_model_files(dirs: Iterable[Path]) -> tuple[list[ModelFiles], list[Skipp
     seen: set[Path] = set()
     singles: list[Path] = []
     shards: dict[tuple[Path, str, int], dict[int, Path]] = {}
+    skipped: list[SkippedFile] = []
     dirs = [Path(folder).expanduser() for folder in dirs]
     check_folders(dirs)
     for folder in dirs:
-        for path in sorted(folder.resolve().rglob("*.gguf")):
-            rel = path.relative_to(folder.resolve())
-            if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+        for path in _gguf_files(folder.resolve(), skipped):
+            if not path.is_file():
                 continue
             real = path.resolve()
             if real in seen:
@@ -152,7 +170,6 @@ def find_model_files(dirs: Iterable[Path]) -> tuple[list[ModelFiles], list[Skipp
             else:
                 singles.append(path)
     models = [ModelFiles((p,)) for p in singles]
-    skipped: list[SkippedFile] = []
     for (_parent, _stem, count), found in shards.items():
         wanted = set(range(1, count + 1))
         if set(found) == wanted:
@@ -169,6 +186,26 @@ def find_model_files(dirs: Iterable[Path]) -> tuple[list[ModelFiles], list[Skipp
             )
     models.sort(key=lambda m: str(m.path))
     return models, skipped
+
+
+def _gguf_files(folder: Path, skipped: list[SkippedFile]) -> list[Path]:
+    """The ``*.gguf`` names under ``folder``, sorted; hidden names are left out and
+    symlinked folders are not followed (as ``Path.rglob`` does).
+
+    A folder that cannot be listed (no permission, a path too long, an I/O error)
+    is added to ``skipped`` with the reason (and so warned about), never passed
+    over in silence: its models would otherwise just be missing.
+    """
+
+    def unlistable(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else folder
+        skipped.append(SkippedFile(path=where, reason=f"cannot list folder: {exc.strerror or exc}"))
+
+    found: list[Path] = []
+    for parent, subdirs, names in os.walk(folder, onerror=unlistable):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        found.extend(Path(parent, n) for n in names if n.endswith(".gguf") and not n.startswith("."))
+    return sorted(found)
 
 
 def _stat_files(model: ModelFiles) -> list[ModelFile]:
@@ -261,23 +298,58 @@ class ModelDiscoveryService:
         """Scan from scratch (every header read); nothing is saved."""
         return self._run(previous=None)
 
-    def refresh(self, previous: ModelRegistry | None = None, *, save: bool = True) -> DiscoveryResult:
+    def refresh(
+        self,
+        previous: ModelRegistry | None = None,
+        *,
+        save: bool = True,
+        save_errors: Literal["raise", "warn"] = "raise",
+    ) -> DiscoveryResult:
         """Scan again, re-reading only new or changed files, and save the registry.
 
         Args:
             previous: The registry to update; default: the one at ``registry_path``
                 if it exists. An unreadable previous registry is rebuilt (with a
                 warning): it only caches what the files say.
-            save: Write the result to ``registry_path``.
+            save: Write the result to ``registry_path``, unless it is the registry
+                just read from there with nothing changed (then the file, and its
+                ``updated_at``, stay as they are).
+            save_errors: ``"raise"``: a registry that cannot be written raises
+                :class:`~magi.models.registry.RegistryWriteError` (``magi discover``).
+                ``"warn"``: log one warning naming the file and keep the registry in
+                memory (a start: read-only models folders are common and the registry
+                is only a cache).
         """
+        from_disk = False
         if previous is None and self.registry_path.is_file():
             try:
                 previous = self.load_registry()
+                from_disk = True
             except ModelError as exc:
                 logger.warning("Rebuilding the registry from scratch: %s", exc)
         result = self._run(previous=previous)
-        if save:
+        if not save:
+            return result
+        if from_disk and previous is not None and result.registry.same_content(previous):
+            result.registry = result.registry.model_copy(update={"updated_at": previous.updated_at})
+            return result
+        try:
             self.save_registry(result.registry)
+        except RegistryWriteError as exc:
+            if save_errors == "raise":
+                raise
+            key = self.registry_path.absolute()
+            log = logger.debug if key in _UNWRITABLE_WARNED else logger.warning
+            _UNWRITABLE_WARNED.add(key)
+            log(
+                "Model registry %s cannot be written (%s); the registry is kept in memory for this "
+                "run. Point models.registry at a writable file to keep it between runs.",
+                exc.path,
+                exc.reason,
+            )
+        else:
+            result.saved = True
+            _UNWRITABLE_WARNED.discard(self.registry_path.absolute())
         return result
 
     # -- the work ------------------------------------------------------------------
@@ -300,6 +372,17 @@ class ModelDiscoveryService:
             if self.demo_required:
                 raise
             warnings.append(f"demo model left out: {exc}")
+            return None
+        except OSError as exc:  # e.g. a read-only models folder without the demo model in it
+            folder = self._demo_folder()
+            problem = f"cannot write the demo model into {folder}: {exc.strerror or exc}"
+            if self.demo_required:
+                raise ModelError(
+                    f"{problem}. Make the folder writable or set models.demo_dir to a writable one.",
+                    status_code=503,
+                    details={"path": str(folder)},
+                ) from None
+            warnings.append(f"demo model left out: {problem} (set models.demo_dir to a writable folder)")
             return None
 
     def _run(self, previous: ModelRegistry | None) -> DiscoveryResult:

@@ -102,7 +102,7 @@ class ModelEntry(MagiModel):
 
 
 class SkippedFile(MagiModel):
-    """A ``.gguf`` file discovery could not register, and why."""
+    """A ``.gguf`` file discovery could not register, or a folder it could not list, and why."""
 
     path: Path
     reason: str
@@ -112,7 +112,11 @@ class ModelRegistry(MagiModel):
     """Every discovered model, by id; saved to and loaded from JSON."""
 
     version: int = Field(default=REGISTRY_VERSION, description="Format version of the JSON file.")
-    updated_at: str | None = Field(default=None, description="When discovery last ran (UTC, ISO 8601).")
+    updated_at: str | None = Field(
+        default=None,
+        description="When discovery last changed the registry (UTC, ISO 8601); a refresh that "
+        "finds nothing new keeps the file, and this time, as they were.",
+    )
     scan_paths: list[Path] = Field(default_factory=list, description="Folders that were scanned.")
     n_ctx: int = Field(default=2048, gt=0, description="Context length the memory estimates assume.")
     models: dict[str, ModelEntry] = Field(default_factory=dict, description="Models by id.")
@@ -155,18 +159,30 @@ class ModelRegistry(MagiModel):
 
     # -- persistence ---------------------------------------------------------------
     def save(self, path: Path | str) -> Path:
-        """Write the registry as indented JSON, atomically (readers never see half a file)."""
+        """Write the registry as indented JSON, atomically (readers never see half a file).
+
+        Raises:
+            RegistryWriteError: the file cannot be written (read-only folder or file
+                system, full disk, a path through a file...); names the file (503).
+        """
         path = Path(path)
-        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+        try:
+            atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+        except OSError as exc:
+            raise RegistryWriteError(path, exc) from None
         return path
+
+    def same_content(self, other: ModelRegistry) -> bool:
+        """Equal apart from ``updated_at``: saving ``self`` over ``other`` would change nothing."""
+        return self.model_dump(exclude={"updated_at"}) == other.model_dump(exclude={"updated_at"})
 
     @classmethod
     def load(cls, path: Path | str) -> ModelRegistry:
         """Read a registry JSON file.
 
         Raises:
-            ModelError: the file is missing (404), not JSON, or not a registry (422);
-                the message names the file and says how to rebuild it.
+            ModelError: the file is missing (404), unreadable, not UTF-8, not JSON, or
+                not a registry (422); the message names the file and says how to rebuild it.
         """
         path = Path(path)
         rebuild = "Rebuild it with `magi discover FOLDER`."
@@ -179,14 +195,29 @@ class ModelRegistry(MagiModel):
                 status_code=404,
                 details={"path": str(path)},
             ) from None
+        except UnicodeDecodeError as exc:
+            raise ModelError(
+                f"Model registry {path} is not UTF-8 text (byte {exc.start} is "
+                f"{exc.object[exc.start]:#04x}). {rebuild}",
+                details={"path": str(path)},
+            ) from None
         except OSError as exc:
-            raise ModelError(f"Cannot read the model registry {path}: {exc.strerror or exc}") from None
+            raise ModelError(
+                f"Cannot read the model registry {path}: {exc.strerror or exc}. {rebuild}",
+                details={"path": str(path)},
+            ) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ModelError(
                 f"Model registry {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                 f"{exc.msg}). {rebuild}",
+                details={"path": str(path)},
+            ) from None
+        except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, nesting too deep
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ModelError(
+                f"Model registry {path} is not a registry MAGI can read ({problem}). {rebuild}",
                 details={"path": str(path)},
             ) from None
         if not isinstance(data, dict):
@@ -211,6 +242,25 @@ class ModelRegistry(MagiModel):
                 f"{shown}{more}\n{rebuild}",
                 details={"path": str(path), "problems": problems},
             ) from None
+
+
+class RegistryWriteError(ModelError):
+    """The registry file cannot be written (HTTP 503: storage unavailable, not bad input).
+
+    ``magi discover`` reports it; a start keeps the registry in memory instead
+    (``ModelDiscoveryService.refresh(save_errors="warn")``).
+    """
+
+    status_code = 503
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.path = path
+        self.reason = error.strerror or str(error)
+        super().__init__(
+            f"Cannot write the model registry {path}: {self.reason}. Make its folder writable, or "
+            "point models.registry (magi discover --registry FILE) at a file in a writable folder.",
+            details={"path": str(path), "errno": error.errno},
+        )
 
 
 def utc_now() -> str:

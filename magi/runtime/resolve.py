@@ -38,9 +38,13 @@ def default_threads() -> int:
 
 
 def load_registry(config: MagiConfig, *, progress: bool = False) -> ModelRegistry:
-    """Refresh the registry for ``config.models`` (demo model included when enabled)."""
+    """Refresh the registry for ``config.models`` (demo model included when enabled).
+
+    A registry that cannot be written (read-only models folder, full disk) does not
+    stop a start: it is kept in memory, with one warning naming the file.
+    """
     service = ModelDiscoveryService(config=config.models, n_ctx=config.runtime.n_ctx, progress=progress)
-    result = service.refresh(save=True)
+    result = service.refresh(save=True, save_errors="warn")
     for warning in result.warnings:
         logger.warning("%s", warning)
     return result.registry

@@ -30,7 +30,7 @@ from typing import Literal
 
 from magi.config.app import MagiConfig
 from magi.errors import MAGIException
-from magi.routing.health import HealthMonitor
+from magi.routing.health import Clock, HealthMonitor
 from magi.routing.router import RouteDecision, Router, Stage
 from magi.routing.scorer import get_scorer
 from magi.runtime.backend import GenerationSettings, GenerationTimeout, ModelSpec, PromptTooLongError
@@ -107,6 +107,8 @@ class Runner:
             default: a pool of this runner's own, closed by :meth:`close`.
         start_health_checks: Probe models every ``health_check_interval`` seconds
             in a background thread when the profile enables load balancing.
+        clock: Monotonic time source of the circuit breakers (their cooldowns);
+            tests pass a manual clock instead of sleeping through a cooldown.
 
     Thread-safe: ``run``/``stream`` may be called from several threads.
     """
@@ -119,6 +121,7 @@ class Runner:
         tier_members: Mapping[str, Sequence[str]] | None = None,
         pool: ModelPool | None = None,
         start_health_checks: bool = True,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.config = config
         self.profile = config.profile
@@ -140,7 +143,7 @@ class Runner:
         for spec in self.specs.values():
             self.pool.register(spec)
         self.scorer = get_scorer(config.scorer)
-        self.health = HealthMonitor.from_config(config, list(self.specs), probe=self._probe)
+        self.health = HealthMonitor.from_config(config, list(self.specs), probe=self._probe, clock=clock)
         self.router = Router(self.profile, self.tier_members, self.scorer, self.health, seed=runtime.seed)
         self._closed = False
         self._lock = threading.Lock()

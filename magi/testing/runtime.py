@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import time
 from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ import yaml
 from magi.config.app import MagiConfig
 from magi.config.compose import compose, default_conf_dir
 from magi.errors import ModelError
+from magi.routing.health import Clock
 from magi.routing.scorer import MAX_SCORE, ComplexityScore, register_scorer
 from magi.runtime.backend import Backend, BackendError, GenerationSettings, ModelSpec
 from magi.runtime.pool import BackendFactory, ModelPool, default_backend_factory
@@ -210,6 +212,28 @@ class FaultInjector:
             self.settings.setdefault(model_id, []).append(settings)
 
 
+class ManualClock:
+    """A monotonic clock that moves only when told: circuit-breaker cooldowns in tests
+    pass in an instant and never race a busy machine.
+
+    Example:
+        >>> clock = ManualClock()
+        >>> clock.advance(30.0)
+        >>> clock()
+        1030.0
+    """
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds``."""
+        self.now += seconds
+
+
 # -- configs over tiny models -------------------------------------------------------------
 @dataclass
 class TinyRuntime:
@@ -285,19 +309,21 @@ class TinyRuntime:
         pool: ModelPool | None = None,
         backend_factory: BackendFactory | None = None,
         start_health_checks: bool = False,
+        clock: Clock = time.monotonic,
     ) -> Runner:
         """A :class:`Runner` for ``profile``; its own pool unless ``pool`` is given.
 
         With ``backend_factory`` (e.g. a :class:`FaultInjector`) the runner gets a new
         pool that uses it; :meth:`close` closes such pools (the fixtures call it at
         teardown). Health checks are off by default: tests drive health through
-        requests, not a timer.
+        requests, not a timer; ``clock`` (e.g. a :class:`ManualClock`) drives the
+        circuit breakers' cooldowns.
         """
         if pool is None and backend_factory is not None:
             pool = ModelPool(backend_factory=backend_factory)
             self._pools.append(pool)
         config = self.compose(profile, *overrides)
-        return Runner(config, pool=pool, start_health_checks=start_health_checks)
+        return Runner(config, pool=pool, start_health_checks=start_health_checks, clock=clock)
 
     def close(self) -> None:
         """Close the pools :meth:`runner` made for a ``backend_factory``."""
