@@ -100,6 +100,9 @@ class ModelSettings(MagiModel):
     n_threads: int | None = Field(default=None, gt=0, description="Threads; default: all cores.")
     n_batch: int | None = Field(default=None, gt=0, description="Prompt batch size.")
     chat_format: str | None = Field(default=None, description="llama.cpp chat format name.")
+    use_mmap: bool | None = Field(
+        default=None, description="Memory-map the model file; default: runtime.use_mmap."
+    )
     temperature: float | None = Field(default=None, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling.")
     repeat_penalty: float | None = Field(default=None, gt=0, description="Penalty on repeated tokens.")
@@ -118,6 +121,13 @@ class RuntimeConfig(MagiModel):
     n_ctx: int = Field(default=2048, gt=0, description="Context length (capped at each model's).")
     n_threads: int | None = Field(default=None, gt=0, description="Threads; default: all cores.")
     n_batch: int = Field(default=512, gt=0, description="Prompt batch size.")
+    use_mmap: bool = Field(
+        default=True,
+        description=(
+            "Memory-map model files (fast loads). Replace a loaded model's file by rename; "
+            "set false to read the weights into memory if files must be modified in place."
+        ),
+    )
     seed: int = Field(default=0, description="Sampling seed, for reproducible answers.")
     temperature: float = Field(default=0.0, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling.")

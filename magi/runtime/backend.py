@@ -79,6 +79,9 @@ class ModelSpec:
     n_batch: int = 512
     seed: int = 0
     chat_format: str | None = None
+    use_mmap: bool = True
+    """Memory-map the file (fast loads, shared pages) or read it into memory (safe
+    against the file being modified in place while loaded)."""
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     remote: RemoteSettings | None = None
 

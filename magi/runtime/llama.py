@@ -7,15 +7,32 @@ model's trained context, a fixed seed, and greedy sampling unless configured.
 
 A ``Llama`` object is not thread-safe: the pool holds one lock per model and only
 one generation runs on a backend at a time.
+
+Two process-wide hazards are handled here:
+
+* llama-cpp-python's ``verbose=False`` silences a load by pointing file descriptors 1
+  and 2 at ``/dev/null`` and back (``llama_cpp._utils.suppress_stdout_stderr``). Two
+  loads at once interleave those swaps, and the second one "restores" the first
+  one's ``/dev/null``: stdout is lost for good. Every ``Llama`` construction holds
+  :data:`FD_SWAP_LOCK`, so the swaps never overlap (closing a model swaps nothing).
+* A loaded model's file is memory-mapped: truncating it in place kills the process
+  with SIGBUS, overwriting it serves garbage. The file's identity (size, mtime,
+  inode, device) is recorded at load and compared before every generation and in
+  :meth:`LlamaBackend.probe`; a changed file is closed and reloaded when it is a
+  valid GGUF again (replaced by rename), else the model fails with a message that
+  says how to replace models safely. ``use_mmap: false`` copies the weights into
+  memory instead, for files that must be modified in place.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from magi.errors import ModelError
 from magi.runtime.backend import BackendError, GenerationSettings, ModelSpec, PromptTooLongError
@@ -24,6 +41,34 @@ logger = logging.getLogger(__name__)
 _llama_logger = logging.getLogger("magi.llama_cpp")
 _log_lock = threading.Lock()
 _log_callback: Any = None
+
+#: Held around every llama-cpp-python call that swaps file descriptors 1 and 2
+#: (``Llama(..., verbose=False)``): the swaps are not thread-safe (see the module docstring).
+FD_SWAP_LOCK = threading.Lock()
+
+REPLACE_BY_RENAME = (
+    "replace a model file by writing the new file next to it and renaming it over the old "
+    "one (mv new.gguf old.gguf), never by writing into it; set runtime.use_mmap=false "
+    "(or runtime.models.<id>.use_mmap=false) if a file must be modified in place"
+)
+
+
+class FileIdentity(NamedTuple):
+    """What tells a model file from a changed or replaced one, without reading it."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileIdentity | None:
+        """The identity of ``path`` now; None when it cannot be stat'ed (deleted, say)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
 def quiet_llama_logs() -> None:
@@ -54,6 +99,7 @@ class LlamaBackend:
         self.spec = spec
         self._llm: Any = None
         self._chat: bool = False
+        self._identity: FileIdentity | None = None  # of the file when it was loaded
 
     @property
     def loaded(self) -> bool:
@@ -76,25 +122,29 @@ class LlamaBackend:
         quiet_llama_logs()
         import llama_cpp
 
+        identity = FileIdentity.of(path)  # before loading: a change during the load shows later
         try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self.spec.n_ctx,
-                n_threads=self.spec.n_threads,
-                n_threads_batch=self.spec.n_threads,
-                n_batch=min(self.spec.n_batch, self.spec.n_ctx),
-                seed=self.spec.seed,
-                chat_format=self.spec.chat_format
-                if self.spec.chat_format not in (None, "completion")
-                else None,
-                verbose=False,
-            )
+            with FD_SWAP_LOCK:
+                self._llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self.spec.n_ctx,
+                    n_threads=self.spec.n_threads,
+                    n_threads_batch=self.spec.n_threads,
+                    n_batch=min(self.spec.n_batch, self.spec.n_ctx),
+                    seed=self.spec.seed,
+                    use_mmap=self.spec.use_mmap,
+                    chat_format=self.spec.chat_format
+                    if self.spec.chat_format not in (None, "completion")
+                    else None,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(
                 f"Model '{self.spec.model_id}': llama.cpp could not load {path} "
                 f"({exc}). The file may be truncated or not a GGUF model; re-download or "
                 "regenerate it, then run `magi discover`."
             ) from None
+        self._identity = identity
         has_template = "tokenizer.chat_template" in (self._llm.metadata or {})
         self._chat = self.spec.chat_format not in ("completion",) and (
             self.spec.chat_format is not None or has_template
@@ -109,9 +159,51 @@ class LlamaBackend:
         )
 
     def _require(self) -> Any:
+        """The loaded model, (re)loaded if needed. Called under the pool's lease, so it
+        may close and reload a model whose file changed."""
+        if self._llm is not None and self._file_changed():
+            self._reload_changed_file()
         if self._llm is None:
             self.load()
         return self._llm
+
+    def _file_changed(self) -> bool:
+        path = self.spec.path
+        return path is not None and FileIdentity.of(path) != self._identity
+
+    def _changed_file_error(self, reason: str) -> BackendError:
+        return BackendError(
+            f"Model '{self.spec.model_id}': its file {self.spec.path} changed on disk after it was "
+            f"loaded and is no longer a usable GGUF model ({reason}). To update a model, "
+            f"{REPLACE_BY_RENAME}."
+        )
+
+    def _check_changed_file(self) -> None:
+        """Raise if the file at the model's path is not a complete GGUF model (read only
+        its header: the weights are not touched, so a truncated file cannot SIGBUS us)."""
+        from magi.models.gguf_meta import GGUFReadError, read_header
+
+        assert self.spec.path is not None
+        try:
+            read_header(self.spec.path)
+        except GGUFReadError as exc:
+            raise self._changed_file_error(exc.reason) from None
+
+    def _reload_changed_file(self) -> None:
+        """Close the model whose file changed before its mapped pages are touched again;
+        load the new file when it is a valid GGUF (replaced by rename), else fail."""
+        logger.warning(
+            "Model '%s': %s changed on disk since it was loaded; closing it",
+            self.spec.model_id,
+            self.spec.path,
+        )
+        self.close()
+        self._check_changed_file()
+        try:
+            self.load()
+        except ModelError as exc:
+            raise self._changed_file_error(str(exc)) from None
+        logger.info("Model '%s': reloaded the new %s", self.spec.model_id, self.spec.path)
 
     def format_prompt(self, prompt: str, settings: GenerationSettings) -> str:
         """The text a completion-style model sees (chat models get messages instead)."""
@@ -170,8 +262,17 @@ class LlamaBackend:
             raise BackendError(f"Model '{self.spec.model_id}' failed to generate: {exc}") from exc
 
     def probe(self) -> None:
-        """Healthy when loaded and able to tokenize; an unloaded model needs a GGUF file."""
-        if self._llm is None:
+        """Healthy when loaded and able to tokenize; an unloaded model needs a GGUF file.
+
+        A loaded model whose file changed is healthy only if the new file is a complete
+        GGUF (its next generation reloads it). The probe runs without the pool's lease,
+        so it never closes or reloads the model itself.
+        """
+        llm = self._llm
+        if llm is not None and self._file_changed():
+            self._check_changed_file()
+            return
+        if llm is None:
             if self.spec.path is None:
                 raise BackendError(f"Model '{self.spec.model_id}' has no model file (a remote model?)")
             try:
@@ -184,10 +285,11 @@ class LlamaBackend:
             if magic != b"GGUF":
                 raise BackendError(f"Model '{self.spec.model_id}': {self.spec.path} is not a GGUF file")
             return
-        self._llm.tokenize(b"ping", add_bos=False, special=False)
+        llm.tokenize(b"ping", add_bos=False, special=False)
 
     def close(self) -> None:
         llm, self._llm = self._llm, None
+        self._identity = None
         if llm is not None:
             llm.close()
             logger.info("Closed %s", self.spec.model_id)

@@ -66,6 +66,7 @@ def model_spec(entry: ModelEntry, runtime: RuntimeConfig) -> ModelSpec:
         n_batch=own.n_batch or runtime.n_batch,
         seed=own.seed if own.seed is not None else runtime.seed,
         chat_format=own.chat_format,
+        use_mmap=own.use_mmap if own.use_mmap is not None else runtime.use_mmap,
         generation=generation_settings(own, runtime),
     )
 

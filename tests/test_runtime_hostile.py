@@ -1,0 +1,202 @@
+"""The runtime under hostile conditions: concurrent loads, malformed prompts, model
+files changed under a loaded model, prompts that overflow a two-stage refine, and
+load limits under concurrency (issue 10).
+
+Tests that could kill the interpreter (SIGBUS from a truncated memory-mapped file) or
+that must see the real file descriptors 1 and 2 (pytest captures them) run their
+scenario in a child process and check what it printed and how it ended.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from magi.runtime.runner import NoModelAnsweredError
+from magi.testing import echo_completion, write_tiny_model
+from magi.testing.runtime import FAST, REASONER, TinyRuntime
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_child(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter with the project importable; output captured
+    through pipes (so fds 1 and 2 are pipes the child can check)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+# -- item 2: concurrent loads leave stdout and stderr where they were -----------------------
+CONCURRENT_LOADS = """
+import os, sys, threading
+from pathlib import Path
+from magi.runtime.backend import GenerationSettings, ModelSpec
+from magi.runtime.llama import LlamaBackend
+from magi.testing.tiny_gguf import write_tiny_model
+
+folder = Path(sys.argv[1])
+paths = [write_tiny_model(folder / f"m{i}.gguf", seed=i) for i in range(8)]
+
+def where(fd):
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, os.readlink(f"/proc/self/fd/{fd}"))
+
+before = {fd: where(fd) for fd in (1, 2)}
+errors = []
+start = threading.Barrier(len(paths))
+
+def work(i, path):
+    try:
+        start.wait()
+        for round in range(4):
+            backend = LlamaBackend(ModelSpec(model_id=f"m{i}", path=path, n_ctx=64))
+            backend.load()
+            "".join(backend.stream("Hi", GenerationSettings(max_tokens=2)))
+            backend.close()
+    except Exception as exc:  # reported below, on the restored stderr
+        errors.append(repr(exc))
+
+threads = [threading.Thread(target=work, args=(i, p)) for i, p in enumerate(paths)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+after = {fd: where(fd) for fd in (1, 2)}
+print("stdout still reaches the parent", flush=True)
+os.write(1, b"fd 1 too\\n")
+print("stderr still reaches the parent", file=sys.stderr, flush=True)
+os.write(2, b"fd 2 too\\n")
+print("ERRORS", errors, file=sys.stderr, flush=True)
+print("SAME", before == after, before, after, flush=True)
+"""
+
+
+def test_concurrent_loads_and_closes_keep_stdout_and_stderr(tmp_path: Path) -> None:
+    """8 threads load, run and close 8 different tiny models 4 times each, at once.
+    llama-cpp-python's verbose=False swaps fds 1 and 2 during a load; unserialised,
+    one load 'restores' another's /dev/null and the output is lost for good."""
+    done = _run_child(CONCURRENT_LOADS, str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "stdout still reaches the parent" in done.stdout and "fd 1 too" in done.stdout
+    assert "stderr still reaches the parent" in done.stderr and "fd 2 too" in done.stderr
+    assert "ERRORS []" in done.stderr
+    assert "SAME True" in done.stdout, done.stdout
+
+
+# -- item 4: a model file changed under a loaded model ----------------------------------------
+TRUNCATE_IN_PLACE = """
+import sys
+from pathlib import Path
+from magi.testing.runtime import FAST, REASONER, TinyRuntime
+
+env = TinyRuntime.create(Path(sys.argv[1]))
+mmap = sys.argv[2]
+with env.runner("development", "scorer=tagged", "runtime.failure_threshold=2",
+                f"runtime.use_mmap={mmap}") as runner:
+    print("USE_MMAP", runner.specs[FAST].use_mmap, flush=True)
+    print("FIRST", runner.run("Hi").model_id, flush=True)
+    path = env.path(FAST)
+    with path.open("r+b") as handle:  # in place: same inode, half the bytes
+        handle.truncate(path.stat().st_size // 2)
+    for attempt in range(3):
+        result = runner.run("Hi again")
+        print("ANSWERED_BY", result.model_id, flush=True)
+        for fallback in result.fallbacks:
+            print("FALLBACK", fallback.model_id, fallback.error, flush=True)
+    print("STATE", runner.status()[FAST]["state"], flush=True)
+"""
+
+
+@pytest.mark.parametrize("mmap", ["true", "false"])
+def test_a_model_file_truncated_in_place_fails_cleanly(tmp_path: Path, mmap: str) -> None:
+    """Truncating a memory-mapped model's file used to kill the process with SIGBUS on
+    the next generation. Now the change is noticed first: the model is closed, fails
+    with a message naming the file and how to replace models, and its circuit opens."""
+    done = _run_child(TRUNCATE_IN_PLACE, str(tmp_path), mmap)
+    assert done.returncode == 0, f"child died with {done.returncode}: {done.stderr[-2000:]}"
+    out = done.stdout
+    path = tmp_path / "models" / "Qwen3-4B-Q4_K_M.gguf"
+    assert f"USE_MMAP {mmap == 'true'}" in out
+    assert "FIRST qwen3_4p0b_q4km_fast" in out
+    assert out.count("ANSWERED_BY deepseek_r10528qwen3_8p0b_q4km_powerful") == 3  # failed over
+    fallbacks = [line for line in out.splitlines() if line.startswith("FALLBACK")]
+    assert len(fallbacks) == 2  # two failures open the circuit; the third request skips it
+    first = fallbacks[0]
+    assert "BackendError" in first and str(path) in first and "changed on disk" in first
+    assert "file is truncated" in first and "renaming it over the old one" in first
+    assert "use_mmap=false" in first
+    assert "STATE open" in out
+
+
+def test_a_model_file_overwritten_with_garbage_fails_instead_of_answering(tiny_runtime: TinyRuntime) -> None:
+    """Same size, same inode, garbage bytes: used to give empty answers reported as success."""
+    path = tiny_runtime.path(FAST)
+    with tiny_runtime.runner("fast-only", "runtime.failure_threshold=1") as runner:
+        assert runner.run("Hi").completion_tokens == 8
+        size = path.stat().st_size
+        with path.open("r+b") as handle:
+            handle.write(b"\x00garbage" * (size // 8))
+        assert path.stat().st_size == size
+        with pytest.raises(NoModelAnsweredError) as info:
+            runner.run("Hi")
+        message = str(info.value)
+        assert f"{FAST}: BackendError: Model '{FAST}': its file {path} changed on disk" in message
+        assert "not a GGUF file" in message
+        assert runner.status()[FAST]["state"] == "open"
+        assert not runner.pool.backend(FAST).loaded  # closed, not left serving garbage
+
+
+def test_a_model_file_replaced_by_rename_is_reloaded(tiny_runtime: TinyRuntime, tmp_path: Path) -> None:
+    """The safe way to update a model: write the new file beside it and rename it over."""
+    path = tiny_runtime.path(FAST)
+    with tiny_runtime.runner("fast-only", "runtime.prompt_template='{prompt}'") as runner:
+        random_answer = runner.run("Hello").text
+        assert set(random_answer) != {"o"}
+        new = write_tiny_model(path.with_name("incoming.gguf"), echo=True)
+        os.replace(new, path)
+        result = runner.run("Hello")
+        assert result.text == echo_completion("Hello", 8)  # the new weights answer
+        assert result.fallbacks == []
+        assert runner.status()[FAST]["state"] == "closed"
+        runner._probe(FAST)  # healthy: unchanged since the reload
+
+
+def test_health_probe_notices_a_changed_model_file(tiny_runtime: TinyRuntime) -> None:
+    path = tiny_runtime.path(FAST)
+    with tiny_runtime.runner("fast-only") as runner:
+        runner.run("Hi")
+        assert runner.health.probe_all() == {FAST: True}
+        good = path.read_bytes()
+        with path.open("r+b") as handle:
+            handle.truncate(len(good) // 2)
+        assert runner.health.probe_all() == {FAST: False}
+        error = runner.status()[FAST]["last_probe"]["error"]
+        assert str(path) in error and "changed on disk" in error and "file is truncated" in error
+        # replaced by rename with a valid file: healthy again, reloaded on the next request
+        incoming = path.with_name("incoming.gguf")
+        incoming.write_bytes(good)
+        os.replace(incoming, path)
+        assert runner.health.probe_all() == {FAST: True}
+        assert runner.run("Hi").completion_tokens == 8
+
+
+def test_use_mmap_reaches_each_model_spec(tiny_runtime: TinyRuntime) -> None:
+    with tiny_runtime.runner(
+        "development", "runtime.use_mmap=false", f"+runtime.models.{REASONER}.use_mmap=true"
+    ) as runner:
+        assert (runner.specs[FAST].use_mmap, runner.specs[REASONER].use_mmap) == (False, True)
+        assert runner.run("Hi").completion_tokens == 8
+    with tiny_runtime.runner("fast-only") as runner:
+        assert runner.specs[FAST].use_mmap is True
