@@ -22,7 +22,7 @@ from magi.models.tiers import check_tier_matching, profile_tier_models
 from magi.profiles import ProfileManager
 from magi.runtime.backend import GenerationSettings, ModelSpec, RemoteSettings
 from magi.runtime.pool import ModelPool, default_backend_factory
-from magi.runtime.remote import RemoteBackend, RemoteConnectionError, RemoteTimeout
+from magi.runtime.remote import RemoteBackend, RemoteConnectionError, RemoteTimeout, estimate_tokens
 from magi.runtime.resolve import available_model_ids, remote_spec, resolve_models
 from magi.testing.servers import HangingServer, free_port
 
@@ -194,25 +194,38 @@ def test_pool_makes_remote_backends_and_never_evicts_them(tiny_model: Path) -> N
 
 
 def test_pool_admits_max_concurrency_leases_of_a_remote_model() -> None:
+    """Two of four threads hold a lease until released; the others (and a third lease
+    from the test) must wait. Events, not sleeps: no thread scheduling can fake it."""
     pool = ModelPool()
     pool.register(_remote("r", max_concurrency=2))
     inside, peak, lock = [0], [0], threading.Lock()
+    two_inside, release = threading.Event(), threading.Event()
 
     def use() -> None:
         with pool.lease("r"):
             with lock:
                 inside[0] += 1
                 peak[0] = max(peak[0], inside[0])
-            time.sleep(0.1)
+                if inside[0] == 2:
+                    two_inside.set()
+            release.wait(30)
             with lock:
                 inside[0] -= 1
 
     threads = [threading.Thread(target=use) for _ in range(4)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout=5)
-    assert peak[0] == 2
+    try:
+        assert two_inside.wait(30)
+        with pytest.raises(TimeoutError), pool.lease("r", timeout=0.2):  # both slots are taken
+            pass
+        with lock:
+            assert inside[0] == 2
+    finally:
+        release.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert peak[0] == 2 and inside[0] == 0
     with pytest.raises(TimeoutError), pool.lease("r"), pool.lease("r"), pool.lease("r", timeout=0.05):
         pass
     pool.close()
@@ -229,7 +242,9 @@ def test_refused_connection_names_endpoint_and_model() -> None:
     assert "refused" in message.lower() and "endpoints.lan_fast_a.url" in message
     with pytest.raises(RemoteConnectionError):
         backend.probe()
-    assert backend.count_tokens("four") == 1  # counting falls back to an estimate, never fails
+    # counting falls back to the estimate (1 per 4 characters) and never fails
+    assert backend.count_tokens("x" * 41) == estimate_tokens("x" * 41) == 11
+    assert backend.count_tokens("") == 0
     backend.close()
 
 
@@ -239,13 +254,13 @@ def test_hung_server_hits_the_timeouts() -> None:
         start = time.monotonic()
         with pytest.raises(RemoteTimeout) as info:
             backend.probe()
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 4  # probe_timeout (0.3 s), not read_timeout (5 s)
         assert "Model 'stuck' at http://127.0.0.1:" in str(info.value)
 
         start = time.monotonic()  # the generation's own timeout beats the longer read_timeout
         with pytest.raises(RemoteTimeout) as info:
             list(backend.stream("Hi", GenerationSettings(max_tokens=4, timeout_s=0.4)))
-        assert 0.3 < time.monotonic() - start < 2
+        assert 0.3 < time.monotonic() - start < 4  # the 0.4 s generation timeout, not read_timeout
         assert info.value.status_code == 504
         backend.close()
 
