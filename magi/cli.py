@@ -648,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer prompts with a profile and show how each was routed",
         description="Answer each prompt with the profile's models (streamed, stages marked), then "
         "print the routing table. Prompts are taken as typed: commas, quotes and parentheses need "
-        "no Hydra quoting.",
+        "no Hydra quoting. A prompt that is not valid UTF-8 is refused (exit 2), naming the byte.",
     )
     ask.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to answer")
     _add_config_options(ask, "-o runtime.max_tokens=64")
@@ -703,9 +703,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def undecodable_argument(argv: Sequence[str]) -> str | None:
+    """Why an argument cannot be used as text, or None when all can.
+
+    Python decodes argv with ``surrogateescape``: a byte that is not valid in the
+    locale's encoding (``$'caf\\xe9'`` in a UTF-8 terminal) becomes a lone surrogate,
+    which no model can be given. MAGI refuses such an argument rather than guess its
+    encoding (latin-1? cp1252?): the message names the argument, the byte and where it is.
+    """
+    encoding = sys.getfilesystemencoding().upper().replace("UTF8", "UTF-8")
+    for n, arg in enumerate(argv, 1):
+        for position, char in enumerate(arg):
+            code = ord(char)
+            if 0xDC80 <= code <= 0xDCFF:
+                return (
+                    f"argument {n} is not valid {encoding} (byte 0x{code - 0xDC00:02X} at position "
+                    f"{position}); pass {encoding} text, e.g. convert it with `iconv -f latin1 -t utf-8`"
+                )
+            if 0xD800 <= code <= 0xDFFF:
+                return f"argument {n} is not valid text (lone surrogate U+{code:04X} at position {position})"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 user error)."""
+    """Run the CLI; returns the exit code (0 ok, 2 user error).
+
+    Arguments that are not valid text in the locale's encoding (normally UTF-8) are
+    refused with exit 2 before anything runs (:func:`undecodable_argument`).
+    """
     parser = build_parser()
+    problem = undecodable_argument(sys.argv[1:] if argv is None else argv)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from magi.runtime.runner import NoModelAnsweredError
+from magi.runtime.backend import PromptTooLongError
+from magi.runtime.runner import InvalidPromptError, NoModelAnsweredError
 from magi.testing import echo_completion, write_tiny_model
-from magi.testing.runtime import FAST, REASONER, TinyRuntime
+from magi.testing.runtime import FAST, REASONER, TinyRuntime, tagged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,3 +201,55 @@ def test_use_mmap_reaches_each_model_spec(tiny_runtime: TinyRuntime) -> None:
         assert runner.run("Hi").completion_tokens == 8
     with tiny_runtime.runner("fast-only") as runner:
         assert runner.specs[FAST].use_mmap is True
+
+
+# -- item 3: input that can never succeed is the request's fault, not the model's -----------
+BAD_TEXT = "caf\udce9"  # what Python makes of the bytes b"caf\xe9" in a UTF-8 argv
+
+
+def test_a_prompt_that_is_not_valid_unicode_is_a_422_and_never_opens_a_circuit(
+    tiny_runtime: TinyRuntime,
+) -> None:
+    with tiny_runtime.runner("development", "runtime.failure_threshold=1") as runner:
+        for call in (runner.run, runner.route, lambda p: list(runner.stream(p))):
+            with pytest.raises(InvalidPromptError) as info:
+                call(BAD_TEXT)
+            assert info.value.status_code == 422
+            message = str(info.value)
+            assert "position 3" in message and "U+DCE9" in message and "byte 0xE9" in message
+        with pytest.raises(InvalidPromptError, match="Prompt 2 of 3 is not valid Unicode text"):
+            runner.run_many(["Hi", BAD_TEXT, "Hello"], progress=False)
+        assert runner.pool.stats.loads == 0  # refused before any model was asked
+        assert {m: s["state"] for m, s in runner.status().items()} == {FAST: "closed", REASONER: "closed"}
+        assert runner.run("Hi").model_id == FAST
+
+
+def test_prompts_over_every_models_context_never_count_against_a_circuit(tiny_runtime: TinyRuntime) -> None:
+    long_prompt = "word " * 80  # about 400 tokens: over n_ctx=256 of both models
+    with tiny_runtime.runner("development", "scorer=tagged", "runtime.failure_threshold=1") as runner:
+        for score in (1.0, 9.0, 1.0, 9.0, 1.0):  # one stage, and two-stage (draft and refine)
+            with pytest.raises(PromptTooLongError) as info:
+                runner.run(tagged(long_prompt, score))
+            assert info.value.status_code == 422
+        status = runner.status()
+        assert {m: (s["state"], s["consecutive_failures"]) for m, s in status.items()} == {
+            FAST: ("closed", 0),
+            REASONER: ("closed", 0),
+        }
+        assert runner.run("Hi").model_id == FAST
+
+
+def _magi(*args: bytes) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LC_ALL": "C.UTF-8", "PYTHONUTF8": "1"}
+    return subprocess.run(
+        [sys.executable.encode(), b"-m", b"magi.cli", *args], capture_output=True, timeout=120, env=env
+    )
+
+
+@pytest.mark.parametrize("command", [b"ask", b"route"])
+def test_cli_refuses_an_argument_that_is_not_utf8(command: bytes) -> None:
+    done = _magi(command, b"fine", b"caf\xe9")
+    assert done.returncode == 2
+    err = done.stderr.decode("utf-8", errors="replace")
+    assert "error: argument 3 is not valid UTF-8 (byte 0xE9 at position 3)" in err
+    assert "Traceback" not in err

@@ -85,6 +85,45 @@ class NoModelAnsweredError(MAGIException):
         super().__init__("\n".join(lines), details={**cause.details, "errors": dict(errors)})
 
 
+class InvalidPromptError(MAGIException):
+    """A prompt no model could ever process (not text, or not encodable as UTF-8): the
+    request's fault (422), refused before any model is asked, so it never counts
+    against a model's circuit breaker."""
+
+    status_code = 422
+
+
+def check_prompt(prompt: object, *, what: str = "The prompt") -> str:
+    """Return ``prompt`` if a model can be given it; else raise :class:`InvalidPromptError`.
+
+    A lone surrogate (``"caf\\udce9"``, what Python makes of the non-UTF-8 bytes
+    ``b"caf\\xe9"`` in argv or a file read with ``surrogateescape``) cannot be encoded
+    for the tokenizer: every model would fail on it.
+
+    Example:
+        >>> check_prompt("café")
+        'café'
+    """
+    if not isinstance(prompt, str):
+        raise InvalidPromptError(f"{what} must be text (str), not {type(prompt).__name__}.")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = ord(prompt[exc.start])
+        origin = (
+            f", which stands for the byte 0x{char - 0xDC00:02X} of input that was not valid UTF-8"
+            if 0xDC80 <= char <= 0xDCFF
+            else ""
+        )
+        raise InvalidPromptError(
+            f"{what} is not valid Unicode text: the character at position {exc.start} is a lone "
+            f"surrogate (U+{char:04X}{origin}). Send UTF-8 text, e.g. convert the input with "
+            "`iconv -f latin1 -t utf-8`.",
+            details={"position": exc.start, "codepoint": f"U+{char:04X}"},
+        ) from None
+    return prompt
+
+
 _TEMPLATE_FIELD = re.compile(r"\{(prompt|draft)\}")
 
 
@@ -152,8 +191,12 @@ class Runner:
 
     # -- public API --------------------------------------------------------------------
     def route(self, prompt: str) -> RouteDecision:
-        """Score and route without running any model."""
-        return self.router.decide(prompt)
+        """Score and route without running any model.
+
+        Raises:
+            InvalidPromptError: the prompt is not valid text (422).
+        """
+        return self.router.decide(check_prompt(prompt))
 
     def run(self, prompt: str) -> RunResult:
         """Answer one prompt; the result carries the routing trace.
@@ -163,6 +206,9 @@ class Runner:
                 circuit (503; the message names each model's state and error).
             PromptTooLongError: the prompt fits the context of none of those models
                 (422; shorten it or raise ``runtime.n_ctx``).
+            InvalidPromptError: the prompt is not valid text (422; no model is asked).
+
+        Neither 422 counts against a model's circuit breaker.
         """
         result: RunResult | None = None
         for event in self.stream(prompt):
@@ -172,8 +218,14 @@ class Runner:
         return result
 
     def run_many(self, prompts: Iterable[str], *, progress: bool = True) -> list[RunResult]:
-        """Answer prompts in order, with a progress bar (tqdm; notebook-aware)."""
+        """Answer prompts in order, with a progress bar (tqdm; notebook-aware).
+
+        Every prompt is checked before the first one runs, so a malformed fifth prompt
+        fails the call at once rather than after four answers.
+        """
         items = list(prompts)
+        for n, prompt in enumerate(items, 1):
+            check_prompt(prompt, what=f"Prompt {n} of {len(items)}")
         if not progress:
             return [self.run(p) for p in items]
         from tqdm.auto import tqdm
@@ -194,6 +246,7 @@ class Runner:
         (the refine tier answers the prompt alone; the trace records the failures).
         """
         self._check_open()
+        check_prompt(prompt)
         start = time.perf_counter()
         decision = self.router.decide(prompt)
         trace = _Trace()
