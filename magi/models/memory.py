@@ -11,10 +11,11 @@ available before a model is loaded. It has three parts:
   n_embd / n_head`` that is the textbook ``2 * n_layer * n_ctx * n_embd_kv * 2``;
 * **overhead**: compute buffers and bookkeeping, ``8 MiB + 10 %`` of the weights.
 
-Measured with llama-cpp-python 0.3.36 (resident memory after loading and one
-short completion, ``n_ctx=2048``): Gemma 3 270M Q4_K_M 330 MB against an estimate
-of 309 MB (the extra is the 262k-token vocabulary's logits buffer); the tiny test
-model 5-8 MB against 9 MB.
+Measured with llama-cpp-python 0.3.36 (growth of resident memory over loading and
+one short completion): Gemma 3 270M Q4_K_M 340 MiB at ``n_ctx=2048`` and 448 MiB at
+8192, against estimates of 310 and 418 MiB (the extra is the 262k-token vocabulary's
+logits and compute buffers); the tiny test model 5-8 MB against 9 MB. A slow test
+keeps the estimate within 20 % of the measurement (docs/MODELS.md).
 
 Example:
     >>> est = estimate_memory(file_size=2_500_000_000, n_ctx=4096, n_layer=36, n_embd=2560,
