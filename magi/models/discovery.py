@@ -140,7 +140,8 @@ def check_folders(dirs: Iterable[Path]) -> None:
 
 
 def find_model_files(dirs: Iterable[Path]) -> tuple[list[ModelFiles], list[SkippedFile]]:
-    """Every model in ``dirs`` (recursively), plus incomplete split sets as skipped files.
+    """Every model in ``dirs`` (recursively), plus incomplete split sets and folders
+    that cannot be listed as skipped entries.
 
     Hidden files and folders (names starting with ``.``) are ignored: they are
     temporary files of interrupted writes. A file reachable from two folders is
