@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from magi.errors import ConfigError
 from magi.runtime.backend import PromptTooLongError
 from magi.runtime.runner import InvalidPromptError, NoModelAnsweredError
 from magi.testing import echo_completion, write_tiny_model
-from magi.testing.runtime import FAST, REASONER, TinyRuntime, tagged
+from magi.testing.runtime import FAST, REASONER, FaultInjector, TinyRuntime, tagged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,3 +254,68 @@ def test_cli_refuses_an_argument_that_is_not_utf8(command: bytes) -> None:
     err = done.stderr.decode("utf-8", errors="replace")
     assert "error: argument 3 is not valid UTF-8 (byte 0xE9 at position 3)" in err
     assert "Traceback" not in err
+
+
+# -- item 8: a refine prompt that overflows the context ------------------------------------------
+def _refine_runner(env: TinyRuntime, recorder: FaultInjector, *overrides: str):
+    return env.runner(
+        "development",
+        "scorer=tagged",
+        "profile.two_stage.stage1_max_tokens=200",  # more than n_ctx=256 leaves after the prompt
+        *overrides,
+        backend_factory=recorder,
+    )
+
+
+def test_a_refine_prompt_over_the_context_gets_a_shortened_draft(echo_runtime: TinyRuntime) -> None:
+    """A 108-token prompt fits n_ctx=256 alone, but prompt + draft + template did not:
+    the request failed with 422. Now the draft budget stops at what the context leaves,
+    and the refine prompt holds as much of the draft as fits, beside room for the answer."""
+    prompt = tagged("word " * 20, 9.0)  # 108 tokens with the completion template
+    recorder = FaultInjector()
+    with _refine_runner(echo_runtime, recorder) as runner:
+        result = runner.run(prompt)
+        fast, reasoner = runner.pool.backend(FAST), runner.pool.backend(REASONER)
+        draft_prompt_tokens = fast.count_prompt_tokens(prompt, recorder.settings[FAST][0])
+        sent = recorder.prompts[REASONER][0]
+        sent_tokens = reasoner.count_prompt_tokens(sent, recorder.settings[REASONER][0])
+        templated = reasoner.inner.format_prompt(sent, recorder.settings[REASONER][0])  # "Q: ...\nA:"
+    draft, refine = result.stages
+    assert (draft.model_id, refine.model_id) == (FAST, REASONER)
+    assert draft_prompt_tokens > 100
+    # the draft's budget is what the context leaves after its prompt, not 200
+    assert recorder.settings[FAST][0].max_tokens == 256 - draft_prompt_tokens == draft.completion_tokens
+    assert draft.note == (
+        f"token budget cut from 200 to {256 - draft_prompt_tokens}: what n_ctx=256 leaves "
+        f"after the {draft_prompt_tokens}-token prompt"
+    )
+    # the refine prompt: the prompt and the draft's beginning, leaving the answer's 8 tokens
+    assert result.draft is not None and len(result.draft) == draft.completion_tokens
+    kept = sent.split("Here is a draft answer:\n", 1)[1].split("\n\nImprove the draft", 1)[0]
+    assert 0 < len(kept) < len(result.draft) and result.draft.startswith(kept)
+    assert sent.startswith(prompt)
+    assert sent_tokens == refine.prompt_tokens <= 256 - 8
+    assert refine.note is not None and refine.note.startswith("draft cut from ")
+    assert refine.note.endswith("tokens to fit n_ctx=256 with room for the answer")
+    assert refine.completion_tokens == 8 and result.text == echo_completion(templated, 8)
+    assert f"note: {refine.note}" in result.explain() and f"note: {draft.note}" in result.explain()
+    assert result.to_dict()["stages"][1]["note"] == refine.note
+
+
+def test_a_refine_template_over_the_context_answers_in_one_stage(echo_runtime: TinyRuntime) -> None:
+    prompt = tagged("word " * 36, 9.0)  # fits alone; with the refine template it cannot
+    recorder = FaultInjector()
+    with _refine_runner(echo_runtime, recorder) as runner:
+        result = runner.run(prompt)
+    draft, refine = result.stages
+    assert recorder.prompts[REASONER] == [prompt]  # the prompt itself, no draft
+    assert refine.note is not None and refine.note.startswith("answered the prompt alone")
+    assert "n_ctx=256" in refine.note
+    assert result.text == ":" * 8  # the echo model repeats the end of "Q: <prompt>\nA:"
+    assert draft.completion_tokens > 0 and result.fallbacks == []
+
+
+def test_a_draft_budget_above_any_context_is_refused(echo_runtime: TinyRuntime) -> None:
+    with pytest.raises(ConfigError) as info:
+        echo_runtime.compose("development", "profile.two_stage.stage1_max_tokens=100000000000000000000")
+    assert "stage1_max_tokens" in str(info.value) and "131072" in str(info.value)

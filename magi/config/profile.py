@@ -30,6 +30,10 @@ from magi.config.base import ConsistencyError, MagiModel, refuse_string_number
 Strategy = Literal["round_robin", "least_loaded", "random"]
 STRATEGIES: tuple[str, ...] = ("round_robin", "least_loaded", "random")
 
+#: Upper bound of ``two_stage.stage1_max_tokens``: a draft is short, and no context a
+#: model runs with here holds more (the runner also caps it at the context left).
+MAX_DRAFT_TOKENS = 131_072
+
 DEFAULT_REFINE_TEMPLATE = (
     "{prompt}\n\nHere is a draft answer:\n{draft}\n\n"
     "Improve the draft: correct mistakes, fill gaps and give the final answer.\n"
@@ -72,7 +76,13 @@ class TwoStageConfig(MagiModel):
     stage1_tier: str = Field(default="fast", description="Tier whose model writes the draft.")
     stage2_tier: str = Field(default="powerful", description="Tier whose model refines the draft.")
     stage1_max_tokens: int = Field(
-        default=500, gt=0, description="Token budget of the draft (prevents stage-1 runaway)."
+        default=500,
+        gt=0,
+        le=MAX_DRAFT_TOKENS,
+        description=(
+            "Token budget of the draft (prevents stage-1 runaway); at run time also capped at "
+            "what the draft model's context leaves after the prompt."
+        ),
     )
     refine_template: str = Field(
         default=DEFAULT_REFINE_TEMPLATE,

@@ -101,6 +101,12 @@ class ModelSpec:
         return self.remote.max_concurrency if self.remote is not None else 1
 
     @property
+    def known_n_ctx(self) -> int | None:
+        """The context the model runs with, when MAGI knows it: a local model's ``n_ctx``;
+        a remote model's only if its endpoint declares ``n_ctx`` (else the server's own)."""
+        return self.n_ctx if self.remote is None else self.remote.n_ctx
+
+    @property
     def location(self) -> str:
         """Where the model runs, for messages: the server URL or the file path."""
         return self.url or str(self.path)

@@ -7,7 +7,9 @@ through the same path, so balancing, circuit breakers and failover treat local a
 remote models alike). With two-stage on, prompts routed to
 ``stage2_tier`` are drafted by ``stage1_tier`` (at most ``stage1_max_tokens``) and
 refined by ``stage2_tier`` through ``refine_template``; prompts routed elsewhere get
-one stage. A failing model is retried on the tier's next healthy model, then on
+one stage. Both stages fit each model's context: the draft budget stops at what the
+context leaves after the prompt, and a refine prompt that would overflow gets a
+shortened draft, or the prompt alone (the trace's ``note`` says which). A failing model is retried on the tier's next healthy model, then on
 the fallback tiers; each failure counts against the model's circuit breaker.
 
 Example:
@@ -24,7 +26,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -33,7 +35,7 @@ from magi.errors import MAGIException
 from magi.routing.health import Clock, HealthMonitor
 from magi.routing.router import RouteDecision, Router, Stage
 from magi.routing.scorer import get_scorer
-from magi.runtime.backend import GenerationSettings, GenerationTimeout, ModelSpec, PromptTooLongError
+from magi.runtime.backend import Backend, GenerationSettings, GenerationTimeout, ModelSpec, PromptTooLongError
 from magi.runtime.pool import ModelPool
 from magi.runtime.trace import Fallback, RunResult, StageName, StageTrace
 
@@ -131,6 +133,58 @@ def fill_refine_template(template: str, prompt: str, draft: str) -> str:
     """Fill ``{prompt}`` and ``{draft}`` in one pass (braces in either stay as they are)."""
     values = {"prompt": prompt, "draft": draft}
     return _TEMPLATE_FIELD.sub(lambda m: values[m.group(1)], template)
+
+
+def answer_room(max_tokens: int | None, n_ctx: int) -> int:
+    """Tokens of the context a refine prompt leaves free for the answer: the answer's
+    budget, but at most a quarter of the context (at least one token)."""
+    wanted = n_ctx if max_tokens is None else max_tokens
+    return max(1, min(wanted, n_ctx // 4))
+
+
+def fit_refine_prompt(
+    template: str,
+    prompt: str,
+    draft: str,
+    count: Callable[[str], int],
+    *,
+    n_ctx: int,
+    max_tokens: int | None,
+) -> tuple[str, str | None]:
+    """The refine prompt for a model with context ``n_ctx``, and a note if it was changed.
+
+    The prompt plus template plus draft must leave :func:`answer_room` free. If the
+    whole draft does not fit, it is cut to its longest beginning that does (a binary
+    search over ``count``, the model's token counter); if not even the template with
+    no draft fits, the refine answers ``prompt`` alone, one stage.
+
+    Example:
+        >>> sent, note = fit_refine_prompt("{prompt} / {draft}", "Q", "x" * 50, len, n_ctx=40, max_tokens=8)
+        >>> len(sent), note
+        (32, 'draft cut from 50 to 28 tokens to fit n_ctx=40 with room for the answer')
+    """
+    limit = n_ctx - answer_room(max_tokens, n_ctx)
+    full = count(fill_refine_template(template, prompt, draft))
+    if full <= limit:
+        return fill_refine_template(template, prompt, draft), None
+    bare = count(fill_refine_template(template, prompt, ""))
+    lo, hi = 0, len(draft)  # the longest draft[:lo] that fits
+    while lo < hi and bare <= limit:
+        mid = (lo + hi + 1) // 2
+        if count(fill_refine_template(template, prompt, draft[:mid])) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0:
+        return prompt, (
+            f"answered the prompt alone: the refine prompt has {full} tokens with the draft and "
+            f"{bare} without, over the {limit} that n_ctx={n_ctx} leaves beside the answer"
+        )
+    fitted = fill_refine_template(template, prompt, draft[:lo])
+    return fitted, (
+        f"draft cut from {full - bare} to {count(fitted) - bare} tokens to fit n_ctx={n_ctx} "
+        "with room for the answer"
+    )
 
 
 class Runner:
@@ -258,11 +312,8 @@ class Runner:
             except (NoModelAnsweredError, PromptTooLongError) as exc:
                 # The draft only speeds things up: without one, the final tier answers alone.
                 logger.warning("No draft (%s); the %s tier answers alone", exc, refine_stage.tier)
-            if draft is not None:
-                refine_prompt = fill_refine_template(self.profile.two_stage.refine_template, prompt, draft)
-                text = yield from self._run_stage(refine_stage, refine_prompt, trace)
-            else:
-                text = yield from self._run_stage(refine_stage, prompt, trace)
+            # with a draft, each refine model gets the refine prompt fitted to its context
+            text = yield from self._run_stage(refine_stage, prompt, trace, draft=draft)
         else:
             text = yield from self._run_stage(decision.stages[0], prompt, trace)
         total = time.perf_counter() - start
@@ -338,14 +389,66 @@ class Runner:
     def _probe(self, model_id: str) -> None:
         self.pool.backend(model_id).probe()
 
+    def _fit_to_context(
+        self,
+        backend: Backend,
+        prompt: str,
+        settings: GenerationSettings,
+        *,
+        draft: str | None,
+        budget: int | None,
+    ) -> tuple[str, GenerationSettings, str | None]:
+        """What ``backend`` is sent for one stage: ``(prompt, settings, note)``.
+
+        * A refine (``draft`` given) gets :func:`fit_refine_prompt`'s prompt: the draft
+          cut to what the model's context holds, or the prompt alone.
+        * A stage with its own token ``budget`` (the draft) gets at most what the
+          context leaves after the prompt.
+
+        ``note`` says what was changed, for the trace. Models whose context is unknown
+        (a remote endpoint without ``n_ctx``) get the plan unchanged.
+        """
+        n_ctx = backend.spec.known_n_ctx
+        if draft is not None:
+            template = self.profile.two_stage.refine_template
+            if n_ctx is None:
+                return fill_refine_template(template, prompt, draft), settings, None
+            sent, note = fit_refine_prompt(
+                template,
+                prompt,
+                draft,
+                lambda text: backend.count_prompt_tokens(text, settings),
+                n_ctx=n_ctx,
+                max_tokens=settings.max_tokens,
+            )
+            return sent, settings, note
+        if budget is not None and n_ctx is not None:
+            prompt_tokens = backend.count_prompt_tokens(prompt, settings)
+            left = n_ctx - prompt_tokens
+            if 0 < left < budget:  # left <= 0: the backend refuses the prompt as too long
+                note = (
+                    f"token budget cut from {budget} to {left}: what n_ctx={n_ctx} leaves "
+                    f"after the {prompt_tokens}-token prompt"
+                )
+                return prompt, replace(settings, max_tokens=left), note
+        return prompt, settings, None
+
     def _run_stage(
-        self, stage: Stage, prompt: str, trace: _Trace, *, fallback: bool = True
+        self,
+        stage: Stage,
+        prompt: str,
+        trace: _Trace,
+        *,
+        fallback: bool = True,
+        draft: str | None = None,
     ) -> Iterator[StreamEvent]:
         """Run one stage with failover; yields events and returns the stage's text.
 
         Models are tried in the router's order (the balancer's pick, the tier's other
         healthy models, then the fallback tiers'). Each failure counts against the
         model's circuit breaker; a prompt too long for a model's context does not.
+        With ``draft`` this is a refine: each model gets the refine template filled
+        with ``prompt`` and as much of the draft as its context holds.
         """
         role: StageName = stage.role  # type: ignore[assignment]
         tried: set[str] = set()
@@ -364,8 +467,11 @@ class Runner:
                 asked = time.perf_counter()
                 with self.health.track(model_id), self.pool.lease(model_id) as backend:
                     started = time.perf_counter()  # after the wait for the model's lock and load
+                    sent, settings, note = self._fit_to_context(
+                        backend, prompt, settings, draft=draft, budget=stage.max_tokens
+                    )
                     first: float | None = None
-                    for piece in backend.stream(prompt, settings):
+                    for piece in backend.stream(sent, settings):
                         now = time.perf_counter()
                         if first is None:
                             first = now
@@ -382,7 +488,7 @@ class Runner:
                                 "runtime.n_threads=1 or raise runtime.timeout_factor)"
                             )
                     ended = time.perf_counter()
-                    prompt_tokens = backend.count_prompt_tokens(prompt, settings)
+                    prompt_tokens = backend.count_prompt_tokens(sent, settings)
             except PromptTooLongError as exc:
                 self.health.cancel(model_id)
                 too_long[model_id] = str(exc)
@@ -419,6 +525,7 @@ class Runner:
                     else "stop",
                     endpoint=self.specs[model_id].url,
                     wait_s=started - asked,
+                    note=note,
                 )
             )
             return "".join(pieces)

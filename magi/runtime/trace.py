@@ -37,6 +37,10 @@ class StageTrace:
     wait_s: float = 0.0
     """Time before generation started: waiting for the model's lock and, on first use,
     loading it. Not part of ``ttft_s``/``total_s``, which time the generation itself."""
+    note: str | None = None
+    """How the request was changed to fit the model's context: a draft budget cut to what
+    the context leaves, a draft shortened in the refine prompt, or the prompt answered
+    without the draft. None when the stage ran as planned."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -117,6 +121,8 @@ class RunResult:
                 f"{s.completion_tokens} tokens, first token {s.ttft_s * 1000:.0f} ms, "
                 f"{s.total_s:.2f} s, {s.tokens_per_s:.1f} tok/s"
             )
+            if s.note:
+                lines.append(f"         note: {s.note}")
         for f in self.fallbacks:
             lines.append(f"  failed {f.stage} {f.tier} {f.model_id}: {f.error}")
         waited = (
