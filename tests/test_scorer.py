@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import time
 from pathlib import Path
@@ -199,18 +200,28 @@ def test_a_factory_function_can_be_registered() -> None:
 
 
 # -- speed -----------------------------------------------------------------------------------
-def test_scoring_a_2000_character_prompt_is_well_under_a_millisecond(scorer: Scorer) -> None:
-    # A loose guard against accidental slowdowns; the real figures come from
-    # scripts/bench_router.py (docs/PERFORMANCE.md).
+def test_scoring_a_2000_character_prompt_costs_a_few_tokenisations(scorer: Scorer) -> None:
+    # A load-independent guard against accidental slowdowns (quadratic loops, regexes that
+    # backtrack): the scorer's median time over a plain regex tokenisation of the same
+    # text, both measured interleaved in this run (about 2.5x here). The absolute figures
+    # come from scripts/bench_router.py (docs/PERFORMANCE.md).
     prompt = (DATA / "labelled.jsonl").read_text(encoding="utf-8")[:2000]
+
+    def reference() -> None:
+        re.findall(r"\w+", prompt.lower())
+
     for _ in range(50):
         scorer.score(prompt)
-    samples = []
+        reference()
+    scoring, baseline = [], []
     for _ in range(300):
         start = time.perf_counter()
         scorer.score(prompt)
-        samples.append(time.perf_counter() - start)
-    assert statistics.median(samples) < 0.5e-3
+        middle = time.perf_counter()
+        reference()
+        scoring.append(middle - start)
+        baseline.append(time.perf_counter() - middle)
+    assert statistics.median(scoring) / statistics.median(baseline) < 10
 
 
 # -- metrics ------------------------------------------------------------------------------------
