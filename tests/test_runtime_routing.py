@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from magi.testing import echo_completion
-from magi.testing.runtime import CODER, FAST, REASONER, TinyRuntime, tagged
+from magi.testing.runtime import CODER, FAST, REASONER, FaultInjector, TinyRuntime, tagged
 
 JUST_ABOVE_5 = math.nextafter(5.0, math.inf)
 
@@ -127,3 +127,35 @@ def test_echo_answer_with_a_bare_prompt_template(echo_runtime: TinyRuntime) -> N
     assert result is not None
     assert result.text == echo_completion("Hello", 5) == "ooooo"
     assert "".join(e.text for e in events if e.kind == "token") == "ooooo"
+
+
+# -- failover across tiers -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("score", "failing", "expected"),
+    [
+        # small fails over to medium, then to large (more powerful tiers first, nearest first)
+        (1.0, [FAST, REASONER], [("small", FAST), ("medium", REASONER), ("large", CODER)]),
+        # medium: large first, then back down to small
+        (4.0, [REASONER, CODER], [("medium", REASONER), ("large", CODER), ("small", FAST)]),
+        # large, the last tier: down to medium, then small
+        (9.0, [CODER, REASONER], [("large", CODER), ("medium", REASONER), ("small", FAST)]),
+    ],
+)
+def test_failover_crosses_three_tiers_in_order(
+    tiny_runtime: TinyRuntime, score: float, failing: list[str], expected: list[tuple[str, str]]
+) -> None:
+    faults = FaultInjector()
+    for model_id in failing:
+        faults.fail(model_id, message=f"{model_id} is down")
+    tiny_runtime.write_profile("three-tiers", THREE_TIERS)
+    with tiny_runtime.runner("three-tiers", "scorer=tagged", backend_factory=faults) as runner:
+        result = runner.run(tagged("Who answers?", score))
+        status = runner.status()
+    *failed, (answer_tier, answer_model) = expected
+    assert (result.routed_tier, result.tier, result.model_id) == (expected[0][0], answer_tier, answer_model)
+    assert [(f.tier, f.model_id) for f in result.fallbacks] == failed
+    assert all(f"{f.model_id} is down" in f.error for f in result.fallbacks)
+    assert [(s.stage, s.tier, s.model_id) for s in result.stages] == [("answer", answer_tier, answer_model)]
+    assert result.completion_tokens == 8
+    assert faults.calls == Counter({model_id: 1 for _, model_id in expected})
+    assert {m: status[m]["consecutive_failures"] for m in failing} == {m: 1 for m in failing}
