@@ -269,3 +269,93 @@ def test_plot_labels_are_short_but_distinct() -> None:
     ]
     both = ["a.t.0.max_score=2 a.t.1.max_score=5", "a.t.0.max_score=3 a.t.1.max_score=5"]
     assert short_labels(both) == ["0.max_score=2 1.max_score=5", "0.max_score=3 1.max_score=5"]
+
+
+# -- failures that don't hide -------------------------------------------------------------
+def _partial_metrics() -> dict:
+    """A bench where 1 of 4 prompts failed (the figures run_bench writes for it)."""
+    data = _fake_metrics("Demo", 0.4, 0.25, {"m": 1})
+    cause = "GenerationTimeout: Model 'm' produced nothing in 6.0 s"
+    data.update(
+        {
+            "status": "partial",
+            "answered": 3,
+            "failed": 1,
+            "error_share": 0.25,
+            "errors": {
+                "count": 1,
+                "share": 0.25,
+                "first": [f"arith: m: {cause}"],
+                "by_type": {"NoModelAnsweredError": 1},
+                "prompts": [
+                    {
+                        "id": "arith",
+                        "prompt": "What is 12 times 12?",
+                        "routed_tier": "fast",
+                        "error_type": "NoModelAnsweredError",
+                        "status_code": 503,
+                        "error": "No model could answer the answer stage (1 failed)",
+                        "causes": {"m": cause},
+                    }
+                ],
+            },
+        }
+    )
+    return data
+
+
+def test_callback_ends_a_sweep_with_failed_prompts_non_zero(tmp_path: Path, capsys) -> None:
+    from omegaconf import OmegaConf
+
+    from magi.sweeps.callback import SweepSummaryCallback
+
+    partial = _partial_metrics()
+    _job(tmp_path / "0", partial["overrides"], partial)
+    ok = _fake_metrics("Single", 0.2, 0.0, {})
+    _job(tmp_path / "1", ok["overrides"], ok)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    with pytest.raises(SystemExit) as info:
+        SweepSummaryCallback().on_multirun_end(config)
+    assert info.value.code == 1
+    out, err = capsys.readouterr()
+    assert "error: 1 of 2 job(s) had failed prompts: job 0 (profile=demo): 1 of 4 prompts failed" in err
+    assert "partial" in out and "1 of 2 job(s) ok, 1 with failed prompts" in out
+    SweepSummaryCallback(fail_on_error=False).on_multirun_end(config)  # reports, keeps status 0
+    assert (tmp_path / "summary.csv").is_file()
+
+
+def test_partial_row_shows_its_error_share_and_first_cause() -> None:
+    summary = SweepSummary.from_metrics(
+        [(None, _partial_metrics()), (None, _fake_metrics("B", 0.2, 0.0, {}))]
+    )
+    partial, ok = summary.rows
+    assert (partial["status"], partial["error_share"], partial["failed"]) == ("partial", 0.25, 1)
+    assert (
+        partial["error"]
+        == "1 of 4 prompts failed: arith: m: GenerationTimeout: Model 'm' produced nothing in 6.0 s"
+    )
+    assert (ok["status"], ok["error_share"], ok["error"]) == ("ok", 0.0, "")
+    headers, body = summary._display()
+    col = headers.index("error %")
+    assert headers[col - 1] == "prompts"  # next to the prompt count, always shown
+    assert [r[col] for r in body] == ["25", "0"]
+    md = summary.to_markdown()
+    assert "| 0 | profile=demo | partial |" in md and "GenerationTimeout" in md
+
+
+def test_metrics_from_before_error_shares_still_summarise() -> None:
+    """metrics.json files written before the error share existed: derived from the counts."""
+    old = _fake_metrics("Old", 0.4, 0.5, {})
+    old["errors"] = {"count": 1, "first": ["x: boom"]}
+    (row,) = SweepSummary.from_metrics([(None, old)]).rows
+    assert row["error_share"] == 0.25 and row["status"] == "partial"  # ok with errors was not ok
+
+
+def test_headline_says_how_many_prompts_failed() -> None:
+    from magi.sweeps.bench import headline
+
+    data = _partial_metrics()
+    data["tokens"] = {"per_s": 10.0}
+    line = headline(data)
+    assert line.startswith("partial: 3 of 4 prompts answered, 1 failed (25%; first: arith:")
+    assert "latency p50 0.40 s" in line

@@ -131,3 +131,21 @@ def test_show_sweep_displays_and_returns_the_view(tmp_path: Path, capsys: pytest
     assert isinstance(view, SweepView) and view.png is None
     assert view.plot.layout.display == "none"
     assert "SweepView" in capsys.readouterr().out  # outside a kernel, display() prints the repr
+
+
+def test_rows_with_errors_are_named_in_the_header(tmp_path: Path) -> None:
+    columns = ["variant", "status", "prompts", "error_share", "latency_p50_s", "error"]
+    rows = [
+        ["profile=demo", "partial", 4, 0.25, 0.8, "1 of 4 prompts failed: arith: timeout"],
+        ["profile=demo-single", "ok", 4, 0.0, 0.4, ""],
+        ["profile=production", "failed", "", "", "", "ModelNotFoundError: x"],
+    ]
+    write_summary(tmp_path, rows=rows, columns=columns)
+    view = SweepView(tmp_path, plot=False)
+    assert "magi-sweep-errors" in view.header.value
+    assert "2 of 3 rows with errors" in view.header.value
+    assert "profile=demo (partial, 25% of prompts failed)" in view.header.value
+    assert "profile=production (failed)" in view.header.value
+    assert "profile=demo-single" not in view.header.value
+    write_summary(tmp_path, rows=rows[1:2], columns=columns)
+    assert "magi-sweep-errors" not in SweepView(tmp_path, plot=False).header.value

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 import magi
+from magi.runtime.backend import GenerationSettings
 from magi.runtime.pool import ModelPool
 from magi.sweeps.jobs import cpu_count
+from magi.testing.runtime import REASONER, Fault, FaultInjector, TinyRuntime, tagged
 from magi.testing.tiny_gguf import SEED_MODELS, write_spec
 
 from .conftest import ROOT
@@ -302,3 +304,185 @@ def test_demo_sweep_prints_a_summary_and_leaves_a_plot(tmp_path: Path) -> None:
     assert (sweep_dir / "summary.png").read_bytes()[:4] == b"\x89PNG"
     rows = read_csv(sweep_dir / "summary.csv")
     assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["prompts"] == "3" for r in rows)
+
+
+# -- failures that don't hide: a bench where one model always fails ---------------------------
+class PromptFaults(FaultInjector):
+    """``FaultInjector`` whose models also fail on every prompt containing ``marker``:
+    with the fast model always failing, the marked prompts are the ones no model answers."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self._last: dict[str, str] = {}
+
+    def _record(self, model_id: str, prompt: str, settings: GenerationSettings) -> None:
+        super()._record(model_id, prompt, settings)
+        self._last[model_id] = prompt
+
+    def fault(self, model_id: str) -> Fault | None:
+        always = super().fault(model_id)
+        if always is None and self.marker in self._last.get(model_id, ""):
+            return Fault("stream", 0, f"no answer to {self.marker}")
+        return always
+
+
+#: Echo models repeat the templated prompt's last character ("Q: ...\nA:" ends in ":"), so
+#: every answered prompt hits ``expected``: the hit rate shows whether the failed one is a miss.
+FAULT_PROMPTS = [
+    {"id": "boom", "prompt": tagged("boom, say hello", 1), "expected": [":"]},  # no model answers
+    {"id": "easy", "prompt": tagged("hello", 1), "expected": [":"]},  # fast fails: powerful answers
+    {"id": "hard", "prompt": tagged("prove it, hello", 9), "expected": [":"]},  # two-stage
+    {"id": "easy2", "prompt": tagged("echo", 1), "expected": [":"]},
+]
+
+
+def _bench_with_faults(env: TinyRuntime, tmp_path: Path) -> tuple[dict, Path]:
+    from magi.sweeps.bench import run_bench
+    from magi.sweeps.jobs import JobInfo
+
+    prompts = tmp_path / "faults.jsonl"
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in FAULT_PROMPTS))
+    faults = PromptFaults("boom")
+    faults.fail(FAST)  # the fast model always fails
+    pool = ModelPool(backend_factory=faults)
+    config = env.compose(
+        "development", "scorer=tagged", "task=bench", f"task.prompts='{prompts}'", "task.progress=false"
+    )
+    job = JobInfo(
+        output_dir=tmp_path / "sweep" / "0", overrides=["profile=development"], profile_key="development"
+    )
+    try:
+        metrics = run_bench(config, job, pool=pool)
+    finally:
+        pool.close()
+    return metrics, job.output_dir
+
+
+def test_bench_counts_failed_prompts_in_every_rate(echo_runtime: TinyRuntime, tmp_path: Path) -> None:
+    metrics, _ = _bench_with_faults(echo_runtime, tmp_path)
+    assert metrics["status"] == "partial"  # 1 of 4 prompts failed: not plain "ok"
+    assert (metrics["prompts"]["count"], metrics["answered"], metrics["failed"]) == (4, 3, 1)
+    assert metrics["error_share"] == 0.25 and metrics["errors"]["share"] == 0.25
+    # shares are over all 4 prompts (answered-only would give powerful 1/3, hits 3/3)
+    assert metrics["strong_share"] == 0.25
+    assert metrics["tier_share"] == {"fast": 0.5, "powerful": 0.25}
+    assert sum(metrics["tier_share"].values()) + metrics["error_share"] == 1.0
+    assert metrics["two_stage_share"] == 0.25
+    assert metrics["quality"] == {"checked": 4, "hits": 3, "hit_rate": 0.75, "failed": 1}
+
+
+def test_bench_keeps_routed_and_answering_tier(echo_runtime: TinyRuntime, tmp_path: Path) -> None:
+    metrics, _ = _bench_with_faults(echo_runtime, tmp_path)
+    assert metrics["tier_mix"] == {"fast": 2, "powerful": 1}  # where the router sent them
+    assert metrics["answer_tier_mix"] == {"powerful": 3}  # who answered: fast always fails
+    rerouted = metrics["rerouted"]
+    assert rerouted["count"] == 2 and rerouted["by_route"] == {"fast->powerful": 2}
+    assert [(p["id"], p["routed_tier"], p["tier"], p["model_id"]) for p in rerouted["prompts"]] == [
+        ("easy", "fast", "powerful", REASONER),
+        ("easy2", "fast", "powerful", REASONER),
+    ]
+
+
+def test_metrics_json_keeps_each_failed_prompts_causes(echo_runtime: TinyRuntime, tmp_path: Path) -> None:
+    _, folder = _bench_with_faults(echo_runtime, tmp_path)
+    saved = json.loads((folder / "metrics.json").read_text())
+    (failure,) = saved["errors"]["prompts"]
+    assert failure["id"] == "boom" and failure["prompt"] == FAULT_PROMPTS[0]["prompt"]
+    assert failure["routed_tier"] == "fast"
+    assert (failure["error_type"], failure["status_code"]) == ("NoModelAnsweredError", 503)
+    assert failure["error"].startswith("No model could answer")
+    # the real cause of each model, not only the headline
+    assert set(failure["causes"]) == {FAST, REASONER}
+    assert "injected failure" in failure["causes"][FAST]
+    assert (
+        "BackendError" in failure["causes"][REASONER] and "no answer to boom" in failure["causes"][REASONER]
+    )
+    assert saved["errors"]["by_type"] == {"NoModelAnsweredError": 1}
+    first = saved["errors"]["first"][0]
+    assert first.startswith(f"boom: {FAST}: BackendError:") and "no answer to boom" in first
+
+
+def test_summary_of_a_partial_bench_marks_its_errors(echo_runtime: TinyRuntime, tmp_path: Path) -> None:
+    from magi.sweeps.summary import SweepSummary
+
+    metrics, folder = _bench_with_faults(echo_runtime, tmp_path)
+    summary = SweepSummary.from_metrics([(folder, metrics)], folder.parent)
+    (row,) = summary.rows
+    assert row["status"] == "partial" and row["error_share"] == 0.25 and row["failed"] == 1
+    assert row["strong_share"] == 0.25 and row["hit_rate"] == 0.75
+    assert row["answer_tier_mix"] == "powerful 3" and row["rerouted"] == 2
+    assert row["error"].startswith(f"1 of 4 prompts failed: boom: {FAST}: BackendError")
+    assert "no answer to boom" in row["error"]
+    assert summary.partial == [row] and summary.failed == [] and summary.ok == []
+    text = summary.to_text()
+    header, _, body = text.splitlines()[:3]
+    assert "error %" in header and "partial" in body and " 25 " in body
+    assert "0 of 1 job(s) ok, 1 with failed prompts" in text
+    paths = summary.write()
+    assert "| 0 | profile=development | partial |" in paths["md"].read_text()
+    rows = read_csv(paths["csv"])
+    assert rows[0]["status"] == "partial" and float(rows[0]["error_share"]) == 0.25
+    assert "no answer to boom" in rows[0]["error"]
+    ax = summary.plot().axes[0]
+    assert any("25% errors" in t.get_text() for t in ax.texts)  # the point is labelled
+    assert any(line.get_marker() == "X" for line in ax.get_lines())  # and drawn as an X
+
+
+@pytest.mark.slow
+def test_multirun_with_a_failing_prompt_marks_the_rows_and_exits_non_zero(
+    seed_models_dir: Path, tmp_path: Path
+) -> None:
+    """Through run.py -m and the callback: a prompt over every model's context fails
+    (422) in both variants; the sweep says so instead of reporting ``ok``."""
+    prompts = tmp_path / "prompts.jsonl"
+    too_long = {"id": "too-long", "prompt": "word " * 300}  # > n_ctx=512 tokens on the tiny models
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in [*PROMPTS, too_long]))
+    sweep_dir = tmp_path / "sweep"
+    proc = bench_two_profiles(sweep_dir, seed_models_dir, prompts)
+    assert proc.returncode == 1, proc.stderr
+    assert "error: 2 of 2 job(s) had failed prompts" in proc.stderr
+    assert "1 of 4 prompts failed: too-long:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [r["status"] for r in rows] == ["partial", "partial"]
+    assert [float(r["error_share"]) for r in rows] == [0.25, 0.25]
+    assert all(r["error"].startswith("1 of 4 prompts failed: too-long:") for r in rows)
+    assert "partial" in proc.stdout and "0 of 2 job(s) ok, 2 with failed prompts" in proc.stdout
+    for num in range(2):
+        metrics = json.loads((sweep_dir / str(num) / "metrics.json").read_text())
+        (failure,) = metrics["errors"]["prompts"]
+        assert failure["id"] == "too-long" and failure["status_code"] == 422
+        assert failure["causes"] and all("n_ctx" in c for c in failure["causes"].values())
+    assert (sweep_dir / "summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_single_bench_run_with_a_failed_prompt_prints_its_table_and_exits_1(
+    echo_runtime: TinyRuntime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``python run.py task=bench`` (not a sweep): the table is printed with the failed
+    prompt's cause, then the run ends non-zero."""
+    from magi.runtime.pool import shared_pool
+    from magi.tasks.bench import bench_task
+
+    monkeypatch.chdir(tmp_path)  # the job folder goes under ./outputs
+    prompts = tmp_path / "prompts.jsonl"
+    items = [{"id": "hi", "prompt": "Hello"}, {"id": "too-long", "prompt": "word " * 100}]  # > n_ctx=256
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in items))
+    config = echo_runtime.compose(
+        "fast-only", "task=bench", f"task.prompts='{prompts}'", "task.progress=false"
+    )
+    try:
+        with pytest.raises(SystemExit) as info:
+            bench_task(config)
+    finally:
+        shared_pool().close()
+    assert info.value.code == 1
+    out, err = capsys.readouterr()
+    assert "partial" in out and "error %" in out
+    assert err.startswith(f"error: 1 of 2 prompts failed: too-long: {FAST}: ") and "n_ctx=256" in err
+    (saved,) = tmp_path.glob("outputs/*/*/metrics.json")
+    assert json.loads(saved.read_text())["status"] == "partial"

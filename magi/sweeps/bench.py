@@ -36,8 +36,11 @@ from magi.sweeps.jobs import JobInfo
 from magi.sweeps.metrics import (
     STATUS_FAILED,
     STATUS_OK,
+    STATUS_PARTIAL,
+    describe_failure,
     memory_mb,
     pool_delta,
+    prompt_failure,
     result_figures,
     write_metrics,
 )
@@ -66,10 +69,11 @@ def _versions() -> dict[str, str]:
 def run_bench(config: MagiConfig, job: JobInfo, *, pool: ModelPool | None = None) -> dict[str, Any]:
     """Benchmark ``config``'s profile on its prompt set and write ``job.output_dir/metrics.json``.
 
-    A prompt that no model could answer is counted under ``errors`` and the bench
-    goes on; if none could be answered the bench fails. On failure the partial
-    figures are written with ``status: failed`` and the error, then the error is
-    raised again.
+    A prompt that no model could answer is recorded under ``errors`` (with each
+    model's cause) and the bench goes on; the job is then ``status: partial``, and
+    every rate counts the failed prompts (see :func:`result_figures`). If none
+    could be answered the bench fails: the figures so far are written with
+    ``status: failed`` and the error, then the error is raised again.
 
     Returns:
         The metrics as written (see ``docs/SWEEPS.md`` for the fields).
@@ -99,7 +103,7 @@ def run_bench(config: MagiConfig, job: JobInfo, *, pool: ModelPool | None = None
         "started_at": started.isoformat(timespec="seconds"),
     }
     answered: list[tuple[Prompt, RunResult]] = []
-    errors: list[str] = []
+    failures: list[dict[str, Any]] = []
     prompts: list[Prompt] = []
     load_s = 0.0
     job.output_dir.mkdir(parents=True, exist_ok=True)
@@ -113,11 +117,12 @@ def run_bench(config: MagiConfig, job: JobInfo, *, pool: ModelPool | None = None
                 t_load = time.perf_counter()
                 _prepare(pool, list(runner.specs), warmup=settings.warmup)
                 load_s = time.perf_counter() - t_load
-            answered, errors = _run_prompts(runner, prompts, settings, label=job.label)
+            answered, failures = _run_prompts(runner, prompts, settings, label=job.label)
         if not answered:
+            first = describe_failure(failures[0]) if failures else "?"
             raise MAGIException(
                 f"No prompt of {settings.prompts} could be answered with profile "
-                f"'{config.profile.name}'. First error: {errors[0] if errors else '?'}",
+                f"'{config.profile.name}'. First error: {first}",
                 status_code=503,
             )
     except BaseException as exc:
@@ -126,15 +131,15 @@ def run_bench(config: MagiConfig, job: JobInfo, *, pool: ModelPool | None = None
             "status": STATUS_FAILED,
             "error": str(exc).strip() or type(exc).__name__,
             "error_type": type(exc).__name__,
-            **_figures(answered, errors, settings, pool, before, t0, load_s),
+            **_figures(answered, failures, settings, pool, before, t0, load_s),
         }
         if isinstance(exc, Exception):
             write_metrics(job.output_dir, data)
         raise
     data = {
         **base,
-        "status": STATUS_OK,
-        **_figures(answered, errors, settings, pool, before, t0, load_s),
+        "status": STATUS_PARTIAL if failures else STATUS_OK,
+        **_figures(answered, failures, settings, pool, before, t0, load_s),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
@@ -162,7 +167,7 @@ def _prepare(pool: ModelPool, model_ids: list[str], *, warmup: bool) -> None:
 
 def _figures(
     answered: list[tuple[Prompt, RunResult]],
-    errors: list[str],
+    failures: list[dict[str, Any]],
     settings: BenchTaskConfig,
     pool: ModelPool,
     before: Any,
@@ -172,8 +177,7 @@ def _figures(
     prompts = [p for p, _ in answered]
     results = [r for _, r in answered]
     return {
-        **result_figures(results, prompts, settings.strong_tier),
-        "errors": {"count": len(errors), "first": errors[:5]},
+        **result_figures(results, prompts, settings.strong_tier, failures),
         "pool": pool_delta(before, pool.stats),
         "memory": memory_mb(),
         "load_s": load_s,
@@ -183,38 +187,68 @@ def _figures(
 
 def _run_prompts(
     runner: Any, prompts: list[Prompt], settings: BenchTaskConfig, *, label: str
-) -> tuple[list[tuple[Prompt, RunResult]], list[str]]:
-    """Answer every prompt with a progress bar; unanswerable prompts become errors."""
+) -> tuple[list[tuple[Prompt, RunResult]], list[dict[str, Any]]]:
+    """Answer every prompt with a progress bar; an unanswerable prompt becomes a
+    :func:`~magi.sweeps.metrics.prompt_failure` record (with each model's cause)."""
     from tqdm.auto import tqdm
 
     answered: list[tuple[Prompt, RunResult]] = []
-    errors: list[str] = []
+    failures: list[dict[str, Any]] = []
     desc = f"bench {runner.profile.name}"
     with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not settings.progress) as bar:
         for item in prompts:
+            started = time.perf_counter()
             try:
                 result = runner.run(item.prompt)
             except ConfigError:
                 raise  # the configuration is wrong: every prompt would fail the same way
             except MAGIException as exc:
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                errors.append(f"{item.id}: {first}")
-                logger.warning("%s: prompt %s failed: %s", label, item.id, first)
+                failure = prompt_failure(
+                    item,
+                    exc,
+                    routed_tier=_routed_tier(runner, item.prompt),
+                    elapsed_s=time.perf_counter() - started,
+                )
+                failures.append(failure)
+                logger.warning("%s: prompt failed: %s", label, describe_failure(failure))
                 bar.update()
                 continue
             answered.append((item, result))
-            bar.set_postfix_str(f"{result.routed_tier}/{result.model_id[:24]}")
+            route = result.routed_tier
+            if result.tier != route:  # a fallback: show who answered too
+                route += f"->{result.tier}"
+            bar.set_postfix_str(f"{route}/{result.model_id[:24]}")
             bar.update()
-    return answered, errors
+    return answered, failures
+
+
+def _routed_tier(runner: Any, prompt: str) -> str | None:
+    """The tier the router sends ``prompt`` to (scoring only: no balancer turn is used),
+    for a failed prompt whose error does not say; ``None`` if scoring fails too."""
+    try:
+        return str(runner.router.tier_for(runner.router.scorer.score(prompt).score))
+    except Exception:  # noqa: BLE001 - a record of a failure must not fail
+        return None
 
 
 def headline(metrics: dict[str, Any]) -> str:
-    """One line for the console: prompts, p50 latency, strong-tier share, loads."""
-    if metrics.get("status") != STATUS_OK:
+    """One line for the console: prompts (and failed ones), p50 latency, strong-tier
+    share (of all prompts), loads."""
+    status = metrics.get("status")
+    if status not in (STATUS_OK, STATUS_PARTIAL):
         return f"failed: {metrics.get('error', '?')}"
     lat = metrics["latency_s"]
     share = metrics.get("strong_share")
-    return (
+    prefix = ""
+    if status == STATUS_PARTIAL:
+        errors = metrics.get("errors") or {}
+        first = (errors.get("first") or ["?"])[0]
+        total = (metrics.get("prompts") or {}).get("count") or metrics["answered"] + errors.get("count", 0)
+        prefix = (
+            f"partial: {metrics['answered']} of {total} prompts answered, {errors.get('count', 0)} failed "
+            f"({metrics.get('error_share') or 0:.0%}; first: {first}); "
+        )
+    return prefix + (
         f"{metrics['answered']} prompts, latency p50 {lat['p50']:.2f} s / p95 {lat['p95']:.2f} s, "
         f"{metrics['tokens']['per_s'] or 0:.1f} tok/s, "
         + (f"{share:.0%} {metrics['strong_tier']}, " if share is not None else "")

@@ -71,8 +71,9 @@ class SweepSummaryCallback(Callback):
 
     Args:
         fail_on_error: Exit with status 1 after writing the summary when a job failed
-            (jobs record their failure instead of stopping the sweep, so this is
-            where a failed sweep becomes visible to scripts and CI).
+            or some of a job's prompts failed (``status: partial``). Jobs record
+            their failures instead of stopping the sweep, so this is where a failed
+            sweep becomes visible to scripts and CI.
         print_table: Print the table and the files' paths.
     """
 
@@ -95,11 +96,18 @@ class SweepSummaryCallback(Callback):
             print(f"\nSweep summary ({sweep_dir})\n")
             print(summary.to_text())
             print("\n" + "\n".join(f"  {p}" for p in paths.values()), flush=True)
-        if summary.failed and self.fail_on_error:
+        n = len(summary.rows)
+        level = "error" if self.fail_on_error else "warning"  # only an error ends non-zero
+        if summary.failed:
             names = ", ".join(f"job {r['job']} ({r['variant']})" for r in summary.failed)
+            print(f"{level}: {len(summary.failed)} of {n} job(s) failed: {names}", file=sys.stderr)
+        if summary.partial:
+            jobs = [f"job {r['job']} ({r['variant']}): {r['error']}" for r in summary.partial]
             print(
-                f"error: {len(summary.failed)} of {len(summary.rows)} job(s) failed: {names}", file=sys.stderr
+                f"{level}: {len(summary.partial)} of {n} job(s) had failed prompts: " + "\n  ".join(jobs),
+                file=sys.stderr,
             )
+        if (summary.failed or summary.partial) and self.fail_on_error:
             # Callbacks' exceptions become warnings in Hydra; SystemExit is how a sweep
-            # with failed jobs still ends with a non-zero status, after its summary.
+            # with failed jobs or prompts still ends with a non-zero status, after its summary.
             raise SystemExit(1)

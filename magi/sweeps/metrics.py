@@ -4,6 +4,11 @@ A job's ``metrics.json`` is the one contract between a bench job and the sweep
 summary: whatever launcher ran the job (in-process, joblib workers, SLURM, Ray),
 the summary only reads these files. A failed job writes one too, with
 ``status: failed`` and the error, so it shows up as a failed row.
+
+A job whose prompts partly failed is ``status: partial``, never plain ``ok``: every
+rate is over *all* its prompts (a failed prompt is a miss and has no tier), the
+``error_share`` says how many failed, and ``errors.prompts`` keeps each failure's
+cause, down to each model's own error.
 """
 
 from __future__ import annotations
@@ -21,7 +26,12 @@ from magi.fileio import atomic_write_text
 
 METRICS_FILE = "metrics.json"
 STATUS_OK = "ok"
+STATUS_PARTIAL = "partial"
+"""Some prompts of the job were answered, some failed (see ``errors``)."""
 STATUS_FAILED = "failed"
+#: Longest prompt text kept in a failure record (bench prompts are short; a prompt
+#: that failed for its length need not be copied whole).
+PROMPT_TEXT_LIMIT = 1000
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -118,26 +128,54 @@ def pool_delta(before: Any, after: Any) -> dict[str, Any]:
     }
 
 
-def result_figures(results: Sequence[Any], prompts: Sequence[Any], strong_tier: str) -> dict[str, Any]:
-    """The routing, latency, throughput and quality figures of answered prompts.
+def result_figures(
+    results: Sequence[Any],
+    prompts: Sequence[Any],
+    strong_tier: str,
+    failures: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The routing, latency, throughput and quality figures of a bench's prompts.
 
-    ``results`` are :class:`~magi.runtime.trace.RunResult` objects and ``prompts``
-    the matching :class:`~magi.sweeps.prompts.Prompt` objects (same order).
+    ``results`` are the answered prompts' :class:`~magi.runtime.trace.RunResult`
+    objects and ``prompts`` the matching :class:`~magi.sweeps.prompts.Prompt` objects
+    (same order); ``failures`` are the :func:`prompt_failure` records of the prompts
+    no model answered. Shares and the hit rate are over all prompts, answered or not:
+    a variant that fails more must not look cheaper or better. Latency and tokens
+    are of the answered prompts (a failed one has no answer to time).
+
+    ``tier_mix`` counts the tier each answered prompt was *routed* to;
+    ``answer_tier_mix`` the tier of the model that answered, which differs after a
+    fallback (``rerouted`` lists those prompts).
     """
     n = len(results)
+    total = n + len(failures)
     tiers = mix([r.routed_tier for r in results])
     tokens = sum(r.completion_tokens for r in results)
     busy = sum(r.total_s for r in results)
     hits = [p.hit(r.text) for p, r in zip(prompts, results, strict=True)]
     checked = [h for h in hits if h is not None]
+    failed_checked = sum(1 for f in failures if f.get("expected"))
     fallbacks = [f for r in results for f in r.fallbacks]
+    moved = [(p, r) for p, r in zip(prompts, results, strict=True) if r.tier != r.routed_tier]
+    n_checked = len(checked) + failed_checked
     return {
         "answered": n,
+        "failed": len(failures),
+        "error_share": len(failures) / total if total else None,
         "tier_mix": tiers,
-        "tier_share": {t: c / n for t, c in tiers.items()} if n else {},
+        "answer_tier_mix": mix([r.tier for r in results]),
+        "tier_share": {t: c / total for t, c in tiers.items()} if total else {},
         "strong_tier": strong_tier,
-        "strong_share": (tiers.get(strong_tier, 0) / n) if n else None,
-        "two_stage_share": (sum(1 for r in results if r.two_stage) / n) if n else None,
+        "strong_share": (tiers.get(strong_tier, 0) / total) if total else None,
+        "two_stage_share": (sum(1 for r in results if r.two_stage) / total) if total else None,
+        "rerouted": {
+            "count": len(moved),
+            "by_route": mix([f"{r.routed_tier}->{r.tier}" for _, r in moved]),
+            "prompts": [
+                {"id": p.id, "routed_tier": r.routed_tier, "tier": r.tier, "model_id": r.model_id}
+                for p, r in moved
+            ],
+        },
         "model_mix": mix([s.model_id for r in results for s in r.stages]),
         "final_model_mix": mix([r.model_id for r in results]),
         "score": spread([r.score for r in results]),
@@ -155,10 +193,76 @@ def result_figures(results: Sequence[Any], prompts: Sequence[Any], strong_tier: 
             "first": [f"{f.stage} {f.model_id}: {f.error}" for f in fallbacks[:5]],
         },
         "quality": {
-            "checked": len(checked),
+            "checked": n_checked,
             "hits": sum(checked),
-            "hit_rate": sum(checked) / len(checked) if checked else None,
+            "hit_rate": sum(checked) / n_checked if n_checked else None,
+            "failed": failed_checked,
         },
+        "errors": error_figures(failures, total),
+    }
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def prompt_failure(
+    prompt: Any, exc: BaseException, *, routed_tier: str | None = None, elapsed_s: float | None = None
+) -> dict[str, Any]:
+    """The ``errors.prompts`` record of a prompt no model answered.
+
+    Keeps what tells the cause apart: the error class and status code (503 every
+    model failed or was unavailable, 422 the prompt cannot fit, ...), the headline,
+    the full message (it names each model's circuit state) and ``causes``, each
+    model's own error in this request (``NoModelAnsweredError.details["errors"]``),
+    which the headline "No model could answer..." alone would hide.
+    """
+    details = getattr(exc, "details", None) or {}
+    causes = details.get("errors") if isinstance(details, Mapping) else None
+    message = str(exc).strip() or type(exc).__name__
+    text = prompt.prompt
+    if len(text) > PROMPT_TEXT_LIMIT:
+        text = text[: PROMPT_TEXT_LIMIT - 1] + "\u2026"
+    return {
+        "id": prompt.id,
+        "prompt": text,
+        "expected": bool(prompt.expected),
+        "routed_tier": routed_tier,
+        "error_type": type(exc).__name__,
+        "status_code": getattr(exc, "status_code", None),
+        "error": _first_line(message),
+        "causes": {str(m): str(e) for m, e in causes.items()} if isinstance(causes, Mapping) else {},
+        "message": message,
+        "elapsed_s": elapsed_s,
+    }
+
+
+def describe_failure(failure: Mapping[str, Any]) -> str:
+    """One line for a failed prompt: its id and each model's cause (the headline
+    "No model could answer..." when no model was tried, e.g. all circuits open).
+
+    Example:
+        >>> describe_failure({"id": "arith", "error": "No model could answer the answer stage",
+        ...                   "causes": {"m": "GenerationTimeout: nothing in 6.0 s"}})
+        'arith: m: GenerationTimeout: nothing in 6.0 s'
+    """
+    causes = failure.get("causes") or {}
+    if causes:
+        what = "; ".join(f"{m}: {_first_line(str(c))}" for m, c in causes.items())
+    else:
+        what = failure.get("error") or failure.get("error_type") or "?"
+    return f"{failure.get('id', '?')}: {what}"
+
+
+def error_figures(failures: Sequence[Mapping[str, Any]], total: int) -> dict[str, Any]:
+    """``errors`` of ``metrics.json``: count, share of all prompts, count per error
+    class, the first five as lines (with their causes), and every failure's record."""
+    return {
+        "count": len(failures),
+        "share": len(failures) / total if total else None,
+        "by_type": mix([str(f.get("error_type")) for f in failures]),
+        "first": [describe_failure(f) for f in failures[:5]],
+        "prompts": list(failures),
     }
 
 

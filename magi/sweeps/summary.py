@@ -6,7 +6,10 @@ folder alone: :meth:`SweepSummary.from_sweep_dir`. Each row is labelled with the
 overrides that tell its job apart from the others (``profile=demo-single``), not
 with every override of the command line. A job that failed is a row with
 ``status: failed`` and its error; a job that left no ``metrics.json`` at all (its
-process was killed) is a failed row saying so.
+process was killed) is a failed row saying so. A job some of whose prompts failed
+is ``status: partial``: its ``error_share`` is shown in every table (the ``error %``
+column), its ``error`` cell names the first failed prompt and each model's cause,
+and the plot draws it as a red ``X`` labelled with its error share.
 
 Example:
     >>> from magi.sweeps.summary import SweepSummary
@@ -25,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from magi.sweeps.metrics import METRICS_FILE, STATUS_FAILED, STATUS_OK, read_metrics
+from magi.sweeps.metrics import METRICS_FILE, STATUS_FAILED, STATUS_OK, STATUS_PARTIAL, read_metrics
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 SUMMARY_PNG = "summary.png"
+#: Characters of a row's error shown in the tables (summary.csv keeps it whole).
+ERROR_WIDTH = 140
 NO_METRICS = "no metrics.json: the job crashed or was killed before it could record anything"
 
 
@@ -102,24 +107,64 @@ def _first_line(text: str, width: int = 100) -> str:
     return line if len(line) <= width else line[: width - 1] + "\u2026"
 
 
+def _error_figures(metrics: dict[str, Any]) -> tuple[str, int | None, float | None, str]:
+    """Status, failed prompts, error share and error text of a job's row.
+
+    ``metrics.json`` files written before jobs could be ``partial`` said ``ok`` with
+    ``errors.count`` failed prompts: they read as ``partial`` here too, with the
+    share derived from the counts.
+    """
+    status = metrics.get("status", STATUS_FAILED)
+    errors = metrics.get("errors") or {}
+    count = metrics.get("prompts", {}).get("count") if isinstance(metrics.get("prompts"), dict) else None
+    failed = metrics.get("failed", errors.get("count"))
+    share = metrics.get("error_share")
+    if share is None and failed is not None and count:
+        share = failed / count
+    if status == STATUS_OK and failed:
+        status = STATUS_PARTIAL
+    if status == STATUS_OK:
+        return status, failed, share, ""
+    if status == STATUS_PARTIAL:
+        first = (errors.get("first") or ["?"])[0]
+        return (
+            status,
+            failed,
+            share,
+            f"{failed} of {count if count is not None else '?'} prompts failed: {first}",
+        )
+    return status, failed, share, metrics.get("error", "")
+
+
 def flatten(metrics: dict[str, Any], job_dir: Path | None, label: str) -> dict[str, Any]:
-    """One summary row (flat, CSV-ready) from one job's metrics."""
+    """One summary row (flat, CSV-ready) from one job's metrics.
+
+    ``strong_share`` and ``hit_rate`` are over all prompts (failed ones are misses),
+    ``error_share`` the share of prompts no model answered; ``tier_mix`` is where
+    answered prompts were routed and ``answer_tier_mix`` which tier answered them
+    (``rerouted`` counts the prompts where the two differ).
+    """
     lat = metrics.get("latency_s") or {}
     ttft = metrics.get("ttft_s") or {}
     pool = metrics.get("pool") or {}
     memory = metrics.get("memory") or {}
     quality = metrics.get("quality") or {}
     job = metrics.get("job") or {}
+    status, failed, error_share, error = _error_figures(metrics)
     row: dict[str, Any] = {
         "job": job.get("num"),
         "variant": label,
-        "status": metrics.get("status", STATUS_FAILED),
+        "status": status,
         "profile": metrics.get("profile") or metrics.get("profile_key") or "",
         "prompts": (metrics.get("prompts") or {}).get("count"),
         "answered": metrics.get("answered"),
+        "failed": failed,
+        "error_share": error_share,
         "strong_tier": metrics.get("strong_tier"),
         "strong_share": metrics.get("strong_share"),
         "tier_mix": _mix_text(metrics.get("tier_mix")),
+        "answer_tier_mix": _mix_text(metrics.get("answer_tier_mix")),
+        "rerouted": (metrics.get("rerouted") or {}).get("count"),
         "model_mix": _mix_text(metrics.get("model_mix")),
         "latency_p50_s": lat.get("p50"),
         "latency_p95_s": lat.get("p95"),
@@ -142,7 +187,7 @@ def flatten(metrics: dict[str, Any], job_dir: Path | None, label: str) -> dict[s
             "wall_s": metrics.get("wall_s"),
             "pid": job.get("pid"),
             "overrides": " ".join(metrics.get("overrides") or []),
-            "error": metrics.get("error", "") if metrics.get("status") != STATUS_OK else "",
+            "error": error,
             "dir": str(job_dir) if job_dir else "",
         }
     )
@@ -250,8 +295,14 @@ class SweepSummary:
         return [r for r in self.rows if r["status"] == STATUS_OK]
 
     @property
+    def partial(self) -> list[dict[str, Any]]:
+        """Rows of jobs that finished with some prompts failed (``status: partial``)."""
+        return [r for r in self.rows if r["status"] == STATUS_PARTIAL]
+
+    @property
     def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["status"] != STATUS_OK]
+        """Rows of jobs that failed as a whole (or left no ``metrics.json``)."""
+        return [r for r in self.rows if r["status"] not in (STATUS_OK, STATUS_PARTIAL)]
 
     @property
     def strong_tier(self) -> str:
@@ -283,7 +334,7 @@ class SweepSummary:
     def _display(self) -> tuple[list[str], list[list[str]]]:
         strong = self.strong_tier
         roles = [r for r in ("draft", "refine", "answer") if any(f"{r}_p50_s" in row for row in self.rows)]
-        headers = ["#", "variant", "status", "profile", "prompts", f"{strong} %", "p50 s", "p95 s"]
+        headers = ["#", "variant", "status", "profile", "prompts", "error %", f"{strong} %", "p50 s", "p95 s"]
         headers += ["TTFT p50 ms", "tok/s", *[f"{r} p50 s" for r in roles], "fallbacks", "errors", "loads"]
         headers += ["peak MB"]
         headers += ["hits", "error"]
@@ -296,6 +347,7 @@ class SweepSummary:
                     row["status"],
                     row["profile"],
                     _fmt(row.get("prompts"), "d"),
+                    _fmt(row.get("error_share"), ".0f", 100),
                     _fmt(row.get("strong_share"), ".0f", 100),
                     _fmt(row.get("latency_p50_s")),
                     _fmt(row.get("latency_p95_s")),
@@ -307,7 +359,7 @@ class SweepSummary:
                     _fmt(row.get("model_loads"), "d"),
                     _fmt(row.get("peak_rss_mb"), ".0f"),
                     _fmt(row.get("hit_rate"), ".0%"),
-                    _first_line(row.get("error") or ""),
+                    _first_line(row.get("error") or "", ERROR_WIDTH),
                 ]
             )
         # Leave out optional columns no row has a value in (hits without 'expected', no errors).
@@ -323,10 +375,12 @@ class SweepSummary:
         """Jobs ok/failed, model loads (per model) and processes, wall time."""
         loads = ", ".join(f"{m} {n}" for m, n in self.loads_by_model.items()) or "none"
         processes = len({r["pid"] for r in self.rows if r.get("pid")})
-        text = (
-            f"{len(self.ok)} of {len(self.rows)} job(s) ok; model loads across the sweep: "
-            f"{self.model_loads} ({loads}) in {processes} process(es)"
-        )
+        text = f"{len(self.ok)} of {len(self.rows)} job(s) ok"
+        if self.partial:
+            text += f", {len(self.partial)} with failed prompts (partial)"
+        if self.failed:
+            text += f", {len(self.failed)} failed"
+        text += f"; model loads across the sweep: {self.model_loads} ({loads}) in {processes} process(es)"
         if self.wall_s is not None:
             text += f"; wall time {self.wall_s:.1f} s"
         return text
@@ -369,9 +423,11 @@ class SweepSummary:
 
     def plot(self, path: Path | str | None = None) -> Any:
         """Latency p50 (bar up to p95) against the strong tier's share, one labelled
-        point per variant; saved as PNG to ``path`` when given. Returns the
-        matplotlib ``Figure`` (made without pyplot, so no global state and no
-        display backend is touched; Jupyter shows it when it is the cell's value).
+        point per variant; saved as PNG to ``path`` when given. A variant with failed
+        prompts is a red ``X`` whose label gives its error share; failed jobs are
+        named in the title. Returns the matplotlib ``Figure`` (made without pyplot,
+        so no global state and no display backend is touched; Jupyter shows it when
+        it is the cell's value).
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -379,22 +435,38 @@ class SweepSummary:
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         strong = self.strong_tier
-        points = [r for r in self.ok if r.get("latency_p50_s") is not None]
+        finished = (STATUS_OK, STATUS_PARTIAL)
+        points = [r for r in self.rows if r["status"] in finished and r.get("latency_p50_s") is not None]
         labels = short_labels([r["variant"] for r in points])
         for i, (row, label) in enumerate(zip(points, labels, strict=True)):
             x = 100 * (row.get("strong_share") or 0.0)
             y = row["latency_p50_s"]
             p95 = row.get("latency_p95_s")
-            ax.errorbar([x], [y], yerr=[[0], [max((p95 or y) - y, 0)]], fmt="o", capsize=4, markersize=7)
+            share = row.get("error_share") or 0.0
+            style = (
+                {"fmt": "X", "color": "#cf222e", "markersize": 9} if share else {"fmt": "o", "markersize": 7}
+            )
+            ax.errorbar([x], [y], yerr=[[0], [max((p95 or y) - y, 0)]], capsize=4, **style)  # type: ignore[arg-type]
+            if share:
+                label += f" ({share:.0%} errors)"
             offset = (7, 6) if i % 2 == 0 else (7, -12)  # neighbours' labels do not overlap
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
+            ax.annotate(
+                label,
+                (x, y),
+                textcoords="offset points",
+                xytext=offset,
+                fontsize=8,
+                color="#cf222e" if share else None,
+            )
         if not points:
             ax.text(0.5, 0.5, "no job finished", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlim(-5, 105)
         ax.set_ylim(bottom=0)
-        ax.set_xlabel(f"prompts routed to the '{strong}' tier (%)")
+        ax.set_xlabel(f"prompts routed to the '{strong}' tier and answered (% of all prompts)")
         ax.set_ylabel("latency p50 (s); bar up to p95")
         title = f"MAGI sweep: {len(self.rows)} variant(s)"
+        if self.partial:
+            title += f", {len(self.partial)} with failed prompts (X)"
         if self.failed:
             title += f", {len(self.failed)} failed: " + ", ".join(r["variant"] for r in self.failed)[:60]
         ax.set_title(title, fontsize=10)

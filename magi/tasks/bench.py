@@ -7,10 +7,13 @@
 The job's ``metrics.json`` (in Hydra's output folder) holds the figures; a sweep's
 callback (:class:`magi.sweeps.callback.SweepSummary`) gathers them into one table
 and plot. The task returns the p50 latency in seconds, so Hydra sweepers (Optuna)
-can minimise it.
+can minimise it. A single run whose prompts partly failed prints its table, then
+exits 1 (in a sweep the summary callback does that).
 """
 
 from __future__ import annotations
+
+import sys
 
 from magi.config.app import MagiConfig
 from magi.tasks.registry import register_task
@@ -31,4 +34,7 @@ def bench_task(config: MagiConfig) -> float:
         summary = SweepSummary.from_metrics([(job.output_dir, metrics)], job.output_dir)
         print(summary.to_text())
         print(f"\nmetrics: {job.output_dir / 'metrics.json'}", flush=True)
+        if summary.partial:  # every prompt was tried and reported; the run still failed
+            print(f"error: {summary.partial[0]['error']}", file=sys.stderr)
+            sys.exit(1)
     return float(metrics["latency_s"]["p50"])

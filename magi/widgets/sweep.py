@@ -5,7 +5,10 @@ A sweep (``python run.py -m profile=a,b task=bench`` or ``magi.sweep(...)``) lea
 folder. This view reads the CSV *generically*: every column is shown, whatever the
 benchmark chose to measure, so new metrics need no change here. The plot is the
 sweep's own ``summary.png`` when present; otherwise the numeric columns are drawn
-with matplotlib (``pip install 'magi[bench]'``), latency-like metrics first.
+with matplotlib (``pip install 'magi[bench]'``), latency-like metrics first. Rows
+whose ``status`` is not ``ok`` (a ``partial`` job with failed prompts, a failed job)
+are named in the header with their ``error_share``, so they cannot be missed in a
+wide table.
 
 Example:
     >>> from magi.widgets import show_sweep
@@ -190,6 +193,25 @@ def plot_summary(columns: Sequence[str], rows: Sequence[Mapping[str, object]]) -
     return buffer.getvalue()
 
 
+def error_rows(columns: Sequence[str], rows: Sequence[Mapping[str, object]]) -> list[str]:
+    """``"<label> (<status>, 25% of prompts failed)"`` for each row whose ``status`` is
+    not ``ok`` or whose ``error_share`` is above 0 (columns a sweep's summary.csv has;
+    a CSV without them has no such rows)."""
+    labels = row_labels(columns, rows)
+    marked = []
+    for label, row in zip(labels, rows, strict=True):
+        status = row.get("status")
+        share = row.get("error_share")
+        failing = _is_number(share) and float(share) > 0  # type: ignore[arg-type]
+        if (status in (None, "", "ok")) and not failing:
+            continue
+        what = [str(status)] if status not in (None, "") else []
+        if failing:
+            what.append(f"{float(share):.0%} of prompts failed")  # type: ignore[arg-type]
+        marked.append(f"{label} ({', '.join(what)})")
+    return marked
+
+
 def _source_of(source: Any) -> tuple[Path | None, list[str] | None, list[dict[str, object]] | None]:
     """A folder/CSV path, or the rows of an object like ``magi.sweep(...)``'s result."""
     if isinstance(source, str | Path):
@@ -220,7 +242,8 @@ class SweepView(widgets.VBox):
 
     Attributes: ``columns``, ``rows`` (numbers parsed), ``csv_path``, ``png`` (the
     plot's bytes or ``None``), ``plot_source`` (``"summary.png"``, ``"matplotlib"``
-    or ``None``), and the ``header``, ``table`` and ``plot`` widgets.
+    or ``None``), ``error_rows`` (see :func:`error_rows`), and the ``header``,
+    ``table`` and ``plot`` widgets.
     """
 
     def __init__(self, source: Any, *, plot: bool = True) -> None:
@@ -253,11 +276,21 @@ class SweepView(widgets.VBox):
         plot_note = {SUMMARY_PNG: "the sweep's summary.png", "matplotlib": "drawn from the table"}.get(
             self.plot_source or "", ""
         )
+        self.error_rows = error_rows(columns, rows)
+        errors = ""
+        if self.error_rows:
+            errors = (
+                '<div class="magi-sweep-errors" style="color:#cf222e">'
+                f"<b>{len(self.error_rows)} of {len(rows)} rows with errors</b>: "
+                + "; ".join(esc(r) for r in self.error_rows)
+                + " (see the status and error columns)</div>"
+            )
         self.header = widgets.HTML(
             f'<div class="magi-sweep-header"><b>Sweep summary</b>{where}: {len(rows)} '
             f"row{'s' if len(rows) != 1 else ''}, {len(columns)} columns"
             + (f"; plot: {esc(plot_note)}" if plot_note else "")
             + (f' <span style="color:#57606a">{esc(note)}</span>' if note else "")
+            + errors
             + "</div>"
         )
         self.table = widgets.HTML(
