@@ -7,17 +7,30 @@ and exit status 2. In a sweep (``python run.py -m``) one job's failure must not 
 the others or hide the sweep summary, so the error is recorded in the job's
 ``metrics.json`` and the job returns NaN (see :func:`magi.sweeps.jobs.fail_job`);
 the summary callback lists it as a failed row and ends with status 1.
+
+Before Hydra composes anything, :func:`launch` reads the files it will compose
+through MAGI's YAML limits (:func:`magi.config.compose.check_config_files`), so a
+broken or hostile profile is refused with ``error: <file>: <problem>`` and status 2
+rather than hanging Hydra or ending in a traceback; Ctrl-C ends with one line and
+status 130, as ``magi ask`` does.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from magi.config.app import MagiConfig
-from magi.config.compose import CONFIG_GROUPS, to_container, validate_config
+from magi.config.compose import (
+    CONFIG_GROUPS,
+    check_config_files,
+    default_conf_dir,
+    to_container,
+    validate_config,
+)
 from magi.errors import MAGIException
 from magi.tasks import get_task
 
@@ -52,3 +65,47 @@ def main(cfg: DictConfig) -> Any:
         if job.multirun:
             return fail_job(exc, job, task=OmegaConf.select(cfg, "task.name", default=None))
         raise
+
+
+EXIT_INTERRUPTED = 130
+
+
+def check_command_line(argv: Sequence[str], conf_dir: str | None = None) -> None:
+    """Check the files ``run.py <argv>`` will compose (see :func:`check_config_files`).
+
+    Raises:
+        ConfigFileError / ConfigError: a file breaks MAGI's limits, or a group option
+            is not a name (``profile=123``).
+    """
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(list(argv))
+    check_config_files(
+        conf_dir or default_conf_dir(),
+        args.overrides or [],
+        config_name=args.config_name or "config",
+        search_dirs=[args.config_dir] if args.config_dir else [],
+    )
+
+
+def launch(hydra_main: Callable[[], Any], argv: Sequence[str] | None = None) -> None:
+    """What ``run.py`` runs: check the config files, then the ``@hydra.main`` function.
+
+    A file that breaks the limits exits 2 with ``error: <file>: <problem>``; Ctrl-C
+    (while loading or answering) exits 130 with one line.
+    """
+    try:
+        try:
+            check_command_line(sys.argv[1:] if argv is None else argv)
+        except MAGIException as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        hydra_main()
+    except KeyboardInterrupt:
+        interrupted()
+
+
+def interrupted() -> None:
+    """End the process after Ctrl-C: one line on stderr, status 130 (128 + SIGINT)."""
+    print("interrupted", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)

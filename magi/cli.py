@@ -58,22 +58,29 @@ def cmd_profiles_list(args: argparse.Namespace) -> int:
             "(a config folder holds config.yaml and profile/).",
             status_code=404,
         )
+    from magi.errors import ConfigError
+    from magi.profiles import read_profile_file
+
     rows = []
-    for name in manager.list_profiles():
+    for path in manager.profile_files():  # by file, so one bad file marks only its own row
+        name = path.stem
         try:
-            p = manager.load_profile(name)
-            rows.append(
-                (
-                    name,
-                    p.name,
-                    ", ".join(p.tier_names),
-                    "on" if p.two_stage.enabled else "off",
-                    p.load_balancing.strategy if p.load_balancing.enabled else "off",
-                    p.description,
-                )
-            )
+            p = read_profile_file(path)
         except MAGIException as exc:
-            rows.append((name, "INVALID", "", "", "", str(exc).splitlines()[0]))
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            more = f" (+{len(problems) - 1} more; magi validate {name})" if len(problems) > 1 else ""
+            rows.append((name, "INVALID", "", "", "", problems[0].splitlines()[0] + more))
+            continue
+        rows.append(
+            (
+                name,
+                p.name,
+                ", ".join(p.tier_names),
+                "on" if p.two_stage.enabled else "off",
+                p.load_balancing.strategy if p.load_balancing.enabled else "off",
+                p.description,
+            )
+        )
     if args.json:
         print(json.dumps([r[0] for r in rows]))
         return EXIT_OK
@@ -96,6 +103,14 @@ def cmd_profiles_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _exists(path: Path) -> bool:
+    """``path.exists()``, but False for a name the OS refuses (e.g. too long)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from magi.profiles import read_profile_file
 
@@ -104,7 +119,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for target in args.targets:
         path = Path(target)
         try:
-            if path.suffix in (".yaml", ".yml") and (path.exists() or "/" in target):
+            if path.suffix in (".yaml", ".yml") and ("/" in target or _exists(path)):
                 profile = read_profile_file(path)
                 where = str(path)
             else:
@@ -112,7 +127,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 where = str(manager.path_for(target))
         except MAGIException as exc:
             failed += 1
-            print(f"INVALID {target}\n{exc}", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
             continue
         print(
             f"OK      {where}: profile {profile.name!r}, tiers {', '.join(profile.tier_names)}, "

@@ -83,6 +83,21 @@ class ConfigError(MAGIException):
         )
 
 
+class ConfigFileError(ConfigError):
+    """A config file cannot be read as YAML within MAGI's limits (unreadable, not UTF-8,
+    too large or deep, an alias bomb, a duplicate key, a syntax error).
+
+    The message is one line, ``"<file>: <problem>"``, so the CLI prints
+    ``error: <file>: <problem>``.
+    """
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__([problem], source=str(path))
+        self.path = str(path)
+        self.message = f"{path}: {problem}"
+        self.args = (self.message,)
+
+
 class ProfileNotFoundError(MAGIException):
     """No profile of that name exists; the message lists the available ones."""
 
@@ -108,6 +123,13 @@ class InvalidProfileNameError(MAGIException):
     """A profile name cannot be turned into a safe file name."""
 
     status_code = 400
+
+
+class ProfileWriteError(MAGIException):
+    """A profile file cannot be written: full disk, read-only or unwritable folder
+    (HTTP 503: storage unavailable, not bad input). The message names the file."""
+
+    status_code = 503
 
 
 class ModelError(MAGIException):

@@ -11,8 +11,16 @@ from magi.errors import ConfigError, ProfileNotFoundError
 
 
 def test_default_profile_composes() -> None:
+    """No profile given: the one named in conf/config.yaml's defaults list."""
+    import yaml
+
+    from .conftest import CONF
+
+    defaults = yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]
+    (default,) = [entry["profile"] for entry in defaults if isinstance(entry, dict) and "profile" in entry]
     cfg = magi.compose()
-    assert cfg.profile.name
+    assert cfg.profile == magi.ProfileManager(CONF / "profile").load_profile(default)
+    assert cfg.profile != magi.compose(profile="production").profile  # the default is not just any profile
     assert cfg.task.name == "run"
 
 

@@ -120,6 +120,47 @@ def test_saved_file_is_seed_nested_form(manager: ProfileManager) -> None:
     }
 
 
+def _flat(nested_yaml: str) -> str:
+    """The seed's flat form of a profile: name and description at the top level."""
+    data = yaml.safe_load(nested_yaml)
+    header = data.pop("profile")
+    return yaml.safe_dump({**header, **data}, sort_keys=False)
+
+
+def test_flat_form_file_loads_like_the_nested_one(manager: ProfileManager, conf_dir: Path) -> None:
+    text = _flat(SEED_YAML["production"])
+    assert text.startswith("name: Production\ndescription: ")
+    (manager.profiles_dir / "prod-flat.yaml").write_text(text)
+    flat = manager.load_profile("prod-flat")
+    assert flat == manager.load_profile("production")
+    assert (flat.name, flat.load_balancing.strategy) == ("Production", "round_robin")
+    # Hydra composes the flat file into the same profile
+    assert magi.compose(profile="prod-flat", conf_dir=conf_dir).profile == flat
+
+
+def test_saving_over_a_flat_form_file_writes_the_nested_form(manager: ProfileManager) -> None:
+    path = manager.profiles_dir / "dev-flat.yaml"
+    path.write_text(_flat(SEED_YAML["development"]).replace("name: Development", "name: Dev Flat"))
+    loaded = manager.load_profile("Dev Flat")
+    changed = loaded.model_copy(update={"description": "edited"})
+    assert manager.save_profile(changed) == path.resolve()
+    data = yaml.safe_load(path.read_text())
+    assert data["profile"] == {"name": "Dev Flat", "description": "edited"}
+    assert "name" not in data and "description" not in data
+    assert manager.load_profile("dev-flat") == changed
+    assert changed.enabled_models == loaded.enabled_models and changed.two_stage == loaded.two_stage
+
+
+def test_a_flat_form_file_with_a_bad_field_names_it(manager: ProfileManager) -> None:
+    path = manager.profiles_dir / "flat-bad.yaml"
+    path.write_text(
+        _flat(SEED_YAML["fast-only"]).replace("expected_time_seconds: 2", "expected_time_seconds: -1")
+    )
+    with pytest.raises(ConfigError) as info:
+        manager.load_profile("flat-bad")
+    assert str(path) in str(info.value) and "tier_config[0].expected_time_seconds" in str(info.value)
+
+
 def test_json_round_trip_keeps_infinity() -> None:
     profile = ProfileManager().load_profile("development")
     text = profile.model_dump_json()
@@ -249,7 +290,11 @@ MALFORMED: dict[str, tuple[str, list[str]]] = {
     ),
     "bad interval": (
         SEED_YAML["production"].replace("health_check_interval: 30", "health_check_interval: -5"),
-        ["load_balancing.health_check_interval", "greater than 0"],
+        ["load_balancing.health_check_interval", "greater than or equal to 0.5"],
+    ),
+    "interval that would keep an idle runner busy": (
+        SEED_YAML["production"].replace("health_check_interval: 30", "health_check_interval: 0.000000001"),
+        ["load_balancing.health_check_interval", "greater than or equal to 0.5", "(got 1e-09)"],
     ),
     "zero stage1 tokens": (
         DEV.replace("stage1_max_tokens: 500", "stage1_max_tokens: 0"),

@@ -26,8 +26,8 @@ def test_group_options_are_the_files() -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_profile_composes_and_validates(name: str) -> None:
     cfg = magi.compose(profile=name)
-    assert isinstance(cfg, magi.MagiConfig)
     assert cfg.profile == ProfileManager().load_profile(name)
+    assert magi.MagiConfig.model_validate_json(cfg.model_dump_json()) == cfg  # and survives JSON
 
 
 @pytest.mark.parametrize("name", SHIPPED)

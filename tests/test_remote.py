@@ -395,7 +395,7 @@ def test_profile_with_two_servers_in_its_fast_tier(
             f"profile.enabled_models=[lan_fast_a,lan_fast_b,{local_id}]",
             "~profile.model_tiers.gemma3_270m_q4km_fast",
             f"+profile.model_tiers.{local_id}=powerful",
-            "profile.load_balancing.health_check_interval=0.2",
+            "profile.load_balancing.health_check_interval=0.5",
             "runtime.cooldown_seconds=0.5",
         ),
     )

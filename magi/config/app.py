@@ -93,6 +93,14 @@ class ModelsConfig(MagiModel):
         return value
 
 
+def check_stop_strings(value: list[str] | None) -> list[str] | None:
+    """Refuse an empty stop string: llama.cpp stops at once, and the empty answer would
+    pass for a success."""
+    if value and any(stop == "" for stop in value):
+        raise ValueError("an empty stop string ends every answer before it starts; remove it")
+    return value
+
+
 class ModelSettings(MagiModel):
     """llama.cpp settings; any left unset fall back to the runtime defaults."""
 
@@ -112,7 +120,12 @@ class ModelSettings(MagiModel):
         default=None,
         description="Completion prompt for models without a chat template; '{prompt}' is filled in.",
     )
-    stop: list[str] | None = Field(default=None, description="Stop sequences.")
+    stop: list[str] | None = Field(default=None, description="Stop sequences (none may be empty).")
+
+    @field_validator("stop")
+    @classmethod
+    def _stops_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        return check_stop_strings(value)
 
 
 class RuntimeConfig(MagiModel):
@@ -147,7 +160,8 @@ class RuntimeConfig(MagiModel):
         ),
     )
     stop: list[str] = Field(
-        default_factory=lambda: ["\nQ:"], description="Stop sequences for every generation."
+        default_factory=lambda: ["\nQ:"],
+        description="Stop sequences for every generation; none may be empty (it would stop at once).",
     )
     memory_budget_mb: float | None = Field(
         default=None, gt=0, description="Evict least-recently-used models above this estimate."
@@ -191,6 +205,11 @@ class RuntimeConfig(MagiModel):
             raise ValueError("must contain {prompt}")
         return value
 
+    @field_validator("stop")
+    @classmethod
+    def _stops_not_empty(cls, value: list[str]) -> list[str]:
+        return check_stop_strings(value) or []
+
     @property
     def max_tokens_or_none(self) -> int | None:
         """``max_tokens`` at the llama.cpp boundary: ``.inf`` becomes ``None`` (unlimited)."""
@@ -211,11 +230,27 @@ class MagiConfig(MagiModel):
         ),
     )
     scorer: str = Field(default="heuristic", description="Complexity scorer, by registered name.")
-    prompt: str | None = Field(default=None, description="Prompt to answer (python run.py prompt=...).")
+    prompt: str | None = Field(
+        default=None,
+        description=(
+            "Prompt to answer (python run.py prompt=...), taken literally: '${...}' is not "
+            "interpolated. null: the built-in prompts; an empty or blank prompt is an error."
+        ),
+    )
     task: SerializeAsAny[TaskConfig] = Field(
         default_factory=RunTaskConfig,
         description="The task group's settings; 'name' selects what run.py does and the schema.",
     )
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "is empty; write the question (prompt='...'), or leave prompt unset (null) "
+                "to run the built-in prompts"
+            )
+        return value
 
     @field_validator("endpoints", mode="before")
     @classmethod

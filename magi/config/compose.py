@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from magi.config.app import MagiConfig
 from magi.config.base import validation_to_config_error
-from magi.errors import ConfigError, ProfileNotFoundError
+from magi.errors import ConfigError, ConfigFileError, ProfileNotFoundError
 
 CONF_DIR_ENV = "MAGI_CONF_DIR"
 PROFILE_GROUP = "profile"
@@ -57,16 +57,151 @@ def list_profiles(conf_dir: str | Path | None = None) -> list[str]:
         return sorted(loader.get_group_options(PROFILE_GROUP))
 
 
+def non_string_kind(word: str) -> str | None:
+    """What Hydra's command line reads a bare word as, if not a string: ``"a number"``
+    (``123``, ``1e3``, ``nan``, ``inf``), ``"a boolean"`` (``true``) or ``"null"``; else None.
+
+    ``profile=123`` selects nothing (Hydra wants a string), so a profile file may not
+    be named so (:func:`magi.profiles.manager.normalize_profile_name`).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        value = OverridesParser.create().parse_override(f"{PROFILE_GROUP}={word}").value()
+    except Exception:  # not a value Hydra can parse at all
+        return "something other than a name"
+    return _kind(value)
+
+
+def _kind(value: object) -> str | None:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return None
+
+
+def _chosen_options(primary: Any, overrides: Sequence[str]) -> dict[str, list[object]]:
+    """Group -> the option(s) chosen: the primary config's defaults list, then the
+    overrides (a sweep ``profile=a,b`` chooses both, ``glob(...)`` the matching ones)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, Glob
+
+    chosen: dict[str, list[object]] = {}
+    defaults = primary.get("defaults") if isinstance(primary, dict) else None
+    for entry in defaults if isinstance(defaults, list) else []:
+        if isinstance(entry, dict) and len(entry) == 1:
+            ((key, value),) = entry.items()
+            group = str(key).removeprefix("override ").strip().split("@")[0]
+            chosen[group] = [value]
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # Hydra reports a malformed override itself
+        parsed = []
+    for override in parsed:
+        if override.is_delete() or override.package:
+            continue
+        value = override.value()
+        if isinstance(value, ChoiceSweep):
+            chosen[override.key_or_group] = list(value.list)
+        elif isinstance(value, Glob):
+            chosen[override.key_or_group] = [value]
+        elif override.is_sweep_override():
+            continue  # range/interval sweeps choose no config file
+        else:
+            chosen[override.key_or_group] = [value]
+    return chosen
+
+
+def check_config_files(
+    conf_dir: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    config_name: str = "config",
+    search_dirs: Sequence[str | Path] = (),
+) -> None:
+    """Read the files Hydra is about to compose through the limits of
+    :func:`~magi.config.yamlfile.load_yaml_file`, before Hydra does.
+
+    Hydra (OmegaConf) copies every YAML alias, so an alias bomb composes for minutes,
+    and a non-UTF-8 or deeply nested file ends in a traceback. Checked: the primary
+    config and, for each config group, the option(s) chosen by its defaults list or
+    the overrides, in ``conf_dir`` and any extra ``search_dirs`` (``--config-dir``).
+
+    Raises:
+        ConfigFileError: ``<file>: <problem>`` (422).
+        ConfigError: a group option is not a string (``profile=123``; 422).
+    """
+    from hydra.core.override_parser.types import Glob
+
+    from magi.config.yamlfile import load_yaml_file
+
+    dirs = [Path(conf_dir), *(Path(d) for d in search_dirs)]
+    primary: Any = None
+    for folder in dirs:
+        path = folder / f"{config_name}.yaml"
+        if path.is_file():
+            data = load_yaml_file(path)
+            primary = data if primary is None else primary
+    for group, options in _chosen_options(primary, overrides).items():
+        folders = [d / group for d in dirs if (d / group).is_dir()]
+        if not folders:
+            continue  # not a config group (a value override such as prompt=...)
+        for option in options:
+            kind = _kind(option)
+            if kind:
+                text = str(option).lower() if option is None or isinstance(option, bool) else str(option)
+                raise ConfigError(
+                    [
+                        f"{group}={text}: Hydra reads {text} as {kind}, not an option name. Quote it "
+                        f"({group}='{text}') or rename the file to a name with a letter in it."
+                    ],
+                    source="the command-line overrides",
+                )
+            for folder in folders:
+                if isinstance(option, Glob):
+                    names = option.filter(sorted(p.stem for p in folder.glob("*.yaml")))
+                    paths = [folder / f"{name}.yaml" for name in names]
+                else:
+                    paths = [folder / f"{option}.yaml"]
+                for path in paths:
+                    try:
+                        exists = path.is_file()
+                    except OSError as exc:  # e.g. a 300-character name: ENAMETOOLONG
+                        raise ConfigFileError(path, f"cannot open the file: {exc.strerror or exc}") from None
+                    if exists:
+                        load_yaml_file(path)
+
+
+#: Fields that are literal text: taken as written, never interpolated, so a prompt may
+#: contain ``${...}`` (``python run.py prompt='What is ${runtime.n_ctx}?'``).
+LITERAL_KEYS: tuple[str, ...] = ("prompt",)
+
+
 def to_container(cfg: DictConfig) -> dict[str, Any]:
-    """Resolve a composed config into plain Python data (raises ConfigError on MISSING)."""
+    """Resolve a composed config into plain Python data (raises ConfigError on MISSING).
+
+    The fields of :data:`LITERAL_KEYS` are kept as written, unresolved.
+    """
     from omegaconf.errors import OmegaConfBaseException
 
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(raw, dict)
+    literal = {key: raw[key] for key in LITERAL_KEYS if isinstance(raw.get(key), str)}
+    if literal:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            for key in literal:
+                cfg[key] = None
     try:
         data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError([f"{key}: {exc.msg if hasattr(exc, 'msg') else exc}"]) from None
     assert isinstance(data, dict)
+    data.update(literal)
     data.pop("hydra", None)
     return {str(k): v for k, v in data.items()}
 
@@ -130,6 +265,8 @@ def compose(
 
     Raises:
         ProfileNotFoundError: ``profile`` is not an option of the group (404).
+        ConfigFileError: a file to compose breaks the limits of
+            :func:`~magi.config.yamlfile.load_yaml_file` (422; checked before Hydra reads it).
         ConfigError: an override is malformed or the result is invalid (422).
 
     Safe to call any number of times in one process (the Hydra global state is
@@ -153,6 +290,7 @@ def compose(
         options = GlobalHydra.instance().config_loader().get_group_options(PROFILE_GROUP)
         if profile is not None and profile not in options:
             raise ProfileNotFoundError(profile, options, str(conf / PROFILE_GROUP))
+        check_config_files(conf, all_overrides, config_name=config_name)
         try:
             cfg = hydra_compose(config_name=config_name, overrides=all_overrides, return_hydra_config=True)
         except MissingConfigException as exc:

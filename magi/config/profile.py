@@ -34,6 +34,9 @@ STRATEGIES: tuple[str, ...] = ("round_robin", "least_loaded", "random")
 #: model runs with here holds more (the runner also caps it at the context left).
 MAX_DRAFT_TOKENS = 131_072
 
+#: Shortest ``load_balancing.health_check_interval``, in seconds.
+MIN_HEALTH_CHECK_INTERVAL = 0.5
+
 DEFAULT_REFINE_TEMPLATE = (
     "{prompt}\n\nHere is a draft answer:\n{draft}\n\n"
     "Improve the draft: correct mistakes, fill gaps and give the final answer.\n"
@@ -104,7 +107,12 @@ class LoadBalancingConfig(MagiModel):
     enabled: bool = Field(default=False, description="Balance across a tier's models.")
     strategy: Strategy = Field(default="round_robin", description="One of round_robin, least_loaded, random.")
     health_check_interval: float = Field(
-        default=30, gt=0, description="Seconds between health probes of each model."
+        default=30,
+        ge=MIN_HEALTH_CHECK_INTERVAL,
+        description=(
+            f"Seconds between health probes of each model; at least {MIN_HEALTH_CHECK_INTERVAL:g} "
+            "(a shorter one keeps an idle runner busy probing)."
+        ),
     )
 
 

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -25,11 +26,14 @@ from pydantic import ValidationError
 
 from magi.config.base import validation_to_config_error
 from magi.config.profile import ModelProfile
+from magi.config.yamlfile import load_yaml_file
 from magi.errors import (
     ConfigError,
     InvalidProfileNameError,
+    MAGIException,
     ProfileExistsError,
     ProfileNotFoundError,
+    ProfileWriteError,
 )
 from magi.fileio import atomic_write_text
 
@@ -37,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 SUFFIX = ".yaml"
 _SAFE_STEM = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+#: Longest profile file stem: file systems allow 255 bytes, and a name is for people.
+MAX_NAME_CHARS = 100
 
 
 def normalize_profile_name(name: str) -> str:
@@ -44,10 +50,14 @@ def normalize_profile_name(name: str) -> str:
 
     Lower-cases, turns runs of anything but letters, digits, ``_`` and ``-`` into
     one ``-``, and trims dashes. Names that try to leave the profiles folder
-    (path separators, ``..``, absolute paths) are refused, never rewritten.
+    (path separators, ``..``, absolute paths) are refused, never rewritten. So are
+    stems that ``profile=<stem>`` cannot select because Hydra reads them as a number,
+    a boolean or null (``123``, ``1e3``, ``nan``, ``inf``, ``true``, ``null``), and
+    stems longer than :data:`MAX_NAME_CHARS`.
 
     Raises:
-        InvalidProfileNameError: the name is empty or would escape the folder (400).
+        InvalidProfileNameError: the name is empty, too long, not selectable or
+            would escape the folder (400).
     """
     raw = name.strip()
     if raw.endswith(SUFFIX):
@@ -61,6 +71,19 @@ def normalize_profile_name(name: str) -> str:
     if not _SAFE_STEM.match(stem):
         raise InvalidProfileNameError(
             f"Invalid profile name {name!r}: it has no letters or digits to make a file name from."
+        )
+    if len(stem) > MAX_NAME_CHARS:
+        raise InvalidProfileNameError(
+            f"Invalid profile name {name[:40]!r}...: its file name would have {len(stem)} characters; "
+            f"use at most {MAX_NAME_CHARS}."
+        )
+    from magi.config.compose import non_string_kind
+
+    kind = non_string_kind(stem)
+    if kind:
+        raise InvalidProfileNameError(
+            f"Invalid profile name {name!r}: 'profile={stem}' would be read as {kind}, not a name, "
+            f"so the profile could not be selected; add a letter, e.g. '{stem}-profile'."
         )
     return stem
 
@@ -80,19 +103,31 @@ def parse_profile(data: Any, source: str) -> ModelProfile:
 
 
 def read_profile_file(path: Path) -> ModelProfile:
-    """Read and validate one profile YAML file (safe loading only)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}YAML syntax error: {problem}"], source=str(path)) from None
-    return parse_profile(data, str(path))
+    """Read and validate one profile YAML file, under the limits every config file
+    passes (:func:`magi.config.yamlfile.load_yaml_file`: size, UTF-8, depth, aliases,
+    duplicate keys; safe loading only)."""
+    return parse_profile(load_yaml_file(path), str(path))
+
+
+_WRITE_FIXES = {
+    errno.ENOSPC: "the disk is full; free some space",
+    errno.EDQUOT: "the disk quota is exhausted; free some space",
+    errno.EROFS: "the file system is read-only; save to a writable profiles folder",
+    errno.EACCES: "permission denied; make the folder writable or save to another profiles folder",
+    errno.EPERM: "permission denied; make the folder writable or save to another profiles folder",
+}
+
+
+def _write_error(path: Path, exc: OSError) -> MAGIException:
+    """The MAGI error for a failed profile write: what failed, where, and the fix."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return InvalidProfileNameError(
+            f"Cannot save profile {path}: the path is too long for the file system; "
+            "choose a shorter name or profiles folder.",
+            details={"path": str(path)},
+        )
+    fix = _WRITE_FIXES.get(exc.errno or 0, exc.strerror or str(exc))
+    return ProfileWriteError(f"Cannot save profile {path}: {fix}.", details={"path": str(path)})
 
 
 class ProfileManager:
@@ -119,11 +154,15 @@ class ProfileManager:
         return path
 
     # -- the seed's methods --------------------------------------------------------
-    def list_profiles(self) -> list[str]:
-        """Names (file stems) of every profile in the folder, sorted."""
+    def profile_files(self) -> list[Path]:
+        """Every profile file in the folder, sorted by name (valid or not)."""
         if not self.profiles_dir.is_dir():
             return []
-        names = sorted(p.stem for p in self.profiles_dir.glob(f"*{SUFFIX}") if p.is_file())
+        return sorted((p for p in self.profiles_dir.glob(f"*{SUFFIX}") if p.is_file()), key=lambda p: p.stem)
+
+    def list_profiles(self) -> list[str]:
+        """Names (file stems) of every profile in the folder, sorted."""
+        names = [p.stem for p in self.profile_files()]
         logger.info("Found %d profiles in %s", len(names), self.profiles_dir)
         return names
 
@@ -145,25 +184,32 @@ class ProfileManager:
         """Write a profile as human-readable YAML in the seed's nested form.
 
         The write is atomic: a temporary file in the same folder is renamed over
-        the target, so an interrupted save never leaves a truncated profile.
+        the target, so an interrupted save never leaves a truncated profile. With
+        ``overwrite=False`` the file is created atomically too: of two saves racing
+        for one name, exactly one succeeds. An existing file keeps its permissions;
+        a new one follows the umask.
 
         Raises:
             ProfileExistsError: the file exists and ``overwrite`` is false (409).
             InvalidProfileNameError: the name cannot be a file name (400).
+            ProfileWriteError: the file cannot be written (full disk, read-only
+                folder...); names the file (503).
         """
         path = self.path_for(profile.name)
-        if path.exists() and not overwrite:
-            raise ProfileExistsError(
-                f"Profile file {path} already exists; pass overwrite=True or choose another name.",
-                details={"path": str(path)},
-            )
-        self.profiles_dir.mkdir(parents=True, exist_ok=True)
         header = (
             f"# {profile.name}: {profile.description or 'a MAGI profile'}\n"
             f"# Saved by magi.ProfileManager. Run it: python run.py profile={path.stem}\n"
         )
         body = yaml.safe_dump(profile.to_yaml_dict(), sort_keys=False, allow_unicode=True, width=100)
-        atomic_write_text(path, header + body)
+        try:
+            atomic_write_text(path, header + body, overwrite=overwrite)
+        except FileExistsError:
+            raise ProfileExistsError(
+                f"Profile file {path} already exists; pass overwrite=True or choose another name.",
+                details={"path": str(path)},
+            ) from None
+        except OSError as exc:
+            raise _write_error(path, exc) from None
         logger.info("Saved profile '%s' to %s", profile.name, path)
         return path
 
