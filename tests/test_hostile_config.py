@@ -459,7 +459,6 @@ def test_health_check_interval_has_a_lower_bound() -> None:
 
 
 # -- Ctrl-C in run.py -----------------------------------------------------------------------------------
-@pytest.mark.slow
 def test_ctrl_c_in_run_py_exits_130_with_one_line(conf_dir: Path, tmp_path: Path) -> None:
     """SIGINT while run.py waits for a (stuck) model: status 130, one line, no traceback."""
     from magi.testing.servers import HangingServer
