@@ -3,9 +3,13 @@ eviction by count and by memory budget, counters, and what Runner.close() frees.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from magi.errors import MAGIException
+from magi.runtime.backend import GenerationSettings, ModelSpec
+from magi.runtime.llama import LlamaBackend
 from magi.runtime.pool import ModelPool
 from magi.runtime.resolve import resolve_models
 from magi.testing.runtime import CODER, FAST, REASONER, TinyRuntime, tagged
@@ -211,3 +215,139 @@ def test_prompt_tokens_count_the_templated_prompt(echo_runtime: TinyRuntime) -> 
         templated = framed.run("Hello").stages[0].prompt_tokens
     assert templated > plain
     assert templated - plain >= len("Question:  Answer:") // 2  # one token per character or so
+
+
+# -- limits under concurrency ---------------------------------------------------------------
+class _Census:
+    """A backend factory of real llama.cpp backends that counts how many are loaded at
+    once: ``peak`` is what ``max_loaded_models`` must bound."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.live = 0
+        self.peak = 0
+
+    def __call__(self, spec: ModelSpec) -> LlamaBackend:
+        return _CountedBackend(spec, self)
+
+
+class _CountedBackend(LlamaBackend):
+    def __init__(self, spec: ModelSpec, census: _Census) -> None:
+        super().__init__(spec)
+        self.census = census
+
+    def load(self) -> None:
+        if self.loaded:
+            return
+        super().load()
+        with self.census.lock:
+            self.census.live += 1
+            self.census.peak = max(self.census.peak, self.census.live)
+
+    def close(self) -> None:
+        was_loaded = self.loaded
+        super().close()
+        if was_loaded:
+            with self.census.lock:
+                self.census.live -= 1
+
+
+def _in_threads(work, n: int = 8) -> list[str]:
+    """Run ``work(i)`` in ``n`` threads started together; the errors they raised."""
+    errors: list[str] = []
+    start = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        try:
+            start.wait()
+            work(i)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread is stuck (deadlock?)"
+    return errors
+
+
+def test_max_loaded_holds_with_eight_threads_over_three_models(specs) -> None:
+    census = _Census()
+    order = [FAST, REASONER, CODER]
+    with _pool(specs, max_loaded=1, backend_factory=census) as pool:
+
+        def work(i: int) -> None:
+            for n in range(6):
+                model_id = order[(i + n) % 3]
+                with pool.lease(model_id) as backend:
+                    assert pool.max_loaded == 1
+                    "".join(backend.stream("Hi", GenerationSettings(max_tokens=2)))
+
+        assert _in_threads(work) == []
+        assert census.peak == 1  # never two at once, not even for a moment
+        assert pool.stats.evictions == pool.stats.loads - 1 >= 2
+        assert len(pool.loaded_ids) == 1
+
+
+def test_max_loaded_holds_under_concurrency_through_a_runner(tiny_runtime: TinyRuntime) -> None:
+    """production balances round-robin over two models; with max_loaded_models=1 the
+    requests take turns instead of loading both."""
+    census = _Census()
+    with tiny_runtime.runner("production", "runtime.max_loaded_models=1", backend_factory=census) as runner:
+        answered: list[str] = []
+        errors = _in_threads(lambda i: answered.extend(runner.run(f"q{i}{n}").model_id for n in range(3)))
+        assert errors == []
+    assert census.peak == 1
+    assert sorted(set(answered)) == sorted([REASONER, CODER]) and len(answered) == 24
+
+
+def test_a_load_waiting_for_room_honours_the_lease_timeout(specs) -> None:
+    """Another thread holds the only loaded model: a load that needs its room waits,
+    up to the lease's timeout, and then says what it waited for."""
+    outcome: list[str] = []
+
+    def load_reasoner() -> None:
+        try:
+            with pool.lease(REASONER, timeout=0.3):
+                outcome.append("loaded over the limit")
+        except TimeoutError as exc:
+            outcome.append(str(exc))
+
+    with _pool(specs, max_loaded=1) as pool:
+        with pool.lease(FAST):
+            other = threading.Thread(target=load_reasoner, daemon=True)
+            other.start()
+            other.join(timeout=120)
+        assert len(outcome) == 1
+        assert outcome[0].startswith(f"No room to load model '{REASONER}' within 0.3s")
+        assert "max_loaded_models=1" in outcome[0] and f"{FAST} stayed busy" in outcome[0]
+        assert pool.loaded_ids == [FAST] and pool.stats.loads == 1
+
+
+def test_a_runner_without_limits_does_not_inherit_a_closed_runners(tiny_runtime: TinyRuntime) -> None:
+    """On a shared pool the strictest *open* runner's limits apply; a runner's limits
+    end with it."""
+    pool = ModelPool()
+    try:
+        with tiny_runtime.runner("production", "runtime.max_loaded_models=1", pool=pool) as limited:
+            assert pool.max_loaded == 1
+            limited.run("a")
+            limited.run("b")  # round robin: the other model, so the first is evicted
+            assert len(pool.loaded_ids) == 1
+            with tiny_runtime.runner("production", pool=pool) as unlimited:
+                assert pool.max_loaded == 1  # the open runner's limit still holds
+                unlimited.run("c")
+                unlimited.run("d")
+                assert len(pool.loaded_ids) == 1
+        assert pool.max_loaded is None
+        with tiny_runtime.runner("production", pool=pool) as later:
+            assert pool.max_loaded is None and pool.memory_budget_mb is None
+            later.run("e")
+            later.run("f")
+            assert sorted(pool.loaded_ids) == sorted([REASONER, CODER])
+        with tiny_runtime.runner("production", "runtime.max_loaded_models=1", pool=pool):
+            assert len(pool.loaded_ids) == 1  # a stricter runner evicts at once
+    finally:
+        pool.close()

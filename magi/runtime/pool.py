@@ -6,9 +6,19 @@
 * One lock per model: a ``Llama`` is not thread-safe, so a lease is exclusive. A
   remote model admits ``max_concurrency`` leases at once (its server's slots).
 * A memory budget (from the registry's estimates) and/or a maximum number of
-  loaded models evict the least recently used idle, unpinned models; evicted and
-  remaining models are ``close()``d, never left to the garbage collector. Remote
-  models hold no memory here: they neither count against the limits nor get evicted.
+  loaded models evict the least recently used idle, unpinned models *before* a new
+  one loads; evicted and remaining models are ``close()``d, never left to the
+  garbage collector. Remote models hold no memory here: they neither count against
+  the limits nor get evicted.
+* The limits hold under concurrency: a load that would exceed them while every
+  other model is busy waits until one is idle, then evicts it (models being loaded
+  count as loaded). It loads over the limit only when waiting cannot help: the other
+  models are pinned, or this thread itself holds a lease on one (nested leases).
+* Limits come from the pool's own arguments and from each open :class:`Runner` that
+  uses the pool (:meth:`ModelPool.set_limits`): the strictest of them applies, and
+  a runner's limits go away when it closes. So on the shared pool a runner with no
+  limits does not inherit an earlier, closed runner's, and one with a limit is never
+  loosened by another that sets none.
 
 Example:
     >>> pool = ModelPool(max_loaded=1)
@@ -21,8 +31,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -54,6 +66,22 @@ def same_load(old: ModelSpec, new: ModelSpec) -> bool:
     :data:`GENERATION_FIELDS`.) Other fields, including ones a backend adds later,
     count as load settings, so an unknown change always reloads."""
     return replace(old, **{name: getattr(new, name) for name in GENERATION_FIELDS}) == new
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """How much may be loaded at once (None: no limit of that kind)."""
+
+    memory_budget_mb: float | None = None
+    max_loaded: int | None = None
+
+    @classmethod
+    def strictest(cls, limits: Iterable[PoolLimits]) -> PoolLimits:
+        """Each limit at its smallest over ``limits``; unset where none sets it."""
+        items = list(limits)
+        budgets = [x.memory_budget_mb for x in items if x.memory_budget_mb is not None]
+        counts = [x.max_loaded for x in items if x.max_loaded is not None]
+        return cls(min(budgets, default=None), min(counts, default=None))
 
 
 @dataclass
@@ -138,6 +166,9 @@ class ModelPool:
             memory exceeds this. ``None``: no budget.
         max_loaded: Evict idle models while more than this many are loaded.
         backend_factory: Makes a backend for a spec (tests inject failing ones).
+
+    ``memory_budget_mb`` and ``max_loaded`` read the limits in force (the strictest
+    of the pool's own and its runners'); assigning them sets the pool's own.
     """
 
     def __init__(
@@ -147,13 +178,57 @@ class ModelPool:
         max_loaded: int | None = None,
         backend_factory: BackendFactory = default_backend_factory,
     ) -> None:
-        self.memory_budget_mb = memory_budget_mb
-        self.max_loaded = max_loaded
+        self._own_limits = PoolLimits(memory_budget_mb, max_loaded)
+        self._holder_limits: weakref.WeakKeyDictionary[object, PoolLimits] = weakref.WeakKeyDictionary()
         self._factory = backend_factory
         self._slots: dict[str, _Slot] = {}
         self._lru: OrderedDict[str, None] = OrderedDict()  # loaded ids, least recent first
+        self._loading: set[str] = set()  # local models being loaded: they count as loaded
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # a lease ended, a model closed, ...
+        self._leases_held = threading.local()  # per thread: leases it holds (nesting)
         self.stats = PoolStats()
+
+    # -- limits ---------------------------------------------------------------------------
+    @property
+    def limits(self) -> PoolLimits:
+        """The limits in force: the strictest of the pool's own and every open holder's."""
+        with self._lock:
+            return PoolLimits.strictest([self._own_limits, *self._holder_limits.values()])
+
+    @property
+    def memory_budget_mb(self) -> float | None:
+        return self.limits.memory_budget_mb
+
+    @memory_budget_mb.setter
+    def memory_budget_mb(self, value: float | None) -> None:
+        with self._changed:
+            self._own_limits = replace(self._own_limits, memory_budget_mb=value)
+            self._changed.notify_all()
+
+    @property
+    def max_loaded(self) -> int | None:
+        return self.limits.max_loaded
+
+    @max_loaded.setter
+    def max_loaded(self, value: int | None) -> None:
+        with self._changed:
+            self._own_limits = replace(self._own_limits, max_loaded=value)
+            self._changed.notify_all()
+
+    def set_limits(self, holder: object, limits: PoolLimits) -> None:
+        """Let ``holder`` (a :class:`Runner`) add its limits until :meth:`release_limits`
+        or until it is garbage-collected. The strictest limits of all holders apply."""
+        with self._changed:
+            self._holder_limits[holder] = limits
+            self._changed.notify_all()
+        self._evict(keep=None)
+
+    def release_limits(self, holder: object) -> None:
+        """Drop ``holder``'s limits (a closing runner): loads waiting for room may proceed."""
+        with self._changed:
+            self._holder_limits.pop(holder, None)
+            self._changed.notify_all()
 
     # -- registration -------------------------------------------------------------------
     def register(self, spec: ModelSpec) -> None:
@@ -206,36 +281,50 @@ class ModelPool:
         """Use of a loaded model (exclusive, but for a remote model's ``max_concurrency``);
         loads it first if needed.
 
+        ``timeout`` covers both waits: for the model's lock, and (when loading it would
+        exceed the limits while the other models are busy) for one of them to be idle.
+
         Raises:
             ModelNotFoundError: the id is not registered.
-            TimeoutError: the model stayed busy for ``timeout`` seconds.
+            TimeoutError: the model stayed busy, or no room was freed to load it, for
+                ``timeout`` seconds.
             ModelError: the model could not be loaded.
         """
         slot = self._slot(model_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             slot.in_use += 1
         try:
             if not slot.gate.acquire(timeout=-1 if timeout is None else timeout):
                 raise TimeoutError(f"Model '{model_id}' stayed busy for {timeout:.1f}s")
+            self._leases_held.count = getattr(self._leases_held, "count", 0) + 1
             try:
                 if slot.backend.loaded:
                     with self._lock:
                         self.stats.hits += 1
                 else:
-                    slot.backend.load()
+                    self._make_room(model_id, slot, deadline, timeout)
+                    try:
+                        slot.backend.load()
+                    finally:
+                        with self._changed:
+                            self._loading.discard(model_id)
+                            self._changed.notify_all()
                     with self._lock:
                         self.stats.loads += 1
                         self.stats.loads_by_model[model_id] = self.stats.loads_by_model.get(model_id, 0) + 1
                 with self._lock:
                     self._lru[model_id] = None
                     self._lru.move_to_end(model_id)
-                self._evict(keep=model_id)
+                self._evict(keep=model_id)  # limits may have tightened meanwhile
                 yield slot.backend
             finally:
+                self._leases_held.count -= 1
                 slot.gate.release()
         finally:
-            with self._lock:
+            with self._changed:
                 slot.in_use -= 1
+                self._changed.notify_all()
 
     def preload(self, model_id: str) -> None:
         """Load a model now instead of on its first request."""
@@ -245,7 +334,10 @@ class ModelPool:
     # -- eviction -------------------------------------------------------------------------
     def pin(self, model_id: str, pinned: bool = True) -> None:
         """A pinned model is never evicted (it is still closed by :meth:`close`)."""
-        self._slot(model_id).pinned = pinned
+        slot = self._slot(model_id)
+        with self._changed:
+            slot.pinned = pinned
+            self._changed.notify_all()
 
     @property
     def loaded_ids(self) -> list[str]:
@@ -262,20 +354,39 @@ class ModelPool:
         with self._lock:
             return sum(self._slots[m].spec.memory_mb for m in self.loaded_ids)
 
-    def _over_budget(self) -> bool:
-        ids = self._resident_ids()
-        if self.max_loaded is not None and len(ids) > self.max_loaded:
+    def _over_budget(self, adding: ModelSpec | None = None) -> bool:
+        """Would the resident models (those loading included), plus ``adding``, exceed
+        the limits? A model alone never does: it is loaded even if over the budget."""
+        limits = self.limits
+        ids = [
+            m
+            for m in dict.fromkeys([*self._resident_ids(), *self._loading])
+            if adding is None or m != adding.model_id
+        ]
+        count = len(ids) + (adding is not None)
+        if limits.max_loaded is not None and count > limits.max_loaded:
             return True
-        return self.memory_budget_mb is not None and self.loaded_memory_mb > self.memory_budget_mb
+        if limits.memory_budget_mb is None or count <= 1:
+            return False
+        memory = sum(self._slots[m].spec.memory_mb for m in ids) + (adding.memory_mb if adding else 0.0)
+        return memory > limits.memory_budget_mb
 
-    def _evict(self, keep: str) -> None:
+    def _evictable(self, model_id: str, keep: str | None) -> bool:
+        slot = self._slots[model_id]
+        return not (
+            model_id == keep or slot.pinned or slot.in_use or slot.spec.is_remote or model_id in self._loading
+        )
+
+    def _evict(self, keep: str | None, adding: ModelSpec | None = None) -> bool:
+        """Close idle, unpinned models, least recently used first, until the limits hold
+        (with ``adding`` counted as loaded). Returns whether they hold."""
         with self._lock:
             for model_id in list(self._lru):
-                if not self._over_budget():
-                    return
-                slot = self._slots[model_id]
-                if model_id == keep or slot.pinned or slot.in_use or slot.spec.is_remote:
+                if not self._over_budget(adding):
+                    return True
+                if not self._evictable(model_id, keep):
                     continue
+                slot = self._slots[model_id]
                 if not slot.gate.acquire_all(blocking=False):
                     continue
                 try:
@@ -284,18 +395,61 @@ class ModelPool:
                     logger.info("Evicted %s (least recently used)", model_id)
                 finally:
                     slot.gate.release_all()
-            if self._over_budget():
-                logger.warning(
-                    "Loaded models exceed the budget (%.0f MB, %d models) but all are busy or pinned",
-                    self.loaded_memory_mb,
-                    len(self._resident_ids()),
-                )
+            return not self._over_budget(adding)
+
+    def _make_room(self, model_id: str, slot: _Slot, deadline: float | None, timeout: float | None) -> None:
+        """Before loading ``model_id``: evict until it fits the limits, waiting for a busy
+        model to become idle when that is the only way; then count it as loading.
+
+        It loads over the limits (with a warning) when waiting cannot free room: every
+        other resident model is pinned, or this thread holds a lease already (a nested
+        lease would wait for itself).
+        """
+        if slot.spec.is_remote:
+            return
+        with self._changed:
+            while not self._evict(keep=model_id, adding=slot.spec):
+                nested = self._leases_held.count > 1
+                others = [m for m in dict.fromkeys([*self._lru, *self._loading]) if m != model_id]
+                will_free = [
+                    m
+                    for m in others
+                    if not self._slots[m].pinned
+                    and not self._slots[m].spec.is_remote
+                    and (self._slots[m].in_use or m in self._loading)
+                ]
+                if nested or not will_free:
+                    logger.warning(
+                        "Loading %s exceeds the limits (%s) but the other loaded models are %s",
+                        model_id,
+                        self._describe_limits(),
+                        "in use by this thread" if nested else "pinned",
+                    )
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"No room to load model '{model_id}' within {timeout:.1f}s: "
+                        f"{self._describe_limits()} and {', '.join(will_free)} stayed busy"
+                    )
+                self._changed.wait(timeout=remaining)
+            self._loading.add(model_id)
+
+    def _describe_limits(self) -> str:
+        limits = self.limits
+        parts = [f"{len(self._resident_ids()) + len(self._loading)} loaded or loading"]
+        if limits.max_loaded is not None:
+            parts.append(f"max_loaded_models={limits.max_loaded}")
+        if limits.memory_budget_mb is not None:
+            parts.append(f"{self.loaded_memory_mb:.0f} of memory_budget_mb={limits.memory_budget_mb:.0f} MB")
+        return ", ".join(parts)
 
     def _close_slot(self, model_id: str, slot: _Slot) -> None:
         if slot.backend.loaded:
             slot.backend.close()
             self.stats.closes += 1
         self._lru.pop(model_id, None)
+        self._changed.notify_all()  # room for a load that waits (callers hold the lock)
 
     def unload(self, model_id: str) -> None:
         """Close one model now (it loads again on its next lease)."""

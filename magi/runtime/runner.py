@@ -9,8 +9,9 @@ remote models alike). With two-stage on, prompts routed to
 refined by ``stage2_tier`` through ``refine_template``; prompts routed elsewhere get
 one stage. Both stages fit each model's context: the draft budget stops at what the
 context leaves after the prompt, and a refine prompt that would overflow gets a
-shortened draft, or the prompt alone (the trace's ``note`` says which). A failing model is retried on the tier's next healthy model, then on
-the fallback tiers; each failure counts against the model's circuit breaker.
+shortened draft, or the prompt alone (the trace's ``note`` says which). A failing
+model is retried on the tier's next healthy model, then on the fallback tiers; each
+failure counts against the model's circuit breaker.
 
 Example:
     >>> import magi
@@ -36,7 +37,7 @@ from magi.routing.health import Clock, HealthMonitor
 from magi.routing.router import RouteDecision, Router, Stage
 from magi.routing.scorer import get_scorer
 from magi.runtime.backend import Backend, GenerationSettings, GenerationTimeout, ModelSpec, PromptTooLongError
-from magi.runtime.pool import ModelPool
+from magi.runtime.pool import ModelPool, PoolLimits
 from magi.runtime.trace import Fallback, RunResult, StageName, StageTrace
 
 logger = logging.getLogger(__name__)
@@ -197,7 +198,9 @@ class Runner:
         tier_members: Tier name → model ids; default: from the registry's tiers
             and the profile's ``model_tiers``.
         pool: A model pool to share (e.g. :func:`magi.runtime.pool.shared_pool`);
-            default: a pool of this runner's own, closed by :meth:`close`.
+            default: a pool of this runner's own, closed by :meth:`close`. The
+            runner's ``runtime.memory_budget_mb``/``max_loaded_models`` hold on it
+            until :meth:`close` (the strictest of the open runners' apply).
         start_health_checks: Probe models every ``health_check_interval`` seconds
             in a background thread when the profile enables load balancing.
         clock: Monotonic time source of the circuit breakers (their cooldowns);
@@ -229,10 +232,9 @@ class Runner:
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else ModelPool()
         runtime = config.runtime
-        if runtime.memory_budget_mb is not None:
-            self.pool.memory_budget_mb = runtime.memory_budget_mb
-        if runtime.max_loaded_models is not None:
-            self.pool.max_loaded = runtime.max_loaded_models
+        # This runner's limits hold on the pool while it is open; on a shared pool the
+        # strictest open runner's apply, and none outlives its runner (ModelPool docs).
+        self.pool.set_limits(self, PoolLimits(runtime.memory_budget_mb, runtime.max_loaded_models))
         for spec in self.specs.values():
             self.pool.register(spec)
         self.scorer = get_scorer(config.scorer)
@@ -356,6 +358,7 @@ class Runner:
                 return
             self._closed = True
         self.health.stop()
+        self.pool.release_limits(self)
         if self._owns_pool:
             self.pool.close()
 
