@@ -4,6 +4,7 @@ eviction by count and by memory budget, counters, and what Runner.close() frees.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -12,6 +13,7 @@ from magi.runtime.backend import GenerationSettings, ModelSpec
 from magi.runtime.llama import LlamaBackend
 from magi.runtime.pool import ModelPool
 from magi.runtime.resolve import resolve_models
+from magi.testing import SEED_MODELS, write_tiny_model
 from magi.testing.runtime import CODER, FAST, REASONER, TinyRuntime, tagged
 
 ALL_THREE = f"profile.enabled_models=[{FAST},{REASONER},{CODER}]"
@@ -195,16 +197,6 @@ def test_runners_sharing_a_pool_keep_their_own_prompt_templates(echo_runtime: Ti
         pool.close()
 
 
-def test_the_trace_separates_waiting_for_a_model_from_generating(tiny_runtime: TinyRuntime) -> None:
-    with tiny_runtime.runner("fast-only") as runner:
-        first = runner.run("Hi")  # loads the model
-        assert first.stages[0].wait_s > 0
-        assert first.total_s >= first.wait_s + first.stages[0].total_s
-        assert first.to_dict()["wait_s"] == first.wait_s
-        assert runner.pool.stats.loads == 1
-        assert first.decode_tokens_per_s >= first.tokens_per_s  # no load or prompt time in it
-
-
 def test_prompt_tokens_count_the_templated_prompt(echo_runtime: TinyRuntime) -> None:
     """The trace counts what the model processed, template included."""
     with (
@@ -220,12 +212,15 @@ def test_prompt_tokens_count_the_templated_prompt(echo_runtime: TinyRuntime) -> 
 # -- limits under concurrency ---------------------------------------------------------------
 class _Census:
     """A backend factory of real llama.cpp backends that counts how many are loaded at
-    once: ``peak`` is what ``max_loaded_models`` must bound."""
+    once: ``peak`` is what ``max_loaded_models`` must bound, ``peak_mb`` (the specs'
+    estimates) what ``memory_budget_mb`` must."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.live = 0
         self.peak = 0
+        self.live_mb = 0.0
+        self.peak_mb = 0.0
 
     def __call__(self, spec: ModelSpec) -> LlamaBackend:
         return _CountedBackend(spec, self)
@@ -243,6 +238,8 @@ class _CountedBackend(LlamaBackend):
         with self.census.lock:
             self.census.live += 1
             self.census.peak = max(self.census.peak, self.census.live)
+            self.census.live_mb += self.spec.memory_mb
+            self.census.peak_mb = max(self.census.peak_mb, self.census.live_mb)
 
     def close(self) -> None:
         was_loaded = self.loaded
@@ -250,6 +247,7 @@ class _CountedBackend(LlamaBackend):
         if was_loaded:
             with self.census.lock:
                 self.census.live -= 1
+                self.census.live_mb -= self.spec.memory_mb
 
 
 def _in_threads(work, n: int = 8) -> list[str]:
@@ -351,3 +349,81 @@ def test_a_runner_without_limits_does_not_inherit_a_closed_runners(tiny_runtime:
             assert len(pool.loaded_ids) == 1  # a stricter runner evicts at once
     finally:
         pool.close()
+
+
+# -- eviction by memory with models of different sizes ---------------------------------------
+def test_memory_budget_evicts_as_many_models_as_a_big_one_needs(tiny_runtime: TinyRuntime) -> None:
+    """Two small models fit the budget together; the big one only alone. Loading it must
+    evict both (one eviction per load is not enough), and a small one evicts it again."""
+    spec = SEED_MODELS[CODER]
+    write_tiny_model(
+        tiny_runtime.path(CODER),
+        name=spec.name,
+        basename=spec.basename,
+        size_label=spec.size_label,
+        finetune=spec.finetune,
+        n_embd=256,
+        n_ff=4096,  # about 26 MB of weights, the others 0.5 MB
+    )
+    tiny_runtime.write_profile(
+        "three-sizes",
+        {
+            "profile": {"name": "Three Sizes", "description": "one model per tier"},
+            "enabled_models": [FAST, REASONER, CODER],
+            "model_tiers": {FAST: "small", REASONER: "medium", CODER: "large"},
+            "tier_config": [
+                {"name": "small", "max_score": 3.0},
+                {"name": "medium", "max_score": 6.0},
+                {"name": "large", "max_score": 10.0},
+            ],
+        },
+    )
+    sizes = {m: s.memory_mb for m, s in resolve_models(tiny_runtime.compose("three-sizes"))[0].items()}
+    small = sizes[FAST] + sizes[REASONER]
+    assert sizes[CODER] > 1.5 * small  # clearly different sizes (each estimate has 8 MB overhead)
+    budget = sizes[CODER] + min(sizes[FAST], sizes[REASONER]) / 2  # the big one fits only alone
+    census = _Census()
+    with tiny_runtime.runner(
+        "three-sizes", "scorer=tagged", f"runtime.memory_budget_mb={budget}", backend_factory=census
+    ) as runner:
+        assert runner.run(tagged("a", 1.0)).model_id == FAST
+        assert runner.run(tagged("b", 5.0)).model_id == REASONER
+        assert runner.pool.loaded_ids == [FAST, REASONER]  # together within the budget
+        assert runner.run(tagged("c", 9.0)).model_id == CODER
+        assert runner.pool.loaded_ids == [CODER]
+        assert runner.pool.stats.evictions == 2
+        assert runner.run(tagged("d", 1.0)).model_id == FAST
+        assert runner.pool.loaded_ids == [FAST]
+        assert runner.pool.stats.evictions == 3
+    # evicted before the big one loaded, not after: never over the budget, even briefly
+    assert census.peak_mb <= budget
+
+
+# -- the trace's wait/load split ---------------------------------------------------------------
+LOAD_S = 1.5
+
+
+class _SlowLoad(LlamaBackend):
+    """A real backend whose load takes LOAD_S seconds longer."""
+
+    def load(self) -> None:
+        if not self.loaded:
+            time.sleep(LOAD_S)
+        super().load()
+
+
+def test_load_time_is_waiting_not_generating(tiny_runtime: TinyRuntime) -> None:
+    """The first request pays the slow load: it shows in wait_s, not in the stage's
+    ttft_s/total_s (generating 8 tokens on a tiny model takes milliseconds, far below
+    LOAD_S even on a slow machine)."""
+    with tiny_runtime.runner("fast-only", backend_factory=_SlowLoad) as runner:
+        first = runner.run("Hi")
+        second = runner.run("Hi")
+    (stage,) = first.stages
+    assert stage.wait_s >= LOAD_S
+    assert stage.ttft_s < LOAD_S and stage.total_s < LOAD_S
+    assert first.total_s >= stage.wait_s + stage.total_s
+    assert first.wait_s == stage.wait_s and first.to_dict()["wait_s"] == stage.wait_s
+    assert f"(of which {stage.wait_s:.2f} s waiting for or loading models)" in first.explain()
+    assert first.decode_tokens_per_s > first.tokens_per_s  # no load or prompt time in it
+    assert second.stages[0].wait_s < LOAD_S  # loaded already
