@@ -324,6 +324,27 @@ def test_a_load_waiting_for_room_honours_the_lease_timeout(specs) -> None:
         assert pool.loaded_ids == [FAST] and pool.stats.loads == 1
 
 
+def test_a_nested_lease_in_another_thread_does_not_deadlock_a_waiting_load(specs) -> None:
+    """Thread 2 waits for room to load REASONER while thread 1 holds FAST; thread 1 then
+    asks for REASONER too (a nested lease). Waiting on would deadlock: thread 2 stops
+    waiting and loads over the limit, and both finish."""
+    done: list[str] = []
+    with _pool(specs, max_loaded=1) as pool:
+
+        def second() -> None:
+            pool.preload(REASONER)
+            done.append("second")
+
+        with pool.lease(FAST):
+            other = threading.Thread(target=second, daemon=True)
+            other.start()
+            time.sleep(0.3)  # let it reach the wait for room (the test holds either way)
+            with pool.lease(REASONER, timeout=20):
+                done.append("nested")
+        other.join(timeout=60)
+        assert sorted(done) == ["nested", "second"]
+
+
 def test_a_runner_without_limits_does_not_inherit_a_closed_runners(tiny_runtime: TinyRuntime) -> None:
     """On a shared pool the strictest *open* runner's limits apply; a runner's limits
     end with it."""

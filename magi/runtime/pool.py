@@ -187,6 +187,7 @@ class ModelPool:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # a lease ended, a model closed, ...
         self._leases_held = threading.local()  # per thread: leases it holds (nesting)
+        self._nested_waiters: dict[str, int] = {}  # model id -> threads holding a lease waiting for it
         self.stats = PoolStats()
 
     # -- limits ---------------------------------------------------------------------------
@@ -292,10 +293,20 @@ class ModelPool:
         """
         slot = self._slot(model_id)
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
+        nested = getattr(self._leases_held, "count", 0) > 0
+        with self._changed:
             slot.in_use += 1
+            if nested:  # a holder waiting for room for this model would wait for us: tell it
+                self._nested_waiters[model_id] = self._nested_waiters.get(model_id, 0) + 1
+                self._changed.notify_all()
         try:
-            if not slot.gate.acquire(timeout=-1 if timeout is None else timeout):
+            try:
+                acquired = slot.gate.acquire(timeout=-1 if timeout is None else timeout)
+            finally:
+                if nested:
+                    with self._lock:
+                        self._nested_waiters[model_id] -= 1
+            if not acquired:
                 raise TimeoutError(f"Model '{model_id}' stayed busy for {timeout:.1f}s")
             self._leases_held.count = getattr(self._leases_held, "count", 0) + 1
             try:
@@ -402,14 +413,14 @@ class ModelPool:
         model to become idle when that is the only way; then count it as loading.
 
         It loads over the limits (with a warning) when waiting cannot free room: every
-        other resident model is pinned, or this thread holds a lease already (a nested
-        lease would wait for itself).
+        other resident model is pinned, or a lease holder waits for this model (this
+        thread itself, or another one with a nested lease: it could wait forever).
         """
         if slot.spec.is_remote:
             return
         with self._changed:
             while not self._evict(keep=model_id, adding=slot.spec):
-                nested = self._leases_held.count > 1
+                nested = self._leases_held.count > 1 or self._nested_waiters.get(model_id, 0) > 0
                 others = [m for m in dict.fromkeys([*self._lru, *self._loading]) if m != model_id]
                 will_free = [
                     m
@@ -423,7 +434,7 @@ class ModelPool:
                         "Loading %s exceeds the limits (%s) but the other loaded models are %s",
                         model_id,
                         self._describe_limits(),
-                        "in use by this thread" if nested else "pinned",
+                        "in use by a thread that waits for it" if nested else "pinned",
                     )
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
