@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,7 @@ from magi.models.ids import (
     size_token_from_count,
     size_token_from_label,
 )
+from magi.testing.tiny_gguf import make_seed_models, write_tiny_model
 
 BASE = GGUFModelInfo(
     architecture="llama",
@@ -172,3 +175,85 @@ def test_pins_win_and_clashing_pins_are_an_error() -> None:
     assert assign_unique_ids(claims) == {"/b.gguf": "m_fast", "/a.gguf": "m_fast_2"}
     with pytest.raises(ModelError, match=r"Two pins .* 'x'.*/a.gguf and /b.gguf"):
         assign_unique_ids([IdClaim("/a.gguf", "x", pinned=True), IdClaim("/b.gguf", "x", pinned=True)])
+
+
+# -- same derived id, different models: told apart by what they are, not by path order ---------
+def _discover_ids(*folders: Path) -> dict[str, str]:
+    """Discover ``folders`` (no demo); ``{file name: id}``."""
+    from magi.models.discovery import ModelDiscoveryService
+
+    registry = ModelDiscoveryService(scan_path=list(folders)).discover().registry
+    return {entry.path.name: entry.id for entry in registry.models.values()}
+
+
+def _llama(path: Path, *, finetune: str | None, name: str) -> Path:
+    return write_tiny_model(path, name=name, basename="Llama-3.1", size_label="8B", finetune=finetune)
+
+
+@pytest.mark.parametrize("instruct_first", [True, False])
+def test_instruct_and_base_of_one_family_get_distinct_ids_in_any_path_order(
+    tmp_path: Path, instruct_first: bool
+) -> None:
+    first, second = ("a", "b") if instruct_first else ("b", "a")
+    _llama(
+        tmp_path / first / "Llama-3.1-8B-Instruct-Q4_K_M.gguf",
+        finetune="Instruct",
+        name="Llama 3.1 8B Instruct",
+    )
+    _llama(tmp_path / second / "Llama-3.1-8B-Q4_K_M.gguf", finetune=None, name="Llama 3.1 8B")
+    assert _discover_ids(tmp_path) == {
+        "Llama-3.1-8B-Instruct-Q4_K_M.gguf": "llama3_p1_8p0b_q4km_powerful",
+        "Llama-3.1-8B-Q4_K_M.gguf": "llama3_p1_8p0b_base_q4km_powerful",
+    }
+
+
+def test_variant_comes_from_the_name_or_file_name_when_finetune_is_silent(tmp_path: Path) -> None:
+    write_tiny_model(tmp_path / "a" / "gemma-3-270m-it-Q4_K_M.gguf", name=None, basename=None, finetune=None)
+    write_tiny_model(tmp_path / "b" / "gemma-3-270m-pt-Q4_K_M.gguf", name=None, basename=None, finetune=None)
+    write_tiny_model(tmp_path / "c" / "x.gguf", name="Gemma 3 270M Base", basename=None, finetune=None)
+    ids = _discover_ids(tmp_path)
+    assert ids == {
+        "gemma-3-270m-it-Q4_K_M.gguf": "gemma3_270m_q4km_fast",
+        "gemma-3-270m-pt-Q4_K_M.gguf": "gemma3_270m_pt_q4km_fast",
+        "x.gguf": "gemma3_270m_base_q4km_fast",
+    }
+
+
+@pytest.mark.parametrize("copy_name", ["my-assistant.gguf", "A-copy.gguf"])
+def test_a_renamed_copy_gets_its_id_from_its_file_name(tmp_path: Path, copy_name: str) -> None:
+    original = make_seed_models(tmp_path / "m")["qwen3_4p0b_q4km_fast"]
+    shutil.copy(original, tmp_path / "m" / copy_name)  # sorts after / before the original
+    ids = _discover_ids(tmp_path / "m")
+    assert ids["Qwen3-4B-Q4_K_M.gguf"] == "qwen3_4p0b_q4km_fast"
+    assert ids[copy_name] == f"{Path(copy_name).stem.lower().replace('-', '_')}_4p0b_q4km_fast"
+    assert len(set(ids.values())) == len(ids) == 4
+
+
+def test_the_same_file_twice_still_gets_a_numeric_suffix(tmp_path: Path) -> None:
+    original = make_seed_models(tmp_path / "a")["qwen3_4p0b_q4km_fast"]
+    (tmp_path / "b").mkdir()
+    shutil.copy(original, tmp_path / "b" / original.name)
+    from magi.models.discovery import ModelDiscoveryService
+
+    registry = ModelDiscoveryService(scan_path=[tmp_path / "b", tmp_path / "a"]).discover().registry
+    assert registry.get("qwen3_4p0b_q4km_fast").path == original  # path order: a before b
+    assert registry.get("qwen3_4p0b_q4km_fast_2").path == tmp_path / "b" / original.name
+
+
+def test_ids_stay_when_a_base_model_joins_later(tmp_path: Path) -> None:
+    from magi.models.discovery import ModelDiscoveryService
+
+    _llama(tmp_path / "m" / "Llama-3.1-8B-Q4_K_M.gguf", finetune=None, name="Llama 3.1 8B")
+    service = ModelDiscoveryService(scan_path=tmp_path / "m", registry_path=tmp_path / "r.json")
+    assert service.refresh().registry.ids == ["llama3_p1_8p0b_q4km_powerful"]
+    _llama(
+        tmp_path / "m" / "Llama-3.1-8B-Instruct-Q4_K_M.gguf",
+        finetune="Instruct",
+        name="Llama 3.1 8B Instruct",
+    )
+    ids = {e.path.name: e.id for e in service.refresh().registry.models.values()}
+    # the base model had the plain id: it keeps it (profiles name it); the newcomer gets its variant
+    assert ids == {
+        "Llama-3.1-8B-Q4_K_M.gguf": "llama3_p1_8p0b_q4km_powerful",
+        "Llama-3.1-8B-Instruct-Q4_K_M.gguf": "llama3_p1_8p0b_instruct_q4km_powerful",
+    }

@@ -39,6 +39,7 @@ from magi.errors import ModelError
 from magi.models.gguf_meta import GGUFModelInfo, GGUFReadError, read_model_info
 from magi.models.ids import (
     IdClaim,
+    IdParts,
     assign_unique_ids,
     derive_identity,
     make_id,
@@ -480,7 +481,14 @@ class ModelDiscoveryService:
             tier = pinned_tier or assign_tier(identity.params, self.config.tier_thresholds)
             quant = quant_token(identity.quant) if identity.quant else "unknown"
             wanted = pinned_id or make_id(identity.family, identity.size, quant, tier)
-            claims.append(IdClaim(str(path), wanted, pinned=pinned_id is not None, previous=item.previous_id))
+            parts = IdParts(
+                identity.family, identity.size, quant, tier, identity.variant, identity.file_family
+            )
+            claims.append(
+                IdClaim(
+                    str(path), wanted, pinned=pinned_id is not None, previous=item.previous_id, parts=parts
+                )
+            )
             data[str(path)] = dict(
                 path=path,
                 files=item.files,

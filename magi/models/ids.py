@@ -49,13 +49,27 @@ quantisation word in the file name; else the type holding most tensor bytes.
 
 Uniqueness
 ----------
-Two files can derive the same id (the same model in two folders, or from two
-publishers). The registry then keeps the id for one of them and gives the
-others the next free numeric suffix: ``qwen3_4p0b_q4km_fast_2``, ``_3``, ...
-Ties are broken deterministically: a file that already had an id in the previous
-registry keeps it (ids stay stable across refreshes), the rest go in path order.
-A pinned id (``models.pins``) is always honoured; two pins asking for the same id
-are an error naming both files.
+Two files can derive the same id. They are told apart by what they are, never by
+where they are, in three steps (each only among files that still share an id):
+
+1. **variant**: ``general.finetune``; else the words after the size word in
+   ``general.name``; else (no finetune, no name with a size word) the words after
+   the size word in the file name, quantisation left out. ``Instruct`` → ``instruct``,
+   ``it``, ``Base``, none → ``""``. When the variants differ, one variant keeps the
+   plain id: the one whose file had it in the previous registry, else an
+   instruction-tuned one (``instruct``, ``it``, ``chat``: what MAGI serves), else
+   none, else the first alphabetically. The others get their variant after the
+   size, ``base`` for none: ``llama3_p1_8p0b_base_q4km_powerful``.
+2. **file name**: a file whose name names another family than its metadata (a
+   renamed copy, ``my-assistant.gguf``) takes the family from its file name:
+   ``my_assistant_4p0b_q4km_fast``; the file whose name agrees keeps the plain id.
+3. **the same file twice** (two folders): the next free numeric suffix,
+   ``qwen3_4p0b_q4km_fast_2``, ``_3``, ... in path order.
+
+A file that already had an id in the previous registry keeps it (ids stay stable
+across refreshes; a model joining later takes the variant or suffix). A pinned id
+(``models.pins``) is always honoured; two pins asking for the same id are an error
+naming both files.
 
 Example:
     >>> family_token("Qwen2.5-Coder"), size_token_from_label("14B"), quant_token("Q4_K_M")
@@ -198,13 +212,89 @@ def make_id(family: str, size: str, quant: str, tier: str) -> str:
 
 
 @dataclass(frozen=True)
+class IdParts:
+    """The parts a derived id is made of, and what tells models of one id apart."""
+
+    family: str
+    size: str
+    quant: str  # the id token, e.g. q4km
+    tier: str
+    variant: str = ""  # e.g. instruct, it, base; "" when nothing says
+    file_family: str | None = None  # the family the file name alone gives
+
+    def with_variant(self) -> str:
+        """The id with the variant after the size (``base`` when there is none)."""
+        return make_id(self.family, f"{self.size}_{self.variant or 'base'}", self.quant, self.tier)
+
+    def with_file_family(self, wanted: str) -> str:
+        """``wanted`` (a derived id, so it starts with the family) with the file name's family."""
+        return f"{self.file_family}{wanted.removeprefix(self.family)}"
+
+
+@dataclass(frozen=True)
 class IdClaim:
-    """One model asking for an id: ``wanted`` (derived or pinned) and the previous id if any."""
+    """One model asking for an id: ``wanted`` (derived or pinned) and the previous id if any.
+
+    ``parts`` (derived ids only) lets models that derive the same id be told apart
+    by variant and file name rather than by path order.
+    """
 
     key: str  # the model's path, for ordering and messages
     wanted: str
     pinned: bool = False
     previous: str | None = None
+    parts: IdParts | None = None
+
+
+#: Variants of instruction-tuned models: in a clash they keep the plain id.
+CHAT_VARIANTS = ("instruct", "it", "chat")
+
+
+def _keeper_variant(group: Sequence[IdClaim]) -> str:
+    """The variant that keeps the plain id among claims of one id (step 1 of the docstring)."""
+    variants = {c.parts.variant for c in group if c.parts}
+    for claim in group:
+        if claim.previous == claim.wanted and claim.parts:
+            return claim.parts.variant
+    for chat in CHAT_VARIANTS:
+        if chat in variants:
+            return chat
+    chatty = sorted(v for v in variants if any(w in v for w in CHAT_VARIANTS))
+    if chatty:
+        return chatty[0]
+    return "" if "" in variants else sorted(variants)[0]
+
+
+def _tell_apart(claims: list[IdClaim]) -> list[IdClaim]:
+    """Steps 1 and 2 of the docstring: re-aim claims of a shared id by variant, then file name."""
+    from dataclasses import replace
+
+    def groups(items: list[IdClaim]) -> dict[str, list[IdClaim]]:
+        out: dict[str, list[IdClaim]] = {}
+        for c in items:
+            out.setdefault(c.wanted, []).append(c)
+        return out
+
+    step1: list[IdClaim] = []
+    for group in groups(claims).values():
+        variants = {c.parts.variant for c in group if c.parts}
+        if len(group) < 2 or len(variants) < 2:
+            step1.extend(group)
+            continue
+        keeper = _keeper_variant(group)
+        for c in group:
+            if c.parts and c.parts.variant != keeper:
+                c = replace(c, wanted=c.parts.with_variant())
+            step1.append(c)
+    step2: list[IdClaim] = []
+    for group in groups(step1).values():
+        for c in group:
+            p = c.parts
+            renamed = p is not None and p.file_family is not None and p.file_family != p.family
+            if len(group) > 1 and renamed and c.previous != c.wanted and p is not None:
+                c = replace(c, wanted=p.with_file_family(c.wanted))
+            step2.append(c)
+    return step2
 
 
 def assign_unique_ids(claims: Sequence[IdClaim]) -> dict[str, str]:
@@ -224,7 +314,7 @@ def assign_unique_ids(claims: Sequence[IdClaim]) -> dict[str, str]:
             )
         taken[claim.wanted] = claim.key
         result[claim.key] = claim.wanted
-    derived = sorted((c for c in claims if not c.pinned), key=lambda c: c.key)
+    derived = sorted(_tell_apart([c for c in claims if not c.pinned]), key=lambda c: c.key)
     waiting: list[IdClaim] = []
     for claim in derived:  # keep last registry's id when it still fits this model
         prev = claim.previous
@@ -255,6 +345,8 @@ class Identity:
     quant: str | None
     params: int
     params_source: str  # size_label, name, filename or tensors
+    variant: str = ""  # finetune, else words after the size in the name, else in the file name
+    file_family: str = "model"  # the family the file name alone gives (tells renamed copies apart)
 
 
 def derive_identity(info: GGUFModelInfo, filename: str) -> Identity:
@@ -294,10 +386,41 @@ def derive_identity(info: GGUFModelInfo, filename: str) -> Identity:
         size, params = size_token_from_count(info.tensor_params), float(info.tensor_params)
 
     quant = quant_name_from_file_type(info.file_type) or file_quant or info.dominant_tensor_type
+    if info.finetune:
+        variant = variant_token(info.finetune)
+    elif name_split:
+        variant = variant_token(_after_size_word(info.name or ""))
+    else:
+        variant = variant_token(_after_size_word(_QUANT_ANYWHERE.sub("", stem)))
     return Identity(
         family=family_token(raw_family),
         size=size,
         quant=quant,
         params=int(params),
         params_source=source,
+        variant=variant,
+        file_family=family_token(file_split[0] if file_split and file_split[0] else stem_wo_quant),
     )
+
+
+_QUANT_ANYWHERE = re.compile(
+    r"(?:^|[-._ ])(?:I?Q\d(?:_[A-Z0-9]+)*|BF16|F16|F32|FP16|FP32|TQ\d_\d|MXFP4(?:_MOE)?)(?=$|[-._ ])",
+    re.IGNORECASE,
+)
+
+
+def _after_size_word(text: str) -> str:
+    """The words after the first size word: ``"Qwen2.5 Coder 14B Instruct"`` → ``"Instruct"``."""
+    words = [w for w in _WORD_SPLIT.split(text) if w]
+    for i, word in enumerate(words):
+        if _SIZE_WORD.match(word):
+            return "-".join(words[i + 1 :])
+    return ""
+
+
+def variant_token(raw: str) -> str:
+    """A variant as an id token: ``"Instruct"`` → ``"instruct"``, ``"Code-Pro"`` → ``"codepro"``.
+
+    Lower-cased, every character but letters and digits dropped.
+    """
+    return re.sub(r"[^a-z0-9]", "", raw.lower())
