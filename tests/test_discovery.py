@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ from magi.models.registry import ModelRegistry, RegistryWriteError
 from magi.profiles import ProfileManager
 from magi.testing.runtime import FAST, TinyRuntime
 from magi.testing.tiny_gguf import SEED_MODELS, make_seed_models, write_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SEED_IDS = set(SEED_MODELS)
 
@@ -286,6 +289,67 @@ def test_pins_and_thresholds_are_validated() -> None:
         ModelsConfig(pins={"a.gguf": {"id": "bad id!"}})
     with pytest.raises(ValidationError, match="Extra inputs"):
         ModelsConfig(pins={"a.gguf": {"tierr": "fast"}})
+
+
+PIN_LIST = (
+    "models.pins=[{file:Qwen3-4B-Q4_K_M.gguf,id:my_qwen,tier:powerful},"
+    "{file:x-00001-of-00002.gguf,tier:fast}]"
+)
+
+
+def test_pins_as_a_list_from_the_command_line(seed_models_dir: Path) -> None:
+    # file names are no valid override keys (the dots), so pins also take a list of {file, id, tier}
+    config = magi.compose(overrides=[PIN_LIST, f"models.dirs=[{seed_models_dir}]", "models.demo=false"])
+    assert config.models.pins == {
+        "Qwen3-4B-Q4_K_M.gguf": ModelPin(id="my_qwen", tier="powerful"),
+        "x-00001-of-00002.gguf": ModelPin(tier="fast"),
+    }
+    registry = ModelDiscoveryService(
+        config=config.models, registry_path=seed_models_dir / "r.json"
+    ).discover()
+    entry = registry.registry.get("my_qwen")
+    assert (entry.tier, entry.pinned, entry.path.name) == ("powerful", True, "Qwen3-4B-Q4_K_M.gguf")
+    # the mapping form still works, and means the same
+    mapping = ModelsConfig(pins={"Qwen3-4B-Q4_K_M.gguf": {"id": "my_qwen", "tier": "powerful"}})
+    listed = ModelsConfig(pins=[{"file": "Qwen3-4B-Q4_K_M.gguf", "id": "my_qwen", "tier": "powerful"}])
+    assert mapping == listed
+
+
+def test_pins_list_as_run_py_takes_it() -> None:
+    proc = subprocess.run(
+        [sys.executable, "run.py", "--cfg", "job", PIN_LIST],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "file: Qwen3-4B-Q4_K_M.gguf" in proc.stdout and "id: my_qwen" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("pins", "problem"),
+    [
+        ([{"id": "x"}], "models.pins: item 0: needs 'file'"),
+        ([{"file": "a.gguf"}, {"file": "a.gguf", "id": "y"}], "item 1: file 'a.gguf' is pinned twice"),
+        (["a.gguf"], "models.pins: item 0: must be {file: NAME.gguf, id: ..., tier: ...}"),
+    ],
+)
+def test_pins_list_mistakes_are_named(pins: list[object], problem: str) -> None:
+    from magi.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        magi.compose(overrides=[f"models.pins={_hydra(pins)}"])
+    assert problem in str(info.value)
+
+
+def _hydra(value: object) -> str:
+    """A Python list/dict/str as a Hydra override value."""
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def test_bare_service_does_not_assemble_the_demo(seed_models_dir: Path) -> None:

@@ -64,8 +64,9 @@ class ModelsConfig(MagiModel):
     pins: dict[str, ModelPin] = Field(
         default_factory=dict,
         description=(
-            "Per-file pins, keyed by file name (the first shard's for split models): "
-            "{'id': ..., 'tier': ...}."
+            "Per-file pins: a list of {file, id, tier} (the form the command line takes: "
+            "models.pins=[{file:X.gguf,id:my_id,tier:fast}]), or a mapping keyed by file name "
+            "({'X.gguf': {id: ..., tier: ...}}); the first shard's name for split models."
         ),
     )
     demo: bool = Field(
@@ -76,6 +77,29 @@ class ModelsConfig(MagiModel):
         default=None,
         description="Folder the demo model is assembled into; default: the first of 'dirs'.",
     )
+
+    @field_validator("pins", mode="before")
+    @classmethod
+    def _pin_list(cls, value: Any) -> Any:
+        """A list of ``{file, id, tier}`` becomes the mapping by file name: file names hold
+        dots, which Hydra override keys cannot, so the command line needs the list."""
+        if not isinstance(value, list | tuple):
+            return value
+        pins: dict[str, Any] = {}
+        for i, item in enumerate(value):
+            where = f"item {i}"
+            if not isinstance(item, dict):
+                raise ValueError(f"{where}: must be {{file: NAME.gguf, id: ..., tier: ...}}, not {item!r}")
+            item = dict(item)
+            name = item.pop("file", None)
+            if not isinstance(name, str) or not name:
+                raise ValueError(
+                    f"{where}: needs 'file' (the model's file name), e.g. {{file: X.gguf, id: my_id}}"
+                )
+            if name in pins:
+                raise ValueError(f"{where}: file {name!r} is pinned twice; keep one entry")
+            pins[name] = item
+        return pins
 
     @field_validator("tier_thresholds")
     @classmethod
