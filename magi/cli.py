@@ -385,9 +385,10 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 
 def cmd_models_demo(args: argparse.Namespace) -> int:
     from magi.models.demo import ensure_demo_model
+    from magi.models.discovery import demo_folder
 
     models, _ = _models_config(args)
-    folder = args.dir or models.demo_dir or (models.dirs[0] if models.dirs else Path("models"))
+    folder = args.dir or demo_folder(models)
     path = ensure_demo_model(folder, progress=sys.stderr.isatty())
     print(path)
     print("Register it with: magi discover" + (f" {folder}" if args.dir else ""), file=sys.stderr)
@@ -654,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir",
         type=Path,
         default=None,
-        help="target folder (default: models.demo_dir, else the first of models.dirs)",
+        help="target folder (default: models.demo_dir, else models/)",
     )
     mdemo.set_defaults(handler=cmd_models_demo)
 

@@ -51,6 +51,16 @@ def test_cli_demo_without_the_extra(
     assert "pip install -e '.[demo]'" in capsys.readouterr().err
 
 
+def test_demo_folder_is_never_a_users_models_folder(tmp_path: Path) -> None:
+    from magi.models.discovery import DEFAULT_MODELS_DIR, demo_folder
+
+    mine = tmp_path / "my-models"
+    assert demo_folder(ModelsConfig(dirs=[mine])) == DEFAULT_MODELS_DIR == Path("models")
+    service = ModelDiscoveryService(scan_path=mine, config=ModelsConfig(dirs=[tmp_path / "x"]))
+    assert service.demo_folder == Path("models")
+    assert demo_folder(ModelsConfig(dirs=[mine], demo_dir=tmp_path / "demo")) == tmp_path / "demo"
+
+
 # -- with the real package (about 250 MB written per assembly) ---------------------------
 @pytest.fixture(scope="module")
 def demo_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -109,3 +119,22 @@ def test_damaged_demo_model_is_replaced(tmp_path: Path, capsys: pytest.CaptureFi
     path = ensure_demo_model(tmp_path, progress=True)
     assert path == target and sha256_file(path) == package.EXPECTED_SHA256
     assert "Assembling" in capsys.readouterr().err  # the progress bar ran
+
+
+@pytest.mark.slow
+def test_discovering_a_folder_writes_nothing_into_it(
+    demo_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from magi.testing.tiny_gguf import write_tiny_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / demo_path.name).symlink_to(demo_path)  # MAGI's own folder, demo in place
+    mine = tmp_path / "mine"
+    write_tiny_model(mine / "Tiny-Llama-1B-Q4_K_M.gguf", size_label="1B")
+    before = sorted(p.name for p in mine.rglob("*"))
+    config = ModelsConfig(dirs=[mine], registry=tmp_path / "registry.json", demo=True)
+    registry = ModelDiscoveryService(config=config).refresh().registry
+    assert sorted(p.name for p in mine.rglob("*")) == before  # no demo model, no temporary file
+    assert registry.get(DEMO_MODEL_ID).path.parent == Path("models").resolve()
+    assert {e.path.parent for e in registry.models.values()} == {mine, Path("models").resolve()}

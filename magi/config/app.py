@@ -75,7 +75,10 @@ class ModelsConfig(MagiModel):
     )
     demo_dir: Path | None = Field(
         default=None,
-        description="Folder the demo model is assembled into; default: the first of 'dirs'.",
+        description=(
+            "Folder the demo model is assembled into; default: models (MAGI's own folder, "
+            "relative to the working directory), never one of 'dirs' unless it is that one."
+        ),
     )
 
     @field_validator("pins", mode="before")

@@ -58,7 +58,8 @@ from magi.models.tiers import assign_tier
 
 logger = logging.getLogger(__name__)
 
-#: The project's own models folder (models.dirs' default): created when the demo model goes there.
+#: The project's own models folder (models.dirs' default, relative to the working directory):
+#: the demo model's folder unless models.demo_dir says otherwise, created when it goes there.
 DEFAULT_MODELS_DIR = Path("models")
 #: Registry files already warned about as unwritable: a start warns once per file and
 #: process, not once per Runner (notebooks and sweeps start many).
@@ -124,6 +125,15 @@ class _Found:
 def _same_files(old: list[ModelFile], new: list[ModelFile]) -> bool:
     """Unchanged on disk: same paths, sizes and modification times (then the header is not re-read)."""
     return [(f.path, f.size, f.mtime_ns) for f in old] == [(f.path, f.size, f.mtime_ns) for f in new]
+
+
+def demo_folder(config: ModelsConfig) -> Path:
+    """Where the demo model is assembled: ``models.demo_dir``, else MAGI's own ``models/``.
+
+    Never one of the user's folders in ``models.dirs`` (or given to ``magi discover``):
+    MAGI does not write 253 MB into a folder it was only asked to read.
+    """
+    return Path(config.demo_dir) if config.demo_dir is not None else DEFAULT_MODELS_DIR
 
 
 def check_folders(dirs: Iterable[Path]) -> None:
@@ -355,16 +365,16 @@ class ModelDiscoveryService:
         return result
 
     # -- the work ------------------------------------------------------------------
-    def _demo_folder(self) -> Path:
-        if self.config.demo_dir is not None:
-            return Path(self.config.demo_dir)
-        return self.scan_paths[0] if self.scan_paths else Path("models")
+    @property
+    def demo_folder(self) -> Path:
+        """Where the demo model goes (:func:`demo_folder`); never a scanned folder by default."""
+        return demo_folder(self.config)
 
     def _ensure_demo(self, warnings: list[str]) -> Path | None:
         from magi.models.demo import DemoModelUnavailableError, ensure_demo_model
 
         try:
-            return ensure_demo_model(self._demo_folder(), progress=self.progress)
+            return ensure_demo_model(self.demo_folder, progress=self.progress)
         except DemoModelUnavailableError as exc:
             if self.demo_required:
                 raise
@@ -376,7 +386,7 @@ class ModelDiscoveryService:
             warnings.append(f"demo model left out: {exc}")
             return None
         except OSError as exc:  # e.g. a read-only models folder without the demo model in it
-            folder = self._demo_folder()
+            folder = self.demo_folder
             problem = f"cannot write the demo model into {folder}: {exc.strerror or exc}"
             if self.demo_required:
                 raise ModelError(
@@ -396,7 +406,7 @@ class ModelDiscoveryService:
         check_folders(
             d
             for d in dirs
-            if not (self.include_demo and Path(d) == DEFAULT_MODELS_DIR == self._demo_folder())
+            if not (self.include_demo and Path(d) == DEFAULT_MODELS_DIR == self.demo_folder)
         )
         if self.include_demo:
             demo_path = self._ensure_demo(warnings)
