@@ -286,6 +286,7 @@ def _short_health(model_id: str, url: str, error: str | None, limit: int = 48) -
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
+    from magi.config.endpoints import redact_url
     from magi.errors import ModelError
     from magi.models.registry import ModelRegistry
     from magi.render import table
@@ -309,6 +310,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 "id": model_id,
                 "remote": True,
                 **endpoint.model_dump(mode="json"),
+                "url": redact_url(endpoint.url),
                 "healthy": None if args.no_probe else health[model_id] is None,
                 "health": "not probed" if args.no_probe else health[model_id] or "ok",
             }
@@ -333,9 +335,11 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 model_id,
                 endpoint.tier,
                 endpoint.api,
-                endpoint.url,
+                redact_url(endpoint.url),
                 endpoint.served_model(model_id),
-                "not probed" if args.no_probe else _short_health(model_id, endpoint.url, health[model_id]),
+                "not probed"
+                if args.no_probe
+                else _short_health(model_id, redact_url(endpoint.url), health[model_id]),
             )
             for model_id, endpoint in endpoints.items()
         ]

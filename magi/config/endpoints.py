@@ -13,6 +13,13 @@ An endpoint set is an option of the Hydra ``endpoints`` group
 Keying by id makes ids unique by construction and makes every field a plain Hydra
 override (``endpoints.lan_fast_a.url=http://10.0.0.7:8081``).
 
+Credentials may be part of a URL (``http://user:password@host:8080``, sent as HTTP
+basic auth, e.g. to a reverse proxy in front of the server), but they are never
+shown: every message, log line, trace and ``magi models list`` shows the URL
+through :func:`redact_url` (``http://***@host:8080``), and the HTTP client gets the
+credentials apart from the URL (:func:`split_credentials`), so even its own logs
+and errors never see them. An API key belongs in ``api_key_env`` instead.
+
 Only the *form* of a URL is validated here: it must be ``http://`` or ``https://``
 with a host. Whether the server is *reachable* is a runtime fact, checked lazily on
 first use, by the health prober, and by ``magi models list`` (which probes each).
@@ -26,14 +33,52 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from magi.config.base import MagiModel
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 RemoteApi = Literal["chat", "completions"]
+
+
+REDACTED = "***"
+"""What :func:`redact_url` shows instead of a URL's user name and password."""
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown: any ``user:password@`` replaced by ``***@``.
+
+    The one place a URL is made fit for a message, a log line, a trace or a table.
+    The user name goes too: tokens are often passed as one (``https://TOKEN@host``).
+    Every URL in a longer text is redacted; a text without ``://`` loses whatever
+    precedes an ``@`` (``user:pw@host`` pasted without a scheme).
+
+    Example:
+        >>> redact_url("http://magi:s3cret@10.0.0.7:8080/v1")
+        'http://***@10.0.0.7:8080/v1'
+    """
+    if "@" not in url:
+        return url
+    if "://" not in url:
+        return _NO_SCHEME_USERINFO.sub(REDACTED + "@", url)
+    return _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", url)
+
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+_NO_SCHEME_USERINFO = re.compile(r"^\s*[^/?#\s]*@")
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``http://u:p@h:8080`` -> (``http://h:8080``, ("u", "p")): the URL to connect to and
+    the basic-auth credentials (percent-decoded), or None when the URL has none."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    credentials = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return parts._replace(netloc=host).geturl(), credentials
 
 
 def normalize_base_url(url: str) -> str:
@@ -47,6 +92,7 @@ def normalize_base_url(url: str) -> str:
     """
     text = url.strip()
     parts = urlsplit(text)
+    url = redact_url(text)  # every message below shows the URL without its credentials
     if parts.scheme not in ("http", "https"):
         raise ValueError(
             f"{url!r} must start with http:// or https:// (e.g. http://127.0.0.1:8080); "
@@ -68,6 +114,9 @@ def normalize_base_url(url: str) -> str:
 
 class EndpointConfig(MagiModel):
     """One model served by an OpenAI-compatible server (llama-server, llama_cpp.server, ...)."""
+
+    # Pydantic's own error text repeats the input, which may hold a URL's credentials.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     url: str = Field(
         description=(
@@ -111,11 +160,12 @@ class EndpointConfig(MagiModel):
         gt=0,
         description=(
             "Longest silence (seconds) allowed between two pieces of a response. The tier's "
-            "timeout (expected_time_seconds x runtime.timeout_factor) also bounds a whole generation."
+            "timeout (expected_time_seconds x runtime.timeout_factor) bounds the whole request: "
+            "connecting, the first byte and every later read."
         ),
     )
     probe_timeout: float = Field(
-        default=5.0, gt=0, description="Seconds a health probe or token count may take."
+        default=5.0, gt=0, description="Seconds a health probe or token count may take, all told."
     )
     health_paths: list[str] = Field(
         default_factory=lambda: ["/health", "/v1/models"],
@@ -130,7 +180,8 @@ class EndpointConfig(MagiModel):
         ge=1,
         description=(
             "Requests MAGI sends to this endpoint at once (llama_cpp.server runs one at a time; "
-            "for llama-server use its --parallel). More wait in MAGI, outside the timeout."
+            "for llama-server use its --parallel). More wait in MAGI, at most the tier's timeout, "
+            "then move to the next model (busy is not counted as a failure)."
         ),
     )
     n_ctx: int | None = Field(

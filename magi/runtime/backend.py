@@ -92,8 +92,14 @@ class ModelSpec:
 
     @property
     def url(self) -> str | None:
-        """The server's base URL of a remote model; None for a local one."""
-        return self.remote.url if self.remote is not None else None
+        """The server's base URL of a remote model, as it may be shown (credentials
+        redacted, for traces and messages); None for a local one. The backend connects
+        with ``remote.url``."""
+        if self.remote is None:
+            return None
+        from magi.config.endpoints import redact_url
+
+        return redact_url(self.remote.url)
 
     @property
     def max_concurrency(self) -> int:

@@ -23,11 +23,24 @@ alike: the same streaming, failover, circuit breakers and balancers.
   :class:`RemoteConnectionError` (refused, unknown host), :class:`RemoteHTTPError`
   (an HTTP error status; :class:`RemoteAuthError` for 401/403),
   :class:`RemoteTimeout` (silence beyond ``read_timeout`` or the tier's timeout),
-  :class:`RemoteStreamError` (the connection dropped mid-answer, or the answer
-  was cut short: llama_cpp.server ends a running answer when another request arrives,
-  unless started with ``--interrupt_requests False``). A prompt longer
+  :class:`RemoteStreamError` (the connection dropped mid-answer, the answer was
+  cut short: llama_cpp.server ends a running answer when another request arrives,
+  unless started with ``--interrupt_requests False``; or the server sent a line, an
+  event or an answer larger than :data:`MAX_SSE_LINE_BYTES`,
+  :data:`MAX_SSE_EVENT_BYTES`, :data:`MAX_RESPONSE_BYTES`). A prompt longer
   than the server's context raises :class:`~magi.runtime.backend.PromptTooLongError`
   (not the model's fault: no circuit-breaker failure).
+* **One deadline per request.** A generation's ``settings.timeout_s`` bounds the
+  whole request: connecting, the first byte, every later read. httpx's own read
+  timeout is per read, so a server dripping a byte every half second would reset
+  it for ever; here every socket operation of the request is given only what is
+  left of the deadline (:class:`_DeadlineNetwork`), and the stream is split into
+  lines here, from raw bytes, checking the deadline and the size caps on every
+  chunk (a library line splitter buffers a line that never ends without bound).
+  Probes and token counts get the same treatment with ``probe_timeout``.
+* **Credentials** in the URL (``http://user:pass@host``) are sent as basic auth and
+  never shown: messages, logs and traces show :func:`~magi.config.endpoints.redact_url`'s
+  form, and httpx itself only ever sees the URL without them.
 * **Memory**: none here. ``load()`` only opens the connection pool; reachability
   shows in the first request and in health probes.
 
@@ -53,10 +66,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
+import httpcore
 import httpx
 
+from magi.config.endpoints import redact_url, split_credentials
 from magi.runtime.backend import (
     BackendError,
     GenerationSettings,
@@ -76,6 +93,17 @@ TOKENIZE_ENDPOINTS: tuple[tuple[str, str, str], ...] = (
 CHARS_PER_TOKEN = 4.0
 _COUNT_CACHE_SIZE = 256
 _CONTEXT_ERROR = re.compile(r"context (length|size|window)|exceeds? the available context", re.I)
+
+#: Longest line of an answer stream. A ``data:`` line carries one JSON chunk, well
+#: under 1 KB per token even from verbose servers; a line past 1 MiB is a server
+#: that never ends its line, and reading on would only grow memory.
+MAX_SSE_LINE_BYTES = 1 << 20
+#: Largest server-sent event (its ``data:`` lines together): 4 MiB.
+MAX_SSE_EVENT_BYTES = 4 << 20
+#: Largest response body: a whole answer stream, or a health, token-count or error
+#: reply. 128 MiB is about 250,000 events of 500 bytes, more than any context window
+#: lets a model answer; beyond it the server is streaming without end.
+MAX_RESPONSE_BYTES = 128 << 20
 
 
 class RemoteError(BackendError):
@@ -115,6 +143,185 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN)) if text else 0
 
 
+# -- one deadline over a whole request ------------------------------------------------------------
+_DEADLINE: ContextVar[float | None] = ContextVar("magi_remote_deadline", default=None)
+
+
+@contextmanager
+def _until(deadline: float | None) -> Iterator[None]:
+    """Socket operations in this block (this thread) end by ``deadline`` (monotonic).
+
+    Set around each blocking call into httpx only, never across a ``yield``: the
+    thread that consumes a paused stream may make other requests meanwhile.
+    """
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _left(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
+    """``timeout`` cut to what is left of the current deadline; past it, ``expired``."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0.001:  # a socket timeout of 0 would mean non-blocking, not "expired"
+        raise expired("the request's deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the deadline of the request using it."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineNetwork(httpcore.NetworkBackend):
+    """httpcore's network backend, with :class:`_DeadlineStream` connections.
+
+    httpx's timeouts are per operation (a read that waits ``read`` seconds); this
+    turns them into one deadline per request, whichever connection of the pool
+    (new or kept alive) the request gets.
+    """
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self.inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        stream = self.inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        stream = self.inner.connect_unix_socket(path, _left(timeout, httpcore.ConnectTimeout), socket_options)
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
+
+
+def _enforce_deadlines(client: httpx.Client) -> bool:
+    """Give every connection pool of ``client`` (direct and proxied) deadline-bound
+    connections. False when the direct transport is not httpx's own (a test's mock).
+
+    httpx has no public hook for httpcore's ``network_backend``; its pools keep it
+    in ``_network_backend`` (httpcore 1.x), read when a connection is made.
+    """
+    transports = [client._transport, *client._mounts.values()]  # noqa: SLF001 - see above
+    patched = []
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        inner = getattr(pool, "_network_backend", None)
+        if isinstance(inner, httpcore.NetworkBackend):
+            if not isinstance(inner, _DeadlineNetwork):
+                pool._network_backend = _DeadlineNetwork(inner)  # type: ignore[union-attr]  # noqa: SLF001
+            patched.append(transport)
+    return client._transport in patched  # noqa: SLF001
+
+
+class _TooLarge(Exception):
+    """A line, event or response passed its cap (the name of the cap's constant)."""
+
+    def __init__(self, what: str, cap: str, limit: int) -> None:
+        super().__init__(what)
+        self.what, self.cap, self.limit = what, cap, limit
+
+
+class _SSEDecoder:
+    """Server-sent events from raw bytes, with every line and event size-capped.
+
+    Lines end in CR LF, LF or CR (the SSE standard); a blank line ends an event.
+    Only ``data`` fields matter here (comments such as ``: ping`` and ``event:``,
+    ``id:``, ``retry:`` fields are skipped). Lines are decoded once complete, so a
+    UTF-8 character split across chunks is never cut.
+    """
+
+    _LINE_END = re.compile(rb"\r\n|\r|\n")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._data: list[bytes] = []
+        self._event_size = 0
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """The data of every event that ``chunk`` completes."""
+        scan_from = max(0, len(self._buffer) - 1)  # the buffer so far holds no line end, bar a CR
+        self._buffer += chunk
+        events: list[str] = []
+        start = 0
+        while (end := self._LINE_END.search(self._buffer, max(start, scan_from))) is not None:
+            if end.group() == b"\r" and end.end() == len(self._buffer):
+                break  # a CR LF may be split across chunks: wait for the next one
+            self._line(bytes(self._buffer[start : end.start()]), events)
+            start = end.end()
+        del self._buffer[:start]
+        if len(self._buffer) > MAX_SSE_LINE_BYTES:
+            raise _TooLarge("a line of the answer stream", "MAX_SSE_LINE_BYTES", MAX_SSE_LINE_BYTES)
+        return events
+
+    def close(self) -> list[str]:
+        """The stream ended: a last line without its line end, a last event without its blank line."""
+        events: list[str] = []
+        if self._buffer:
+            self._line(bytes(self._buffer).removesuffix(b"\r"), events)
+            self._buffer.clear()
+        if self._data:
+            events.append(self._dispatch())
+        return events
+
+    def _line(self, line: bytes, events: list[str]) -> None:
+        if len(line) > MAX_SSE_LINE_BYTES:
+            raise _TooLarge("a line of the answer stream", "MAX_SSE_LINE_BYTES", MAX_SSE_LINE_BYTES)
+        if not line:
+            if self._data:
+                events.append(self._dispatch())
+            return
+        name, _, value = line.partition(b":")
+        if name != b"data":
+            return  # a comment (empty name), or a field other than data
+        value = value.removeprefix(b" ")
+        self._event_size += len(value) + 1
+        if self._event_size > MAX_SSE_EVENT_BYTES:
+            raise _TooLarge("an event of the answer stream", "MAX_SSE_EVENT_BYTES", MAX_SSE_EVENT_BYTES)
+        self._data.append(value)
+
+    def _dispatch(self) -> str:
+        text = b"\n".join(self._data).decode("utf-8", errors="replace")
+        self._data, self._event_size = [], 0
+        return text
+
+
 class RemoteBackend:
     """A model on an OpenAI-compatible server, behind the :class:`~magi.runtime.backend.Backend` protocol.
 
@@ -128,6 +335,10 @@ class RemoteBackend:
             raise ValueError(f"Model '{spec.model_id}' is not remote (its spec has no remote settings)")
         self.spec = spec
         self.remote: RemoteSettings = spec.remote
+        #: The server's URL as it may be shown (credentials redacted).
+        self.url = redact_url(spec.remote.url)
+        self._base_url, credentials = split_credentials(spec.remote.url)
+        self._auth = httpx.BasicAuth(*credentials) if credentials else None
         self._transport = transport
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
@@ -138,7 +349,7 @@ class RemoteBackend:
         self._counts: OrderedDict[str, int] = OrderedDict()
 
     def __repr__(self) -> str:
-        return f"RemoteBackend({self.spec.model_id!r} at {self.remote.url}, api={self.remote.api})"
+        return f"RemoteBackend({self.spec.model_id!r} at {self.url}, api={self.remote.api})"
 
     # -- the Backend protocol -------------------------------------------------------------
     @property
@@ -161,7 +372,7 @@ class RemoteBackend:
         logger.info(
             "Remote model %s at %s (api %s, served model %r)",
             self.spec.model_id,
-            self.remote.url,
+            self.url,
             self.remote.api,
             self.remote.model,
         )
@@ -173,7 +384,7 @@ class RemoteBackend:
             self._loaded = False
         if client is not None:
             client.close()
-            logger.info("Closed connections to %s (%s)", self.remote.url, self.spec.model_id)
+            logger.info("Closed connections to %s (%s)", self.url, self.spec.model_id)
 
     def format_prompt(self, prompt: str, settings: GenerationSettings) -> str:
         """The text a completions endpoint gets (chat endpoints get a user message)."""
@@ -192,7 +403,7 @@ class RemoteBackend:
             paths.insert(0, self._health_path)
         missing: list[str] = []
         for path in paths:
-            response = self._send(client, "GET", path, timeout=self._short_timeout())
+            response = self._send(client, "GET", path)
             if response.status_code in (404, 405):
                 missing.append(path)
                 continue
@@ -201,12 +412,12 @@ class RemoteBackend:
             self._health_path = path
             return
         raise RemoteHTTPError(
-            f"Model '{self.spec.model_id}' at {self.remote.url}: none of the health endpoints exists "
+            f"{self._where()}: none of the health endpoints exists "
             f"({', '.join(missing)} answered 404). Check endpoints.{self.spec.model_id}.url: it must be "
             "the base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8080); or set "
             "health_paths to a path the server has.",
             http_status=404,
-            url=self.remote.url,
+            url=self.url,
         )
 
     def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
@@ -240,37 +451,48 @@ class RemoteBackend:
     def stream(self, prompt: str, settings: GenerationSettings) -> Iterator[str]:
         """Yield the answer one content delta (one token) at a time, as the server streams it.
 
-        The first-byte wait and every pause between pieces are bounded by
-        ``read_timeout`` and by what is left of ``settings.timeout_s``; the whole
-        stream by ``settings.timeout_s``, checked at every event.
+        ``settings.timeout_s`` is one deadline over the whole request: connecting,
+        the first byte and every later read are given only what is left of it (and
+        no single wait more than ``read_timeout``). Lines, events and the whole
+        answer are capped (:data:`MAX_SSE_LINE_BYTES`, :data:`MAX_SSE_EVENT_BYTES`,
+        :data:`MAX_RESPONSE_BYTES`).
         """
         client = self._require()
         started = time.monotonic()
         deadline = started + settings.timeout_s if settings.timeout_s else None
         chat = self.remote.api == "chat"
         text = prompt if chat else self.format_prompt(prompt, settings)
-        self._check_fits(text)
+        self._check_fits(text, deadline)
         path = "/v1/chat/completions" if chat else "/v1/completions"
         body = self._body(text, settings, chat=chat)
         timeout = self._stream_timeout(deadline, settings)
         pieces = 0
+        response: httpx.Response | None = None
         try:
-            with client.stream("POST", path, json=body, timeout=timeout) as response:
+            with _until(deadline):
+                response = client.send(
+                    client.build_request("POST", path, json=body, timeout=timeout), stream=True
+                )
                 if response.status_code >= 400:
-                    response.read()
-                    raise self._http_error(response, path)
-                done = False
-                finished = False  # a chunk said why the answer ended
-                data: list[str] = []
-                for line in response.iter_lines():
+                    raise self._http_error(self._buffered(response, path, deadline), path)
+            decoder = _SSEDecoder()
+            chunks = response.iter_bytes()
+            received = 0
+            done = False
+            finished = False  # a chunk said why the answer ended
+            while not done:
+                with _until(deadline):
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    events = decoder.close()  # the last event may lack its blank line
+                else:
+                    received += len(chunk)
+                    if received > MAX_RESPONSE_BYTES:
+                        raise _TooLarge("the answer stream", "MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES)
+                    events = decoder.feed(chunk)
+                for event in events:
                     if deadline is not None and time.monotonic() > deadline:
                         raise self._deadline_error(settings, pieces)
-                    if line.startswith("data:"):
-                        data.append(line[5:].removeprefix(" "))
-                        continue
-                    if line or not data:  # comments (": ping"), event:/id: fields, stray blanks
-                        continue
-                    event, data = "\n".join(data), []
                     if event.strip() == "[DONE]":
                         done = True
                         break
@@ -279,38 +501,40 @@ class RemoteBackend:
                     if piece is not None:
                         pieces += 1
                         yield piece
-                if data and not done:  # the last event had no blank line after it
-                    event = "\n".join(data)
-                    if event.strip() == "[DONE]":
-                        done = True
-                    else:
-                        piece, reason = self._piece(event, chat=chat)
-                        finished = finished or reason is not None
-                        if piece is not None:
-                            pieces += 1
-                            yield piece
-                if not done:
-                    if pieces == 0:
-                        raise self._diagnose_empty_stream(client, path, body)
-                    raise self._incomplete_stream(pieces)
-                if not finished:
-                    raise self._interrupted(pieces)
+                if chunk is None:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise self._deadline_error(settings, pieces)
+            if not done:
+                if pieces == 0:
+                    raise self._diagnose_empty_stream(client, path, body, deadline)
+                raise self._incomplete_stream(pieces)
+            if not finished:
+                raise self._interrupted(pieces)
+        except _TooLarge as exc:
+            raise self._too_large(exc, pieces) from None
         except httpx.TimeoutException as exc:
             if deadline is not None and time.monotonic() >= deadline - 0.01:
                 raise self._deadline_error(settings, pieces) from None
             raise self._timeout_error(exc, path, pieces) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc, path, pieces) from None
+        except httpx.HTTPError as exc:  # e.g. a body that does not decode (bad gzip)
+            raise RemoteStreamError(f"{self._where()}: unreadable answer from {path} ({exc})") from None
         except RuntimeError as exc:  # httpx: "the client has been closed" (closed meanwhile)
-            raise RemoteError(f"Model '{self.spec.model_id}' at {self.remote.url}: {exc}") from None
+            raise RemoteError(f"{self._where()}: {exc}") from None
+        finally:
+            if response is not None:
+                response.close()  # also when the caller stops reading: the connection is dropped
 
     # -- requests --------------------------------------------------------------------------
     def _get_client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
                 limit = self.remote.max_concurrency + 2  # + a probe and a token count
-                self._client = httpx.Client(
-                    base_url=self.remote.url,
+                client = httpx.Client(
+                    base_url=self._base_url,  # without credentials: httpx logs and errors show it
+                    auth=self._auth,
                     headers=self._headers(),
                     timeout=httpx.Timeout(
                         connect=self.remote.connect_timeout,
@@ -322,6 +546,14 @@ class RemoteBackend:
                     trust_env=self.remote.trust_env,
                     transport=self._transport,
                 )
+                if not _enforce_deadlines(client) and self._transport is None:
+                    logger.warning(
+                        "httpx %s keeps its connection pool elsewhere: %s's timeouts apply per read, "
+                        "not to whole requests",
+                        httpx.__version__,
+                        self.spec.model_id,
+                    )
+                self._client = client
             return self._client
 
     def _require(self) -> httpx.Client:
@@ -336,11 +568,11 @@ class RemoteBackend:
             key = os.environ.get(env)
             if not key:
                 raise RemoteAuthError(
-                    f"Model '{self.spec.model_id}' at {self.remote.url}: the environment variable {env} "
+                    f"{self._where()}: the environment variable {env} "
                     f"(endpoints.{self.spec.model_id}.api_key_env) is not set; export the server's API "
                     "key in it, or set api_key_env to null for a server without a key.",
                     http_status=401,
-                    url=self.remote.url,
+                    url=self.url,
                 )
             headers["Authorization"] = f"Bearer {key}"
         return headers
@@ -368,17 +600,53 @@ class RemoteBackend:
         )
 
     def _send(
-        self, client: httpx.Client, method: str, path: str, *, timeout: httpx.Timeout, **kwargs: Any
+        self, client: httpx.Client, method: str, path: str, *, deadline: float | None = None, **kwargs: Any
     ) -> httpx.Response:
-        """One non-streaming request; transport problems become RemoteError subclasses."""
+        """One non-streaming request (a probe, a token count), over within ``probe_timeout``
+        (or by ``deadline``, if sooner) as a whole; transport problems become RemoteError
+        subclasses. The body is read here, capped at :data:`MAX_RESPONSE_BYTES`."""
+        start = time.monotonic()
+        deadline = min(start + self.remote.probe_timeout, deadline or math.inf)
         try:
-            return client.request(method, path, timeout=timeout, **kwargs)
+            with _until(deadline):
+                request = client.build_request(method, path, timeout=self._short_timeout(), **kwargs)
+                response = client.send(request, stream=True)
+                try:
+                    return self._buffered(response, path, deadline)
+                finally:
+                    response.close()
+        except _TooLarge as exc:
+            raise self._too_large(exc, None) from None
         except httpx.TimeoutException as exc:
-            raise self._timeout_error(exc, path, None) from None
+            if isinstance(exc, httpx.ConnectTimeout) and time.monotonic() < deadline - 0.01:
+                raise self._timeout_error(exc, path, None) from None
+            raise RemoteTimeout(
+                f"{self._where()}: no complete reply to {path} within {deadline - start:.1f}s "
+                f"(endpoints.{self.spec.model_id}.probe_timeout, or what was left of the request's "
+                "timeout); the server is stuck or overloaded."
+            ) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc, path, None) from None
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"{self._where()}: unreadable reply from {path} ({exc})") from None
         except RuntimeError as exc:  # the client was closed by another thread
-            raise RemoteError(f"Model '{self.spec.model_id}' at {self.remote.url}: {exc}") from None
+            raise RemoteError(f"{self._where()}: {exc}") from None
+
+    def _buffered(self, response: httpx.Response, path: str, deadline: float | None) -> httpx.Response:
+        """A streamed response read whole, at most :data:`MAX_RESPONSE_BYTES`, by ``deadline``."""
+        data = bytearray()
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > MAX_RESPONSE_BYTES:
+                raise _TooLarge(f"the reply to {path}", "MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES)
+            if deadline is not None and time.monotonic() > deadline:
+                raise httpx.ReadTimeout("the request's deadline has passed", request=response.request)
+        # the bytes are decoded already: a Content-Encoding header would decode them twice
+        skip = {"content-encoding", "content-length", "transfer-encoding"}
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in skip]
+        return httpx.Response(
+            response.status_code, headers=headers, content=bytes(data), request=response.request
+        )
 
     def _body(self, text: str, settings: GenerationSettings, *, chat: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -407,13 +675,12 @@ class RemoteBackend:
             chunk = json.loads(event)
         except json.JSONDecodeError:
             raise RemoteStreamError(
-                f"Model '{self.spec.model_id}' at {self.remote.url} sent an event that is not JSON: "
-                f"{event[:200]!r}"
+                f"{self._where()} sent an event that is not JSON: {event[:200]!r}"
             ) from None
         if not isinstance(chunk, dict):
             return None, None
         if chunk.get("error"):
-            raise self._error_from_payload(chunk["error"], http_status=500, url=self.remote.url)
+            raise self._error_from_payload(chunk["error"], http_status=500, url=self.url)
         choices = chunk.get("choices") or []
         if not choices or not isinstance(choices[0], dict):
             return None, None  # e.g. a final usage-only chunk
@@ -429,25 +696,25 @@ class RemoteBackend:
             return None, reason  # the closing chunk that only reports why the answer ended
         return text, reason
 
-    def _check_fits(self, text: str) -> None:
+    def _check_fits(self, text: str, deadline: float | None = None) -> None:
         """With ``n_ctx`` configured, refuse a too-long prompt before sending it. Without,
         the server's own refusal is recognised (see :meth:`_diagnose_empty_stream`)."""
         n_ctx = self.remote.n_ctx
         if n_ctx is None:
             return
-        counted = self._count_on_server(text)
+        counted = self._count_on_server(text, deadline)
         if counted is None:
             return  # no tokenizer endpoint: let the server decide
         with self._lock:
             self._counts[text] = counted
         if counted >= n_ctx:
             raise PromptTooLongError(
-                f"The prompt has {counted} tokens but model '{self.spec.model_id}' at {self.remote.url} "
+                f"The prompt has {counted} tokens but model '{self.spec.model_id}' at {self.url} "
                 f"runs with n_ctx={n_ctx}; shorten the prompt or start the server with a larger "
                 "context (llama_cpp.server --n_ctx, llama-server -c)."
             )
 
-    def _count_on_server(self, text: str) -> int | None:
+    def _count_on_server(self, text: str, deadline: float | None = None) -> int | None:
         if self._count_missing:
             return None
         client = self._get_client()
@@ -456,14 +723,10 @@ class RemoteBackend:
             path, field, answer = endpoint
             try:
                 response = self._send(
-                    client,
-                    "POST",
-                    path,
-                    json={field: text, "model": self.remote.model},
-                    timeout=self._short_timeout(),
+                    client, "POST", path, deadline=deadline, json={field: text, "model": self.remote.model}
                 )
             except RemoteError as exc:
-                logger.debug("Token count on %s failed (%s); estimating", self.remote.url, exc)
+                logger.debug("Token count on %s failed (%s); estimating", self.url, exc)
                 return None
             if response.status_code in (404, 405) and self._count_endpoint is None:
                 continue
@@ -481,14 +744,14 @@ class RemoteBackend:
         logger.info(
             "%s at %s has no tokenize endpoint; token counts are estimates (1 per %g characters)",
             self.spec.model_id,
-            self.remote.url,
+            self.url,
             CHARS_PER_TOKEN,
         )
         return None
 
     # -- errors ---------------------------------------------------------------------------
     def _where(self) -> str:
-        return f"Model '{self.spec.model_id}' at {self.remote.url}"
+        return f"Model '{self.spec.model_id}' at {self.url}"
 
     def _http_error(self, response: httpx.Response, path: str) -> RemoteError | PromptTooLongError:
         try:
@@ -557,13 +820,13 @@ class RemoteBackend:
             return RemoteConnectionError(
                 f"{where}: cannot connect ({reason}). Is the server running and listening there? "
                 f"Check endpoints.{self.spec.model_id}.url.",
-                details={"url": self.remote.url},
+                details={"url": self.url},
             )
         if pieces is not None:
             return RemoteStreamError(
                 f"{where}: the connection broke off after {pieces} token(s) of the answer ({reason}); "
                 "the server may have crashed or been stopped.",
-                details={"url": self.remote.url},
+                details={"url": self.url},
             )
         return RemoteConnectionError(f"{where}: request to {path} failed ({reason}).")
 
@@ -590,7 +853,7 @@ class RemoteBackend:
         )
 
     def _diagnose_empty_stream(
-        self, client: httpx.Client, path: str, body: dict[str, Any]
+        self, client: httpx.Client, path: str, body: dict[str, Any], deadline: float | None = None
     ) -> RemoteError | PromptTooLongError:
         """A stream that closed before its first event carries no error message
         (llama_cpp.server fails that way on a prompt longer than its context). The same
@@ -598,11 +861,7 @@ class RemoteBackend:
         for _ in range(2):  # the server may drop the connection the broken stream was on
             try:
                 response = self._send(
-                    client,
-                    "POST",
-                    path,
-                    json={**body, "stream": False, "max_tokens": 1},
-                    timeout=self._short_timeout(),
+                    client, "POST", path, deadline=deadline, json={**body, "stream": False, "max_tokens": 1}
                 )
             except RemoteError:
                 continue
@@ -610,6 +869,14 @@ class RemoteBackend:
                 return self._http_error(response, path)
             break
         return self._incomplete_stream(0)
+
+    def _too_large(self, exc: _TooLarge, pieces: int | None) -> RemoteStreamError:
+        after = "" if pieces is None else f" after {pieces} token(s)"
+        return RemoteStreamError(
+            f"{self._where()}: {exc.what} passed {exc.cap} ({exc.limit:,} bytes){after}, so MAGI stopped "
+            "reading; the server is misbehaving (a line that never ends, or an answer that never stops).",
+            details={"url": self.url, "limit": exc.cap},
+        )
 
     def _interrupted(self, pieces: int) -> RemoteStreamError:
         return RemoteStreamError(

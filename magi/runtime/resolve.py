@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 
 from magi.config.app import MagiConfig, ModelSettings, RuntimeConfig
-from magi.config.endpoints import EndpointConfig
+from magi.config.endpoints import EndpointConfig, redact_url
 from magi.errors import ConfigError
 from magi.models.discovery import ModelDiscoveryService
 from magi.models.registry import ModelEntry, ModelRegistry
@@ -123,7 +123,7 @@ def check_endpoint_collisions(endpoints: Mapping[str, EndpointConfig], registry:
     return [
         f"endpoints.{model_id}: '{model_id}' is also a local model in the registry "
         f"({registry.models[model_id].path}); rename the endpoint, or set "
-        f"endpoints.{model_id}.override_local=true to serve that id from {endpoint.url} instead"
+        f"endpoints.{model_id}.override_local=true to serve that id from {redact_url(endpoint.url)} instead"
         for model_id, endpoint in endpoints.items()
         if model_id in registry.models and not endpoint.override_local
     ]

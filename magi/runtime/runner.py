@@ -468,7 +468,8 @@ class Runner:
             try:
                 yield StreamEvent("stage", role, tier, model_id)
                 asked = time.perf_counter()
-                with self.health.track(model_id), self.pool.lease(model_id) as backend:
+                # waiting for the model is bounded by the request's timeout too (then: fail over)
+                with self.health.track(model_id), self.pool.lease(model_id, timeout=timeout) as backend:
                     started = time.perf_counter()  # after the wait for the model's lock and load
                     sent, settings, note = self._fit_to_context(
                         backend, prompt, settings, draft=draft, budget=stage.max_tokens
@@ -504,6 +505,16 @@ class Runner:
                 # model, but a half-open circuit's trial slot must be given back.
                 self.health.cancel(model_id)
                 raise
+            except TimeoutError as exc:  # pool.lease: no free slot (or room to load) in time
+                # Busy is not broken: no verdict on the circuit. Counting it would take a model
+                # that is merely loaded out of rotation, cutting capacity when it is most needed;
+                # a slot holder that is stuck fails, and counts, by its own deadline.
+                self.health.cancel(model_id)
+                trace.fallbacks.append(Fallback(role, tier, model_id, f"busy: {exc}"))
+                logger.info("%s stage: %s is busy (%s); failing over", role, model_id, exc)
+                if emitted:
+                    yield StreamEvent("restart", role, tier, model_id)
+                continue
             except Exception as exc:  # any model failure: count it and fail over
                 error = f"{type(exc).__name__}: {exc}"
                 self.health.record_failure(model_id, error)
