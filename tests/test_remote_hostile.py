@@ -229,6 +229,37 @@ def test_a_well_behaved_scripted_answer_streams(serve: Serve) -> None:
     backend.close()
 
 
+def test_lines_split_anywhere_across_chunks(serve: Serve) -> None:
+    """MAGI splits the stream itself: a CR LF, a lone CR and a UTF-8 character may each
+    arrive split across two chunks (one byte per chunk here) and still parse."""
+
+    def event(text: str, finish: str | None = None) -> str:  # raw UTF-8, not \u escapes
+        return "data: " + json.dumps(
+            {"choices": [{"text": text, "finish_reason": finish}]}, ensure_ascii=False
+        )
+
+    answer = (
+        ": ping\r\n\r\n"
+        + event("é")
+        + "\r\n\r\n"
+        + event("日本")
+        + "\r\r"
+        + event("", "stop")
+        + "\n\ndata: [DONE]"  # the last event without its blank line
+    ).encode()
+
+    def script(ex: Exchange) -> None:
+        ex.start()
+        for byte in answer:
+            ex.chunk(bytes([byte]))
+        ex.end()
+
+    server = serve(script)
+    backend = backend_for(server.url)
+    assert list(backend.stream("Hi", GenerationSettings(max_tokens=8, timeout_s=30.0))) == ["é", "日本"]
+    backend.close()
+
+
 # -- through the Runner: failures count, the runner fails over --------------------------------------
 HOSTILE = {
     "line-never-ends": (sse_unfinished_line(), "RemoteTimeout"),
