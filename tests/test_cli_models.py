@@ -16,6 +16,13 @@ from magi.testing.tiny_gguf import SEED_MODELS, make_seed_models, write_tiny_mod
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work in ``tmp_path``: models.dirs' default ``models/`` is then the test's own (the
+    seed models' folder, or absent), never the checkout's with whatever a user put there."""
+    monkeypatch.chdir(tmp_path)
+
+
 def test_discover_prints_table_and_writes_registry(
     seed_models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -104,7 +111,57 @@ def test_magi_discover_as_a_process(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "qwen3_4p0b_q4km_fast" in proc.stdout
+
+
+PHI = "phi3_mini_p5_3p8b_q4km_fast"
+
+
+def test_a_discovered_folder_stays_for_the_next_start(
+    seed_models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import magi
+    from magi.runtime.resolve import load_registry
+    from magi.runtime.runner import Runner
+
+    # working in tmp_path (fixture above): models.dirs' default, models/, is seed_models_dir
+    mine = tmp_path / "mine"
+    write_tiny_model(
+        mine / "Phi-3.5-mini-3.8B-Q4_K_M.gguf",
+        name="Phi 3.5 mini",
+        basename="Phi-3.5-mini",
+        size_label="3.8B",
+    )
+    registry = tmp_path / "reg.json"
+    assert main(["discover", str(mine), "--registry", str(registry), "--no-demo"]) == 0
+    out = capsys.readouterr().out
+    assert PHI in out and "qwen3_4p0b_q4km_fast" in out  # models.dirs and the new folder
+    assert f"Added {mine}" in out and "magi discover --forget" in out
+    assert f"models.dirs=[models,{mine}]" in out  # the config line, for those who prefer it
+    assert ModelRegistry.load(registry).added_dirs == [mine]
+
+    # the next start rebuilds the registry from models.dirs and keeps the added folder
+    overrides = [f"models.registry={registry}", "models.demo=false"]
+    config = magi.compose(profile="fast-only", overrides=[*overrides, f"profile.enabled_models=[{PHI}]"])
+    assert set(load_registry(config).models) == {*SEED_MODELS, PHI}
+    runner = Runner(config, start_health_checks=False)
+    try:
+        assert runner.specs[PHI].path == mine / "Phi-3.5-mini-3.8B-Q4_K_M.gguf"
+        assert runner.run("hi").model_id == PHI
+    finally:
+        runner.close()
+
+    # a missing added folder (an unplugged disk) is warned about and kept, not an error
+    moved = tmp_path / "away"
+    mine.rename(moved)
+    assert set(load_registry(magi.compose(overrides=overrides)).models) == set(SEED_MODELS)
+    assert ModelRegistry.load(registry).added_dirs == [mine]
+    moved.rename(mine)
+
+    assert main(["discover", "--forget", str(mine), "--registry", str(registry), "--no-demo"]) == 0
+    assert f"Forgot {mine}" in capsys.readouterr().out
+    assert set(load_registry(magi.compose(overrides=overrides)).models) == set(SEED_MODELS)
+    assert ModelRegistry.load(registry).added_dirs == []

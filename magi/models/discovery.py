@@ -106,6 +106,9 @@ class DiscoveryResult:
     stats: DiscoveryStats
     warnings: list[str] = field(default_factory=list)
     saved: bool = False
+    #: Folders this run added to / removed from ``registry.added_dirs``.
+    added: list[Path] = field(default_factory=list)
+    forgotten: list[Path] = field(default_factory=list)
 
     @property
     def skipped(self) -> list[SkippedFile]:
@@ -263,6 +266,14 @@ class ModelDiscoveryService:
             when ``True`` it is an error.
         reader: Reads a model's metadata from its files (replaceable to count reads).
         progress: Show a progress bar while reading headers.
+        add_dirs: Folders to add to the registry's ``added_dirs`` (``magi discover
+            FOLDER``): scanned now and by every later refresh of the same registry
+            file, so a start keeps the models of a folder added once.
+        forget_dirs: Folders to remove from ``added_dirs`` (``magi discover --forget``).
+
+    The folders scanned are ``scan_path`` (default ``config.dirs``) plus the
+    registry's ``added_dirs``. An added folder that has gone (an unplugged disk) is
+    skipped with a warning and stays recorded.
     """
 
     def __init__(
@@ -275,8 +286,12 @@ class ModelDiscoveryService:
         include_demo: bool | None = None,
         reader: Reader = read_model_info,
         progress: bool = False,
+        add_dirs: Sequence[Path | str] = (),
+        forget_dirs: Sequence[Path | str] = (),
     ) -> None:
         self.config = config or ModelsConfig()
+        self.add_dirs = [Path(p).expanduser() for p in add_dirs]
+        self.forget_dirs = [Path(p).expanduser() for p in forget_dirs]
         if scan_path is None:
             self.scan_paths = [Path(p) for p in self.config.dirs]
         elif isinstance(scan_path, str | Path):
@@ -307,8 +322,9 @@ class ModelDiscoveryService:
         return registry.save(path if path is not None else self.registry_path)
 
     def discover(self) -> DiscoveryResult:
-        """Scan from scratch (every header read); nothing is saved."""
-        return self._run(previous=None)
+        """Scan from scratch (every header read, no registry file consulted); nothing is saved."""
+        added, forgotten, recorded = self._added_dirs([])
+        return self._run(previous=None, recorded=recorded, added=added, forgotten=forgotten)
 
     def refresh(
         self,
@@ -316,6 +332,7 @@ class ModelDiscoveryService:
         *,
         save: bool = True,
         save_errors: Literal["raise", "warn"] = "raise",
+        full: bool = False,
     ) -> DiscoveryResult:
         """Scan again, re-reading only new or changed files, and save the registry.
 
@@ -331,15 +348,24 @@ class ModelDiscoveryService:
                 ``"warn"``: log one warning naming the file and keep the registry in
                 memory (a start: read-only models folders are common and the registry
                 is only a cache).
+            full: Re-read every header (``magi discover --full``); the registry's
+                ``added_dirs`` are still kept.
         """
         from_disk = False
+        recorded_before: list[Path] = []
         if previous is None and self.registry_path.is_file():
             try:
                 previous = self.load_registry()
                 from_disk = True
             except ModelError as exc:
                 logger.warning("Rebuilding the registry from scratch: %s", exc)
-        result = self._run(previous=previous)
+                recorded_before = _salvage_added_dirs(self.registry_path)
+        if previous is not None:
+            recorded_before = list(previous.added_dirs)
+        added, forgotten, recorded = self._added_dirs(recorded_before)
+        result = self._run(
+            previous=None if full else previous, recorded=recorded, added=added, forgotten=forgotten
+        )
         if not save:
             return result
         if from_disk and previous is not None and result.registry.same_content(previous):
@@ -397,21 +423,75 @@ class ModelDiscoveryService:
             warnings.append(f"demo model left out: {problem} (set models.demo_dir to a writable folder)")
             return None
 
-    def _run(self, previous: ModelRegistry | None) -> DiscoveryResult:
+    def _added_dirs(self, before: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
+        """(newly added, forgotten, recorded after this run) folders, absolute.
+
+        A folder already scanned as part of ``scan_path`` is not recorded.
+
+        Raises:
+            ModelError: a folder to forget is not recorded (404), listing the recorded ones.
+        """
+        recorded = [Path(p) for p in before]
+        forgotten: list[Path] = []
+        for folder in self.forget_dirs:
+            target = folder.absolute().resolve()
+            match = [p for p in recorded if p == target or p.resolve() == target]
+            if not match:
+                raise ModelError(
+                    f"Folder {folder} is not one `magi discover FOLDER` added to {self.registry_path} "
+                    f"(added: {', '.join(map(str, recorded)) or 'none'}); folders of models.dirs are "
+                    "changed in the config.",
+                    status_code=404,
+                    details={"path": str(folder), "added": [str(p) for p in recorded]},
+                )
+            recorded = [p for p in recorded if p not in match]
+            forgotten.extend(match)
+        configured = {Path(p).expanduser().absolute().resolve() for p in self.scan_paths}
+        added: list[Path] = []
+        for folder in self.add_dirs:
+            target = folder.absolute().resolve()
+            if target in configured or target in recorded:
+                continue
+            check_folders([folder])
+            recorded.append(target)
+            added.append(target)
+        return added, forgotten, recorded
+
+    def _run(
+        self,
+        previous: ModelRegistry | None,
+        recorded: Sequence[Path] = (),
+        added: Sequence[Path] = (),
+        forgotten: Sequence[Path] = (),
+    ) -> DiscoveryResult:
         start = time.perf_counter()
         warnings: list[str] = []
         dirs = list(self.scan_paths)
         # A folder that does not exist is a mistake to report, not a place to create and
         # fill with a 250 MB demo model; only the project's default folder is created.
+        # That default, models/, may also be absent when added folders hold the models.
         check_folders(
             d
             for d in dirs
-            if not (self.include_demo and Path(d) == DEFAULT_MODELS_DIR == self.demo_folder)
+            if not (
+                Path(d) == DEFAULT_MODELS_DIR
+                and ((self.include_demo and self.demo_folder == DEFAULT_MODELS_DIR) or recorded)
+            )
         )
+        for folder in recorded:
+            if Path(folder).is_dir():
+                dirs.append(Path(folder))
+            else:
+                warnings.append(
+                    f"models folder {folder} (added by `magi discover`) is not there; skipped this time "
+                    f"(`magi discover --forget {folder}` stops scanning it)"
+                )
         if self.include_demo:
             demo_path = self._ensure_demo(warnings)
             if demo_path is not None and not any(_is_within(demo_path, d) for d in dirs):
                 dirs.append(demo_path.parent)
+        if recorded:  # an absent models/ is no mistake when added folders hold the models
+            dirs = [d for d in dirs if Path(d) != DEFAULT_MODELS_DIR or Path(d).is_dir()]
         models, skipped = find_model_files(dirs)
         stats = DiscoveryStats()
         found = self._read_all(models, previous, stats, skipped)
@@ -430,11 +510,14 @@ class ModelDiscoveryService:
         registry = ModelRegistry(
             updated_at=utc_now(),
             scan_paths=[Path(d).resolve() for d in dirs],
+            added_dirs=list(recorded),
             n_ctx=self.n_ctx,
             models=registry_models,
             skipped=sorted(skipped, key=lambda s: str(s.path)),
         )
-        return DiscoveryResult(registry=registry, stats=stats, warnings=warnings)
+        return DiscoveryResult(
+            registry=registry, stats=stats, warnings=warnings, added=list(added), forgotten=list(forgotten)
+        )
 
     def _read_all(
         self,
@@ -520,6 +603,19 @@ class ModelDiscoveryService:
             memory = round(partial.memory(self.n_ctx).total_mb, 1)
             entries[ids[key]] = ModelEntry(id=ids[key], memory_mb=memory, **data[key])
         return entries, used_pins
+
+
+def _salvage_added_dirs(path: Path) -> list[Path]:
+    """The ``added_dirs`` of a registry file that does not load (bad entries, other version):
+    they are the user's choices, not a cache, so a rebuild keeps them when they can be read."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        found = data.get("added_dirs", []) if isinstance(data, dict) else []
+        return [Path(p) for p in found if isinstance(p, str) and p]
+    except (OSError, ValueError, RecursionError):
+        return []
 
 
 def _is_within(path: Path, folder: Path) -> bool:

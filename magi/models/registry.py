@@ -118,6 +118,11 @@ class ModelRegistry(MagiModel):
         "finds nothing new keeps the file, and this time, as they were.",
     )
     scan_paths: list[Path] = Field(default_factory=list, description="Folders that were scanned.")
+    added_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Folders `magi discover FOLDER` added: every refresh of this registry scans "
+        "them beside models.dirs (`magi discover --forget FOLDER` removes one).",
+    )
     n_ctx: int = Field(default=2048, gt=0, description="Context length the memory estimates assume.")
     models: dict[str, ModelEntry] = Field(default_factory=dict, description="Models by id.")
     skipped: list[SkippedFile] = Field(
