@@ -483,14 +483,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     override grammar, so a prompt may hold commas, quotes and parentheses as typed."""
     from magi.config import compose
     from magi.runtime.runner import Runner
-    from magi.tasks.run import print_stream, routing_table
+    from magi.tasks.run import answer_prompts, exit_status, routing_table
 
     config = compose(args.profile, args.override)
     with Runner(config) as runner:
-        results = [print_stream(runner, prompt) for prompt in args.prompts]
+        answers = answer_prompts(runner, args.prompts)  # a failed prompt does not stop the rest
     print()
-    print(routing_table(results))
-    return EXIT_OK
+    print(routing_table(answers), flush=True)
+    return exit_status(answers)  # 1 if some failed; raises (exit 2) if none was answered
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -590,10 +590,23 @@ def _add_config_options(parser: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def installed_version() -> str:
+    """The installed distribution's version (what pip installed), else ``magi.__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("magi")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from magi import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="magi", description="Run several local GGUF models behind one Hydra configuration."
     )
+    parser.add_argument("--version", action="version", version=f"magi {installed_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what MAGI does")
     parser.add_argument(
         "--profiles-dir",

@@ -3,6 +3,7 @@ with task ``run`` on tiny models."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import pytest
 
 import magi
 from magi.cli import main
-from magi.testing.runtime import FAST, REASONER, TinyRuntime, tagged
+from magi.testing.runtime import FAST, REASONER, FaultInjector, TinyRuntime, tagged
 
 from .conftest import ROOT
 
@@ -174,6 +175,122 @@ def test_run_py_reports_a_prompt_too_long_without_traceback(tiny_runtime: TinyRu
     assert proc.returncode == 2
     assert "error: The prompt does not fit the context" in proc.stderr and "n_ctx=256" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _table_rows(out: str) -> list[str]:
+    """The routing table's rows (below the header and its rule), up to the blank line."""
+    header = next(line for line in out.splitlines() if line.startswith("prompt "))
+    below = out.split(header, 1)[1].split("\n\n", 1)[0]
+    return below.strip().splitlines()[1:]
+
+
+def test_run_py_answers_every_prompt_and_marks_the_failed_ones(tiny_runtime: TinyRuntime) -> None:
+    """n_ctx=64 fits the two short built-in prompts but not the two long ones: every
+    prompt is still tried, the table has all four rows, the failed ones marked with
+    each model's own cause, and the run exits 1 (like a partial bench) with one line."""
+    from magi.tasks.run import BUILTIN_PROMPTS
+
+    proc = _run(
+        "run.py",
+        "profile=development",
+        f"hydra.run.dir={tiny_runtime.root / 'hydra-run'}",
+        *tiny_runtime.overrides,
+        "runtime.n_ctx=64",
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = proc.stdout
+    for prompt in BUILTIN_PROMPTS:
+        assert f">>> {prompt}" in out
+    rows = _table_rows(out)
+    assert len(rows) == len(BUILTIN_PROMPTS)
+    answered, failed = rows[:2], rows[2:]
+    assert all(FAST in row and "FAILED" not in row for row in answered)
+    assert [row.split("FAILED ")[1].split()[0] for row in failed] == ["[1]", "[2]"]
+    notes = out.split("\n\n")[-1]
+    for n in (1, 2):
+        note = next(line for line in notes.splitlines() if line.startswith(f"[{n}] "))
+        # the per-model cause, not only the headline
+        assert f"{REASONER}: The prompt has" in note and "n_ctx=64" in note
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: 2 of 4 prompts failed: ") and "n_ctx=64" in line
+
+
+def test_run_py_with_every_prompt_failed_exits_2(tiny_runtime: TinyRuntime) -> None:
+    proc = _run(
+        "run.py",
+        "profile=development",
+        f"hydra.run.dir={tiny_runtime.root / 'hydra-run'}",
+        *tiny_runtime.overrides,
+        "runtime.n_ctx=16",
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(_table_rows(proc.stdout)) == 4 and all("FAILED" in r for r in _table_rows(proc.stdout))
+    assert "error: No prompt could be answered (4 of 4 failed): " in proc.stderr
+    assert "n_ctx=16" in proc.stderr
+
+
+def test_failed_prompt_names_each_models_error(tiny_runtime: TinyRuntime) -> None:
+    """No model answers: the row's note gives each model's own error (from
+    ``NoModelAnsweredError.details["errors"]``), not just "No model could answer"."""
+    from magi.tasks.run import answer_prompts, routing_table
+
+    faults = FaultInjector()
+    for model_id in (FAST, REASONER):
+        faults.fail(model_id, message=f"{model_id} is on fire")
+    out = io.StringIO()
+    with tiny_runtime.runner("development", backend_factory=faults) as runner:
+        rows = answer_prompts(runner, [EASY], out=out)
+    (failed,) = rows
+    assert failed.error is not None and failed.result is None
+    assert failed.routed_tier == "fast" and failed.score is not None
+    for model_id in (FAST, REASONER):  # each model's own error, as the runner recorded it
+        assert f"{model_id}: BackendError: Model '{model_id}': {model_id} is on fire" in failed.cause
+    assert "No model could answer" not in failed.cause
+    text = routing_table(rows)
+    assert "FAILED [1]" in text and f"[1] {EASY}: {FAST}: " in text
+    assert out.getvalue().endswith(
+        "\n[FAILED: No model could answer the answer stage (2 failed) in tiers fast, powerful]\n"
+    )
+
+
+def test_table_shows_routed_and_answering_tier_after_a_fallback(tiny_runtime: TinyRuntime) -> None:
+    from magi.tasks.run import routing_table
+
+    faults = FaultInjector()
+    faults.fail(FAST)
+    with tiny_runtime.runner("development", backend_factory=faults) as runner:
+        result = runner.run(EASY)
+        healthy = tiny_runtime.runner("development")
+        with healthy:
+            plain = healthy.run(EASY)
+    assert (result.routed_tier, result.tier) == ("fast", "powerful")
+    (row,) = _table_rows(routing_table([result]))
+    assert row.split()[len(EASY.split()) + 1] == "fast→powerful"
+    (row,) = _table_rows(routing_table([plain]))
+    assert row.split()[len(EASY.split()) + 1] == "fast"
+
+
+def test_ask_answers_every_prompt_and_exits_1_when_one_failed(
+    tiny_runtime: TinyRuntime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overrides = [*tiny_runtime.overrides, "runtime.n_ctx=64"]
+    argv = ["ask", "--profile", "fast-only", *[a for o in overrides for a in ("-o", o)]]
+    assert main([*argv, "Hi", "word " * 40, "Hello"]) == 1
+    captured = capsys.readouterr()
+    rows = _table_rows(captured.out)
+    assert len(rows) == 3 and "FAILED [1]" in rows[1] and "FAILED" not in rows[0] + rows[2]
+    assert "error: 1 of 3 prompts failed: " in captured.err and "n_ctx=64" in captured.err
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"magi {version('magi')}"
 
 
 def test_run_task_in_process(tiny_runtime: TinyRuntime, capsys: pytest.CaptureFixture[str]) -> None:

@@ -237,21 +237,30 @@ def prompt_failure(
     }
 
 
-def describe_failure(failure: Mapping[str, Any]) -> str:
-    """One line for a failed prompt: its id and each model's cause (the headline
+def failure_cause(failure: Mapping[str, Any]) -> str:
+    """Why a prompt failed, on one line: each model's own error (the headline
     "No model could answer..." when no model was tried, e.g. all circuits open).
+
+    Example:
+        >>> failure_cause({"error": "No model could answer the answer stage",
+        ...                "causes": {"m": "GenerationTimeout: nothing in 6.0 s"}})
+        'm: GenerationTimeout: nothing in 6.0 s'
+    """
+    causes = failure.get("causes") or {}
+    if causes:
+        return "; ".join(f"{m}: {_first_line(str(c))}" for m, c in causes.items())
+    return str(failure.get("error") or failure.get("error_type") or "?")
+
+
+def describe_failure(failure: Mapping[str, Any]) -> str:
+    """One line for a failed prompt: its id and :func:`failure_cause`.
 
     Example:
         >>> describe_failure({"id": "arith", "error": "No model could answer the answer stage",
         ...                   "causes": {"m": "GenerationTimeout: nothing in 6.0 s"}})
         'arith: m: GenerationTimeout: nothing in 6.0 s'
     """
-    causes = failure.get("causes") or {}
-    if causes:
-        what = "; ".join(f"{m}: {_first_line(str(c))}" for m, c in causes.items())
-    else:
-        what = failure.get("error") or failure.get("error_type") or "?"
-    return f"{failure.get('id', '?')}: {what}"
+    return f"{failure.get('id', '?')}: {failure_cause(failure)}"
 
 
 def error_figures(failures: Sequence[Mapping[str, Any]], total: int) -> dict[str, Any]:

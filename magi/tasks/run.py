@@ -2,18 +2,29 @@
 
 python run.py                                   # built-in prompts, default profile
 python run.py profile=demo prompt="Why is the sky blue?"
+
+Every prompt is tried, even after one failed: the table then marks the failed rows
+(``FAILED [1]``) and lists each one's cause under it, each model's own error. A run
+whose prompts partly failed exits 1 after the table (as ``task=bench`` does); one that
+answered nothing exits 2 with the error, as any other failed run.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from magi.config.app import MagiConfig
+from magi.errors import ConfigError, MAGIException
 from magi.render import table
 from magi.runtime.runner import Runner
 from magi.runtime.trace import RunResult
 from magi.tasks.registry import register_task
+
+#: Exit status of a run that answered some prompts and failed others (``task=bench``'s too).
+EXIT_PARTIAL = 1
 
 #: Prompts of rising difficulty, so one run shows every tier at work.
 BUILTIN_PROMPTS: tuple[str, ...] = (
@@ -28,40 +39,153 @@ BUILTIN_PROMPTS: tuple[str, ...] = (
 def print_stream(runner: Runner, prompt: str, out: TextIO | None = None) -> RunResult:
     """Stream one answer to ``out`` (default: the current ``sys.stdout``, looked up per
     call so ``redirect_stdout`` and notebook capture see it) with each stage marked;
-    return its result."""
+    return its result.
+
+    Raises the errors of :meth:`Runner.stream` after marking the answer
+    ``[FAILED: <headline>]``, so the output never ends in a silent half answer.
+    """
     out = out if out is not None else sys.stdout
     result = None
     at_line_start = True
     out.write(f"\n>>> {prompt}\n")
-    for event in runner.stream(prompt):
-        if event.kind == "stage":
-            out.write(
-                ("" if at_line_start else "\n") + f"[{event.stage} · {event.tier} · {event.model_id}]\n"
-            )
-            at_line_start = True
-        elif event.kind == "token":
-            out.write(event.text)
-            at_line_start = event.text.endswith("\n")
-        elif event.kind == "restart":
-            out.write(f"\n[{event.model_id} failed; retrying on another model]\n")
-            at_line_start = True
-        elif event.kind == "done":
-            result = event.result
-            out.write("\n")
+    try:
+        for event in runner.stream(prompt):
+            if event.kind == "stage":
+                out.write(
+                    ("" if at_line_start else "\n") + f"[{event.stage} · {event.tier} · {event.model_id}]\n"
+                )
+                at_line_start = True
+            elif event.kind == "token":
+                out.write(event.text)
+                at_line_start = event.text.endswith("\n")
+            elif event.kind == "restart":
+                out.write(f"\n[{event.model_id} failed; retrying on another model]\n")
+                at_line_start = True
+            elif event.kind == "done":
+                result = event.result
+                out.write("\n")
+            out.flush()
+    except MAGIException as exc:
+        out.write(("" if at_line_start else "\n") + f"[FAILED: {_first_line(str(exc)).rstrip(':')}]\n")
         out.flush()
+        raise
     assert result is not None
     return result
 
 
-def routing_table(results: list[RunResult]) -> str:
-    """One row per answer: score, tier, model(s), tokens and timings."""
+@dataclass(frozen=True)
+class PromptAnswer:
+    """One prompt of a run: its result, or the error no model got past.
+
+    ``score`` and ``routed_tier`` are the router's for a failed prompt too (scoring
+    alone, so no balancer turn is used up), so its table row says where it went.
+    """
+
+    prompt: str
+    result: RunResult | None = None
+    error: MAGIException | None = None
+    score: float | None = None
+    routed_tier: str | None = None
+
+    @property
+    def cause(self) -> str:
+        """Why it failed, on one line: each model's own error in this request
+        (``NoModelAnsweredError.details["errors"]``), else the error's headline."""
+        if self.error is None:
+            return ""
+        from magi.sweeps.metrics import failure_cause, prompt_failure
+        from magi.sweeps.prompts import Prompt
+
+        return failure_cause(prompt_failure(Prompt(self.prompt), self.error))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result's :meth:`RunResult.to_dict`, or the failure's record (as a bench's
+        ``errors.prompts`` entry: error type, status, headline, each model's cause)."""
+        if self.result is not None:
+            return self.result.to_dict()
+        from magi.sweeps.metrics import prompt_failure
+        from magi.sweeps.prompts import Prompt
+
+        assert self.error is not None
+        record = prompt_failure(Prompt(self.prompt), self.error, routed_tier=self.routed_tier)
+        record.pop("id", None)
+        record.pop("expected", None)
+        return {**record, "prompt": self.prompt, "score": self.score}
+
+
+def answer_prompts(runner: Runner, prompts: Iterable[str], out: TextIO | None = None) -> list[PromptAnswer]:
+    """Stream every prompt's answer (:func:`print_stream`); a prompt no model could
+    answer is kept, with its error, and the next one runs.
+
+    A :class:`ConfigError` is raised at once: the configuration is wrong, so every
+    prompt would fail the same way. Errors that are not :class:`MAGIException`s
+    (bugs) are raised too.
+    """
+    answers = []
+    for prompt in prompts:
+        try:
+            answers.append(PromptAnswer(prompt, result=print_stream(runner, prompt, out)))
+        except ConfigError:
+            raise
+        except MAGIException as exc:
+            score, tier = _route_only(runner, prompt)
+            answers.append(PromptAnswer(prompt, error=exc, score=score, routed_tier=tier))
+    return answers
+
+
+def _route_only(runner: Runner, prompt: str) -> tuple[float | None, str | None]:
+    """Score and tier of ``prompt`` without a balancer turn; ``None``s if scoring fails."""
+    try:
+        score = runner.router.scorer.score(prompt).score
+        return score, runner.router.tier_for(score)
+    except Exception:  # noqa: BLE001 - describing a failure must not fail
+        return None, None
+
+
+def tier_label(result: RunResult) -> str:
+    """``fast``; ``fast→powerful`` when the routed tier failed and another answered."""
+    if result.tier == result.routed_tier:
+        return result.routed_tier
+    return f"{result.routed_tier}→{result.tier}"
+
+
+def _short(prompt: str) -> str:
+    return (prompt[:40] + "…") if len(prompt) > 41 else prompt
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+
+
+def routing_table(answers: Sequence[RunResult | PromptAnswer]) -> str:
+    """One row per prompt: score, tier, model(s), tokens and timings.
+
+    The tier reads ``fast→powerful`` after a fallback to another tier. A failed
+    prompt's row says ``FAILED [n]`` in the model column, and note ``[n]`` under the
+    table gives its cause.
+    """
     rows = []
-    for r in results:
+    notes = []
+    for item in answers:
+        r = item.result if isinstance(item, PromptAnswer) else item
+        if r is None:
+            assert isinstance(item, PromptAnswer)
+            notes.append(f"[{len(notes) + 1}] {_short(item.prompt)}: {item.cause}")
+            rows.append(
+                (
+                    _short(item.prompt),
+                    "-" if item.score is None else f"{item.score:.1f}",
+                    item.routed_tier or "-",
+                    f"FAILED [{len(notes)}]",
+                    *("-" * 6),
+                )
+            )
+            continue
         rows.append(
             (
-                (r.prompt[:40] + "…") if len(r.prompt) > 41 else r.prompt,
+                _short(r.prompt),
                 f"{r.score:.1f}",
-                r.routed_tier + (" (2-stage)" if r.two_stage else ""),
+                tier_label(r) + (" (2-stage)" if r.two_stage else ""),
                 " → ".join(s.model_id for s in r.stages),
                 r.completion_tokens,
                 f"{r.ttft_s * 1000:.0f} ms",
@@ -71,7 +195,7 @@ def routing_table(results: list[RunResult]) -> str:
                 len(r.fallbacks),
             )
         )
-    return table(
+    text = table(
         (
             "prompt",
             "score",
@@ -86,16 +210,52 @@ def routing_table(results: list[RunResult]) -> str:
         ),
         rows,
     )
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def exit_status(answers: Sequence[PromptAnswer]) -> int:
+    """0 when every prompt was answered; else print one ``error:`` line on stderr and
+    return :data:`EXIT_PARTIAL`.
+
+    Raises:
+        MAGIException: no prompt was answered (the prompt's own error when there was
+            one; with several, one naming the first cause), so the caller reports it
+            as any failed run: exit 2 from ``run.py`` and ``magi``, a failed job in a sweep.
+    """
+    failed = [a for a in answers if a.error is not None]
+    if not failed:
+        return 0
+    first = f"{_short(failed[0].prompt)}: {failed[0].cause}"
+    if len(failed) == len(answers):
+        if len(failed) == 1:
+            assert failed[0].error is not None
+            raise failed[0].error
+        raise MAGIException(
+            f"No prompt could be answered ({len(failed)} of {len(answers)} failed): {first}",
+            status_code=failed[0].error.status_code if failed[0].error else None,
+            details={"errors": {a.prompt: a.cause for a in failed}},
+        )
+    print(f"error: {len(failed)} of {len(answers)} prompts failed: {first}", file=sys.stderr)
+    return EXIT_PARTIAL
 
 
 @register_task("run")
 def run_task(config: MagiConfig) -> list[dict[str, object]]:
-    """Answer the prompt(s), print each answer as it streams and a routing table."""
+    """Answer the prompt(s), print each answer as it streams and a routing table.
+
+    A failed prompt does not stop the others (see the module docstring); after the
+    table a single run exits :data:`EXIT_PARTIAL` if some failed. In a sweep the job
+    returns instead, so the other jobs and the summary still run.
+    """
     from magi.runtime.pool import shared_pool
+    from magi.sweeps.jobs import current_job
 
     prompts = [config.prompt] if config.prompt else list(BUILTIN_PROMPTS)
     with Runner(config, pool=shared_pool()) as runner:
-        results = [print_stream(runner, p) for p in prompts]
+        answers = answer_prompts(runner, prompts)
     print()
-    print(routing_table(results))
-    return [r.to_dict() for r in results]
+    print(routing_table(answers), flush=True)
+    status = exit_status(answers)
+    if status and not current_job().multirun:
+        sys.exit(status)
+    return [a.to_dict() for a in answers]
