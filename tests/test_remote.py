@@ -241,13 +241,14 @@ def test_one_backend_is_shared_by_threads(server: LlamaServerProcess) -> None:
     backend = RemoteBackend(remote_spec(server.url, max_concurrency=4))
     prompts = ["Hello", "Hello world", "Why?", "abc"]
     answers: dict[str, str] = {}
+    counts: dict[str, int] = {}
     errors: list[BaseException] = []
 
     def ask(prompt: str) -> None:
         try:
             backend.probe()
             answers[prompt] = "".join(backend.stream(prompt, SETTINGS))
-            assert backend.count_tokens(prompt) > 0
+            counts[prompt] = backend.count_tokens(prompt)
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
 
@@ -256,9 +257,14 @@ def test_one_backend_is_shared_by_threads(server: LlamaServerProcess) -> None:
         t.start()
     for t in threads:
         t.join(timeout=30)
-    backend.close()
     assert not errors
     assert answers == {p: p[-1] * 8 for p in prompts}  # the echo model repeats the last character
+    # Counts came from the server's tokenizer (not the 4-characters estimate), and
+    # each thread got its own prompt's count: one at a time gives the same figures.
+    assert backend.exact_token_counts is True
+    assert counts == {p: backend.count_tokens(p) for p in prompts}
+    assert counts["Hello world"] > counts["Hello"]
+    backend.close()
 
 
 def test_answer_cut_short_by_another_request_is_an_error(make_server: ServerFactory) -> None:
@@ -373,7 +379,8 @@ def test_stopped_server_hits_the_tier_timeout_and_fails_over(
         [fallback] = result.fallbacks
         assert fallback.model_id == "remote_echo" and "RemoteTimeout" in fallback.error
         assert "timeout of 1.0s" in fallback.error
-        assert 0.9 < elapsed < 5
+        # at least the 1 s timeout; the upper bound only says it did not hang (busy cores)
+        assert 0.9 < elapsed < 20
 
 
 def test_profile_with_two_servers_in_its_fast_tier(
@@ -396,7 +403,9 @@ def test_profile_with_two_servers_in_its_fast_tier(
             "~profile.model_tiers.gemma3_270m_q4km_fast",
             f"+profile.model_tiers.{local_id}=powerful",
             "profile.load_balancing.health_check_interval=0.5",
-            "runtime.cooldown_seconds=0.5",
+            # A long cooldown: the dead server gets no half-open trial request while the
+            # test runs, however slow the machine; the prober's success closes it again.
+            "runtime.cooldown_seconds=600",
         ),
     )
     assert cfg.profile.load_balancing.strategy == "least_loaded"
