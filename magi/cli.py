@@ -99,8 +99,29 @@ def cmd_profiles_show(args: argparse.Namespace) -> int:
     if args.json:
         print(profile.model_dump_json(indent=2))
     else:
-        print(profile_summary(profile, key=manager.path_for(args.name).stem))
+        print(profile_summary(profile, key=manager.path_for(args.name).stem, registry_tiers=_saved_tiers()))
     return EXIT_OK
+
+
+def _saved_tiers() -> dict[str, str]:
+    """Model id -> tier from the saved registry (models.registry) and the endpoints, if any.
+
+    Only read, never refreshed: showing a profile must not scan folders or assemble the
+    demo model. A config or registry that does not load leaves the id suffixes to go by.
+    """
+    from magi.config import compose
+    from magi.models.registry import ModelRegistry
+
+    try:
+        config = compose()
+    except MAGIException:
+        return {}
+    tiers = {model_id: endpoint.tier for model_id, endpoint in config.endpoints.items()}
+    try:
+        registry = ModelRegistry.load(config.models.registry)
+    except MAGIException:
+        return tiers
+    return {**{e.id: e.tier for e in registry.models.values()}, **tiers}
 
 
 def _exists(path: Path) -> bool:

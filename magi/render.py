@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from magi.config.profile import ModelProfile
 
@@ -22,26 +22,36 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def model_tier_names(profile: ModelProfile, model_id: str) -> list[str]:
-    """The tiers a model serves in a profile, as far as the profile alone says.
+def model_tier_names(
+    profile: ModelProfile, model_id: str, registry_tiers: Mapping[str, str] | None = None
+) -> list[str]:
+    """The tiers a model serves in a profile.
 
-    ``model_tiers`` wins; otherwise the seed-style id's suffix (``..._fast``). The
-    registry may assign differently, but reading it would scan ``models.dirs`` (and
-    assemble the demo model) just to draw a table, so views of a profile do not.
+    ``model_tiers`` wins; then ``registry_tiers`` (model id → tier, as a saved registry
+    or an endpoint assigns it: what the runtime uses, and the only source for a pinned
+    id such as ``my_model``); otherwise the seed-style id's suffix (``..._fast``).
+    Callers pass a registry they have already; refreshing one would scan
+    ``models.dirs`` (and assemble the demo model) just to draw a table.
     """
     override = profile.tier_override(model_id)
     if override is not None:
         return override
+    if registry_tiers and model_id in registry_tiers:
+        return [registry_tiers[model_id]]
     suffix = model_id.rsplit("_", 1)[-1] if "_" in model_id else ""
     return [suffix] if suffix in profile.tier_names else []
 
 
-def tier_rows(profile: ModelProfile) -> list[tuple[str, str, float, list[str]]]:
+def tier_rows(
+    profile: ModelProfile, registry_tiers: Mapping[str, str] | None = None
+) -> list[tuple[str, str, float, list[str]]]:
     """Per tier: name, score range (``"5 - .inf"``), expected seconds, member models."""
     rows = []
     lower = 0.0
     for tier in profile.tier_config:
-        members = [m for m in profile.enabled_models if tier.name in model_tier_names(profile, m)]
+        members = [
+            m for m in profile.enabled_models if tier.name in model_tier_names(profile, m, registry_tiers)
+        ]
         rows.append(
             (
                 tier.name,
@@ -54,8 +64,14 @@ def tier_rows(profile: ModelProfile) -> list[tuple[str, str, float, list[str]]]:
     return rows
 
 
-def profile_summary(profile: ModelProfile, key: str | None = None) -> str:
-    """Describe a profile: models, tiers, two-stage and balancing, in a few lines."""
+def profile_summary(
+    profile: ModelProfile, key: str | None = None, registry_tiers: Mapping[str, str] | None = None
+) -> str:
+    """Describe a profile: models, tiers, two-stage and balancing, in a few lines.
+
+    ``registry_tiers`` (model id → tier) places models whose id does not end in a tier;
+    models placed nowhere are listed below the table.
+    """
     title = f"Profile {profile.name!r}" + (f" (profile={key})" if key else "")
     lines = [title]
     if profile.description:
@@ -63,9 +79,19 @@ def profile_summary(profile: ModelProfile, key: str | None = None) -> str:
     lines.append("")
     rows = [
         (name, score_range, f"{expected:g}s", ", ".join(members) or "-")
-        for name, score_range, expected, members in tier_rows(profile)
+        for name, score_range, expected, members in tier_rows(profile, registry_tiers)
     ]
     lines.append(table(("tier", "score range", "expected", "models"), rows))
+    unplaced = [
+        m
+        for m in profile.enabled_models
+        if not set(model_tier_names(profile, m, registry_tiers)) & set(profile.tier_names)
+    ]
+    if unplaced:
+        lines.append(
+            f"tier unknown: {', '.join(unplaced)} (not in the registry, and the id names no tier of "
+            "this profile; `magi discover FOLDER` registers the file, or set model_tiers)"
+        )
     lines.append("")
     lines.append(f"enabled models: {', '.join(profile.enabled_models)}")
     ts = profile.two_stage

@@ -165,3 +165,33 @@ def test_a_discovered_folder_stays_for_the_next_start(
     assert f"Forgot {mine}" in capsys.readouterr().out
     assert set(load_registry(magi.compose(overrides=overrides)).models) == set(SEED_MODELS)
     assert ModelRegistry.load(registry).added_dirs == []
+
+
+def test_profiles_show_gives_the_registry_tier_of_a_pinned_id(
+    seed_models_dir: Path, conf_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from magi.config.app import ModelsConfig
+    from magi.models.discovery import ModelDiscoveryService
+
+    monkeypatch.setenv("MAGI_CONF_DIR", str(conf_dir))
+    # the registry at models.registry (models/registry.json, in the working directory tmp_path)
+    pins = [{"file": "Qwen3-4B-Q4_K_M.gguf", "id": "my_qwen"}]  # no tier suffix in the id
+    config = ModelsConfig(dirs=[seed_models_dir], pins=pins, demo=False)
+    ModelDiscoveryService(config=config, registry_path=seed_models_dir / "registry.json").refresh()
+    profile = (conf_dir / "profile" / "development.yaml").read_text()
+    (conf_dir / "profile" / "mine.yaml").write_text(
+        profile.replace("Development", "Mine").replace("qwen3_4p0b_q4km_fast", "my_qwen")
+    )
+    assert main(["profiles", "show", "mine"]) == 0
+    rows = {
+        line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:4] in ("fast", "powe")
+    }
+    assert rows["fast"].endswith("my_qwen")  # the registry's tier for it, not '-'
+    assert rows["powerful"].endswith("deepseek_r10528qwen3_8p0b_q4km_powerful")
+
+    # without a registry the id's suffix is all there is: the row says where to look
+    (seed_models_dir / "registry.json").unlink()
+    assert main(["profiles", "show", "mine"]) == 0
+    out = capsys.readouterr().out
+    assert "my_qwen" in out.split("enabled models:")[0]
+    assert "not in the registry" in out
