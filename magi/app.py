@@ -31,7 +31,7 @@ from magi.config.compose import (
     to_container,
     validate_config,
 )
-from magi.errors import MAGIException
+from magi.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, MAGIException
 from magi.tasks import get_task
 
 
@@ -60,14 +60,12 @@ def main(cfg: DictConfig) -> Any:
         if job.multirun:
             return fail_job(exc, job, task=OmegaConf.select(cfg, "task.name", default=None))
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     except Exception as exc:
         if job.multirun:
             return fail_job(exc, job, task=OmegaConf.select(cfg, "task.name", default=None))
         raise
 
-
-EXIT_INTERRUPTED = 130
 
 
 def check_command_line(argv: Sequence[str], conf_dir: str | None = None) -> None:
@@ -99,7 +97,7 @@ def launch(hydra_main: Callable[[], Any], argv: Sequence[str] | None = None) -> 
             check_command_line(sys.argv[1:] if argv is None else argv)
         except MAGIException as exc:
             print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(EXIT_USER_ERROR)
         hydra_main()
     except KeyboardInterrupt:
         interrupted()

@@ -30,14 +30,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magi.errors import MAGIException
+from magi.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, MAGIException
 
 if TYPE_CHECKING:
     from magi.config.app import MagiConfig
     from magi.routing.router import RouteDecision, Stage
 
 EXIT_OK = 0
-EXIT_USAGE = 2
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -154,7 +153,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"OK      {where}: profile {profile.name!r}, tiers {', '.join(profile.tier_names)}, "
             f"{len(profile.enabled_models)} model(s)"
         )
-    return EXIT_USAGE if failed else EXIT_OK
+    return EXIT_USER_ERROR if failed else EXIT_OK
 
 
 def _app_config(args: argparse.Namespace):  # -> MagiConfig
@@ -420,7 +419,7 @@ def cmd_models_check(args: argparse.Namespace) -> int:
             continue
         tiers = profile_tier_models(profile, registry, strict=False, endpoints=endpoints)
         print(f"OK      {name}: " + "; ".join(f"{t}: {', '.join(ids)}" for t, ids in tiers.items()))
-    return EXIT_USAGE if failed else EXIT_OK
+    return EXIT_USER_ERROR if failed else EXIT_OK
 
 
 def cmd_models_demo(args: argparse.Namespace) -> int:
@@ -816,7 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = undecodable_argument(sys.argv[1:] if argv is None else argv)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USER_ERROR
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -826,10 +825,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except MAGIException as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

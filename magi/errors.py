@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+#: Exit status of the CLI and ``run.py`` for a user mistake (a :class:`MAGIException`).
+EXIT_USER_ERROR = 2
+#: Exit status after Ctrl-C (128 + SIGINT), with one line instead of a traceback.
+EXIT_INTERRUPTED = 130
+
 
 class MAGIException(Exception):
     """Base class of every error MAGI raises on purpose.
