@@ -568,3 +568,15 @@ def test_an_unreadable_folder_is_reported_not_skipped_silently(
     assert len(skipped) == 1 and str(skipped[0].path).startswith(str(unreadable)), result.registry.skipped
     messages = _warnings_naming(caplog, "cannot list folder")
     assert len(messages) == 1 and str(unreadable) in messages[0]
+
+
+def test_a_damaged_registry_keeps_its_added_folders(seed_models_dir: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    write_tiny_model(mine / "Tiny-Llama-1B-Q4_K_M.gguf", size_label="1B")
+    path = tmp_path / "r.json"
+    config = ModelsConfig(dirs=[seed_models_dir], demo=False)
+    ModelDiscoveryService(config=config, registry_path=path, add_dirs=[mine]).refresh()
+    text = path.read_text().replace('"version": 1', '"version": 99')  # loads no more: rebuilt
+    path.write_text(text)
+    registry = ModelDiscoveryService(config=config, registry_path=path).refresh().registry
+    assert registry.added_dirs == [mine] and "tiny_llama_1p0b_q4km_fast" in registry.models

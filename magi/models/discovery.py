@@ -10,6 +10,11 @@ A bad file never stops discovery: truncated downloads, non-GGUF files with a
 ``.gguf`` name, incomplete split sets, adapters and projectors are logged as
 warnings and listed in ``registry.skipped`` with the reason.
 
+The folders scanned are ``models.dirs`` plus the registry's ``added_dirs``: a folder
+given to ``magi discover FOLDER`` is recorded there, so every later start keeps its
+models. The demo model is assembled into ``models.demo_dir`` (default ``models/``),
+never into a folder MAGI was only asked to read.
+
 :meth:`ModelDiscoveryService.refresh` is incremental: a file whose size and
 modification time match the previous registry is not opened again (its stored
 metadata is reused; ``DiscoveryStats.read`` counts the files actually read).
