@@ -37,6 +37,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _overrides(models_dir: Path) -> list[str]:
     return [
         f"models.dirs=['{models_dir}']",
+        f"models.demo_dir='{models_dir}'",  # the demo's own folder (never a user's by default)
         f"models.registry='{models_dir / 'registry.json'}'",
         "runtime.max_tokens=32",
         "profile.two_stage.stage1_max_tokens=24",
