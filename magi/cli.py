@@ -11,6 +11,7 @@
     magi ask [--profile P] PROMPT...   answer prompts (streamed), then the routing table
     magi calibrate PROFILE --share powerful=0.3
                                        fit tier thresholds to target shares; save PROFILE-calibrated
+    magi --version                     the installed version
 
 ``discover`` and ``models`` read the ``models:`` section of ``conf/config.yaml``
 (folders, registry path, tier thresholds, pins, demo); options override it.

@@ -291,6 +291,9 @@ def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"magi {version('magi')}"
+    entry_point = Path(sys.executable).parent / "magi"  # the installed command says the same
+    proc = subprocess.run([str(entry_point), "--version"], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (0, f"magi {version('magi')}")
 
 
 def test_run_task_in_process(tiny_runtime: TinyRuntime, capsys: pytest.CaptureFixture[str]) -> None:
