@@ -32,6 +32,7 @@ from magi.config.compose import (
     validate_config,
 )
 from magi.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, MAGIException
+from magi.sweeps.launchers import check_launcher
 from magi.tasks import get_task
 
 
@@ -74,10 +75,12 @@ def check_command_line(argv: Sequence[str], conf_dir: str | None = None) -> None
     Raises:
         ConfigFileError / ConfigError: a file breaks MAGI's limits, or a group option
             is not a name (``profile=123``).
+        LauncherUnavailableError: the ``hydra/launcher`` plugin or cluster is missing.
     """
     from hydra._internal.utils import get_args_parser
 
     args, _ = get_args_parser().parse_known_args(list(argv))
+    check_launcher(args.overrides or [], multirun=bool(args.multirun))
     check_config_files(
         conf_dir or default_conf_dir(),
         args.overrides or [],

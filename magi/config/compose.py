@@ -24,6 +24,9 @@ from pydantic import ValidationError
 from magi.config.app import MagiConfig
 from magi.config.base import validation_to_config_error
 from magi.errors import ConfigError, ConfigFileError, ProfileNotFoundError
+from magi.sweeps.launchers import register_resolvers
+
+register_resolvers()  # conf/hydra/launcher/*.yaml use ${magi.cores_up_to:N}
 
 CONF_DIR_ENV = "MAGI_CONF_DIR"
 PROFILE_GROUP = "profile"

@@ -4,6 +4,7 @@
 * :mod:`magi.sweeps.bench`      one variant's benchmark → ``metrics.json``
 * :mod:`magi.sweeps.metrics`    the figures and the ``metrics.json`` file
 * :mod:`magi.sweeps.jobs`       the Hydra job a task runs in; failures per job
+* :mod:`magi.sweeps.launchers`  what each launcher needs (checked first); configs sized to the cores
 * :mod:`magi.sweeps.summary`    :class:`SweepSummary`: table, CSV, Markdown, plot
 * :mod:`magi.sweeps.callback`   the Hydra callback that writes a sweep's summary
 * :mod:`magi.sweeps.api`        :func:`sweep`: the same sweep from Python / notebooks

@@ -37,7 +37,10 @@ class JobInfo:
             is then recorded and the sweep goes on.
         profile_key: The chosen option of the ``profile`` group, e.g. ``demo``.
         launcher: Short launcher name (``basic``, ``joblib``, ``submitit``, ``ray``, ``python``).
-        parallel_jobs: How many jobs run at once on this machine (joblib's ``n_jobs``).
+        parallel_jobs: How many jobs run at once on this machine (joblib's ``n_jobs``,
+            the batch under submitit's local executor).
+        cores: The cores the job's jobs share: the machine's (``None``), or the CPUs
+            Ray gave the task.
     """
 
     output_dir: Path
@@ -47,6 +50,7 @@ class JobInfo:
     profile_key: str | None = None
     launcher: str = "python"
     parallel_jobs: int = 1
+    cores: int | None = None
 
     @property
     def label(self) -> str:
@@ -62,18 +66,71 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _launcher(hydra_cfg: Any) -> tuple[str, int]:
-    """Short name of the launcher and how many of its jobs run at once on one machine."""
+def jobs_in_batch(output_dir: Path, num: int) -> int:
+    """How many jobs of a sweep start together with job ``num``: the size of its batch.
+
+    submitit's local executor starts every job of a batch at once, and a job is not
+    told how many there are; Hydra's basic sweeper saves the sweep's overrides (and
+    ``max_batch_size``) in ``multirun.yaml`` in the sweep folder before any job runs,
+    so the batches are counted again from there. 1 when there is no such file (another
+    sweeper) or it cannot be read.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    for folder in [output_dir, *output_dir.parents][:4]:
+        path = folder / "multirun.yaml"
+        if path.is_file():
+            break
+    else:
+        return 1
+    try:
+        saved = OmegaConf.load(path).hydra
+        if "BasicSweeper" not in str(saved.sweeper.get("_target_", "")):
+            return 1
+        params = saved.sweeper.get("params") or {}
+        arguments = [f"{key}={value}" for key, value in params.items()]
+        arguments += [str(o) for o in saved.overrides.task]
+        overrides = OverridesParser.create().parse_overrides(arguments)
+        batches = BasicSweeper.split_arguments(overrides, saved.sweeper.get("max_batch_size"))
+    except Exception as exc:  # a glob sweep needs the config loader; any doubt: alone
+        logger.debug("Could not count the jobs of %s: %s", path, exc)
+        return 1
+    first = 0
+    for batch in batches:
+        if num < first + len(batch):
+            return len(batch)
+        first += len(batch)
+    return 1
+
+
+def _ray_cpus() -> int | None:
+    """The CPUs Ray gave the running task (``num_cpus``), outside Ray ``None``."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    return max(int(cpus), 1) if cpus else None
+
+
+def _launcher(hydra_cfg: Any) -> tuple[str, int, int | None]:
+    """Short name of the launcher, how many of its jobs run at once on one machine,
+    and the cores they share (``None``: the machine's)."""
     target = str(hydra_cfg.launcher.get("_target_", "")) if hydra_cfg.get("launcher") else ""
     if "joblib" in target.lower():
         n_jobs = int(hydra_cfg.launcher.get("n_jobs", -1) or -1)
         if n_jobs < 0:  # joblib: -1 all cores, -2 all but one, ...
             n_jobs = max(cpu_count() + 1 + n_jobs, 1)
-        return "joblib", n_jobs
-    for name in ("submitit", "ray"):
-        if name in target.lower():
-            return name, 1
-    return "basic", 1
+        return "joblib", n_jobs, None
+    if "submitit" in target.lower():
+        if target.endswith("LocalLauncher"):  # SLURM pins each job to its own CPUs
+            num = int(hydra_cfg.job.get("num", 0) or 0)
+            return "submitit", jobs_in_batch(Path(hydra_cfg.runtime.output_dir), num), None
+        return "submitit", 1, None
+    if "ray" in target.lower():
+        return "ray", 1, _ray_cpus()
+    return "basic", 1, None
 
 
 def current_job() -> JobInfo:
@@ -85,8 +142,8 @@ def current_job() -> JobInfo:
         folder = Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
         return JobInfo(output_dir=folder.resolve())
     hc = HydraConfig.get()
-    launcher, parallel = _launcher(hc)
     multirun = hc.mode == RunMode.MULTIRUN
+    launcher, parallel, cores = _launcher(hc) if multirun else ("basic", 1, None)
     num = hc.job.get("num", 0) if multirun else 0
     return JobInfo(
         output_dir=Path(hc.runtime.output_dir),
@@ -94,22 +151,22 @@ def current_job() -> JobInfo:
         num=int(num) if num is not None else 0,
         multirun=multirun,
         profile_key=hc.runtime.choices.get("profile"),
-        launcher=launcher if multirun else "basic",
-        parallel_jobs=parallel if multirun else 1,
+        launcher=launcher,
+        parallel_jobs=parallel,
+        cores=cores,
     )
 
 
 def fit_threads(config: Any, job: JobInfo) -> Any:
     """Share the cores among jobs that run at once: with ``runtime.n_threads`` unset,
     ``k`` parallel jobs get ``cores // k`` threads each instead of all cores each
-    (2 jobs x 2 threads on 2 cores runs slower than 2 x 1). An explicit
-    ``runtime.n_threads`` is kept."""
-    if job.parallel_jobs <= 1 or config.runtime.n_threads is not None:
+    (2 jobs x 2 threads on 2 cores runs slower than 2 x 1, and its answers time out),
+    and a Ray task gets the CPUs Ray gave it. An explicit ``runtime.n_threads`` is kept."""
+    cores = job.cores or cpu_count()
+    threads = max(cores // max(job.parallel_jobs, 1), 1)
+    if threads >= cpu_count() or config.runtime.n_threads is not None:
         return config
-    threads = max(cpu_count() // job.parallel_jobs, 1)
-    logger.info(
-        "%d parallel jobs on %d cores: %d thread(s) per model", job.parallel_jobs, cpu_count(), threads
-    )
+    logger.info("%d parallel job(s) on %d core(s): %d thread(s) per model", job.parallel_jobs, cores, threads)
     runtime = config.runtime.model_copy(update={"n_threads": threads})
     return config.model_copy(update={"runtime": runtime})
 
