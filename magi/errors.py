@@ -14,6 +14,9 @@ from collections.abc import Iterable, Sequence
 EXIT_USER_ERROR = 2
 #: Exit status after Ctrl-C (128 + SIGINT), with one line instead of a traceback.
 EXIT_INTERRUPTED = 130
+#: Exit status of a run that reported every prompt but failed some (its table marks them):
+#: ``run.py`` tasks ``run`` and ``bench``, ``magi ask``, a sweep with failed jobs or prompts.
+EXIT_PARTIAL = 1
 
 
 class MAGIException(Exception):

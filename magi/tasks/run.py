@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from magi.config.app import MagiConfig
-from magi.errors import ConfigError, MAGIException
+from magi.errors import EXIT_PARTIAL, ConfigError, MAGIException
 from magi.render import table
 from magi.runtime.runner import Runner
 from magi.runtime.trace import RunResult
 from magi.tasks.registry import register_task
-
-#: Exit status of a run that answered some prompts and failed others (``task=bench``'s too).
-EXIT_PARTIAL = 1
 
 #: Prompts of rising difficulty, so one run shows every tier at work.
 BUILTIN_PROMPTS: tuple[str, ...] = (
