@@ -268,7 +268,9 @@ HOSTILE = {
     "endless": (sse_endless_tokens(), "MAX_RESPONSE_BYTES"),
     "non-json": (sse_non_json(), "not JSON"),
     "loading": (loading_model(), "HTTP 503: Loading model"),
-    "stall": (sse_stall(), "RemoteTimeout"),
+    # nothing usable before the stall: whitespace tokens (a stall after usable tokens keeps
+    # the answer: tests/test_runtime_timeouts.py)
+    "stall": (sse_stall(text=" "), "RemoteTimeout"),
 }
 
 
@@ -281,7 +283,12 @@ def hostile_runner(
         models_dir,
         endpoints={"hostile": endpoint(url, read_timeout=30.0, **extra)},
         profile=one_tier(["hostile", local_id], strategy=None, expected_time=TIMEOUT / 2),
-        overrides=("runtime.timeout_factor=2.0", "runtime.cooldown_seconds=600"),  # tier timeout: 1 s
+        # tier timeout: 1 s; the endless "a a a ..." must reach the size cap, not the repetition stop
+        overrides=(
+            "runtime.timeout_factor=2.0",
+            "runtime.cooldown_seconds=600",
+            "runtime.repetition_stop=false",
+        ),
     )
     return Runner(cfg)
 

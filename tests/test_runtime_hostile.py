@@ -262,6 +262,7 @@ def _refine_runner(env: TinyRuntime, recorder: FaultInjector, *overrides: str):
         "development",
         "scorer=tagged",
         "profile.two_stage.stage1_max_tokens=200",  # more than n_ctx=256 leaves after the prompt
+        "runtime.repetition_stop=false",  # the echo model loops; these tests need whole drafts
         *overrides,
         backend_factory=recorder,
     )

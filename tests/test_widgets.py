@@ -7,6 +7,7 @@ real through llama-cpp-python.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,6 +245,58 @@ def test_run_failure_is_shown_in_place(make_picker) -> None:
     assert not picker.run_button.disabled and not picker.busy
     with pytest.raises(Exception, match="gemma3_270m_q4km_fast"):
         picker.run(block=True)
+
+
+def test_stop_cancels_a_running_answer_and_keeps_it_marked(make_picker, tiny_overrides) -> None:
+    """Click Run, then Stop while the model is writing: the partial answer stays, marked."""
+    import threading
+    import time
+
+    from magi.testing.runtime import FaultInjector
+
+    gate = threading.Event()
+    faults = FaultInjector()
+    faults.pace("qwen3_4p0b_q4km_fast", gate=gate, gate_at=3)  # token 3 waits for the test
+    with ModelPool(backend_factory=faults) as slow_pool:
+        picker = make_picker(
+            "fast-only", pool=slow_pool, threaded=True, overrides=[*tiny_overrides, "runtime.max_tokens=64"]
+        )
+        assert picker.stop_button.disabled  # nothing to stop yet
+        assert not picker.stop()
+        picker.prompt_text.value = "Tell me a long story."
+        picker.run_button.click()
+        deadline = time.monotonic() + 60
+        while not (picker._parts and len(picker._parts[-1].pieces) >= 3):  # three tokens are out
+            assert time.monotonic() < deadline, "the answer never started"
+            time.sleep(0.01)
+        assert not picker.stop_button.disabled and picker.busy
+        picker.stop_button.click()
+        assert picker.status.value == "Stopping…"
+        gate.set()
+        result = picker.wait(timeout=60)
+        assert result is not None and result.cancelled
+        assert result.completion_tokens == 4  # 64 without the Stop
+        assert faults.closed["qwen3_4p0b_q4km_fast"] == 1  # the generation was closed
+        assert picker.status.value.startswith("■ Stopped") and "partial answer kept" in picker.status.value
+        assert (
+            'data-finish="cancelled"' in picker.answer.value
+            and "magi-finish-cancelled" in picker.answer.value
+        )
+        assert result.text and html.escape(result.text) in picker.answer.value  # the partial answer stays
+        assert "cancelled" in text_of(picker.trace.value)  # the stage's finish reason
+        assert picker.stop_button.disabled and not picker.run_button.disabled and not picker.busy
+        with slow_pool.lease("qwen3_4p0b_q4km_fast", timeout=0.5):  # the model is free again
+            pass
+        # the next run is not cancelled by the last one's Stop
+        faults.pace("qwen3_4p0b_q4km_fast")
+        picker.prompt_text.value = "Hi"
+        picker.run_button.click()
+        again = picker.wait(timeout=60)
+        assert again is not None and not again.cancelled
+        # the echo model loops: the repetition stop ends it, and the status says so
+        assert again.finish_reason == "repetition" and again.completion_tokens == 32
+        assert picker.status.value.startswith("✓ Done") and "(ended early: repetition)" in picker.status.value
+        assert "magi-finish-repetition" in picker.answer.value
 
 
 def test_empty_prompt_says_so(make_picker) -> None:

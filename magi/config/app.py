@@ -202,8 +202,45 @@ class RuntimeConfig(MagiModel):
     cooldown_seconds: float = Field(
         default=30.0, ge=0, description="Seconds an open circuit waits before a trial request."
     )
+    first_token_timeout_factor: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Stall deadline for the first token (prompt processing included) = the tier's "
+            "expected_time_seconds x this. A model with no token by then is stalled: the runner "
+            "fails over. .inf: none."
+        ),
+    )
+    token_gap_timeout_factor: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Stall deadline between two tokens = the tier's expected_time_seconds x this. A model "
+            "silent that long is stalled: its answer so far is kept (finish_reason 'stalled') if "
+            "it is usable, else the runner fails over. .inf: none."
+        ),
+    )
     timeout_factor: float = Field(
-        default=3.0, gt=0, description="Request timeout = tier's expected_time_seconds x this."
+        default=10.0,
+        gt=0,
+        description=(
+            "Time budget of an answer = the tier's expected_time_seconds x this; also the longest "
+            "wait for a busy model. An answer still being written when it runs out ends there and "
+            "is kept (finish_reason 'timeout'). .inf: none (max_tokens still bounds the length)."
+        ),
+    )
+    repetition_stop: bool = Field(
+        default=True,
+        description=(
+            "End an answer that loops: its last repetition_window tokens repeat one cycle of at "
+            "most repetition_max_cycle tokens (finish_reason 'repetition', text kept)."
+        ),
+    )
+    repetition_window: int = Field(
+        default=32, ge=2, description="Tokens the repetition stop looks back over."
+    )
+    repetition_max_cycle: int = Field(
+        default=8, ge=1, description="Longest cycle, in tokens, the repetition stop looks for."
     )
     models: dict[str, ModelSettings] = Field(
         default_factory=dict,
@@ -223,6 +260,17 @@ class RuntimeConfig(MagiModel):
     def _whole_or_inf(cls, value: float) -> float:
         if not math.isinf(value) and value != int(value):
             raise ValueError("must be a whole number of tokens, or .inf for unlimited")
+        return value
+
+    @field_validator("repetition_max_cycle")
+    @classmethod
+    def _cycle_fits_window(cls, value: int, info: ValidationInfo) -> int:
+        window = info.data.get("repetition_window")
+        if window is not None and 2 * value > window:
+            raise ValueError(
+                f"must be at most half of repetition_window ({window}): a cycle must repeat at "
+                "least twice in the window"
+            )
         return value
 
     @field_validator("prompt_template")

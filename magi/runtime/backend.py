@@ -3,8 +3,9 @@
 A backend wraps one model (in-process llama.cpp in :mod:`magi.runtime.llama`; an
 OpenAI-compatible HTTP server in :mod:`magi.runtime.remote`) behind six operations:
 load, stream, generate, count tokens, probe health, close. The runner only ever
-streams, so it can time the first token and stop a generation that overruns its
-tier's timeout.
+streams, so it can time every token: a model that goes silent (no first token, or
+too long a gap between two tokens) is *stalled*, while one that is still writing
+when the time budget ends has its answer ended there and kept (README "Timeouts").
 """
 
 from __future__ import annotations
@@ -13,9 +14,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from magi.errors import MAGIException
+
+DeadlineKind = Literal["first_token", "token_gap", "budget"]
+"""Which deadline of a generation passed: the first token's, a gap between tokens, the budget."""
+
+#: Why an answer ended, in traces: the model stopped (end of sequence or a stop
+#: sequence), ``max_tokens`` was reached, the time budget ran out ("timeout"), the
+#: model went silent after writing something usable ("stalled"), the repetition stop
+#: ended a loop ("repetition"), or the caller cancelled it ("cancelled"). All but
+#: "stop" and "length" end an answer early; its text so far is kept.
+FinishReason = Literal["stop", "length", "timeout", "stalled", "repetition", "cancelled"]
+EARLY_FINISH_REASONS: frozenset[str] = frozenset({"timeout", "stalled", "repetition", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -32,9 +44,53 @@ class GenerationSettings:
     """Completion prompt for models without a chat template ('{prompt}' is filled in).
     A sampling setting, not a load setting: runners sharing a pool each pass their own."""
     timeout_s: float | None = None
-    """Wall-clock budget of the whole generation (None: none). The runner sets the
-    tier's timeout and checks it per token; a backend that can block *between*
-    tokens (a remote server that stops answering) must enforce it itself."""
+    """Time budget of the whole generation (None: none): when it is reached the answer
+    ends there (``finish_reason`` "timeout") and is kept."""
+    first_token_timeout_s: float | None = None
+    """Longest wait for the first token, prompt processing included (None: none)."""
+    token_gap_timeout_s: float | None = None
+    """Longest silence between two tokens (None: none). A model past either of these
+    two deadlines is stalled. The runner sets all three from the tier
+    (:meth:`for_tier`) and checks them per token; a backend that can block *between*
+    tokens (a remote server that stops answering) enforces them itself, raising
+    :class:`GenerationTimeout` with the deadline it missed."""
+
+    def next_deadline(self, started: float, last_token_at: float | None) -> tuple[float, DeadlineKind] | None:
+        """The nearest deadline of a generation that started at ``started`` and got its
+        last token at ``last_token_at`` (None: no token yet), with its kind; None if
+        there is none. Times are of one monotonic clock.
+
+        Example:
+            >>> s = GenerationSettings(timeout_s=20, first_token_timeout_s=5, token_gap_timeout_s=4)
+            >>> s.next_deadline(100.0, None), s.next_deadline(100.0, 103.0), s.next_deadline(100.0, 117.0)
+            ((105.0, 'first_token'), (107.0, 'token_gap'), (120.0, 'budget'))
+        """
+        candidates: list[tuple[float, DeadlineKind]] = []
+        if last_token_at is None and self.first_token_timeout_s is not None:
+            candidates.append((started + self.first_token_timeout_s, "first_token"))
+        if last_token_at is not None and self.token_gap_timeout_s is not None:
+            candidates.append((last_token_at + self.token_gap_timeout_s, "token_gap"))
+        if self.timeout_s is not None:
+            candidates.append((started + self.timeout_s, "budget"))
+        finite = [c for c in candidates if c[0] != float("inf")]
+        return min(finite, key=lambda c: c[0]) if finite else None
+
+    def describe_deadline(self, kind: DeadlineKind | None) -> str:
+        """The deadline in words, with the setting that sets it, for error messages."""
+        if kind == "first_token":
+            return (
+                f"no first token within {self.first_token_timeout_s:.1f}s (the tier's "
+                "expected_time_seconds x runtime.first_token_timeout_factor)"
+            )
+        if kind == "token_gap":
+            return (
+                f"no token for {self.token_gap_timeout_s:.1f}s (the tier's expected_time_seconds "
+                "x runtime.token_gap_timeout_factor)"
+            )
+        return (
+            f"the time budget of {self.timeout_s or 0:.1f}s ran out (the tier's expected_time_seconds "
+            "x runtime.timeout_factor)"
+        )
 
 
 @dataclass(frozen=True)
@@ -156,9 +212,25 @@ class PromptTooLongError(MAGIException):
 
 
 class GenerationTimeout(BackendError):
-    """A generation ran past its tier's timeout."""
+    """A generation missed a deadline (:class:`GenerationSettings`): the model stalled
+    before its first token or between two, or the budget ran out while a backend was
+    blocked waiting. ``deadline`` says which (None: a backend's own read timeout);
+    ``tokens`` how many tokens came before. The runner keeps a usable partial answer
+    and fails over only when there is none."""
 
     status_code = 504
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        deadline: DeadlineKind | None = None,
+        tokens: int = 0,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, details={**(details or {}), "deadline": deadline, "tokens": tokens})
+        self.deadline = deadline
+        self.tokens = tokens
 
 
 @runtime_checkable

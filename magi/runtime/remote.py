@@ -30,11 +30,15 @@ alike: the same streaming, failover, circuit breakers and balancers.
   :data:`MAX_SSE_EVENT_BYTES`, :data:`MAX_RESPONSE_BYTES`). A prompt longer
   than the server's context raises :class:`~magi.runtime.backend.PromptTooLongError`
   (not the model's fault: no circuit-breaker failure).
-* **One deadline per request.** A generation's ``settings.timeout_s`` bounds the
-  whole request: connecting, the first byte, every later read. httpx's own read
-  timeout is per read, so a server dripping a byte every half second would reset
-  it for ever; here every socket operation of the request is given only what is
-  left of the deadline (:class:`_DeadlineNetwork`), and the stream is split into
+* **Deadlines over the whole request.** A generation's ``settings`` bound it as a
+  local one is bounded: the first token by ``first_token_timeout_s`` (connecting and
+  the first byte included), each later token by ``token_gap_timeout_s`` from the one
+  before, everything by the budget ``timeout_s``; a missed one raises
+  :class:`RemoteTimeout` naming it (``deadline``), and the runner keeps a usable
+  partial answer. httpx's own read timeout is per read, so a server dripping a byte
+  every half second would reset it for ever; here every socket operation of the
+  request is given only what is left of the nearest deadline, which only a token
+  moves (:class:`_DeadlineNetwork`), and the stream is split into
   lines here, from raw bytes, checking the deadline and the size caps on every
   chunk (a library line splitter buffers a line that never ends without bound).
   Probes and token counts get the same treatment with ``probe_timeout``.
@@ -451,37 +455,51 @@ class RemoteBackend:
     def stream(self, prompt: str, settings: GenerationSettings) -> Iterator[str]:
         """Yield the answer one content delta (one token) at a time, as the server streams it.
 
-        ``settings.timeout_s`` is one deadline over the whole request: connecting,
-        the first byte and every later read are given only what is left of it (and
-        no single wait more than ``read_timeout``). Lines, events and the whole
-        answer are capped (:data:`MAX_SSE_LINE_BYTES`, :data:`MAX_SSE_EVENT_BYTES`,
-        :data:`MAX_RESPONSE_BYTES`).
+        The deadlines of ``settings`` bound every wait of the request: until the first
+        token ``first_token_timeout_s`` (connecting, token counting and the server's
+        prompt processing included), then ``token_gap_timeout_s`` from each token, and
+        ``timeout_s`` over the whole request. Connecting, sending and every read get only
+        what is left of the nearest one (and no single wait more than ``read_timeout``);
+        bytes that are not tokens (keep-alive comments, a drip) do not move it. A missed
+        deadline raises :class:`RemoteTimeout` whose ``deadline`` says which, as a local
+        stall would end. Lines, events and the whole answer are capped
+        (:data:`MAX_SSE_LINE_BYTES`, :data:`MAX_SSE_EVENT_BYTES`, :data:`MAX_RESPONSE_BYTES`).
         """
         client = self._require()
         started = time.monotonic()
-        deadline = started + settings.timeout_s if settings.timeout_s else None
+        budget = started + settings.timeout_s if settings.timeout_s else None
+        last_token_at: float | None = None
+
+        def nearest() -> float | None:
+            found = settings.next_deadline(started, last_token_at)
+            return None if found is None else found[0]
+
+        def overdue() -> bool:
+            deadline = nearest()
+            return deadline is not None and time.monotonic() > deadline
+
         chat = self.remote.api == "chat"
         text = prompt if chat else self.format_prompt(prompt, settings)
-        self._check_fits(text, deadline)
+        self._check_fits(text, nearest())
         path = "/v1/chat/completions" if chat else "/v1/completions"
         body = self._body(text, settings, chat=chat)
-        timeout = self._stream_timeout(deadline, settings)
+        timeout = self._stream_timeout(budget, settings)
         pieces = 0
         response: httpx.Response | None = None
         try:
-            with _until(deadline):
+            with _until(nearest()):
                 response = client.send(
                     client.build_request("POST", path, json=body, timeout=timeout), stream=True
                 )
                 if response.status_code >= 400:
-                    raise self._http_error(self._buffered(response, path, deadline), path)
+                    raise self._http_error(self._buffered(response, path, nearest()), path)
             decoder = _SSEDecoder()
             chunks = response.iter_bytes()
             received = 0
             done = False
             finished = False  # a chunk said why the answer ended
             while not done:
-                with _until(deadline):
+                with _until(nearest()):
                     chunk = next(chunks, None)
                 if chunk is None:
                     events = decoder.close()  # the last event may lack its blank line
@@ -491,8 +509,8 @@ class RemoteBackend:
                         raise _TooLarge("the answer stream", "MAX_RESPONSE_BYTES", MAX_RESPONSE_BYTES)
                     events = decoder.feed(chunk)
                 for event in events:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise self._deadline_error(settings, pieces)
+                    if overdue():
+                        raise self._deadline_error(settings, pieces, started, last_token_at)
                     if event.strip() == "[DONE]":
                         done = True
                         break
@@ -501,21 +519,23 @@ class RemoteBackend:
                     if piece is not None:
                         pieces += 1
                         yield piece
+                        last_token_at = time.monotonic()  # the gap runs while MAGI waits for the server
                 if chunk is None:
                     break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise self._deadline_error(settings, pieces)
+                if overdue():
+                    raise self._deadline_error(settings, pieces, started, last_token_at)
             if not done:
                 if pieces == 0:
-                    raise self._diagnose_empty_stream(client, path, body, deadline)
+                    raise self._diagnose_empty_stream(client, path, body, nearest())
                 raise self._incomplete_stream(pieces)
             if not finished:
                 raise self._interrupted(pieces)
         except _TooLarge as exc:
             raise self._too_large(exc, pieces) from None
         except httpx.TimeoutException as exc:
+            deadline = nearest()
             if deadline is not None and time.monotonic() >= deadline - 0.01:
-                raise self._deadline_error(settings, pieces) from None
+                raise self._deadline_error(settings, pieces, started, last_token_at) from None
             raise self._timeout_error(exc, path, pieces) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc, path, pieces) from None
@@ -586,6 +606,8 @@ class RemoteBackend:
         )
 
     def _stream_timeout(self, deadline: float | None, settings: GenerationSettings) -> httpx.Timeout:
+        """httpx's timeouts for a generation: ``read_timeout``, at most what is left of the
+        budget ``deadline`` (the nearer stall deadlines bound each read through :func:`_until`)."""
         read = self.remote.read_timeout
         if deadline is not None:
             left = deadline - time.monotonic()
@@ -846,10 +868,25 @@ class RemoteBackend:
             f"{self.remote.read_timeout:g}s, or less when the tier's timeout is nearer)."
         )
 
-    def _deadline_error(self, settings: GenerationSettings, pieces: int) -> RemoteTimeout:
+    def _deadline_error(
+        self,
+        settings: GenerationSettings,
+        pieces: int,
+        started: float | None = None,
+        last_token_at: float | None = None,
+    ) -> RemoteTimeout:
+        """The deadline that passed (the nearest one of the generation), as an error."""
+        found = None if started is None else settings.next_deadline(started, last_token_at)
+        kind = found[1] if found is not None else "budget"
+        if kind == "budget":
+            what = (
+                f"the generation ran past its timeout of {settings.timeout_s or 0:.1f}s "
+                "(the tier's expected_time_seconds x runtime.timeout_factor)"
+            )
+        else:
+            what = f"stalled: {settings.describe_deadline(kind)}"
         return RemoteTimeout(
-            f"{self._where()}: the generation ran past its timeout of {settings.timeout_s or 0:.1f}s "
-            f"after {pieces} token(s) (the tier's expected_time_seconds x runtime.timeout_factor)."
+            f"{self._where()}: {what}, after {pieces} token(s).", deadline=kind, tokens=pieces
         )
 
     def _diagnose_empty_stream(

@@ -13,6 +13,13 @@ shortened draft, or the prompt alone (the trace's ``note`` says which). A failin
 model is retried on the tier's next healthy model, then on the fallback tiers; each
 failure counts against the model's circuit breaker.
 
+Time judges a *stalled* model, not a long answer (README "Timeouts"): a model with no
+first token within the tier's first-token deadline, or silent before writing anything
+usable, fails over; one that stalls after usable text, or is still writing when the
+tier's time budget runs out, has its answer ended there and kept (``finish_reason``
+"stalled" / "timeout"). A loop ends with "repetition" (:mod:`magi.runtime.stops`), and
+:meth:`AnswerStream.cancel` ends a running answer with "cancelled", its text kept.
+
 Example:
     >>> import magi
     >>> with magi.Runner(magi.compose(profile="demo")) as runner:   # doctest: +SKIP
@@ -36,8 +43,16 @@ from magi.errors import MAGIException
 from magi.routing.health import Clock, HealthMonitor
 from magi.routing.router import RouteDecision, Router, Stage
 from magi.routing.scorer import get_scorer
-from magi.runtime.backend import Backend, GenerationSettings, GenerationTimeout, ModelSpec, PromptTooLongError
+from magi.runtime.backend import (
+    Backend,
+    DeadlineKind,
+    GenerationSettings,
+    GenerationTimeout,
+    ModelSpec,
+    PromptTooLongError,
+)
 from magi.runtime.pool import ModelPool, PoolLimits
+from magi.runtime.stops import RepetitionStop
 from magi.runtime.trace import Fallback, RunResult, StageName, StageTrace
 
 logger = logging.getLogger(__name__)
@@ -62,6 +77,53 @@ class StreamEvent:
     model_id: str = ""
     text: str = ""
     result: RunResult | None = None
+
+
+class AnswerStream(Iterator[StreamEvent]):
+    """The events of one answer (:meth:`Runner.stream`), with :meth:`cancel`.
+
+    Iterate it as a generator of :class:`StreamEvent`; :meth:`cancel` may be called from
+    any thread (a notebook's Stop button, a web request's disconnect). The running stage
+    stops at its next token: the model's generation is closed and its lease released
+    at once, the partial text is kept, and the last event is ``done`` as usual, with a
+    result whose ``finish_reason`` is "cancelled" (a cancelled draft is not refined).
+
+    Example:
+        >>> stream = runner.stream("Write a long story.")          # doctest: +SKIP
+        >>> for event in stream:                                    # doctest: +SKIP
+        ...     if event.kind == "token" and len(event.text) > 100:
+        ...         stream.cancel()
+        >>> stream.result.finish_reason                             # doctest: +SKIP
+        'cancelled'
+    """
+
+    def __init__(self, events: Iterator[StreamEvent], cancel_event: threading.Event) -> None:
+        self._events = events
+        self._cancel = cancel_event
+        self.result: RunResult | None = None
+        """The finished answer, once the ``done`` event has been read."""
+
+    def __iter__(self) -> AnswerStream:
+        return self
+
+    def __next__(self) -> StreamEvent:
+        event = next(self._events)
+        if event.kind == "done":
+            self.result = event.result
+        return event
+
+    def cancel(self) -> None:
+        """End the answer at its next token, keeping what was written (thread-safe)."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called (or the ``cancel`` event passed in was set)."""
+        return self._cancel.is_set()
+
+    def close(self) -> None:
+        """Stop without a result (as closing a generator does); the model is released."""
+        self._events.close()  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -125,6 +187,30 @@ def check_prompt(prompt: object, *, what: str = "The prompt") -> str:
             details={"position": exc.start, "codepoint": f"U+{char:04X}"},
         ) from None
     return prompt
+
+
+#: The runtime setting behind each stall deadline, for messages.
+_FACTOR: dict[DeadlineKind, str] = {
+    "first_token": "first_token_timeout_factor",
+    "token_gap": "token_gap_timeout_factor",
+    "budget": "timeout_factor",
+}
+
+
+def _missed(
+    settings: GenerationSettings, started: float, last_token_at: float | None, now: float
+) -> DeadlineKind | None:
+    """The deadline a token arriving at ``now`` came after, if any (the stall deadlines
+    first: a token later than those means the model was stalled, whatever the budget)."""
+    for kind, deadline in (
+        ("first_token", None if last_token_at is not None else settings.first_token_timeout_s),
+        ("token_gap", None if last_token_at is None else settings.token_gap_timeout_s),
+        ("budget", settings.timeout_s),
+    ):
+        base = started if kind != "token_gap" else last_token_at
+        if deadline is not None and base is not None and now - base > deadline:
+            return kind  # type: ignore[return-value]
+    return None
 
 
 _TEMPLATE_FIELD = re.compile(r"\{(prompt|draft)\}")
@@ -239,6 +325,7 @@ class Runner:
             self.pool.register(spec)
         self.scorer = get_scorer(config.scorer)
         self.health = HealthMonitor.from_config(config, list(self.specs), probe=self._probe, clock=clock)
+        self._clock = clock  # also times the stall deadlines: tests pass a manual clock
         self.router = Router(self.profile, self.tier_members, self.scorer, self.health, seed=runtime.seed)
         self._closed = False
         self._lock = threading.Lock()
@@ -254,8 +341,11 @@ class Runner:
         """
         return self.router.decide(check_prompt(prompt))
 
-    def run(self, prompt: str) -> RunResult:
+    def run(self, prompt: str, *, cancel: threading.Event | None = None) -> RunResult:
         """Answer one prompt; the result carries the routing trace.
+
+        Setting ``cancel`` (from another thread) ends the answer at its next token,
+        text kept, ``finish_reason`` "cancelled" (see :class:`AnswerStream`).
 
         Raises:
             NoModelAnsweredError: every model that could answer failed or has an open
@@ -266,12 +356,11 @@ class Runner:
 
         Neither 422 counts against a model's circuit breaker.
         """
-        result: RunResult | None = None
-        for event in self.stream(prompt):
-            if event.kind == "done":
-                result = event.result
-        assert result is not None
-        return result
+        stream = self.stream(prompt, cancel=cancel)
+        for _event in stream:
+            pass
+        assert stream.result is not None
+        return stream.result
 
     def run_many(self, prompts: Iterable[str], *, progress: bool = True) -> list[RunResult]:
         """Answer prompts in order, with a progress bar (tqdm; notebook-aware).
@@ -295,12 +384,19 @@ class Runner:
                 bar.update()
         return results
 
-    def stream(self, prompt: str) -> Iterator[StreamEvent]:
-        """Yield the answer as it is generated: stage-1 tokens first, then stage 2.
+    def stream(self, prompt: str, *, cancel: threading.Event | None = None) -> AnswerStream:
+        """The answer as it is generated: stage-1 tokens first, then stage 2.
 
-        Raises the errors of :meth:`run`. A draft that no model can write is skipped
-        (the refine tier answers the prompt alone; the trace records the failures).
+        Returns an :class:`AnswerStream`: iterate it for the :class:`StreamEvent` items, call
+        its :meth:`~AnswerStream.cancel` (or set ``cancel``) to end the answer early.
+        Iterating raises the errors of :meth:`run`. A draft that no model can write is
+        skipped (the refine tier answers the prompt alone; the trace records the failures).
         """
+        event = cancel if cancel is not None else threading.Event()
+        return AnswerStream(self._events(prompt, event), event)
+
+    def _events(self, prompt: str, cancel: threading.Event) -> Iterator[StreamEvent]:
+        """The generator behind :meth:`stream` (checks run when iteration starts)."""
         self._check_open()
         check_prompt(prompt)
         start = time.perf_counter()
@@ -310,14 +406,17 @@ class Runner:
         if decision.two_stage:
             draft_stage, refine_stage = decision.stages
             try:
-                draft = yield from self._run_stage(draft_stage, prompt, trace, fallback=False)
+                draft = yield from self._run_stage(draft_stage, prompt, trace, cancel, fallback=False)
             except (NoModelAnsweredError, PromptTooLongError) as exc:
                 # The draft only speeds things up: without one, the final tier answers alone.
                 logger.warning("No draft (%s); the %s tier answers alone", exc, refine_stage.tier)
-            # with a draft, each refine model gets the refine prompt fitted to its context
-            text = yield from self._run_stage(refine_stage, prompt, trace, draft=draft)
+            if draft is not None and cancel.is_set():
+                text = draft  # cancelled while drafting: the partial draft is the answer
+            else:
+                # with a draft, each refine model gets the refine prompt fitted to its context
+                text = yield from self._run_stage(refine_stage, prompt, trace, cancel, draft=draft)
         else:
-            text = yield from self._run_stage(decision.stages[0], prompt, trace)
+            text = yield from self._run_stage(decision.stages[0], prompt, trace, cancel)
         total = time.perf_counter() - start
         final = trace.stages[-1]
         result = RunResult(
@@ -386,8 +485,33 @@ class Runner:
             return settings
         return replace(settings, max_tokens=stage_max_tokens)
 
-    def _timeout(self, tier: str) -> float:
-        return self.profile.tier(tier).expected_time_seconds * self.config.runtime.timeout_factor
+    def _timed(self, settings: GenerationSettings, tier: str) -> GenerationSettings:
+        """``settings`` with the tier's deadlines: its ``expected_time_seconds`` times the
+        runtime's first-token, token-gap and budget factors (``.inf``: no deadline). The
+        first-token deadline never exceeds the budget."""
+        runtime = self.config.runtime
+        expected = self.profile.tier(tier).expected_time_seconds
+
+        def seconds(factor: float) -> float | None:
+            value = expected * factor
+            return None if value == float("inf") else value
+
+        budget = seconds(runtime.timeout_factor)
+        first = seconds(runtime.first_token_timeout_factor)
+        if budget is not None and (first is None or first > budget):
+            first = budget
+        return replace(
+            settings,
+            timeout_s=budget,
+            first_token_timeout_s=first,
+            token_gap_timeout_s=seconds(runtime.token_gap_timeout_factor),
+        )
+
+    def _repetition_stop(self) -> RepetitionStop | None:
+        runtime = self.config.runtime
+        if not runtime.repetition_stop:
+            return None
+        return RepetitionStop(runtime.repetition_window, runtime.repetition_max_cycle)
 
     def _probe(self, model_id: str) -> None:
         self.pool.backend(model_id).probe()
@@ -441,6 +565,7 @@ class Runner:
         stage: Stage,
         prompt: str,
         trace: _Trace,
+        cancel: threading.Event,
         *,
         fallback: bool = True,
         draft: str | None = None,
@@ -452,52 +577,92 @@ class Runner:
         model's circuit breaker; a prompt too long for a model's context does not.
         With ``draft`` this is a refine: each model gets the refine template filled
         with ``prompt`` and as much of the draft as its context holds.
+
+        A model that misses a stall deadline (:meth:`_timed`) before writing anything
+        usable (text other than whitespace) fails over like a failing one; after usable
+        text its answer is kept, ending "stalled" (and the stall still counts against its
+        circuit). The budget, the repetition stop and ``cancel`` end an answer, kept.
         """
         role: StageName = stage.role  # type: ignore[assignment]
         tried: set[str] = set()
         too_long: dict[str, str] = {}
+        repetition = self._repetition_stop()
         for tier, model_id in self.router.attempts(stage, fallback=fallback):
             if model_id in tried or not self.health.acquire(model_id):
                 continue
             tried.add(model_id)
-            timeout = self._timeout(tier)
-            # the backend gets the timeout too: a remote server can go silent between tokens
-            settings = replace(self._model_settings(model_id, stage.max_tokens), timeout_s=timeout)
+            settings = self._timed(self._model_settings(model_id, stage.max_tokens), tier)
             pieces: list[str] = []
             emitted = False
+            stall: GenerationTimeout | None = None  # a stall after usable text: answer kept
+            finish: str | None = None
             try:
                 yield StreamEvent("stage", role, tier, model_id)
                 asked = time.perf_counter()
-                # waiting for the model is bounded by the request's timeout too (then: fail over)
-                with self.health.track(model_id), self.pool.lease(model_id, timeout=timeout) as backend:
+                # waiting for a busy model is bounded by the budget too (then: fail over)
+                with (
+                    self.health.track(model_id),
+                    self.pool.lease(model_id, timeout=settings.timeout_s) as backend,
+                ):
                     started = time.perf_counter()  # after the wait for the model's lock and load
                     sent, settings, note = self._fit_to_context(
                         backend, prompt, settings, draft=draft, budget=stage.max_tokens
                     )
                     first: float | None = None
-                    for piece in backend.stream(sent, settings):
-                        now = time.perf_counter()
-                        if first is None:
-                            first = now
-                        pieces.append(piece)
-                        if piece:
-                            if trace.first_token_at is None:
-                                trace.first_token_at = now
-                            emitted = True
-                            yield StreamEvent("token", role, tier, model_id, text=piece)
-                        if now - started > timeout:
-                            raise GenerationTimeout(
-                                f"generation ran past the '{tier}' tier's timeout of {timeout:.1f}s "
-                                "(expected_time_seconds x runtime.timeout_factor; on busy cores set "
-                                "runtime.n_threads=1 or raise runtime.timeout_factor)"
-                            )
+                    clock_started = self._clock()
+                    last_token_at: float | None = None
+                    generation = backend.stream(sent, settings)
+                    try:
+                        while finish is None:
+                            if cancel.is_set():
+                                finish = "cancelled"
+                                break
+                            try:
+                                piece = next(generation)
+                            except StopIteration:
+                                break
+                            except GenerationTimeout as exc:  # a backend's own deadline (remote)
+                                if not emitted:
+                                    raise
+                                stall, finish = exc, "timeout" if exc.deadline == "budget" else "stalled"
+                                break
+                            now = self._clock()
+                            late = _missed(settings, clock_started, last_token_at, now)
+                            if late is not None and late != "budget":
+                                # the token came, but after the stall deadline: judged stalled
+                                exc = GenerationTimeout(
+                                    f"Model '{model_id}' stalled: {settings.describe_deadline(late)}, "
+                                    f"after {len(pieces)} token(s). On busy cores set runtime.n_threads=1, "
+                                    f"or raise runtime.{_FACTOR[late]}.",
+                                    deadline=late,
+                                    tokens=len(pieces),
+                                )
+                                if not emitted:
+                                    raise exc
+                                stall, finish = exc, "stalled"
+                                break
+                            if first is None:
+                                first = time.perf_counter()
+                            last_token_at = now
+                            pieces.append(piece)
+                            if piece:
+                                if trace.first_token_at is None:
+                                    trace.first_token_at = time.perf_counter()
+                                emitted = emitted or bool(piece.strip())
+                                yield StreamEvent("token", role, tier, model_id, text=piece)
+                            if repetition is not None and repetition.repeating(pieces):
+                                finish = "repetition"
+                            elif late == "budget":
+                                finish = "timeout"
+                    finally:
+                        generation.close()  # an answer ended early frees the model now
                     ended = time.perf_counter()
                     prompt_tokens = backend.count_prompt_tokens(sent, settings)
             except PromptTooLongError as exc:
                 self.health.cancel(model_id)
                 too_long[model_id] = str(exc)
                 trace.fallbacks.append(Fallback(role, tier, model_id, str(exc)))
-                if emitted:
+                if any(pieces):  # tokens were shown: the caller discards them
                     yield StreamEvent("restart", role, tier, model_id)
                 continue
             except (GeneratorExit, KeyboardInterrupt, SystemExit):
@@ -512,7 +677,7 @@ class Runner:
                 self.health.cancel(model_id)
                 trace.fallbacks.append(Fallback(role, tier, model_id, f"busy: {exc}"))
                 logger.info("%s stage: %s is busy (%s); failing over", role, model_id, exc)
-                if emitted:
+                if any(pieces):  # tokens were shown: the caller discards them
                     yield StreamEvent("restart", role, tier, model_id)
                 continue
             except Exception as exc:  # any model failure: count it and fail over
@@ -520,10 +685,30 @@ class Runner:
                 self.health.record_failure(model_id, error)
                 trace.fallbacks.append(Fallback(role, tier, model_id, error))
                 logger.warning("%s stage on %s failed (%s); failing over", role, model_id, error)
-                if emitted:
+                if any(pieces):
                     yield StreamEvent("restart", role, tier, model_id)
                 continue
-            self.health.record_success(model_id)
+            if finish == "cancelled":
+                self.health.cancel(model_id)  # no verdict on the model
+            elif finish == "stalled":
+                assert stall is not None
+                self.health.record_failure(model_id, f"{type(stall).__name__}: {stall}")
+                logger.warning("%s stage on %s stalled; keeping its answer (%s)", role, model_id, stall)
+            else:
+                self.health.record_success(model_id)
+            if finish is None:
+                full = settings.max_tokens is not None and len(pieces) >= settings.max_tokens
+                finish = "length" if full else "stop"
+            notes = [note] if note else []
+            if finish == "stalled" and stall is not None:
+                notes.append(f"stalled, answer kept: {stall}")
+            elif finish == "timeout":
+                notes.append(f"ended early, answer kept: {settings.describe_deadline('budget')}")
+            elif finish == "repetition" and repetition is not None:
+                notes.append(
+                    f"ended early, answer kept: the last {repetition.window} tokens repeat a cycle of at "
+                    f"most {repetition.max_cycle} (runtime.repetition_stop)"
+                )
             first = first if first is not None else ended
             trace.stages.append(
                 StageTrace(
@@ -534,12 +719,10 @@ class Runner:
                     completion_tokens=len(pieces),
                     ttft_s=first - started,
                     total_s=ended - started,
-                    finish_reason="length"
-                    if settings.max_tokens is not None and len(pieces) >= settings.max_tokens
-                    else "stop",
+                    finish_reason=finish,
                     endpoint=self.specs[model_id].url,
                     wait_s=started - asked,
-                    note=note,
+                    note="; ".join(notes) or None,
                 )
             )
             return "".join(pieces)

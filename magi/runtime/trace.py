@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from magi.runtime.backend import decode_rate
+from magi.runtime.backend import EARLY_FINISH_REASONS, decode_rate
 
 StageName = Literal["answer", "draft", "refine"]
 
@@ -32,15 +32,18 @@ class StageTrace:
     ttft_s: float
     total_s: float
     finish_reason: str
+    """Why the stage ended (:data:`magi.runtime.backend.FinishReason`): "stop", "length",
+    or early, its text kept: "timeout", "stalled", "repetition", "cancelled"."""
     endpoint: str | None = None
     """The server's base URL when the model is remote; None when it ran in-process."""
     wait_s: float = 0.0
     """Time before generation started: waiting for the model's lock and, on first use,
     loading it. Not part of ``ttft_s``/``total_s``, which time the generation itself."""
     note: str | None = None
-    """How the request was changed to fit the model's context: a draft budget cut to what
-    the context leaves, a draft shortened in the refine prompt, or the prompt answered
-    without the draft. None when the stage ran as planned."""
+    """How the request was changed to fit the model's context (a draft budget cut to what
+    the context leaves, a draft shortened in the refine prompt, the prompt answered
+    without the draft) and why an answer ended early (the deadline, the stall or the
+    repetition). None when the stage ran as planned."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -78,6 +81,22 @@ class RunResult:
         return sum(s.completion_tokens for s in self.stages)
 
     @property
+    def finish_reason(self) -> str:
+        """Why the final text ended: the last stage's ``finish_reason`` ("stop", "length",
+        "timeout", "stalled", "repetition", "cancelled")."""
+        return self.stages[-1].finish_reason if self.stages else "stop"
+
+    @property
+    def ended_early(self) -> bool:
+        """The answer was cut short (budget, stall, repetition, cancel); its text is kept."""
+        return self.finish_reason in EARLY_FINISH_REASONS
+
+    @property
+    def cancelled(self) -> bool:
+        """The caller cancelled the answer (:meth:`magi.runtime.runner.AnswerStream.cancel`)."""
+        return self.finish_reason == "cancelled"
+
+    @property
     def decode_tokens_per_s(self) -> float:
         """Generation speed over all stages: tokens after each stage's first, per second
         of generating them (no prompt processing, no waiting for models)."""
@@ -101,6 +120,7 @@ class RunResult:
         data["tokens_per_s"] = self.tokens_per_s
         data["wait_s"] = self.wait_s
         data["decode_tokens_per_s"] = self.decode_tokens_per_s
+        data["finish_reason"] = self.finish_reason
         for stage, raw in zip(self.stages, data["stages"], strict=True):
             raw["tokens_per_s"] = stage.tokens_per_s
         return data
@@ -119,7 +139,7 @@ class RunResult:
                 + (f" @ {s.endpoint}" if s.endpoint else "")
                 + f": {s.prompt_tokens} prompt + "
                 f"{s.completion_tokens} tokens, first token {s.ttft_s * 1000:.0f} ms, "
-                f"{s.total_s:.2f} s, {s.tokens_per_s:.1f} tok/s"
+                f"{s.total_s:.2f} s, {s.tokens_per_s:.1f} tok/s, ended: {s.finish_reason}"
             )
             if s.note:
                 lines.append(f"         note: {s.note}")

@@ -33,7 +33,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -94,6 +94,19 @@ class Fault:
     message: str = "injected failure"
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How a model is made slow on purpose (:meth:`FaultInjector.pace`): ``first`` seconds
+    before its first token, ``gap`` seconds before each later one from token ``gap_from``
+    (0-based) on; before token ``gate_at`` it waits until ``gate`` is set."""
+
+    first: float = 0.0
+    gap: float = 0.0
+    gap_from: int = 1
+    gate: threading.Event | None = None
+    gate_at: int = 0
+
+
 class FaultyBackend:
     """A real backend that fails when its :class:`FaultInjector` says so.
 
@@ -131,6 +144,10 @@ class FaultyBackend:
 
     def stream(self, prompt: str, settings: GenerationSettings) -> Iterator[str]:
         self.injector._record(self.model_id, prompt, settings)
+        pace = self.injector.paces.get(self.model_id)
+        if pace is not None:
+            yield from self._paced(self.inner.stream(prompt, settings), pace)
+            return
         fault = self.injector.fault(self.model_id)
         if fault is None or fault.kind != "stream":
             yield from self.inner.stream(prompt, settings)
@@ -146,6 +163,22 @@ class FaultyBackend:
             if close is not None:
                 close()
         raise BackendError(f"Model '{self.model_id}': {fault.message}")
+
+    def _paced(self, pieces: Iterator[str], pace: Pace) -> Iterator[str]:
+        """The real model's tokens, late as ``pace`` says; records when the stream closes."""
+        try:
+            for n, piece in enumerate(pieces):
+                if pace.gate is not None and n == pace.gate_at:
+                    pace.gate.wait(60)
+                delay = pace.first if n == 0 else (pace.gap if n >= pace.gap_from else 0.0)
+                if delay:
+                    self.injector.sleep(delay)
+                yield piece
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+            self.injector.closed[self.model_id] += 1
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
@@ -175,10 +208,22 @@ class FaultInjector:
         prompts: Prompts each model was given, in order.
         settings: The :class:`GenerationSettings` of each of those generations.
         backends: The newest backend made for each model id.
+        paces: How slow each model is made (:meth:`pace`).
+        closed: Paced generations closed per model id (ended, stopped early or cancelled).
+        sleep: How a paced model waits: ``time.sleep``, or a :class:`ManualClock`'s
+            ``advance`` so that a runner on that clock sees the delay at once.
     """
 
-    def __init__(self, inner_factory: BackendFactory = default_backend_factory) -> None:
+    def __init__(
+        self,
+        inner_factory: BackendFactory = default_backend_factory,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.inner_factory = inner_factory
+        self.sleep = sleep
+        self.paces: dict[str, Pace] = {}
+        self.closed: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
         self.prompts: dict[str, list[str]] = {}
         self.settings: dict[str, list[GenerationSettings]] = {}
@@ -195,6 +240,14 @@ class FaultInjector:
         """Make ``model_id`` fail from now on (until :meth:`heal`)."""
         with self._lock:
             self._faults[model_id] = Fault(kind, after, message or Fault.message)
+
+    def pace(self, model_id: str, **pace: Any) -> None:
+        """Make ``model_id`` slow (the fields of :class:`Pace`); ``pace(model_id)``: normal again."""
+        with self._lock:
+            if pace:
+                self.paces[model_id] = Pace(**pace)
+            else:
+                self.paces.pop(model_id, None)
 
     def heal(self, model_id: str) -> None:
         """Let ``model_id`` work again."""

@@ -533,13 +533,13 @@ def sse_non_json(tokens: int = 2) -> Script:
     return script
 
 
-def sse_stall(tokens: int = 2) -> Script:
+def sse_stall(tokens: int = 2, text: str = "a") -> Script:
     """A few tokens, then silence with the connection held open (a stall mid-answer)."""
 
     def script(ex: Exchange) -> None:
         ex.start()
         for _ in range(tokens):
-            ex.chunk(sse_token())
+            ex.chunk(sse_token(text))
         ex.sleep(3600)
 
     return script

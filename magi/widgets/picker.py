@@ -15,6 +15,8 @@ Generation runs in a background thread by default so the notebook stays
 responsive while the answer streams in; ``threaded=False`` (or
 ``picker.run(block=True)``) runs in the caller's thread, which is what tests and
 scripted notebooks want: ``Button.click()`` then returns with the answer shown.
+The Stop button (or :meth:`ProfilePicker.stop`) cancels a running answer at its
+next token: the model is freed at once, the text so far stays, marked as stopped.
 
 Example:
     >>> from magi.widgets import ProfilePicker
@@ -126,6 +128,7 @@ class ProfilePicker(widgets.VBox):
         self._runner_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._busy = False
+        self._cancel = threading.Event()  # the running answer's; a new one per run
         self._thread: threading.Thread | None = None
         self._suspend = False
         self._parts: list[StagePart] = []
@@ -180,6 +183,13 @@ class ProfilePicker(widgets.VBox):
             tooltip="Answer the prompt with the chosen profile (models stay loaded between runs)",
             layout=widgets.Layout(margin="0 0 0 86px"),
         )
+        self.stop_button = widgets.Button(
+            description="Stop",
+            icon="stop",
+            button_style="danger",
+            disabled=True,
+            tooltip="Stop the running answer; the text written so far is kept",
+        )
         self.progress = widgets.IntProgress(
             value=0,
             min=0,
@@ -201,6 +211,7 @@ class ProfilePicker(widgets.VBox):
             (self.validation, "validation"),
             (self.prompt_text, "prompt"),
             (self.run_button, "run"),
+            (self.stop_button, "stop"),
             (self.progress, "progress"),
             (self.status, "status"),
             (self.answer, "answer"),
@@ -216,7 +227,7 @@ class ProfilePicker(widgets.VBox):
                 self.validation,
                 self.prompt_text,
                 widgets.HBox(
-                    [self.run_button, self.progress, self.status],
+                    [self.run_button, self.stop_button, self.progress, self.status],
                     layout=widgets.Layout(align_items="center"),
                 ),
                 self.answer,
@@ -229,6 +240,7 @@ class ProfilePicker(widgets.VBox):
         self.overrides_text.observe(self._on_input_change, names="value")
         self.refresh_button.on_click(self._on_refresh_click)
         self.run_button.on_click(self._on_run_click)
+        self.stop_button.on_click(self._on_stop_click)
         self.validate()
 
     # -- configuration ---------------------------------------------------------------------
@@ -362,6 +374,7 @@ class ProfilePicker(widgets.VBox):
                     "A run is already in progress; wait for it (picker.wait()).", status_code=409
                 )
             self._busy = True
+            self._cancel = threading.Event()
         self._show_busy(True)
         self.answer.value = ""
         self.trace.value = ""
@@ -382,6 +395,21 @@ class ProfilePicker(widgets.VBox):
             if thread.is_alive():
                 raise TimeoutError(f"The run did not finish within {timeout} s")
         return self.result
+
+    def stop(self) -> bool:
+        """Cancel the running answer (the Stop button): it ends at its next token, the
+        model is released, and the text so far stays, marked as stopped. Returns whether
+        a run was in progress."""
+        with self._state_lock:
+            if not self._busy:
+                return False
+            self._cancel.set()
+        self.status.value = "Stopping…"
+        self.stop_button.disabled = True
+        return True
+
+    def _on_stop_click(self, _button: widgets.Button) -> None:
+        self.stop()
 
     def _on_run_click(self, _button: widgets.Button) -> None:
         try:
@@ -437,7 +465,7 @@ class ProfilePicker(widgets.VBox):
         try:
             runner = self._runner_for(config)
             result: RunResult | None = None
-            for event in runner.stream(prompt):
+            for event in runner.stream(prompt, cancel=self._cancel):
                 if event.kind == "stage":
                     if parts and parts[-1].stage == event.stage and not parts[-1].pieces:
                         parts.pop()  # the previous model failed before writing anything
@@ -471,13 +499,15 @@ class ProfilePicker(widgets.VBox):
                     result = event.result
             assert result is not None
             self.result = result
-            self.answer.value = answer_html(parts, done=True)
+            self.answer.value = answer_html(parts, done=True, finish=result.finish_reason)
             self.trace.value = trace_html(result)
             self._draw_profile()  # the "loaded" column
-            self.status.value = (
-                f"✓ Done in {result.total_s:.2f} s: {result.completion_tokens} tokens, "
-                f"tier {result.tier}, model {result.model_id}"
-            )
+            where = f"{result.completion_tokens} tokens, tier {result.tier}, model {result.model_id}"
+            if result.cancelled:
+                self.status.value = f"■ Stopped after {result.total_s:.2f} s: {where} (partial answer kept)"
+            else:
+                early = f" (ended early: {result.finish_reason})" if result.ended_early else ""
+                self.status.value = f"✓ Done in {result.total_s:.2f} s: {where}{early}"
             return result
         except Exception as exc:
             self.last_error = exc
@@ -495,6 +525,7 @@ class ProfilePicker(widgets.VBox):
         self.run_button.disabled = busy
         self.run_button.description = "Running…" if busy else "Run"
         self.run_button.icon = "hourglass-half" if busy else "play"
+        self.stop_button.disabled = not busy
 
     def _draw_answer(self, *, force: bool = False, tokens: int | None = None) -> None:
         now = time.monotonic()

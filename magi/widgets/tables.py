@@ -150,12 +150,25 @@ class StagePart:
 STAGE_TITLES: dict[str, str] = {"draft": "Draft", "refine": "Refine", "answer": "Answer"}
 
 
-def answer_html(parts: Sequence[StagePart], *, done: bool = False, error: str | None = None) -> str:
+#: How an answer that ended early is marked below its text, by ``finish_reason``.
+EARLY_FINISH_NOTES = {
+    "cancelled": "■ Stopped: the answer was cancelled; the text above is what had been written.",
+    "timeout": "⏱ Ended at the tier's time budget (runtime.timeout_factor); the text above is kept.",
+    "stalled": "⚠ The model stalled mid-answer; the text above is what it had written.",
+    "repetition": "↻ Ended a repeating loop (runtime.repetition_stop).",
+}
+
+
+def answer_html(
+    parts: Sequence[StagePart], *, done: bool = False, error: str | None = None, finish: str | None = None
+) -> str:
     """The answer so far, one block per stage, each marked with stage, tier and model.
 
     With two-stage processing the draft is shown above (muted) and the refined,
     final answer below. The container is an ARIA live region so screen readers
-    follow the stream.
+    follow the stream. ``finish`` (the result's ``finish_reason``) is set on the
+    container; an answer that ended early (stopped, timed out, stalled, looping) is
+    marked below its text.
     """
     blocks = []
     for part in parts:
@@ -176,8 +189,14 @@ def answer_html(parts: Sequence[StagePart], *, done: bool = False, error: str | 
             f'<pre class="magi-error" role="alert" style="white-space:pre-wrap;color:#cf222e;margin:4px 0">'
             f"{esc(error)}</pre>"
         )
+    if finish in EARLY_FINISH_NOTES:
+        blocks.append(
+            f'<div class="magi-finish magi-finish-{esc(finish)}" style="font-size:12px;color:#9a6700">'
+            f"{esc(EARLY_FINISH_NOTES[finish])}</div>"
+        )
     state = "done" if done else "streaming"
-    return f'<div class="magi-answer" data-state="{state}" aria-live="polite">{"".join(blocks)}</div>'
+    marked = f' data-finish="{esc(finish)}"' if finish else ""
+    return f'<div class="magi-answer" data-state="{state}"{marked} aria-live="polite">{"".join(blocks)}</div>'
 
 
 # -- traces ------------------------------------------------------------------------------------
