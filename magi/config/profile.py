@@ -63,7 +63,11 @@ class TierConfig(MagiModel):
     expected_time_seconds: float = Field(
         default=10.0,
         gt=0,
-        description="Expected response time; feeds the per-request timeout.",
+        description=(
+            "Expected response time in seconds; the deadlines are multiples of it: first token "
+            "x runtime.first_token_timeout_factor, gap between tokens x "
+            "runtime.token_gap_timeout_factor, whole answer x runtime.timeout_factor (README 'Timeouts')."
+        ),
     )
 
     @field_validator("max_score", mode="before")
