@@ -653,6 +653,13 @@ class Runner:
                             if repetition is not None and repetition.repeating(pieces):
                                 finish = "repetition"
                             elif late == "budget":
+                                if not emitted:  # the budget is over and nothing usable came
+                                    raise GenerationTimeout(
+                                        f"Model '{model_id}': {settings.describe_deadline('budget')} "
+                                        "with nothing usable written (only whitespace).",
+                                        deadline="budget",
+                                        tokens=len(pieces),
+                                    )
                                 finish = "timeout"
                     finally:
                         generation.close()  # an answer ended early frees the model now

@@ -101,7 +101,7 @@ class ProfilePicker(widgets.VBox):
     Attributes worth reading: :attr:`config` (the last valid config),
     :attr:`errors` (problems of the current input), :attr:`result` (the last
     answer), and the child widgets (``profile_dropdown``, ``overrides_text``,
-    ``prompt_text``, ``run_button``, ``status``, ``answer``, ``trace``...).
+    ``prompt_text``, ``run_button``, ``stop_button``, ``status``, ``answer``, ``trace``...).
     """
 
     def __init__(
