@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from magi.sweeps.jobs import cpu_count
+from magi.machine import usable_cores
 
 from .conftest import ROOT
 
@@ -121,7 +121,7 @@ def test_cores_up_to_resolver_caps_at_this_machine() -> None:
 
     register_resolvers()
     cfg = OmegaConf.create({"many": "${magi.cores_up_to:4096}", "one": "${magi.cores_up_to:1}"})
-    assert cfg.many == cpu_count() and cfg.one == 1
+    assert cfg.many == usable_cores() and cfg.one == 1
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_shipped_launcher_configs_fit_this_machine(launcher: str, plugin: str, k
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     value = OmegaConf.select(cfg.hydra.launcher, key)
-    assert 1 <= value <= cpu_count(), (key, value)
+    assert 1 <= value <= usable_cores(), (key, value)
 
 
 def write_multirun_yaml(sweep_dir: Path, task: list[str], max_batch_size: int | None) -> None:
@@ -219,7 +219,7 @@ def test_submitit_local_jobs_share_the_cores(
     for m in job_metrics(sweep_dir):
         assert m["status"] == "ok" and m["job"]["launcher"] == "submitit", m
         assert m["job"]["parallel_jobs"] == 2
-        assert m["n_threads"] == [max(cpu_count() // 2, 1)]
+        assert m["n_threads"] == [max(usable_cores() // 2, 1)]
 
 
 #: A local Ray on 127.0.0.1 only (Ray otherwise binds the machine's network address)

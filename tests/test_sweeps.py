@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import magi
+from magi.machine import usable_cores
 from magi.runtime.backend import GenerationSettings
 from magi.runtime.pool import ModelPool
-from magi.sweeps.jobs import cpu_count
 from magi.testing.runtime import REASONER, Fault, FaultInjector, TinyRuntime, tagged
 from magi.testing.tiny_gguf import SEED_MODELS, write_spec
 
@@ -197,7 +197,7 @@ def test_joblib_launcher_runs_a_two_job_sweep(
     metrics = [json.loads((sweep_dir / str(i) / "metrics.json").read_text()) for i in range(2)]
     assert all(m["status"] == "ok" and m["job"]["launcher"] == "joblib" for m in metrics)
     # two jobs at once share the cores instead of each taking all of them
-    assert all(m["n_threads"] == [max(cpu_count() // 2, 1)] for m in metrics)
+    assert all(m["n_threads"] == [max(usable_cores() // 2, 1)] for m in metrics)
     assert [r["status"] for r in read_csv(sweep_dir / "summary.csv")] == ["ok", "ok"]
     assert (sweep_dir / "summary.png").is_file()
 

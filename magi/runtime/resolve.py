@@ -15,12 +15,12 @@ that is also a local model's id is refused unless the endpoint sets
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 
 from magi.config.app import MagiConfig, ModelSettings, RuntimeConfig
 from magi.config.endpoints import EndpointConfig, redact_url
 from magi.errors import ConfigError
+from magi.machine import usable_cores
 from magi.models.discovery import ModelDiscoveryService
 from magi.models.registry import ModelEntry, ModelRegistry
 from magi.models.tiers import profile_tier_models
@@ -30,11 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def default_threads() -> int:
-    """All cores (llama-cpp-python's own default is half of them)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """All usable cores (llama-cpp-python's own default is half of them)."""
+    return usable_cores()
 
 
 def load_registry(config: MagiConfig, *, progress: bool = False) -> ModelRegistry:

@@ -28,6 +28,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from magi.errors import EXIT_PARTIAL
 from magi.sweeps.metrics import read_metrics
 from magi.sweeps.summary import SweepSummary, find_job_dirs
 
@@ -110,4 +111,4 @@ class SweepSummaryCallback(Callback):
         if (summary.failed or summary.partial) and self.fail_on_error:
             # Callbacks' exceptions become warnings in Hydra; SystemExit is how a sweep
             # with failed jobs or prompts still ends with a non-zero status, after its summary.
-            raise SystemExit(1)
+            raise SystemExit(EXIT_PARTIAL)

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from magi.machine import usable_cores
 from magi.sweeps.metrics import STATUS_FAILED, read_metrics, write_metrics
 
 logger = logging.getLogger(__name__)
@@ -56,14 +57,6 @@ class JobInfo:
     def label(self) -> str:
         """``job 2 (profile=demo)`` for messages (Hydra's log shows all its overrides)."""
         return f"job {self.num}" + (f" (profile={self.profile_key})" if self.profile_key else "")
-
-
-def cpu_count() -> int:
-    """Cores this process may use (respects affinity and SLURM's cgroup pinning)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def jobs_in_batch(output_dir: Path, num: int) -> int:
@@ -121,7 +114,7 @@ def _launcher(hydra_cfg: Any) -> tuple[str, int, int | None]:
     if "joblib" in target.lower():
         n_jobs = int(hydra_cfg.launcher.get("n_jobs", -1) or -1)
         if n_jobs < 0:  # joblib: -1 all cores, -2 all but one, ...
-            n_jobs = max(cpu_count() + 1 + n_jobs, 1)
+            n_jobs = max(usable_cores() + 1 + n_jobs, 1)
         return "joblib", n_jobs, None
     if "submitit" in target.lower():
         if target.endswith("LocalLauncher"):  # SLURM pins each job to its own CPUs
@@ -162,9 +155,9 @@ def fit_threads(config: Any, job: JobInfo) -> Any:
     ``k`` parallel jobs get ``cores // k`` threads each instead of all cores each
     (2 jobs x 2 threads on 2 cores runs slower than 2 x 1, and its answers time out),
     and a Ray task gets the CPUs Ray gave it. An explicit ``runtime.n_threads`` is kept."""
-    cores = job.cores or cpu_count()
+    cores = job.cores or usable_cores()
     threads = max(cores // max(job.parallel_jobs, 1), 1)
-    if threads >= cpu_count() or config.runtime.n_threads is not None:
+    if threads >= usable_cores() or config.runtime.n_threads is not None:
         return config
     logger.info("%d parallel job(s) on %d core(s): %d thread(s) per model", job.parallel_jobs, cores, threads)
     runtime = config.runtime.model_copy(update={"n_threads": threads})

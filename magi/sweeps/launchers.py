@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from magi.errors import MAGIException
+from magi.machine import usable_cores
 
 
 class LauncherUnavailableError(MAGIException):
@@ -118,9 +119,7 @@ def check_launcher(overrides: Sequence[str], *, multirun: bool) -> None:
 
 def cores_up_to(limit: str | int) -> int:
     """``${magi.cores_up_to:N}``: ``N``, or this machine's cores when there are fewer."""
-    from magi.sweeps.jobs import cpu_count
-
-    return max(min(int(limit), cpu_count()), 1)
+    return max(min(int(limit), usable_cores()), 1)
 
 
 def register_resolvers() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 
 from magi.config.app import MagiConfig
+from magi.errors import EXIT_PARTIAL
 from magi.tasks.registry import register_task
 
 
@@ -36,5 +37,5 @@ def bench_task(config: MagiConfig) -> float:
         print(f"\nmetrics: {job.output_dir / 'metrics.json'}", flush=True)
         if summary.partial:  # every prompt was tried and reported; the run still failed
             print(f"error: {summary.partial[0]['error']}", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(EXIT_PARTIAL)
     return float(metrics["latency_s"]["p50"])
