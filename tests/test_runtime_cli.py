@@ -137,10 +137,9 @@ def test_run_py_answers_the_builtin_prompts_on_tiny_models(tiny_runtime: TinyRun
     assert f"[answer · fast · {FAST}]" in out
     assert f"[draft · fast · {FAST}]" in out and f"[refine · powerful · {REASONER}]" in out
     header = next(line for line in out.splitlines() if line.startswith("prompt"))
-    assert header.split() == ["prompt", "score", "tier", "model", "tokens", "first", "token", "total"] + [
-        "load/wait",
-        "tok/s",
-        "fallbacks",
+    assert header.split() == [
+        *("prompt", "score", "tier", "model", "tokens", "ended"),
+        *("first", "token", "total", "load/wait", "tok/s", "fallbacks"),
     ]
     rows = out.split(header)[1].strip().splitlines()[1:]  # below the rule
     assert len(rows) == len(BUILTIN_PROMPTS)
@@ -322,3 +321,21 @@ def test_ask_answers_prompts_as_typed(echo_runtime: TinyRuntime, capsys) -> None
 def test_ask_with_an_unknown_profile_exits_2(capsys) -> None:
     assert main(["ask", "--profile", "nope", "Hi"]) == 2
     assert "Available profiles" in capsys.readouterr().err
+
+
+def test_table_says_how_each_stage_ended(echo_runtime: TinyRuntime) -> None:
+    """An answer cut short (repetition stop, time budget, stall, cancel) is marked in the
+    table; the echo model repeats one character, so the repetition stop ends it."""
+    from magi.tasks.run import routing_table
+
+    looping = ("runtime.max_tokens=64", "runtime.repetition_window=16", "runtime.repetition_max_cycle=4")
+    with echo_runtime.runner("fast-only", *looping) as runner:
+        looped = runner.run(EASY)
+    with echo_runtime.runner("fast-only", "runtime.max_tokens=4", "runtime.repetition_stop=false") as runner:
+        short = runner.run(EASY)
+    header, *_ = routing_table([looped]).splitlines()
+    assert "ended" in header.split()
+    (row,) = _table_rows(routing_table([looped]))
+    assert row.split()[header.split().index("ended") + len(EASY.split()) - 1] == "repetition"
+    (row,) = _table_rows(routing_table([short]))
+    assert row.split()[header.split().index("ended") + len(EASY.split()) - 1] == "length"

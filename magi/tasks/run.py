@@ -60,7 +60,8 @@ def print_stream(runner: Runner, prompt: str, out: TextIO | None = None) -> RunR
                 at_line_start = True
             elif event.kind == "done":
                 result = event.result
-                out.write("\n")
+                if not at_line_start:  # an answer that ended with its own newline needs none
+                    out.write("\n")
             out.flush()
     except MAGIException as exc:
         out.write(("" if at_line_start else "\n") + f"[FAILED: {_first_line(str(exc)).rstrip(':')}]\n")
@@ -155,7 +156,10 @@ def _first_line(text: str) -> str:
 
 
 def routing_table(answers: Sequence[RunResult | PromptAnswer]) -> str:
-    """One row per prompt: score, tier, model(s), tokens and timings.
+    """One row per prompt: score, tier, model(s), tokens, how each stage ended, timings.
+
+    "ended" is each stage's finish reason: ``stop`` and ``length`` as usual, or why the
+    answer was cut short and kept (``repetition``, ``timeout``, ``stalled``, ``cancelled``).
 
     The tier reads ``fast→powerful`` after a fallback to another tier. A failed
     prompt's row says ``FAILED [n]`` in the model column, and note ``[n]`` under the
@@ -174,7 +178,7 @@ def routing_table(answers: Sequence[RunResult | PromptAnswer]) -> str:
                     "-" if item.score is None else f"{item.score:.1f}",
                     item.routed_tier or "-",
                     f"FAILED [{len(notes)}]",
-                    *("-" * 6),
+                    *("-" * 7),
                 )
             )
             continue
@@ -185,6 +189,7 @@ def routing_table(answers: Sequence[RunResult | PromptAnswer]) -> str:
                 tier_label(r) + (" (2-stage)" if r.two_stage else ""),
                 " → ".join(s.model_id for s in r.stages),
                 r.completion_tokens,
+                " → ".join(s.finish_reason for s in r.stages),
                 f"{r.ttft_s * 1000:.0f} ms",
                 f"{r.total_s:.2f} s",
                 f"{r.wait_s:.2f} s",
@@ -199,6 +204,7 @@ def routing_table(answers: Sequence[RunResult | PromptAnswer]) -> str:
             "tier",
             "model",
             "tokens",
+            "ended",
             "first token",
             "total",
             "load/wait",
