@@ -378,7 +378,8 @@ def test_stopped_server_hits_the_tier_timeout_and_fails_over(
         assert result.model_id == local_id and result.text
         [fallback] = result.fallbacks
         assert fallback.model_id == "remote_echo" and "RemoteTimeout" in fallback.error
-        assert "timeout of 1.0s" in fallback.error
+        # no first token within the budget (the first-token deadline never outlasts it)
+        assert "no first token within 1.0s" in fallback.error
         # at least the 1 s timeout; the upper bound only says it did not hang (busy cores)
         assert 0.9 < elapsed < 20
 
