@@ -28,4 +28,7 @@ def _clear_hydra() -> Iterator[None]:
     yield
     from hydra.core.global_hydra import GlobalHydra
 
+    from magi.config.compose import clear_compose_cache
+
     GlobalHydra.instance().clear()
+    clear_compose_cache()  # a test that patched what validation reads leaves no cached config

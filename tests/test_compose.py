@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -174,3 +179,152 @@ def test_a_task_field_error_names_the_task_file() -> None:
     message = str(info.value)
     assert "task/bench.yaml (task.*)" in message and "task.limit" in message
     assert "profile/demo.yaml" not in message  # no profile field is at fault
+
+
+# --- the compose cache (issue 12): a repeated composition skips Hydra -----------------
+
+
+def _age(conf_dir: Path, seconds: float = 60.0) -> None:
+    """Date every file under ``conf_dir`` ``seconds`` back, past the cache's racy window."""
+    old = time.time_ns() - int(seconds * 1e9)
+    for path in conf_dir.rglob("*"):
+        if path.is_file():
+            os.utime(path, ns=(old, old))
+
+
+@pytest.fixture()
+def hydra_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, ...]]]:
+    """The overrides of every composition that went through Hydra (not the cache)."""
+    compose_module = importlib.import_module("magi.config.compose")  # the package re-exports compose()
+
+    compose_module.clear_compose_cache()
+    runs: list[tuple[str, ...]] = []
+    real = compose_module._compose_uncached
+
+    def counting(conf, profile, all_overrides, overrides, config_name):  # type: ignore[no-untyped-def]
+        runs.append(tuple(all_overrides))
+        return real(conf, profile, all_overrides, overrides, config_name)
+
+    monkeypatch.setattr(compose_module, "_compose_uncached", counting)
+    yield runs
+    compose_module.clear_compose_cache()
+
+
+def test_cache_hit_returns_an_equal_independent_copy(conf_dir: Path, hydra_runs: list) -> None:
+    _age(conf_dir)
+    first = magi.compose(profile="production", overrides=["runtime.n_ctx=512"], conf_dir=conf_dir)
+    first.runtime.n_ctx = 1  # a caller mutating its copy...
+    first.profile.enabled_models.append("mutant")
+    second = magi.compose(profile="production", overrides=["runtime.n_ctx=512"], conf_dir=conf_dir)
+    third = magi.compose(profile="production", overrides=["runtime.n_ctx=512"], conf_dir=conf_dir)
+    assert len(hydra_runs) == 1  # the second and third came from the cache
+    assert second.runtime.n_ctx == 512 and "mutant" not in second.profile.enabled_models  # ...not the cache
+    assert second == third and second is not third and second.profile is not third.profile
+    assert second == magi.compose(profile="production", overrides=["runtime.n_ctx=512"], conf_dir=conf_dir)
+
+
+def test_editing_a_profile_keeping_its_size_invalidates(conf_dir: Path, hydra_runs: list) -> None:
+    _age(conf_dir, 120)
+    path = conf_dir / "profile" / "production.yaml"
+    assert (
+        magi.compose(profile="production", conf_dir=conf_dir).profile.load_balancing.health_check_interval
+        == 30
+    )
+    text = path.read_text()
+    edited = text.replace("health_check_interval: 30", "health_check_interval: 45")
+    assert edited != text and len(edited) == len(text)
+    before = path.stat().st_mtime_ns
+    path.write_text(edited)
+    os.utime(path, ns=(before + 1_000_000_000, before + 1_000_000_000))  # still well in the past
+    cfg = magi.compose(profile="production", conf_dir=conf_dir)
+    assert cfg.profile.load_balancing.health_check_interval == 45
+    assert len(hydra_runs) == 2
+
+
+def test_a_new_file_invalidates(conf_dir: Path, hydra_runs: list) -> None:
+    _age(conf_dir)
+    magi.compose(profile="production", conf_dir=conf_dir)
+    magi.compose(profile="production", conf_dir=conf_dir)
+    assert len(hydra_runs) == 1
+    (conf_dir / "profile" / "extra.yaml").write_text((conf_dir / "profile" / "fast-only.yaml").read_text())
+    _age(conf_dir)
+    magi.compose(profile="production", conf_dir=conf_dir)
+    assert len(hydra_runs) == 2
+    assert magi.compose(profile="extra", conf_dir=conf_dir).profile.name == "Fast Only"
+
+
+def test_different_overrides_profiles_and_folders_miss(conf_dir: Path, hydra_runs: list) -> None:
+    _age(conf_dir)
+    a = magi.compose(profile="production", conf_dir=conf_dir)
+    b = magi.compose(profile="production", overrides=["runtime.n_ctx=512"], conf_dir=conf_dir)
+    c = magi.compose(profile="development", conf_dir=conf_dir)
+    d = magi.compose(profile="production", endpoints="example", conf_dir=conf_dir)
+    assert len(hydra_runs) == 4
+    assert a.runtime.n_ctx != b.runtime.n_ctx and a.profile != c.profile and a.endpoints != d.endpoints
+    other = conf_dir.parent / "other"
+    shutil.copytree(conf_dir, other)
+    magi.compose(profile="production", conf_dir=other)
+    assert len(hydra_runs) == 5
+
+
+def test_a_file_written_just_now_is_never_served_stale(conf_dir: Path, hydra_runs: list) -> None:
+    """Two same-size writes within one timestamp tick keep (size, mtime): a config composed
+    from a file that new is not cached, so the second write is seen."""
+    path = conf_dir / "profile" / "production.yaml"
+    text = path.read_text()
+    path.write_text(text)  # modified now
+    stamp = path.stat().st_mtime_ns
+    assert (
+        magi.compose(profile="production", conf_dir=conf_dir).profile.load_balancing.health_check_interval
+        == 30
+    )
+    path.write_text(text.replace("health_check_interval: 30", "health_check_interval: 45"))
+    os.utime(path, ns=(stamp, stamp))  # the same tick, as a fast second write would get
+    cfg = magi.compose(profile="production", conf_dir=conf_dir)
+    assert cfg.profile.load_balancing.health_check_interval == 45
+    assert len(hydra_runs) == 2
+
+
+def test_cache_is_bounded_least_recently_used_first(
+    conf_dir: Path, hydra_runs: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compose_module = importlib.import_module("magi.config.compose")  # the package re-exports compose()
+
+    monkeypatch.setattr(compose_module, "COMPOSE_CACHE_SIZE", 2)
+    _age(conf_dir)
+    for n_ctx in (512, 1024, 512, 768, 512, 1024):  # 1024 is evicted by 768 (512 was used since)
+        magi.compose(overrides=[f"runtime.n_ctx={n_ctx}"], conf_dir=conf_dir)
+    assert [run[-1] for run in hydra_runs] == [
+        "runtime.n_ctx=512",
+        "runtime.n_ctx=1024",
+        "runtime.n_ctx=768",
+        "runtime.n_ctx=1024",
+    ]
+    assert len(compose_module._cache) == 2
+
+
+def test_errors_are_not_cached(conf_dir: Path, hydra_runs: list) -> None:
+    _age(conf_dir)
+    for _ in range(2):
+        with pytest.raises(ConfigError):
+            magi.compose(overrides=["profile.load_balancing.strategy=fastest"], conf_dir=conf_dir)
+    assert len(hydra_runs) == 2
+
+
+def test_bench_compose_meets_its_budget(conf_dir: Path) -> None:
+    """scripts/bench_compose.py: a cached compose costs ≤ 5% of a Hydra one (ratio, one run)."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    def bench(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "scripts/bench_compose.py", "--conf-dir", str(conf_dir), *args]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    _age(conf_dir)
+    proc = bench("--rounds", "5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "warm ÷ cold = " in proc.stdout
+    missed = bench("--rounds", "1", "--budget", "0")  # a regression is visible: non-zero exit
+    assert missed.returncode == 1 and "OVER BUDGET" in missed.stderr

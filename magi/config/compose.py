@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -248,6 +250,54 @@ def _with_cause(exc: BaseException) -> str:
     return message
 
 
+#: How many composed configs :func:`compose` keeps (least recently used dropped first).
+#: The picker composes on every change, with a handful of profile/override combinations.
+COMPOSE_CACHE_SIZE = 64
+#: A file modified less than this long before a fingerprint is taken makes the result
+#: uncacheable: a second same-size write within the file system's timestamp tick (a few
+#: ms on ext4, 1-2 s on FAT/HFS+) would keep (size, mtime) and go unnoticed ("racy git").
+RACY_NS = 2_000_000_000
+
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+_CacheKey = tuple[str, str, tuple[str, ...]]
+_cache: OrderedDict[_CacheKey, tuple[Fingerprint, MagiConfig]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def conf_fingerprint(conf_dir: str | Path) -> tuple[Fingerprint, int]:
+    """``(path, size, mtime_ns, inode)`` of every file under ``conf_dir`` (sorted, symlinks
+    followed as Hydra does), and the newest ``mtime_ns`` among them.
+
+    A stat per file, no reads: about 0.1 ms for the shipped ``conf/`` (15 files). An edit,
+    a replaced file (new inode), a new or deleted file all change it.
+    """
+    entries: list[tuple[str, int, int, int]] = []
+    pending = [str(conf_dir)]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir():
+                            pending.append(entry.path)
+                            continue
+                        st = entry.stat()
+                    except OSError:  # vanished or dangling: still part of what changed
+                        entries.append((entry.path, -1, -1, -1))
+                        continue
+                    entries.append((entry.path, st.st_size, st.st_mtime_ns, st.st_ino))
+        except OSError:
+            continue  # an unreadable folder: Hydra will say so when it composes
+    entries.sort()
+    return tuple(entries), max((e[2] for e in entries), default=0)
+
+
+def clear_compose_cache() -> None:
+    """Forget every config :func:`compose` cached (the next compose runs Hydra again)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def compose(
     profile: str | None = None,
     overrides: Sequence[str] = (),
@@ -274,13 +324,14 @@ def compose(
 
     Safe to call any number of times in one process (the Hydra global state is
     restored on return), but not from inside a running ``@hydra.main`` app.
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException, MissingConfigException
-    from omegaconf.errors import OmegaConfBaseException
 
+    A composition asked for before, with no file under the config folder changed since
+    (:func:`conf_fingerprint`), is answered from a cache in well under a millisecond
+    instead of Hydra's 100+ ms, as an independent deep copy: the picker composes on
+    every change. Errors are never cached. The cache assumes the result depends on the
+    files and these arguments only (validation reads nothing else);
+    :func:`clear_compose_cache` forgets it.
+    """
     conf = (Path(conf_dir) if conf_dir else default_conf_dir()).resolve()
     if not (conf / f"{config_name}.yaml").is_file():
         raise ConfigError([f"{conf / (config_name + '.yaml')}: file not found"], source=str(conf))
@@ -289,6 +340,36 @@ def compose(
         all_overrides.insert(0, f"{ENDPOINTS_GROUP}={endpoints}")
     if profile is not None:
         all_overrides.insert(0, f"{PROFILE_GROUP}={profile}")
+    key: _CacheKey = (str(conf), config_name, tuple(all_overrides))
+    # Taken before Hydra reads a file, so a write during the composition changes the
+    # next fingerprint and misses.
+    started_ns = time.time_ns()
+    fingerprint, newest_ns = conf_fingerprint(conf)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None and hit[0] == fingerprint:
+            _cache.move_to_end(key)
+            return hit[1].model_copy(deep=True)
+    config = _compose_uncached(conf, profile, all_overrides, list(overrides), config_name)
+    if newest_ns < started_ns - RACY_NS:
+        with _cache_lock:
+            _cache[key] = (fingerprint, config.model_copy(deep=True))
+            _cache.move_to_end(key)
+            while len(_cache) > COMPOSE_CACHE_SIZE:
+                _cache.popitem(last=False)
+    return config
+
+
+def _compose_uncached(
+    conf: Path, profile: str | None, all_overrides: list[str], overrides: list[str], config_name: str
+) -> MagiConfig:
+    """Hydra's composition, MAGI's file checks and validation: :func:`compose` without its cache."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
     with _compose_lock, initialize_config_dir(version_base="1.3", config_dir=str(conf)):
         options = GlobalHydra.instance().config_loader().get_group_options(PROFILE_GROUP)
         if profile is not None and profile not in options:
