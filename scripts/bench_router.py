@@ -4,25 +4,36 @@ Times, with ``time.perf_counter_ns`` over many iterations after a warm-up:
 
 * the heuristic scorer alone,
 * ``Router.decide`` (score + tier + balancer picks + health filter) for a two-tier,
-  two-stage, round-robin profile with two models per tier,
+  two-stage profile with load balancing (round-robin by default) and two models per tier,
 
-on a 2,000-character prompt (a mix of code, prose and maths built from
-``data/prompts/labelled.jsonl``) and on a short prompt, and prints p50/p95/p99/mean.
+on varied, realistic prompts: 64 different prompts of exactly ``--chars`` characters,
+each the real prompts of ``data/prompts/*.jsonl`` (code, maths, prose, one-liners) in
+its own shuffled order, concatenated and cut to length; and on the real prompts under
+80 characters as they are. Each iteration takes the next prompt, so a scorer that
+works on distinct words sees new text each time (a repeated sentence has few distinct
+words and flatters it). Prints p50/p95/p99/mean.
+
+Exits 1 when ``Router.decide`` misses the budget (p50 at 2,000 characters, or at
+``--chars`` when ``--budget-us`` is given), so a regression is visible. On a busy
+machine the figure rises with the load (printed): measure on an idle one.
 
     python scripts/bench_router.py
-    python scripts/bench_router.py --iterations 5000 --chars 4000
+    python scripts/bench_router.py --iterations 5000 --strategy least_loaded
+    python scripts/bench_router.py --chars 4000 --budget-us 200
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,32 +42,56 @@ try:
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from magi.config.profile import ModelProfile  # noqa: E402
+from magi.config.profile import STRATEGIES, ModelProfile  # noqa: E402
 from magi.routing import HealthMonitor, Router, get_scorer  # noqa: E402
 
+#: The length the budget is stated for, and the budget (p50 of ``Router.decide``).
+BUDGET_CHARS = 2000
+BUDGET_P50_US = 100.0
+#: Real prompts shorter than this are the short case.
+SHORT_CHARS = 80
 
-def build_prompt(chars: int) -> str:
-    """A deterministic prompt of exactly ``chars`` characters mixing every kind of cue."""
-    lines = [
+
+def real_prompts() -> list[str]:
+    """Every prompt of ``data/prompts/*.jsonl`` (124 of them: easy and hard, code, maths, prose)."""
+    return [
         json.loads(line)["prompt"]
-        for line in (ROOT / "data/prompts/labelled.jsonl").read_text(encoding="utf-8").splitlines()
+        for path in sorted((ROOT / "data" / "prompts").glob("*.jsonl"))
+        for line in path.read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
-    # hard prompts first so code fences, maths and prose all appear in the first 2,000 chars
-    text = "\n".join(reversed(lines))
-    while len(text) < chars:
-        text += "\n" + text
-    return text[:chars]
 
 
-def timings(func: Callable[[], object], iterations: int, warmup: int) -> list[int]:
-    for _ in range(warmup):
-        func()
+def realistic_prompts(chars: int, count: int = 64, seed: int = 0) -> list[str]:
+    """``count`` different prompts of exactly ``chars`` characters: the real prompts, each
+    time in another (seeded) order, joined by blank lines and cut to length."""
+    rng = random.Random(seed)
+    pool = real_prompts()
+    prompts: list[str] = []
+    for _ in range(count):
+        rng.shuffle(pool)
+        parts: list[str] = []
+        length = 0
+        for prompt in itertools.cycle(pool):
+            parts.append(prompt)
+            length += len(prompt) + 2
+            if length >= chars:
+                break
+        prompts.append("\n\n".join(parts)[:chars])
+    assert len(set(prompts)) == count, "prompts must differ"
+    return prompts
+
+
+def timings(func: Callable[[str], object], prompts: Sequence[str], iterations: int, warmup: int) -> list[int]:
+    """Nanoseconds of ``func(prompt)`` per iteration, taking the prompts in turn."""
+    for i in range(warmup):
+        func(prompts[i % len(prompts)])
     samples: list[int] = []
     clock = time.perf_counter_ns
-    for _ in range(iterations):
+    for i in range(iterations):
+        prompt = prompts[i % len(prompts)]
         start = clock()
-        func()
+        func(prompt)
         samples.append(clock() - start)
     return samples
 
@@ -70,7 +105,7 @@ def summary(samples: list[int]) -> dict[str, float]:
     return {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "mean": statistics.fmean(ordered) / 1000}
 
 
-def make_router() -> Router:
+def make_router(strategy: str = "round_robin") -> Router:
     profile = ModelProfile.model_validate(
         {
             "name": "Bench",
@@ -80,7 +115,7 @@ def make_router() -> Router:
                 {"name": "powerful", "max_score": float("inf")},
             ],
             "two_stage": {"enabled": True, "stage1_tier": "fast", "stage2_tier": "powerful"},
-            "load_balancing": {"enabled": True, "strategy": "round_robin"},
+            "load_balancing": {"enabled": True, "strategy": strategy},
         }
     )
     members = {"fast": ["fast_a", "fast_b"], "powerful": ["powerful_a", "powerful_b"]}
@@ -95,30 +130,61 @@ def main(argv: list[str] | None = None) -> int:
         "--iterations", type=int, default=2000, help="timed iterations per case (default 2000)"
     )
     parser.add_argument("--warmup", type=int, default=200, help="untimed iterations first (default 200)")
-    parser.add_argument("--chars", type=int, default=2000, help="length of the long prompt (default 2000)")
+    parser.add_argument(
+        "--chars", type=int, default=BUDGET_CHARS, help=f"length of the long prompts (default {BUDGET_CHARS})"
+    )
+    parser.add_argument(
+        "--strategy", choices=STRATEGIES, default="round_robin", help="balancer (default round_robin)"
+    )
+    parser.add_argument(
+        "--budget-us",
+        type=float,
+        default=None,
+        help=f"p50 budget of Router.decide on the long prompts (default {BUDGET_P50_US:g} at "
+        f"{BUDGET_CHARS} chars, none at other lengths)",
+    )
     args = parser.parse_args(argv)
+    budget = (
+        args.budget_us
+        if args.budget_us is not None
+        else (BUDGET_P50_US if args.chars == BUDGET_CHARS else None)
+    )
 
-    long_prompt = build_prompt(args.chars)
-    short_prompt = "What is the capital of France?"
+    long_prompts = realistic_prompts(args.chars)
+    short_prompts = [p for p in real_prompts() if len(p) < SHORT_CHARS]
     scorer = get_scorer("heuristic")
-    router = make_router()
-    cases: list[tuple[str, Callable[[], object]]] = [
-        (f"scorer, {len(long_prompt)} chars", lambda: scorer.score(long_prompt)),
-        (f"Router.decide, {len(long_prompt)} chars", lambda: router.decide(long_prompt)),
-        (f"scorer, {len(short_prompt)} chars", lambda: scorer.score(short_prompt)),
-        (f"Router.decide, {len(short_prompt)} chars", lambda: router.decide(short_prompt)),
+    router = make_router(args.strategy)
+    short = f"{len(short_prompts)} real, median {statistics.median(map(len, short_prompts)):.0f} chars"
+    long = f"{len(long_prompts)} x {args.chars} chars"
+    cases: list[tuple[str, Callable[[str], object], list[str]]] = [
+        (f"scorer, {long}", scorer.score, long_prompts),
+        (f"Router.decide, {long}", router.decide, long_prompts),
+        (f"scorer, {short}", scorer.score, short_prompts),
+        (f"Router.decide, {short}", router.decide, short_prompts),
     ]
     print(
-        f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
-        f"{args.iterations} iterations after {args.warmup} warm-up"
+        f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}; {args.iterations} iterations after {args.warmup} "
+        f"warm-up; {args.strategy} balancing"
     )
-    decision = router.decide(long_prompt)
-    print(f"long prompt routes: {decision.explain()[:150]}")
-    print(f"{'case':34} {'p50 us':>8} {'p95 us':>8} {'p99 us':>8} {'mean us':>8}")
-    for name, func in cases:
-        stats = summary(timings(func, args.iterations, args.warmup))
-        print(f"{name:34} {stats['p50']:8.1f} {stats['p95']:8.1f} {stats['p99']:8.1f} {stats['mean']:8.1f}")
-    return 0
+    tiers = [router.decide(p).tier for p in long_prompts]
+    print(
+        f"long prompts route: {tiers.count('powerful')} of {len(tiers)} to powerful "
+        f"(two-stage: picks in both tiers); first: {router.decide(long_prompts[0]).explain()[:110]}"
+    )
+    print(f"{'case':44} {'p50 us':>8} {'p95 us':>8} {'p99 us':>8} {'mean us':>8}")
+    decide_p50 = 0.0
+    for name, func, prompts in cases:
+        stats = summary(timings(func, prompts, args.iterations, args.warmup))
+        if func == router.decide and prompts is long_prompts:
+            decide_p50 = stats["p50"]
+        print(f"{name:44} {stats['p50']:8.1f} {stats['p95']:8.1f} {stats['p99']:8.1f} {stats['mean']:8.1f}")
+    if budget is None:
+        print(f"Router.decide p50 at {args.chars} chars: {decide_p50:.1f} us (no budget at this length)")
+        return 0
+    verdict = "within" if decide_p50 < budget else "OVER"
+    print(f"Router.decide p50 at {args.chars} chars: {decide_p50:.1f} us, {verdict} budget < {budget:g} us")
+    return 0 if decide_p50 < budget else 1
 
 
 if __name__ == "__main__":
