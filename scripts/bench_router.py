@@ -15,7 +15,9 @@ words and flatters it). Prints p50/p95/p99/mean.
 
 Two comparison rows time the first of those prompts again and again, and one sentence
 repeated to length: both are cheaper than the varied prompts (the CPU learns a
-repeated input), which is why the budget is judged on the varied ones.
+repeated input), which is why the budget is judged on the varied ones. The cases take
+turns in blocks, so load from other processes falls on all alike; the last column is
+each p50 ÷ that of ``Router.decide`` on the varied prompts.
 
 Exits 1 when ``Router.decide`` misses the budget (p50 at 2,000 characters, or at
 ``--chars`` when ``--budget-us`` is given), so a regression is visible. On a busy
@@ -140,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--iterations", type=int, default=2000, help="timed iterations per case (default 2000)"
     )
-    parser.add_argument("--warmup", type=int, default=200, help="untimed iterations first (default 200)")
+    parser.add_argument(
+        "--warmup", type=int, default=200, help="untimed iterations per case first (default 200)"
+    )
     parser.add_argument(
         "--chars", type=int, default=BUDGET_CHARS, help=f"length of the long prompts (default {BUDGET_CHARS})"
     )
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"p50 budget of Router.decide on the long prompts (default {BUDGET_P50_US:g} at "
         f"{BUDGET_CHARS} chars, none at other lengths)",
     )
+    parser.add_argument("--blocks", type=int, default=10, help="rounds the cases take turns in (default 10)")
     args = parser.parse_args(argv)
     budget = (
         args.budget_us
@@ -178,21 +183,29 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}; {args.iterations} iterations after {args.warmup} "
-        f"warm-up; {args.strategy} balancing"
+        f"load average {os.getloadavg()[0]:.2f}; {args.iterations} iterations per case after "
+        f"{args.warmup} warm-up, in {args.blocks} interleaved blocks; {args.strategy} balancing"
     )
     tiers = [router.decide(p).tier for p in long_prompts]
     print(
         f"long prompts route: {tiers.count('powerful')} of {len(tiers)} to powerful "
         f"(two-stage: picks in both tiers); first: {router.decide(long_prompts[0]).explain()[:110]}"
     )
-    print(f"{'case':44} {'p50 us':>8} {'p95 us':>8} {'p99 us':>8} {'mean us':>8}")
-    decide_p50 = 0.0
-    for name, func, prompts in cases:
-        stats = summary(timings(func, prompts, args.iterations, args.warmup))
-        if func == router.decide and prompts is long_prompts:
-            decide_p50 = stats["p50"]
-        print(f"{name:44} {stats['p50']:8.1f} {stats['p95']:8.1f} {stats['p99']:8.1f} {stats['mean']:8.1f}")
+    # The cases take turns block by block, so a burst of load from other processes
+    # falls on all of them alike and the comparison rows stay comparable.
+    samples: list[list[int]] = [[] for _ in cases]
+    per_block = max(1, args.iterations // args.blocks)
+    for block in range(args.blocks):
+        for i, (_, func, prompts) in enumerate(cases):
+            samples[i] += timings(func, prompts, per_block, args.warmup if block == 0 else per_block // 10)
+    stats = [summary(s) for s in samples]
+    decide_p50 = stats[1]["p50"]  # Router.decide on the varied long prompts: the budget's case
+    print(f"{'case':44} {'p50 us':>8} {'p95 us':>8} {'p99 us':>8} {'mean us':>8} {'p50 ÷ row 2':>11}")
+    for (name, _, _), st in zip(cases, stats, strict=True):
+        print(
+            f"{name:44} {st['p50']:8.1f} {st['p95']:8.1f} {st['p99']:8.1f} {st['mean']:8.1f} "
+            f"{st['p50'] / decide_p50:11.2f}"
+        )
     if budget is None:
         print(f"Router.decide p50 at {args.chars} chars: {decide_p50:.1f} us (no budget at this length)")
         return 0
