@@ -443,9 +443,12 @@ def _json_number(value: float | None) -> float | str | None:
 
 
 def _stage_budget(config: MagiConfig, stage: Stage) -> int | None:
-    """A stage's token budget: the draft's own, else the runtime default (None: unlimited).
-    Per-model settings would need the registry, which ``magi route`` does not read."""
-    return stage.max_tokens if stage.max_tokens is not None else config.runtime.max_tokens_or_none
+    """A stage's token budget (None: unlimited), by the runner's rule
+    (:func:`magi.runtime.backend.stage_settings`) on the runtime defaults: per-model
+    settings would need the registry, which ``magi route`` does not read."""
+    from magi.runtime.backend import stage_settings
+
+    return stage_settings(config.runtime.sampling, stage.max_tokens).max_tokens
 
 
 def route_plan(config: MagiConfig, decision: RouteDecision, top: int = 3) -> dict[str, Any]:

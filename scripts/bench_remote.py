@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from magi.config.model_settings import LoadSettings  # noqa: E402
 from magi.runtime.backend import (  # noqa: E402
     Backend,
     Generation,
@@ -99,7 +100,16 @@ def main(argv: list[str]) -> int:
         model = write_tiny_model(work / "Tiny-Llama-1B-Q4_K_M.gguf", size_label="1B")
 
     local = LlamaBackend(
-        ModelSpec("local", path=model, n_ctx=args.n_ctx, n_threads=args.threads, chat_format="completion")
+        ModelSpec(
+            "local",
+            path=model,
+            load=LoadSettings(
+                n_ctx=args.n_ctx,
+                n_threads=args.threads,
+                n_threads_batch=args.threads,
+                chat_format="completion",
+            ),
+        )
     )
     with LlamaServerProcess(model, n_ctx=args.n_ctx, n_threads=args.threads, log_dir=work) as server:
         remote = RemoteBackend(

@@ -28,7 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 import magi  # noqa: E402
 from magi.models.demo import ensure_demo_model  # noqa: E402
-from magi.runtime.resolve import default_threads  # noqa: E402
+from magi.runtime.backend import stage_settings  # noqa: E402
+from magi.runtime.llama import LlamaBackend  # noqa: E402
+from magi.runtime.resolve import default_batch_threads, default_threads  # noqa: E402
 from magi.runtime.runner import Runner  # noqa: E402
 
 PROMPT = "Explain why the sky is blue."
@@ -58,28 +60,14 @@ def bench_end_to_end(model: Path, models_dir: Path, rounds: int, tokens: int) ->
     config = compose(models_dir, "demo-single", tokens)
     with Runner(config) as runner:
         spec = next(iter(runner.specs.values()))
-        direct = llama_cpp.Llama(
-            model_path=str(model),
-            n_ctx=spec.n_ctx,
-            n_threads=spec.n_threads,
-            n_threads_batch=spec.n_threads,
-            n_batch=spec.n_batch,
-            seed=spec.seed,
-            verbose=False,
-        )
-        gen = spec.generation
-        text = spec.generation.prompt_template.replace("{prompt}", PROMPT)
+        # the same settings MAGI's backend loads and samples with, by the same field names
+        direct = llama_cpp.Llama(**LlamaBackend(spec).llama_kwargs())
+        sampling = stage_settings(spec.sampling).llama_kwargs()
+        text = spec.sampling.prompt_template.replace("{prompt}", PROMPT)
 
         def run_direct() -> tuple[float, int]:
             start = time.perf_counter()
-            out = direct.create_completion(
-                text,
-                max_tokens=tokens,
-                temperature=gen.temperature,
-                top_p=gen.top_p,
-                repeat_penalty=gen.repeat_penalty,
-                seed=gen.seed,
-            )
+            out = direct.create_completion(text, **sampling)
             return time.perf_counter() - start, out["usage"]["completion_tokens"]
 
         def run_magi() -> tuple[float, int]:
@@ -110,7 +98,7 @@ def bench_defaults(model: Path, rounds: int, tokens: int) -> dict[str, float]:
         model_path=str(model),
         n_ctx=2048,
         n_threads=default_threads(),
-        n_threads_batch=default_threads(),
+        n_threads_batch=default_batch_threads(),
         verbose=False,
     )
 

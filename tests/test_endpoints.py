@@ -16,6 +16,7 @@ import yaml
 import magi
 from magi.cli import main
 from magi.config.endpoints import EndpointConfig, normalize_base_url
+from magi.config.model_settings import LoadSettings
 from magi.errors import ConfigError, ModelNotFoundError
 from magi.models.registry import ModelRegistry
 from magi.models.tiers import check_tier_matching, profile_tier_models
@@ -165,8 +166,8 @@ def test_remote_spec_takes_sampling_from_runtime_models() -> None:
     )
     endpoint = EndpointConfig(url="http://127.0.0.1:9/v1", tier="fast", model="served", max_concurrency=3)
     spec = remote_spec("r", endpoint, cfg.runtime)
-    assert spec.generation.max_tokens == 7 and spec.generation.temperature == 0.3
-    assert spec.generation.prompt_template == "U: {prompt}"
+    assert spec.sampling.max_tokens == 7 and spec.sampling.temperature == 0.3
+    assert spec.sampling.prompt_template == "U: {prompt}"
     assert spec.remote == RemoteSettings(
         url="http://127.0.0.1:9", model="served", max_concurrency=3, read_timeout=60.0
     )
@@ -183,7 +184,7 @@ def test_pool_makes_remote_backends_and_never_evicts_them(tiny_model: Path) -> N
     pool = ModelPool(max_loaded=1)
     pool.register(_remote("r1"))
     pool.register(_remote("r2"))
-    pool.register(ModelSpec("local", path=tiny_model, n_ctx=64, memory_mb=1.0))
+    pool.register(ModelSpec("local", path=tiny_model, load=LoadSettings(n_ctx=64), memory_mb=1.0))
     with pool:
         for model_id in ("r1", "local", "r2", "local"):
             with pool.lease(model_id):

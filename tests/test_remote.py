@@ -20,6 +20,7 @@ import yaml
 
 import magi
 from magi.cli import main
+from magi.config.model_settings import LoadSettings
 from magi.runtime.backend import GenerationSettings, ModelSpec, PromptTooLongError, RemoteSettings, generate
 from magi.runtime.llama import LlamaBackend
 from magi.runtime.remote import RemoteAuthError, RemoteBackend, RemoteHTTPError, RemoteStreamError
@@ -166,7 +167,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 # -- the backend on its own ------------------------------------------------------------------
 def test_completion_and_stream_match_the_local_model(server: LlamaServerProcess, echo_path: Path) -> None:
     remote = RemoteBackend(remote_spec(server.url))
-    local = LlamaBackend(ModelSpec("local", path=echo_path, n_ctx=256, n_threads=1))
+    local = LlamaBackend(ModelSpec("local", path=echo_path, load=LoadSettings(n_ctx=256, n_threads=1)))
     try:
         pieces = list(remote.stream("Hello", SETTINGS))
         assert pieces == ["o"] * 8  # one piece per token, as they are generated

@@ -94,7 +94,8 @@ def test_prompt_too_long_for_the_draft_model_skips_the_draft(tiny_runtime: TinyR
 
 
 def test_backend_refuses_a_prompt_that_does_not_fit(tiny_runtime: TinyRuntime) -> None:
-    spec = replace(tiny_runtime.runner("fast-only").specs[FAST], n_ctx=64)
+    spec = tiny_runtime.runner("fast-only").specs[FAST]
+    spec = replace(spec, load=spec.load.model_copy(update={"n_ctx": 64}))
     backend = LlamaBackend(spec)
     try:
         with pytest.raises(PromptTooLongError, match="runs with n_ctx=64"):

@@ -44,6 +44,7 @@ def _run_child(script: str, *args: str, timeout: float = 240) -> subprocess.Comp
 CONCURRENT_LOADS = """
 import os, sys, threading
 from pathlib import Path
+from magi.config.model_settings import LoadSettings
 from magi.runtime.backend import GenerationSettings, ModelSpec
 from magi.runtime.llama import LlamaBackend
 from magi.testing.tiny_gguf import write_tiny_model
@@ -63,7 +64,7 @@ def work(i, path):
     try:
         start.wait()
         for round in range(4):
-            backend = LlamaBackend(ModelSpec(model_id=f"m{i}", path=path, n_ctx=64))
+            backend = LlamaBackend(ModelSpec(model_id=f"m{i}", path=path, load=LoadSettings(n_ctx=64)))
             backend.load()
             "".join(backend.stream("Hi", GenerationSettings(max_tokens=2)))
             backend.close()
@@ -107,7 +108,7 @@ env = TinyRuntime.create(Path(sys.argv[1]))
 mmap = sys.argv[2]
 with env.runner("development", "scorer=tagged", "runtime.failure_threshold=2",
                 f"runtime.use_mmap={mmap}") as runner:
-    print("USE_MMAP", runner.specs[FAST].use_mmap, flush=True)
+    print("USE_MMAP", runner.specs[FAST].load.use_mmap, flush=True)
     print("FIRST", runner.run("Hi").model_id, flush=True)
     path = env.path(FAST)
     with path.open("r+b") as handle:  # in place: same inode, half the bytes
@@ -198,10 +199,10 @@ def test_use_mmap_reaches_each_model_spec(tiny_runtime: TinyRuntime) -> None:
     with tiny_runtime.runner(
         "development", "runtime.use_mmap=false", f"+runtime.models.{REASONER}.use_mmap=true"
     ) as runner:
-        assert (runner.specs[FAST].use_mmap, runner.specs[REASONER].use_mmap) == (False, True)
+        assert (runner.specs[FAST].load.use_mmap, runner.specs[REASONER].load.use_mmap) == (False, True)
         assert runner.run("Hi").completion_tokens == 8
     with tiny_runtime.runner("fast-only") as runner:
-        assert runner.specs[FAST].use_mmap is True
+        assert runner.specs[FAST].load.use_mmap is True
 
 
 # -- item 3: input that can never succeed is the request's fault, not the model's -----------

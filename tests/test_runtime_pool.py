@@ -81,7 +81,7 @@ def test_a_new_runner_with_other_sampling_settings_keeps_the_loaded_model(tiny_r
         with tiny_runtime.runner("fast-only", *overrides, pool=pool) as second:
             assert second.run("Hi").completion_tokens == 3
         assert pool.stats.loads == 1 and pool.stats.closes == 0
-        assert pool.spec(FAST).generation.max_tokens == 3  # the newest settings apply
+        assert pool.spec(FAST).sampling.max_tokens == 3  # the newest settings apply
         with tiny_runtime.runner("fast-only", "runtime.n_ctx=128", pool=pool) as third:
             third.run("Hi")
         assert pool.stats.loads == 2 and pool.stats.closes == 1  # n_ctx is a load setting

@@ -233,7 +233,8 @@ def test_pool_keeps_a_model_loaded_when_only_sampling_defaults_change() -> None:
     """Sweeps over runtime.max_tokens / temperature must not reload the weights."""
     from dataclasses import replace
 
-    from magi.runtime.backend import GenerationSettings, ModelSpec
+    from magi.config.model_settings import LoadSettings, SamplingSettings
+    from magi.runtime.backend import ModelSpec
     from magi.runtime.pool import ModelPool
 
     class Fake:
@@ -251,10 +252,10 @@ def test_pool_keeps_a_model_loaded_when_only_sampling_defaults_change() -> None:
     spec = ModelSpec(model_id="m", path=Path("m.gguf"))
     pool.register(spec)
     pool.preload("m")
-    sampling = replace(spec, generation=GenerationSettings(max_tokens=8, temperature=0.7))
+    sampling = replace(spec, sampling=SamplingSettings(max_tokens=8, temperature=0.7))
     pool.register(sampling)
     assert pool.backend("m").loaded and pool.spec("m") == sampling == pool.backend("m").spec
-    pool.register(replace(sampling, n_ctx=512))  # a load setting: the model is reloaded
+    pool.register(replace(sampling, load=LoadSettings(n_ctx=512)))  # a load setting: the model is reloaded
     assert not pool.backend("m").loaded
     pool.preload("m")
     assert pool.stats.loads == 2

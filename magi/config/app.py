@@ -14,15 +14,22 @@ pass plain objects on. Sections:
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator
 
-from magi.config.base import MagiModel, refuse_string_number
+from magi.config.base import MagiModel
 from magi.config.endpoints import EndpointConfig, EndpointId
+from magi.config.model_settings import (
+    LoadSettings,
+    ModelOverrides,
+    ModelSettings,  # noqa: F401  (re-exported: the name older code imports)
+    SamplingSettings,
+    check_stop_strings,  # noqa: F401  (re-exported)
+    pick,
+)
 from magi.config.profile import ModelProfile
 from magi.config.task import RunTaskConfig, TaskConfig, task_config
 
@@ -120,78 +127,28 @@ class ModelsConfig(MagiModel):
         return value
 
 
-def check_stop_strings(value: list[str] | None) -> list[str] | None:
-    """Refuse an empty stop string: llama.cpp stops at once, and the empty answer would
-    pass for a success."""
-    if value and any(stop == "" for stop in value):
-        raise ValueError("an empty stop string ends every answer before it starts; remove it")
-    return value
+class RuntimeConfig(LoadSettings, SamplingSettings):
+    """Settings for loading and running models in-process.
 
+    The load and sampling fields (``n_ctx``, ``n_threads``, ``n_gpu_layers``, ...,
+    ``temperature``, ``max_tokens``, ...) are declared once, in
+    :mod:`magi.config.model_settings`, and inherited here as the flat ``runtime.*``
+    defaults; ``models.<id>`` overrides any of them for one model. The fields below
+    are the pool's and the runner's.
+    """
 
-class ModelSettings(MagiModel):
-    """llama.cpp settings; any left unset fall back to the runtime defaults."""
-
-    n_ctx: int | None = Field(default=None, gt=0, description="Context length (capped at the model's).")
-    n_threads: int | None = Field(default=None, gt=0, description="Threads; default: all cores.")
-    n_batch: int | None = Field(default=None, gt=0, description="Prompt batch size.")
-    chat_format: str | None = Field(default=None, description="llama.cpp chat format name.")
-    use_mmap: bool | None = Field(
-        default=None, description="Memory-map the model file; default: runtime.use_mmap."
-    )
-    temperature: float | None = Field(default=None, ge=0, description="Sampling temperature; 0 is greedy.")
-    top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling.")
-    repeat_penalty: float | None = Field(default=None, gt=0, description="Penalty on repeated tokens.")
-    max_tokens: int | None = Field(default=None, gt=0, description="Default answer length.")
-    seed: int | None = Field(default=None, description="Sampling seed.")
-    prompt_template: str | None = Field(
-        default=None,
-        description="Completion prompt for models without a chat template; '{prompt}' is filled in.",
-    )
-    stop: list[str] | None = Field(default=None, description="Stop sequences (none may be empty).")
-
-    @field_validator("stop")
-    @classmethod
-    def _stops_not_empty(cls, value: list[str] | None) -> list[str] | None:
-        return check_stop_strings(value)
-
-
-class RuntimeConfig(MagiModel):
-    """Settings for loading and running models in-process."""
-
-    n_ctx: int = Field(default=2048, gt=0, description="Context length (capped at each model's).")
-    n_threads: int | None = Field(default=None, gt=0, description="Threads; default: all cores.")
-    n_batch: int = Field(default=512, gt=0, description="Prompt batch size.")
-    use_mmap: bool = Field(
-        default=True,
-        description=(
-            "Memory-map model files (fast loads). Replace a loaded model's file by rename; "
-            "set false to read the weights into memory if files must be modified in place."
-        ),
-    )
-    seed: int = Field(default=0, description="Sampling seed, for reproducible answers.")
-    temperature: float = Field(default=0.0, ge=0, description="Sampling temperature; 0 is greedy.")
-    top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling.")
-    repeat_penalty: float = Field(
-        default=1.1, gt=0, description="Penalty on repeated tokens (1.0: none); curbs loops in small models."
-    )
-    max_tokens: float = Field(
-        default=256,
-        gt=0,
-        description="Answer length when a stage sets none; .inf: until the context is full.",
-    )
-    prompt_template: str = Field(
-        default="Q: {prompt}\nA:",
-        description=(
-            "Prompt for completion-style models (those without a chat template in their GGUF "
-            "metadata); '{prompt}' is filled in. Chat models get the prompt as a user message."
-        ),
-    )
-    stop: list[str] = Field(
-        default_factory=lambda: ["\nQ:"],
-        description="Stop sequences for every generation; none may be empty (it would stop at once).",
-    )
     memory_budget_mb: float | None = Field(
-        default=None, gt=0, description="Evict least-recently-used models above this estimate."
+        default=None,
+        gt=0,
+        description="Evict least-recently-used models while their host memory (RAM) estimate exceeds this.",
+    )
+    gpu_memory_budget_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Evict least-recently-used models while their GPU memory estimate (offloaded layers, "
+            "magi.models.memory) is above this (MB)."
+        ),
     )
     max_loaded_models: int | None = Field(
         default=None, gt=0, description="Evict least-recently-used models above this count."
@@ -242,25 +199,14 @@ class RuntimeConfig(MagiModel):
     repetition_max_cycle: int = Field(
         default=8, ge=1, description="Longest cycle, in tokens, the repetition stop looks for."
     )
-    models: dict[str, ModelSettings] = Field(
+    models: dict[str, ModelOverrides] = Field(  # type: ignore[valid-type]
         default_factory=dict,
         description=(
-            "Per-model overrides, keyed by model id. Remote endpoints use the sampling fields "
-            "and prompt_template; the llama.cpp load settings are the server's business."
+            "Per-model overrides, keyed by model id: any load or sampling field above. Remote "
+            "endpoints use the sampling fields and prompt_template; the load settings are the "
+            "server's business."
         ),
     )
-
-    @field_validator("max_tokens", mode="before")
-    @classmethod
-    def _no_string_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        return refuse_string_number(value, info.mode)
-
-    @field_validator("max_tokens")
-    @classmethod
-    def _whole_or_inf(cls, value: float) -> float:
-        if not math.isinf(value) and value != int(value):
-            raise ValueError("must be a whole number of tokens, or .inf for unlimited")
-        return value
 
     @field_validator("repetition_max_cycle")
     @classmethod
@@ -273,22 +219,15 @@ class RuntimeConfig(MagiModel):
             )
         return value
 
-    @field_validator("prompt_template")
-    @classmethod
-    def _has_prompt(cls, value: str) -> str:
-        if "{prompt}" not in value:
-            raise ValueError("must contain {prompt}")
-        return value
-
-    @field_validator("stop")
-    @classmethod
-    def _stops_not_empty(cls, value: list[str]) -> list[str]:
-        return check_stop_strings(value) or []
+    @property
+    def load(self) -> LoadSettings:
+        """The default load settings (``runtime.*``), before any model's overrides."""
+        return pick(LoadSettings, self)
 
     @property
-    def max_tokens_or_none(self) -> int | None:
-        """``max_tokens`` at the llama.cpp boundary: ``.inf`` becomes ``None`` (unlimited)."""
-        return None if math.isinf(self.max_tokens) else int(self.max_tokens)
+    def sampling(self) -> SamplingSettings:
+        """The default sampling settings (``runtime.*``), before any model's overrides."""
+        return pick(SamplingSettings, self)
 
 
 class MagiConfig(MagiModel):

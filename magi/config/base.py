@@ -64,14 +64,17 @@ def _model_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> type
     import typing
 
     current: Any = model
+    keyed = False  # the last field was a mapping: the next item is one of its keys
     for item in loc:
-        if isinstance(item, int) or current is None:
+        if isinstance(item, int) or current is None or keyed:
+            keyed = False
             continue
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = current.model_fields.get(str(item))
             if field is None:
                 return None
             current = field.annotation
+            keyed = typing.get_origin(current) is dict
         else:
             return None
         # unwrap Optional / list / dict to the model inside, if any

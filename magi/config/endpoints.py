@@ -197,7 +197,8 @@ class EndpointConfig(MagiModel):
     llama_params: bool = Field(
         default=True,
         description=(
-            "Send llama.cpp's sampling fields beyond OpenAI's (repeat_penalty). Set false for "
+            "Send llama.cpp's sampling fields beyond OpenAI's (top_k, min_p, repeat_penalty, and "
+            "grammar/json_schema as a GBNF grammar). Set false for "
             "servers that reject unknown fields."
         ),
     )

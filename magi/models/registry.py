@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationError
 
@@ -81,9 +82,12 @@ class ModelEntry(MagiModel):
     dominant_tensor_type: str | None = Field(default=None, description="ggml type holding most weight bytes.")
     split_count: int = Field(default=1, ge=1, description="Number of files of a split model.")
 
-    def memory(self, n_ctx: int) -> MemoryEstimate:
-        """Memory estimate when loaded with ``n_ctx`` (capped at the model's context length)."""
+    def memory(self, n_ctx: int, **load: Any) -> MemoryEstimate:
+        """Memory estimate when loaded with ``n_ctx`` (capped at the model's context length);
+        ``load``: :func:`~magi.models.memory.estimate_memory`'s type_k, type_v, n_gpu_layers,
+        offload_kqv."""
         return estimate_memory(
+            **load,
             file_size=self.file_size,
             n_ctx=n_ctx,
             n_layer=self.n_layer,

@@ -10,12 +10,16 @@ when the time budget ends has its answer ended there and kept (README "Timeouts"
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Annotated, Literal, Protocol, runtime_checkable
 
+from pydantic import BeforeValidator, ConfigDict, Field
+
+from magi.config.model_settings import LoadSettings, SamplingSettings, placement
 from magi.errors import MAGIException
 
 DeadlineKind = Literal["first_token", "token_gap", "budget"]
@@ -30,25 +34,30 @@ FinishReason = Literal["stop", "length", "timeout", "stalled", "repetition", "ca
 EARLY_FINISH_REASONS: frozenset[str] = frozenset({"timeout", "stalled", "repetition", "cancelled"})
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Resolved sampling settings for one generation (``max_tokens=None``: unlimited)."""
+def _inf_is_none(value: object) -> object:
+    return None if isinstance(value, float) and math.isinf(value) else value
 
-    max_tokens: int | None = 256
-    temperature: float = 0.0
-    top_p: float = 0.95
-    repeat_penalty: float = 1.0
-    seed: int = 0
-    stop: tuple[str, ...] = ()
-    prompt_template: str = "{prompt}"
-    """Completion prompt for models without a chat template ('{prompt}' is filled in).
-    A sampling setting, not a load setting: runners sharing a pool each pass their own."""
-    timeout_s: float | None = None
+
+class GenerationSettings(SamplingSettings):
+    """The settings of one generation: a model's sampling settings
+    (:class:`~magi.config.model_settings.SamplingSettings`, the one declaration of them)
+    for one stage (:func:`stage_settings`), plus the stage's deadlines.
+
+    ``max_tokens`` is resolved here: ``None`` (or ``.inf``) is unlimited. Frozen: derive
+    a changed copy with ``model_copy(update=...)``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    max_tokens: Annotated[int | None, BeforeValidator(_inf_is_none)] = Field(  # type: ignore[assignment]
+        default=256, gt=0, description="Answer length; None: until the context is full."
+    )
+    timeout_s: float | None = Field(default=None, description="Time budget of the whole generation.")
     """Time budget of the whole generation (None: none): when it is reached the answer
     ends there (``finish_reason`` "timeout") and is kept."""
-    first_token_timeout_s: float | None = None
+    first_token_timeout_s: float | None = Field(default=None, description="Longest wait for the first token.")
     """Longest wait for the first token, prompt processing included (None: none)."""
-    token_gap_timeout_s: float | None = None
+    token_gap_timeout_s: float | None = Field(default=None, description="Longest silence between tokens.")
     """Longest silence between two tokens (None: none). A model past either of these
     two deadlines is stalled. The runner sets all three from the tier
     (:meth:`for_tier`) and checks them per token; a backend that can block *between*
@@ -93,6 +102,29 @@ class GenerationSettings:
         )
 
 
+def stage_settings(sampling: SamplingSettings, stage_max_tokens: int | None = None) -> GenerationSettings:
+    """The settings one stage generates with, and so its token budget (``max_tokens``;
+    None: unlimited): the one computation the runner, ``magi route`` and the widget share.
+
+    ``sampling`` is a model's (``ModelSpec.sampling``: ``runtime.models.<id>`` merged over
+    the runtime defaults), or the runtime defaults when the model is not known yet. A
+    stage that sets its own budget (a draft's ``stage1_max_tokens``) replaces the answer
+    length, because ``max_tokens`` is only the length "when a stage sets none" and the
+    draft budget is what keeps stage 1 short.
+
+    Example:
+        >>> from magi.config.model_settings import SamplingSettings
+        >>> stage_settings(SamplingSettings(max_tokens=float("inf"))).max_tokens is None
+        True
+        >>> stage_settings(SamplingSettings(max_tokens=64), 16).max_tokens
+        16
+    """
+    fields = sampling.model_dump()
+    if stage_max_tokens is not None:
+        fields["max_tokens"] = stage_max_tokens
+    return GenerationSettings.model_validate(fields)
+
+
 @dataclass(frozen=True)
 class RemoteSettings:
     """Where and how to reach a model served over HTTP (from ``endpoints.<id>``).
@@ -119,27 +151,38 @@ class RemoteSettings:
 class ModelSpec:
     """Everything needed to run one model, resolved from registry and config.
 
-    A local model has a ``path`` and the llama.cpp load settings (n_ctx, n_threads,
-    n_batch, chat_format), already merged from the runtime defaults and per-model
-    overrides and capped at the model's limits. A remote model has ``remote``
-    instead: it holds no memory here (``memory_mb`` 0) and its server owns the load
-    settings; the sampling settings in ``generation`` apply to both.
+    ``load`` and ``sampling`` are the model's settings, declared once in
+    :mod:`magi.config.model_settings`: the runtime defaults with the model's
+    ``runtime.models.<id>`` overrides merged in, threads and GPU layers resolved, and
+    ``n_ctx`` capped at the model's trained context. A local model has a ``path``; a
+    remote model has ``remote`` instead: it holds no memory here (``memory_mb`` 0),
+    its server owns the load settings, and only ``sampling`` applies to it.
     """
 
     model_id: str
     path: Path | None = None
     memory_mb: float = 0.0
+    """Estimated host memory (RAM) of the loaded model, in MB."""
     context_length: int | None = None
-    n_ctx: int = 2048
-    n_threads: int = 1
-    n_batch: int = 512
-    seed: int = 0
-    chat_format: str | None = None
-    use_mmap: bool = True
-    """Memory-map the file (fast loads, shared pages) or read it into memory (safe
-    against the file being modified in place while loaded)."""
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    load: LoadSettings = field(default_factory=LoadSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
     remote: RemoteSettings | None = None
+    gpu_memory_mb: float = 0.0
+    """Estimated GPU memory of the loaded model (its offloaded layers), in MB."""
+    n_layers: int | None = None
+    """The model's layer count (GGUF ``block_count``), for where it runs (:attr:`placement`)."""
+
+    @property
+    def n_ctx(self) -> int:
+        """The context the model is loaded with (``load.n_ctx``)."""
+        return self.load.n_ctx
+
+    @property
+    def placement(self) -> str:
+        """Where the model runs: "CPU", "GPU 12/24 layers", or its server's URL."""
+        if self.remote is not None:
+            return f"server {self.url}"
+        return placement(self.load.n_gpu_layers or 0, self.n_layers)
 
     @property
     def is_remote(self) -> bool:

@@ -125,19 +125,7 @@ class LlamaBackend:
         identity = FileIdentity.of(path)  # before loading: a change during the load shows later
         try:
             with FD_SWAP_LOCK:
-                self._llm = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=self.spec.n_ctx,
-                    n_threads=self.spec.n_threads,
-                    n_threads_batch=self.spec.n_threads,
-                    n_batch=min(self.spec.n_batch, self.spec.n_ctx),
-                    seed=self.spec.seed,
-                    use_mmap=self.spec.use_mmap,
-                    chat_format=self.spec.chat_format
-                    if self.spec.chat_format not in (None, "completion")
-                    else None,
-                    verbose=False,
-                )
+                self._llm = llama_cpp.Llama(**self.llama_kwargs())
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(
                 f"Model '{self.spec.model_id}': llama.cpp could not load {path} "
@@ -146,17 +134,29 @@ class LlamaBackend:
             ) from None
         self._identity = identity
         has_template = "tokenizer.chat_template" in (self._llm.metadata or {})
-        self._chat = self.spec.chat_format not in ("completion",) and (
-            self.spec.chat_format is not None or has_template
-        )
+        chat_format = self.spec.load.chat_format
+        self._chat = chat_format != "completion" and (chat_format is not None or has_template)
         logger.info(
-            "Loaded %s from %s (n_ctx=%d, threads=%d, %s)",
+            "Loaded %s from %s (n_ctx=%d, threads=%s/%s, %s, %s)",
             self.spec.model_id,
             path,
             self.spec.n_ctx,
-            self.spec.n_threads,
+            self.spec.load.n_threads,
+            self.spec.load.n_threads_batch,
+            self.spec.placement,
             "chat" if self._chat else "completion",
         )
+
+    def llama_kwargs(self) -> dict[str, Any]:
+        """What ``llama_cpp.Llama(...)`` is called with: every load setting by its own name
+        (:meth:`LoadSettings.llama_kwargs`), the file, the seed, and MAGI's quiet logging."""
+        assert self.spec.path is not None
+        return {
+            **self.spec.load.llama_kwargs(),
+            "model_path": str(self.spec.path),
+            "seed": self.spec.sampling.seed,
+            "verbose": False,
+        }
 
     def _require(self) -> Any:
         """The loaded model, (re)loaded if needed. Called under the pool's lease, so it
@@ -229,15 +229,8 @@ class LlamaBackend:
 
     def stream(self, prompt: str, settings: GenerationSettings) -> Iterator[str]:
         llm = self._require()
-        kwargs: dict[str, Any] = {
-            "max_tokens": settings.max_tokens,  # None: until the context is full
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "repeat_penalty": settings.repeat_penalty,
-            "seed": settings.seed,
-            "stop": list(settings.stop) or None,
-            "stream": True,
-        }
+        # every sampling setting by its own name (SamplingSettings.llama_kwargs)
+        kwargs: dict[str, Any] = {**settings.llama_kwargs(), "stream": True}
         self._check_fits(self.count_prompt_tokens(prompt, settings))
         try:
             if self._chat:

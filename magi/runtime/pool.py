@@ -58,7 +58,7 @@ def default_backend_factory(spec: ModelSpec) -> Backend:
 
 
 #: ModelSpec fields that shape generations but not the loaded model.
-GENERATION_FIELDS: tuple[str, ...] = ("generation", "memory_mb")
+GENERATION_FIELDS: tuple[str, ...] = ("sampling", "memory_mb", "gpu_memory_mb")
 
 
 def same_load(old: ModelSpec, new: ModelSpec) -> bool:
@@ -73,7 +73,10 @@ class PoolLimits:
     """How much may be loaded at once (None: no limit of that kind)."""
 
     memory_budget_mb: float | None = None
+    """Host memory (RAM) of the loaded models' estimates (``ModelSpec.memory_mb``)."""
     max_loaded: int | None = None
+    gpu_memory_budget_mb: float | None = None
+    """GPU memory of their estimates (``ModelSpec.gpu_memory_mb``: offloaded layers)."""
 
     @classmethod
     def strictest(cls, limits: Iterable[PoolLimits]) -> PoolLimits:
@@ -81,7 +84,8 @@ class PoolLimits:
         items = list(limits)
         budgets = [x.memory_budget_mb for x in items if x.memory_budget_mb is not None]
         counts = [x.max_loaded for x in items if x.max_loaded is not None]
-        return cls(min(budgets, default=None), min(counts, default=None))
+        gpu = [x.gpu_memory_budget_mb for x in items if x.gpu_memory_budget_mb is not None]
+        return cls(min(budgets, default=None), min(counts, default=None), min(gpu, default=None))
 
 
 @dataclass
@@ -166,6 +170,8 @@ class ModelPool:
             memory exceeds this. ``None``: no budget.
         max_loaded: Evict idle models while more than this many are loaded.
         backend_factory: Makes a backend for a spec (tests inject failing ones).
+        gpu_memory_budget_mb: As ``memory_budget_mb``, for the GPU memory of the
+            loaded models' offloaded layers. ``None``: no budget.
 
     ``memory_budget_mb`` and ``max_loaded`` read the limits in force (the strictest
     of the pool's own and its runners'); assigning them sets the pool's own.
@@ -177,8 +183,9 @@ class ModelPool:
         memory_budget_mb: float | None = None,
         max_loaded: int | None = None,
         backend_factory: BackendFactory = default_backend_factory,
+        gpu_memory_budget_mb: float | None = None,
     ) -> None:
-        self._own_limits = PoolLimits(memory_budget_mb, max_loaded)
+        self._own_limits = PoolLimits(memory_budget_mb, max_loaded, gpu_memory_budget_mb)
         self._holder_limits: weakref.WeakKeyDictionary[object, PoolLimits] = weakref.WeakKeyDictionary()
         self._factory = backend_factory
         self._slots: dict[str, _Slot] = {}
@@ -362,8 +369,15 @@ class ModelPool:
 
     @property
     def loaded_memory_mb(self) -> float:
+        """Host memory estimate of the loaded models."""
         with self._lock:
             return sum(self._slots[m].spec.memory_mb for m in self.loaded_ids)
+
+    @property
+    def loaded_gpu_memory_mb(self) -> float:
+        """GPU memory estimate of the loaded models."""
+        with self._lock:
+            return sum(self._slots[m].spec.gpu_memory_mb for m in self.loaded_ids)
 
     def _over_budget(self, adding: ModelSpec | None = None) -> bool:
         """Would the resident models (those loading included), plus ``adding``, exceed
@@ -377,10 +391,13 @@ class ModelPool:
         count = len(ids) + (adding is not None)
         if limits.max_loaded is not None and count > limits.max_loaded:
             return True
-        if limits.memory_budget_mb is None or count <= 1:
+        if count <= 1:
             return False
-        memory = sum(self._slots[m].spec.memory_mb for m in ids) + (adding.memory_mb if adding else 0.0)
-        return memory > limits.memory_budget_mb
+        specs = [self._slots[m].spec for m in ids] + ([adding] if adding else [])
+        if limits.memory_budget_mb is not None and sum(s.memory_mb for s in specs) > limits.memory_budget_mb:
+            return True
+        budget = limits.gpu_memory_budget_mb
+        return budget is not None and sum(s.gpu_memory_mb for s in specs) > budget
 
     def _evictable(self, model_id: str, keep: str | None) -> bool:
         slot = self._slots[model_id]
@@ -453,6 +470,9 @@ class ModelPool:
             parts.append(f"max_loaded_models={limits.max_loaded}")
         if limits.memory_budget_mb is not None:
             parts.append(f"{self.loaded_memory_mb:.0f} of memory_budget_mb={limits.memory_budget_mb:.0f} MB")
+        if limits.gpu_memory_budget_mb is not None:
+            gpu = f"{self.loaded_gpu_memory_mb:.0f} of gpu_memory_budget_mb={limits.gpu_memory_budget_mb:.0f}"
+            parts.append(gpu + " MB")
         return ", ".join(parts)
 
     def _close_slot(self, model_id: str, slot: _Slot) -> None:

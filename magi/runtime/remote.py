@@ -326,6 +326,21 @@ class _SSEDecoder:
         return text
 
 
+#: Sampling fields sent by their own names to every OpenAI-compatible server.
+OPENAI_SAMPLING: tuple[str, ...] = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+)
+#: llama.cpp's sampling fields beyond OpenAI's (llama.cpp's server and llama_cpp.server take
+#: them), sent unless the endpoint sets ``llama_params: false``; the grammar goes as GBNF text.
+LLAMA_SAMPLING: tuple[str, ...] = ("top_k", "min_p", "repeat_penalty")
+
+
 class RemoteBackend:
     """A model on an OpenAI-compatible server, behind the :class:`~magi.runtime.backend.Backend` protocol.
 
@@ -671,19 +686,28 @@ class RemoteBackend:
         )
 
     def _body(self, text: str, settings: GenerationSettings, *, chat: bool) -> dict[str, Any]:
+        """The request body: the sampling fields an OpenAI-compatible server accepts
+        (:data:`OPENAI_SAMPLING`), plus llama.cpp's own (:data:`LLAMA_SAMPLING`, the grammar
+        as GBNF text) unless the endpoint sets ``llama_params: false``."""
+        fields = settings.model_dump(include=set(OPENAI_SAMPLING))
         body: dict[str, Any] = {
             "model": self.remote.model,
             "stream": True,
+            **fields,
             # None (unlimited) is sent as null: llama_cpp.server's completions default is 16
-            "max_tokens": settings.max_tokens,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "seed": settings.seed,
+            "max_tokens": settings.max_tokens_or_none,
         }
         if settings.stop:
             body["stop"] = list(settings.stop)
+        if settings.logit_bias is not None:  # JSON object keys are strings
+            body["logit_bias"] = {str(k): v for k, v in settings.logit_bias.items()}
+        else:
+            body.pop("logit_bias", None)
         if self.remote.llama_params:
-            body["repeat_penalty"] = settings.repeat_penalty
+            body.update(settings.model_dump(include=set(LLAMA_SAMPLING)))
+            grammar = settings.grammar_text()
+            if grammar is not None:
+                body["grammar"] = grammar
         if chat:
             body["messages"] = [{"role": "user", "content": text}]
         else:

@@ -2,9 +2,11 @@
 
 The registry is refreshed incrementally on every start (unchanged files are not
 re-read; milliseconds), so a model dropped into ``models.dirs`` is found without a
-separate ``magi discover``. Each enabled model becomes a :class:`ModelSpec` that
-merges the runtime defaults with ``runtime.models.<id>`` and caps ``n_ctx`` at the
-model's trained context.
+separate ``magi discover``. Each enabled model becomes a :class:`ModelSpec` whose
+load and sampling settings (:mod:`magi.config.model_settings`) are the runtime
+defaults with ``runtime.models.<id>`` merged in, threads and GPU layers resolved and
+``n_ctx`` capped at the model's trained context. A ``runtime.models`` id that no
+enabled model has is refused, with a did-you-mean.
 
 Remote models come from ``endpoints`` (the Hydra ``endpoints`` group): they join the
 registry's models as equals, with the tier their endpoint declares. An endpoint id
@@ -17,21 +19,48 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from magi.config.app import MagiConfig, ModelSettings, RuntimeConfig
+from magi.config.app import MagiConfig, RuntimeConfig
 from magi.config.endpoints import EndpointConfig, redact_url
-from magi.errors import ConfigError
+from magi.config.model_settings import LoadSettings, default_gpu_layers, gpu_offload_supported, merge
+from magi.errors import ConfigError, did_you_mean, format_options
 from magi.machine import usable_cores
 from magi.models.discovery import ModelDiscoveryService
 from magi.models.registry import ModelEntry, ModelRegistry
 from magi.models.tiers import profile_tier_models
-from magi.runtime.backend import GenerationSettings, ModelSpec, RemoteSettings
+from magi.runtime.backend import ModelSpec, RemoteSettings
 
 logger = logging.getLogger(__name__)
 
 
 def default_threads() -> int:
-    """All usable cores (llama-cpp-python's own default is half of them)."""
+    """Decode threads when ``runtime.n_threads`` is unset: the usable cores less one, at
+    least 1. Decode is memory-bound and waits for its slowest thread: measured on a
+    2-core machine with one core busy, 2 threads decoded 5-8x slower than 1 (2.5-10.6
+    against 17-26 tokens/s), while with both cores idle 2 threads were only ~11 %
+    faster. Leaving one core free costs little when idle and avoids the collapse when
+    anything else runs (llama-cpp-python's own default is half of the cores)."""
+    return max(1, usable_cores() - 1)
+
+
+def default_batch_threads() -> int:
+    """Prompt-processing threads when ``runtime.n_threads_batch`` is unset: all usable
+    cores (prompt processing is compute-bound and scaled ~1.95x from 1 to 2 threads)."""
     return usable_cores()
+
+
+def resolve_load(load: LoadSettings, context_length: int | None) -> LoadSettings:
+    """``load`` with MAGI's choices filled in: threads (:func:`default_threads`,
+    :func:`default_batch_threads`), GPU layers (all when llama.cpp can offload, else 0),
+    and ``n_ctx`` capped at the model's trained context."""
+    n_ctx = min(load.n_ctx, context_length) if context_length else load.n_ctx
+    return load.model_copy(
+        update={
+            "n_ctx": n_ctx,
+            "n_threads": load.n_threads or default_threads(),
+            "n_threads_batch": load.n_threads_batch or default_batch_threads(),
+            "n_gpu_layers": default_gpu_layers() if load.n_gpu_layers is None else load.n_gpu_layers,
+        }
+    )
 
 
 def load_registry(config: MagiConfig, *, progress: bool = False) -> ModelRegistry:
@@ -48,37 +77,28 @@ def load_registry(config: MagiConfig, *, progress: bool = False) -> ModelRegistr
 
 
 def model_spec(entry: ModelEntry, runtime: RuntimeConfig) -> ModelSpec:
-    """The load and sampling settings of one model: per-model overrides, then defaults."""
-    own = runtime.models.get(entry.id, ModelSettings())
-    n_ctx = own.n_ctx or runtime.n_ctx
-    if entry.context_length:
-        n_ctx = min(n_ctx, entry.context_length)
+    """The load and sampling settings of one model: its ``runtime.models.<id>`` fields
+    merged over the ``runtime`` defaults (:func:`~magi.config.model_settings.merge`), MAGI's
+    choices resolved, and its memory estimate split between host and GPU."""
+    own = runtime.models.get(entry.id)
+    load = resolve_load(merge(runtime.load, own), entry.context_length)
+    gpu_layers = load.n_gpu_layers if gpu_offload_supported() else 0
+    memory = entry.memory(
+        load.n_ctx,
+        type_k=load.type_k,
+        type_v=load.type_v,
+        n_gpu_layers=gpu_layers or 0,
+        offload_kqv=load.offload_kqv,
+    )
     return ModelSpec(
         model_id=entry.id,
         path=entry.path,
-        memory_mb=entry.memory(n_ctx).total_mb,
+        memory_mb=memory.host_mb,
+        gpu_memory_mb=memory.gpu_mb,
         context_length=entry.context_length,
-        n_ctx=n_ctx,
-        n_threads=own.n_threads or runtime.n_threads or default_threads(),
-        n_batch=own.n_batch or runtime.n_batch,
-        seed=own.seed if own.seed is not None else runtime.seed,
-        chat_format=own.chat_format,
-        use_mmap=own.use_mmap if own.use_mmap is not None else runtime.use_mmap,
-        generation=generation_settings(own, runtime),
-    )
-
-
-def generation_settings(own: ModelSettings, runtime: RuntimeConfig) -> GenerationSettings:
-    """Sampling settings of one model: its ``runtime.models.<id>`` fields, else the defaults."""
-    max_tokens = own.max_tokens if own.max_tokens is not None else runtime.max_tokens_or_none
-    return GenerationSettings(
-        max_tokens=max_tokens,
-        temperature=own.temperature if own.temperature is not None else runtime.temperature,
-        top_p=own.top_p if own.top_p is not None else runtime.top_p,
-        repeat_penalty=own.repeat_penalty if own.repeat_penalty is not None else runtime.repeat_penalty,
-        seed=own.seed if own.seed is not None else runtime.seed,
-        stop=tuple(own.stop if own.stop is not None else runtime.stop),
-        prompt_template=own.prompt_template or runtime.prompt_template,
+        n_layers=entry.n_layer,
+        load=load,
+        sampling=merge(runtime.sampling, own),
     )
 
 
@@ -86,18 +106,18 @@ def remote_spec(model_id: str, endpoint: EndpointConfig, runtime: RuntimeConfig)
     """The spec of a model served over HTTP: where to reach it, and how to sample.
 
     Sampling and ``prompt_template`` come from ``runtime.models.<id>`` and the runtime
-    defaults, as for a local model; the llama.cpp load settings (n_ctx, threads,
-    batch) are the server's own and are ignored. It holds no memory here.
+    defaults, as for a local model; the llama.cpp load settings (threads, batch, GPU
+    layers) are the server's own and are ignored, except ``n_ctx``, which is the
+    endpoint's when it declares one. It holds no memory here.
     """
-    own = runtime.models.get(model_id, ModelSettings())
+    own = runtime.models.get(model_id)
     return ModelSpec(
         model_id=model_id,
         path=None,
         memory_mb=0.0,
         context_length=endpoint.n_ctx,
-        n_ctx=endpoint.n_ctx or runtime.n_ctx,
-        seed=own.seed if own.seed is not None else runtime.seed,
-        generation=generation_settings(own, runtime),
+        load=LoadSettings(n_ctx=endpoint.n_ctx or runtime.n_ctx),
+        sampling=merge(runtime.sampling, own),
         remote=RemoteSettings(
             url=endpoint.url,
             model=endpoint.served_model(model_id),
@@ -113,6 +133,18 @@ def remote_spec(model_id: str, endpoint: EndpointConfig, runtime: RuntimeConfig)
             trust_env=endpoint.trust_env,
         ),
     )
+
+
+def check_model_overrides(config: MagiConfig, model_ids: list[str]) -> list[str]:
+    """``runtime.models.<id>`` entries for ids no enabled model has (a typo, or a model
+    the profile does not enable), each with a did-you-mean; unknown keys inside an entry
+    are refused when the config is validated."""
+    return [
+        f"runtime.models.{model_id}: no enabled model has this id.{did_you_mean(model_id, model_ids)} "
+        f"Enabled models: {format_options(model_ids)}"
+        for model_id in config.runtime.models
+        if model_id not in model_ids
+    ]
 
 
 def check_endpoint_collisions(endpoints: Mapping[str, EndpointConfig], registry: ModelRegistry) -> list[str]:
@@ -155,6 +187,9 @@ def resolve_models(
     if collisions:
         raise ConfigError(collisions, headline="Endpoint ids collide with local model ids")
     members = profile_tier_models(config.profile, registry, endpoints=endpoints)
+    unknown = check_model_overrides(config, list(config.profile.enabled_models))
+    if unknown:
+        raise ConfigError(unknown, headline="Per-model settings for models that are not enabled")
     specs = {
         m: remote_spec(m, endpoints[m], config.runtime)
         if m in endpoints

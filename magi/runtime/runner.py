@@ -35,7 +35,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from magi.config.app import MagiConfig
@@ -50,6 +50,7 @@ from magi.runtime.backend import (
     GenerationTimeout,
     ModelSpec,
     PromptTooLongError,
+    stage_settings,
 )
 from magi.runtime.pool import ModelPool, PoolLimits
 from magi.runtime.stops import RepetitionStop
@@ -320,7 +321,8 @@ class Runner:
         runtime = config.runtime
         # This runner's limits hold on the pool while it is open; on a shared pool the
         # strictest open runner's apply, and none outlives its runner (ModelPool docs).
-        self.pool.set_limits(self, PoolLimits(runtime.memory_budget_mb, runtime.max_loaded_models))
+        limits = PoolLimits(runtime.memory_budget_mb, runtime.max_loaded_models, runtime.gpu_memory_budget_mb)
+        self.pool.set_limits(self, limits)
         for spec in self.specs.values():
             self.pool.register(spec)
         self.scorer = get_scorer(config.scorer)
@@ -472,19 +474,6 @@ class Runner:
         if self._closed:
             raise MAGIException("This Runner is closed; make a new one.", status_code=409)
 
-    def _model_settings(self, model_id: str, stage_max_tokens: int | None) -> GenerationSettings:
-        """The sampling settings of ``model_id`` for one stage.
-
-        The model's settings already merge ``runtime.models.<id>`` over the runtime
-        defaults; a stage that sets its own budget (a draft's ``stage1_max_tokens``)
-        replaces the answer length, because ``max_tokens`` is only the length "when a
-        stage sets none" and the draft budget is what keeps stage 1 short.
-        """
-        settings = self.specs[model_id].generation
-        if stage_max_tokens is None:
-            return settings
-        return replace(settings, max_tokens=stage_max_tokens)
-
     def _timed(self, settings: GenerationSettings, tier: str) -> GenerationSettings:
         """``settings`` with the tier's deadlines: its ``expected_time_seconds`` times the
         runtime's first-token, token-gap and budget factors (``.inf``: no deadline). The
@@ -500,11 +489,12 @@ class Runner:
         first = seconds(runtime.first_token_timeout_factor)
         if budget is not None and (first is None or first > budget):
             first = budget
-        return replace(
-            settings,
-            timeout_s=budget,
-            first_token_timeout_s=first,
-            token_gap_timeout_s=seconds(runtime.token_gap_timeout_factor),
+        return settings.model_copy(
+            update={
+                "timeout_s": budget,
+                "first_token_timeout_s": first,
+                "token_gap_timeout_s": seconds(runtime.token_gap_timeout_factor),
+            }
         )
 
     def _repetition_stop(self) -> RepetitionStop | None:
@@ -557,7 +547,7 @@ class Runner:
                     f"token budget cut from {budget} to {left}: what n_ctx={n_ctx} leaves "
                     f"after the {prompt_tokens}-token prompt"
                 )
-                return prompt, replace(settings, max_tokens=left), note
+                return prompt, settings.model_copy(update={"max_tokens": left}), note
         return prompt, settings, None
 
     def _run_stage(
@@ -591,7 +581,7 @@ class Runner:
             if model_id in tried or not self.health.acquire(model_id):
                 continue
             tried.add(model_id)
-            settings = self._timed(self._model_settings(model_id, stage.max_tokens), tier)
+            settings = self._timed(stage_settings(self.specs[model_id].sampling, stage.max_tokens), tier)
             pieces: list[str] = []
             emitted = False
             stall: GenerationTimeout | None = None  # a stall after usable text: answer kept

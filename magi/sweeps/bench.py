@@ -111,7 +111,7 @@ def run_bench(config: MagiConfig, job: JobInfo, *, pool: ModelPool | None = None
         prompts = load_prompts(settings.prompts, limit=settings.limit)
         base["prompts"] = {"file": str(settings.prompts), "count": len(prompts)}
         with Runner(config, pool=pool) as runner:
-            base["n_threads"] = sorted({s.n_threads for s in runner.specs.values()})
+            base["n_threads"] = sorted({s.load.n_threads for s in runner.specs.values() if s.load.n_threads})
             base["models"] = {t: list(m) for t, m in runner.tier_members.items()}
             if settings.preload or settings.warmup:
                 t_load = time.perf_counter()

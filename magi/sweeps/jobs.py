@@ -151,16 +151,26 @@ def current_job() -> JobInfo:
 
 
 def fit_threads(config: Any, job: JobInfo) -> Any:
-    """Share the cores among jobs that run at once: with ``runtime.n_threads`` unset,
-    ``k`` parallel jobs get ``cores // k`` threads each instead of all cores each
-    (2 jobs x 2 threads on 2 cores runs slower than 2 x 1, and its answers time out),
-    and a Ray task gets the CPUs Ray gave it. An explicit ``runtime.n_threads`` is kept."""
+    """Share the cores among jobs that run at once: with ``runtime.n_threads`` /
+    ``runtime.n_threads_batch`` unset, ``k`` parallel jobs get ``cores // k`` threads each
+    for both decode and prompt processing, instead of each job taking the machine (2 jobs
+    x 2 threads on 2 cores runs slower than 2 x 1, and its answers time out), and a Ray
+    task gets the CPUs Ray gave it. A single job keeps MAGI's defaults (decode on the
+    cores less one, prompts on all: :func:`magi.runtime.resolve.default_threads`). An
+    explicit setting is kept."""
     cores = job.cores or usable_cores()
     threads = max(cores // max(job.parallel_jobs, 1), 1)
-    if threads >= usable_cores() or config.runtime.n_threads is not None:
+    if threads >= usable_cores():
+        return config
+    update = {
+        name: threads
+        for name in ("n_threads", "n_threads_batch")
+        if getattr(config.runtime, name) is None
+    }
+    if not update:
         return config
     logger.info("%d parallel job(s) on %d core(s): %d thread(s) per model", job.parallel_jobs, cores, threads)
-    runtime = config.runtime.model_copy(update={"n_threads": threads})
+    runtime = config.runtime.model_copy(update=update)
     return config.model_copy(update={"runtime": runtime})
 
 

@@ -437,18 +437,16 @@ class ProfilePicker(widgets.VBox):
             return self._runner
 
     def _budget(self, runner: Runner, event: StreamEvent) -> int | None:
-        """The most tokens a stage may write, for the progress bar (``None``: unlimited)."""
+        """The most tokens a stage may write, for the progress bar (``None``: unlimited):
+        the runner's own rule (:func:`~magi.runtime.backend.stage_settings`) on the model's
+        settings."""
+        from magi.runtime.backend import stage_settings
+
         config = runner.config
-        budget = (
-            config.profile.two_stage.stage1_max_tokens
-            if event.stage == "draft"
-            else config.runtime.max_tokens_or_none
-        )
+        stage_budget = config.profile.two_stage.stage1_max_tokens if event.stage == "draft" else None
         spec = runner.specs.get(event.model_id)
-        own = spec.generation.max_tokens if spec is not None else None
-        if own is not None and (budget is None or own < budget):
-            budget = own
-        return budget
+        sampling = spec.sampling if spec is not None else config.runtime.sampling
+        return stage_settings(sampling, stage_budget).max_tokens
 
     def _execute_quietly(self, prompt: str, config: MagiConfig) -> None:
         try:
