@@ -328,3 +328,11 @@ def test_bench_compose_meets_its_budget(conf_dir: Path) -> None:
     assert "warm ÷ cold = " in proc.stdout
     missed = bench("--rounds", "1", "--budget", "0")  # a regression is visible: non-zero exit
     assert missed.returncode == 1 and "OVER BUDGET" in missed.stderr
+
+
+def test_fingerprint_visits_a_folder_once_through_a_symlink_loop(conf_dir: Path) -> None:
+    compose_module = importlib.import_module("magi.config.compose")
+    files, _ = compose_module.conf_fingerprint(conf_dir)
+    (conf_dir / "profile" / "loop").symlink_to(conf_dir, target_is_directory=True)
+    looped, _ = compose_module.conf_fingerprint(conf_dir)
+    assert len(looped) == len(files) > 10  # not 40 nested copies until the kernel's ELOOP

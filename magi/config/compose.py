@@ -273,9 +273,15 @@ def conf_fingerprint(conf_dir: str | Path) -> tuple[Fingerprint, int]:
     """
     entries: list[tuple[str, int, int, int]] = []
     pending = [str(conf_dir)]
+    seen: set[tuple[int, int]] = set()  # folders by (device, inode): a symlink loop ends
     while pending:
+        folder = pending.pop()
         try:
-            with os.scandir(pending.pop()) as it:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
                 for entry in it:
                     try:
                         if entry.is_dir():
