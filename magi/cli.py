@@ -339,8 +339,12 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     else:
         missing_registry = None
     health = {} if args.no_probe else probe_endpoints(config)
+    from magi.runtime.resolve import model_spec
+
+    # where each model runs with the runtime settings (CPU, GPU n/N layers)
+    runs_on = {e.id: model_spec(e, config.runtime).placement for e in registry.models.values()}
     if args.json:
-        local = [e.model_dump(mode="json") for e in registry.models.values()]
+        local = [{**e.model_dump(mode="json"), "runs_on": runs_on[e.id]} for e in registry.models.values()]
         remote = [
             {
                 "id": model_id,
@@ -360,10 +364,10 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         print(f"No models in {models.registry}; run `magi discover FOLDER`.")
     else:
         rows = [
-            row + (str(entry.path),)
+            row + (runs_on[entry.id], str(entry.path))
             for row, entry in zip(_model_rows(registry), registry.models.values(), strict=True)
         ]
-        print(table(MODEL_HEADERS + ("path",), rows))
+        print(table(MODEL_HEADERS + ("runs on", "path"), rows))
         print(f"\n{len(registry.models)} model(s) in {models.registry} (updated {registry.updated_at})")
     if endpoints:
         rows = [

@@ -283,3 +283,21 @@ def test_the_pool_budgets_gpu_memory_apart_from_host_memory() -> None:
     pool.preload("b")  # host 200 of 1000 MB, but GPU 600 of 500: a is evicted
     assert pool.loaded_ids == ["b"] and pool.stats.evictions == 1
     assert pool.loaded_gpu_memory_mb == 300
+
+
+def test_trace_table_and_models_list_say_where_each_model_runs(
+    tiny_runtime: TinyRuntime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from magi.tasks.run import routing_table
+
+    with tiny_runtime.runner("fast-only") as runner:
+        expected = runner.specs[FAST].placement
+        result = runner.run("Hi")
+    assert expected == ("CPU" if not llama_cpp.llama_supports_gpu_offload() else expected)
+    assert result.stages[0].placement == expected and result.to_dict()["stages"][0]["placement"] == expected
+    assert f"{FAST} on {expected}:" in result.explain()
+    header, _rule, row = routing_table([result]).splitlines()
+    assert header.split()[-2:] == ["runs", "on"] and row.endswith(expected)
+    assert main(["models", "list", "--no-probe", "--registry", str(tiny_runtime.root / "registry.json")]) == 0
+    out = capsys.readouterr().out
+    assert "runs on" in out and all(expected in line for line in out.splitlines() if "_q4km_" in line)

@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import BeforeValidator, ConfigDict, Field
 
-from magi.config.model_settings import LoadSettings, SamplingSettings, placement
+from magi.config.model_settings import LoadSettings, SamplingSettings, gpu_offload_supported, placement
 from magi.errors import MAGIException
 
 DeadlineKind = Literal["first_token", "token_gap", "budget"]
@@ -179,10 +179,12 @@ class ModelSpec:
 
     @property
     def placement(self) -> str:
-        """Where the model runs: "CPU", "GPU 12/24 layers", or its server's URL."""
+        """Where the model runs: "CPU", "GPU 12/24 layers" (CPU whatever ``n_gpu_layers``
+        says when the installed llama.cpp cannot offload), or "server" (a remote model)."""
         if self.remote is not None:
-            return f"server {self.url}"
-        return placement(self.load.n_gpu_layers or 0, self.n_layers)
+            return "server"
+        layers = self.load.n_gpu_layers if gpu_offload_supported() else 0
+        return placement(layers or 0, self.n_layers)
 
     @property
     def is_remote(self) -> bool:

@@ -718,6 +718,7 @@ class Runner:
                     total_s=ended - started,
                     finish_reason=finish,
                     endpoint=self.specs[model_id].url,
+                    placement=self.specs[model_id].placement,
                     wait_s=started - asked,
                     note="; ".join(notes) or None,
                 )

@@ -39,6 +39,8 @@ class StageTrace:
     wait_s: float = 0.0
     """Time before generation started: waiting for the model's lock and, on first use,
     loading it. Not part of ``ttft_s``/``total_s``, which time the generation itself."""
+    placement: str | None = None
+    """Where the model ran: "CPU", "GPU 12/24 layers" (in-process), or "server" (remote)."""
     note: str | None = None
     """How the request was changed to fit the model's context (a draft budget cut to what
     the context leaves, a draft shortened in the refine prompt, the prompt answered
@@ -136,7 +138,7 @@ class RunResult:
         for s in self.stages:
             lines.append(
                 f"  {s.stage:<6} {s.tier:<9} {s.model_id}"
-                + (f" @ {s.endpoint}" if s.endpoint else "")
+                + (f" @ {s.endpoint}" if s.endpoint else f" on {s.placement}" if s.placement else "")
                 + f": {s.prompt_tokens} prompt + "
                 f"{s.completion_tokens} tokens, first token {s.ttft_s * 1000:.0f} ms, "
                 f"{s.total_s:.2f} s, {s.tokens_per_s:.1f} tok/s, ended: {s.finish_reason}"

@@ -155,8 +155,16 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
 
+def runs_on(result: RunResult) -> str:
+    """Where a result's stages ran ("CPU", "GPU 24/24 layers", "server"), once when all
+    stages ran alike, else per stage ("CPU → GPU 40/40 layers")."""
+    places = [s.placement or "-" for s in result.stages]
+    return places[0] if len(set(places)) == 1 else " → ".join(places)
+
+
 def routing_table(answers: Sequence[RunResult | PromptAnswer]) -> str:
-    """One row per prompt: score, tier, model(s), tokens, how each stage ended, timings.
+    """One row per prompt: score, tier, model(s), tokens, how each stage ended, timings,
+    and where the models ran (:func:`runs_on`).
 
     "ended" is each stage's finish reason: ``stop`` and ``length`` as usual, or why the
     answer was cut short and kept (``repetition``, ``timeout``, ``stalled``, ``cancelled``).
@@ -178,7 +186,7 @@ def routing_table(answers: Sequence[RunResult | PromptAnswer]) -> str:
                     "-" if item.score is None else f"{item.score:.1f}",
                     item.routed_tier or "-",
                     f"FAILED [{len(notes)}]",
-                    *("-" * 7),
+                    *("-" * 8),
                 )
             )
             continue
@@ -195,6 +203,7 @@ def routing_table(answers: Sequence[RunResult | PromptAnswer]) -> str:
                 f"{r.wait_s:.2f} s",
                 f"{r.decode_tokens_per_s:.1f}",
                 len(r.fallbacks),
+                runs_on(r),
             )
         )
     text = table(
@@ -210,6 +219,7 @@ def routing_table(answers: Sequence[RunResult | PromptAnswer]) -> str:
             "load/wait",
             "tok/s",
             "fallbacks",
+            "runs on",
         ),
         rows,
     )
