@@ -301,3 +301,19 @@ def test_trace_table_and_models_list_say_where_each_model_runs(
     assert main(["models", "list", "--no-probe", "--registry", str(tiny_runtime.root / "registry.json")]) == 0
     out = capsys.readouterr().out
     assert "runs on" in out and all(expected in line for line in out.splitlines() if "_q4km_" in line)
+
+
+def test_parallel_jobs_share_both_thread_counts(tiny_runtime: TinyRuntime, tmp_path: Path) -> None:
+    """A sweep's jobs that run at once split the cores for decode and for prompts alike;
+    an explicit setting is kept."""
+    from magi.sweeps.jobs import JobInfo, fit_threads
+
+    config = tiny_runtime.compose("fast-only", "runtime.n_threads=null")
+    job = JobInfo(output_dir=tmp_path, parallel_jobs=usable_cores() + 1)  # more jobs than cores: 1 each
+    fitted = fit_threads(config, job).runtime
+    if usable_cores() > 1:
+        assert (fitted.n_threads, fitted.n_threads_batch) == (1, 1)
+    else:  # one core: the defaults already give 1 thread each
+        assert fitted == config.runtime
+    kept = fit_threads(tiny_runtime.compose("fast-only", "runtime.n_threads_batch=3"), job).runtime
+    assert kept.n_threads_batch == 3

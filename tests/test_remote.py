@@ -37,7 +37,9 @@ HARD = (
     "Explain step by step why the sum of two odd numbers is always even, prove it formally, "
     "and compare the proof with an inductive argument."
 )
-SETTINGS = GenerationSettings(max_tokens=8, temperature=0.0, repeat_penalty=1.0, stop=())
+SETTINGS = GenerationSettings(
+    max_tokens=8, temperature=0.0, repeat_penalty=1.0, stop=(), prompt_template="{prompt}"
+)
 
 ServerFactory = Callable[..., LlamaServerProcess]
 
@@ -183,6 +185,46 @@ def test_completion_and_stream_match_the_local_model(server: LlamaServerProcess,
         local.close()
 
 
+def test_sampling_settings_and_a_grammar_reach_the_server(
+    server: LlamaServerProcess, echo_path: Path
+) -> None:
+    """The sampling fields go by their own names (llama.cpp's beyond OpenAI's unless
+    llama_params is false); the grammar, sent as GBNF, constrains the server's answer
+    exactly as it does in-process."""
+    settings = GenerationSettings(
+        max_tokens=8,
+        stop=(),
+        prompt_template="{prompt}",
+        top_k=5,
+        min_p=0.1,
+        presence_penalty=0.5,
+        frequency_penalty=0.25,
+        logit_bias={15: -1.0},
+        grammar='root ::= ("yes" | "no") "."',
+    )
+    remote = RemoteBackend(remote_spec(server.url))
+    plain = RemoteBackend(remote_spec(server.url, llama_params=False))
+    local = LlamaBackend(ModelSpec("local", path=echo_path, load=LoadSettings(n_ctx=256, n_threads=1)))
+    try:
+        body = remote._body("Hello", settings, chat=False)
+        assert (body["top_k"], body["min_p"], body["presence_penalty"], body["frequency_penalty"]) == (
+            5,
+            0.1,
+            0.5,
+            0.25,
+        )
+        assert body["logit_bias"] == {"15": -1.0} and body["grammar"] == settings.grammar
+        assert not {"top_k", "min_p", "repeat_penalty", "grammar"} & set(
+            plain._body("x", settings, chat=False)
+        )
+        answer = generate(remote, "Hello", settings).text
+        assert answer in ("yes.", "no.") and answer == generate(local, "Hello", settings).text
+    finally:
+        remote.close()
+        plain.close()
+        local.close()
+
+
 def test_chat_api_streams_deltas(server: LlamaServerProcess) -> None:
     backend = RemoteBackend(remote_spec(server.url, api="chat"))
     try:
@@ -274,7 +316,7 @@ def test_answer_cut_short_by_another_request_is_an_error(make_server: ServerFact
     (the runner fails over), never a silently truncated answer."""
     interrupting = make_server(n_ctx=1024, alias="echo", interrupt_requests=True)
     backend = RemoteBackend(remote_spec(interrupting.url, max_concurrency=2))
-    long = GenerationSettings(max_tokens=400, temperature=0.0, repeat_penalty=1.0)
+    long = GenerationSettings(max_tokens=400, temperature=0.0, repeat_penalty=1.0, prompt_template="{prompt}")
     other: list[str] = []
     intruder = threading.Thread(target=lambda: other.append("".join(backend.stream("Hi", SETTINGS))))
     pieces: list[str] = []
