@@ -330,3 +330,21 @@ def test_overrides_are_one_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env_overrides() == parse_overrides(text)
     monkeypatch.delenv("MAGI_NOTEBOOK_OVERRIDES")
     assert env_overrides(default=["a=1"]) == ["a=1"]
+
+
+def test_progress_budget_is_the_runners_own(make_picker, tiny_overrides: list[str]) -> None:
+    """The progress bar's budget comes from the runner's rule (stage_settings): a draft's
+    stage1_max_tokens replaces even a smaller per-model max_tokens, as the runner runs it."""
+    from magi.runtime.runner import StreamEvent
+
+    fast = "qwen3_4p0b_q4km_fast"
+    picker = make_picker("development", overrides=[*tiny_overrides, f"+runtime.models.{fast}.max_tokens=2"])
+    picker.prompt_text.value = HARD_PROMPT
+    picker.run_button.click()
+    result = picker.result
+    assert result is not None and result.two_stage
+    runner = picker._runner
+    draft, refine = result.stages
+    assert picker._budget(runner, StreamEvent("stage", "draft", draft.tier, draft.model_id)) == 4
+    assert draft.completion_tokens == 4  # what the runner gave it
+    assert picker._budget(runner, StreamEvent("stage", "refine", refine.tier, refine.model_id)) == 8
