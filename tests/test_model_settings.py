@@ -223,14 +223,13 @@ def test_logit_bias_and_penalties_reach_the_sampler(tiny_model: Path) -> None:
 
 
 # -- defaults --------------------------------------------------------------------------
-def test_thread_defaults_leave_a_core_for_decode_and_use_all_for_prompts(tiny_runtime: TinyRuntime) -> None:
-    assert default_threads() == max(1, usable_cores() - 1)
-    assert default_batch_threads() == usable_cores()
+def test_thread_defaults_leave_a_core_free(tiny_runtime: TinyRuntime) -> None:
+    assert default_threads() == default_batch_threads() == max(1, usable_cores() - 1)
     overrides = [o for o in tiny_runtime.overrides if not o.startswith("runtime.n_threads")]
     tiny_runtime.overrides = overrides
     with tiny_runtime.runner("fast-only") as runner:
         load = runner.specs[FAST].load
-    assert (load.n_threads, load.n_threads_batch) == (default_threads(), usable_cores())
+    assert (load.n_threads, load.n_threads_batch) == (default_threads(), default_threads())
 
 
 def test_gpu_layers_default_to_what_the_build_can_do(tiny_runtime: TinyRuntime) -> None:

@@ -110,7 +110,12 @@ class LoadSettings(MagiModel):
         ),
     )
     n_threads_batch: int | None = Field(
-        default=None, gt=0, description="Threads that process the prompt; default: all usable cores."
+        default=None,
+        gt=0,
+        description=(
+            "Threads that process the prompt; default: usable cores - 1, at least 1, like n_threads "
+            "(on idle cores all of them are faster; on busy ones, several times slower)."
+        ),
     )
     n_batch: int = Field(default=512, gt=0, description="Prompt tokens submitted per batch (logical).")
     n_ubatch: int | None = Field(

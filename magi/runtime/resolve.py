@@ -43,9 +43,14 @@ def default_threads() -> int:
 
 
 def default_batch_threads() -> int:
-    """Prompt-processing threads when ``runtime.n_threads_batch`` is unset: all usable
-    cores (prompt processing is compute-bound and scaled ~1.95x from 1 to 2 threads)."""
-    return usable_cores()
+    """Prompt-processing threads when ``runtime.n_threads_batch`` is unset: the same rule
+    as decode, the usable cores less one. Prompt processing scales when the cores are
+    idle (~1.95x from 1 to 2 threads on 2 cores), but it collapses the same way when they
+    are not: measured on the demo model (120-token prompts, 2 cores, a test suite
+    running beside it, load average 2.5), 1 thread processed 420-455 tokens/s and 2
+    threads 79-124, 3.5-5.7x slower; a refine prompt then misses the first-token
+    deadline. Set ``runtime.n_threads_batch`` to all cores on a machine kept idle."""
+    return default_threads()
 
 
 def resolve_load(load: LoadSettings, context_length: int | None) -> LoadSettings:

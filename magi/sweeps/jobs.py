@@ -156,7 +156,7 @@ def fit_threads(config: Any, job: JobInfo) -> Any:
     for both decode and prompt processing, instead of each job taking the machine (2 jobs
     x 2 threads on 2 cores runs slower than 2 x 1, and its answers time out), and a Ray
     task gets the CPUs Ray gave it. A single job keeps MAGI's defaults (decode on the
-    cores less one, prompts on all: :func:`magi.runtime.resolve.default_threads`). An
+    cores less one: :func:`magi.runtime.resolve.default_threads`). An
     explicit setting is kept."""
     cores = job.cores or usable_cores()
     threads = max(cores // max(job.parallel_jobs, 1), 1)
