@@ -102,6 +102,10 @@ def test_settings_for_a_model_that_no_enabled_model_has_are_refused(tiny_runtime
         ("runtime.tensor_split=[0,0]", "runtime.tensor_split"),
         ("runtime.split_mode=columns", "runtime.split_mode"),
         ("runtime.json_schema='{not json'", "runtime.json_schema"),
+        ("runtime.json_schema={type: nonsense}", "runtime.json_schema"),
+        ("runtime.grammar='root ::= (\"a\"'", "runtime.grammar"),  # llama.cpp would crash on it
+        ("runtime.grammar='answer ::= \"a\"'", "runtime.grammar"),  # no root rule
+        ("runtime.grammar=''", "runtime.grammar"),
     ],
 )
 def test_bad_load_values_are_422_errors_naming_the_field(

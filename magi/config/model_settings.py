@@ -90,11 +90,53 @@ def _json_schema(value: Any) -> Any:
     return value
 
 
+def check_grammar(text: str) -> str:
+    """Refuse a GBNF grammar llama.cpp cannot use: llama-cpp-python hands the NULL sampler
+    of a grammar that does not parse (or has no ``root`` rule, or a left-recursive one) to
+    llama.cpp, which crashes the process with a segmentation fault on the next answer."""
+    if not text.strip():
+        raise ValueError("is empty; write a GBNF grammar with a root rule, or leave it unset (null)")
+    if not _grammar_parses(text):
+        raise ValueError(
+            "is not a GBNF grammar llama.cpp can use: it does not parse, has no 'root' rule, or "
+            "a rule is left-recursive (e.g. root ::= (\"yes\" | \"no\") \".\")"
+        )
+    return text
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar_parses(text: str) -> bool:
+    """Whether llama.cpp's own parser accepts ``text`` (no model needed: the vocabulary
+    is only used by token references). Its parse error goes to the ``magi.llama_cpp`` log."""
+    import llama_cpp
+
+    from magi.runtime.llama import quiet_llama_logs
+
+    quiet_llama_logs()
+    sampler = llama_cpp.llama_sampler_init_grammar(None, text.encode("utf-8"), b"root")
+    if not sampler:
+        return False
+    llama_cpp.llama_sampler_free(sampler)
+    return True
+
+
+def _check_json_schema(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a schema llama.cpp's converter cannot turn into a grammar (it would fail on
+    every answer instead)."""
+    try:
+        text = _schema_gbnf(json.dumps(value, sort_keys=True))
+    except Exception as exc:  # the converter asserts and raises on what it does not know
+        raise ValueError(f"cannot be turned into a grammar: {exc}") from None
+    check_grammar(text)
+    return value
+
+
 StopList = Annotated[list[str], AfterValidator(check_stop_strings)]
+Grammar = Annotated[str, AfterValidator(check_grammar)]
 MaxTokens = Annotated[float, BeforeValidator(_no_string_number), AfterValidator(_whole_or_inf)]
 TensorSplit = Annotated[list[float], AfterValidator(_check_tensor_split)]
 PromptTemplate = Annotated[str, AfterValidator(_has_prompt)]
-JsonSchema = Annotated[dict[str, Any], BeforeValidator(_json_schema)]
+JsonSchema = Annotated[dict[str, Any], BeforeValidator(_json_schema), AfterValidator(_check_json_schema)]
 
 
 class LoadSettings(MagiModel):
@@ -217,7 +259,7 @@ class SamplingSettings(MagiModel):
         default_factory=lambda: ["\nQ:"],
         description="Stop sequences for every generation; none may be empty (it would stop at once).",
     )
-    grammar: str | None = Field(
+    grammar: Grammar | None = Field(
         default=None,
         description="GBNF grammar the answer must follow (llama_cpp.LlamaGrammar.from_string); MAGI's field.",
     )
@@ -225,7 +267,7 @@ class SamplingSettings(MagiModel):
         default=None,
         description=(
             "JSON schema the answer must follow (llama_cpp.LlamaGrammar.from_json_schema); MAGI's "
-            "field. Set grammar or json_schema, not both."
+            "field. With both set, grammar applies."
         ),
     )
     prompt_template: PromptTemplate = Field(
