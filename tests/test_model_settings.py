@@ -25,7 +25,7 @@ from magi.config.model_settings import (
     merge,
     placement,
 )
-from magi.errors import ConfigError
+from magi.errors import ConfigError, ModelError
 from magi.machine import usable_cores
 from magi.models.memory import estimate_memory
 from magi.runtime.backend import GenerationSettings, ModelSpec, stage_settings
@@ -106,6 +106,7 @@ def test_settings_for_a_model_that_no_enabled_model_has_are_refused(tiny_runtime
         ("runtime.grammar='root ::= (\"a\"'", "runtime.grammar"),  # llama.cpp would crash on it
         ("runtime.grammar='answer ::= \"a\"'", "runtime.grammar"),  # no root rule
         ("runtime.grammar=''", "runtime.grammar"),
+        ("runtime.type_v=q8_0", "runtime.type_v"),  # a quantised V cache needs flash_attn
     ],
 )
 def test_bad_load_values_are_422_errors_naming_the_field(
@@ -320,3 +321,26 @@ def test_parallel_jobs_share_both_thread_counts(tiny_runtime: TinyRuntime, tmp_p
         assert fitted == config.runtime
     kept = fit_threads(tiny_runtime.compose("fast-only", "runtime.n_threads_batch=3"), job).runtime
     assert kept.n_threads_batch == 3
+
+
+def test_a_per_model_setting_that_conflicts_with_the_defaults_names_the_model(
+    tiny_runtime: TinyRuntime,
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        tiny_runtime.runner(
+            "development",
+            "runtime.type_v=q8_0",
+            "runtime.flash_attn=true",
+            f"+runtime.models.{FAST}.flash_attn=false",
+        )
+    assert info.value.status_code == 422 and f"runtime.models.{FAST}.type_v" in str(info.value)
+
+
+def test_a_load_setting_llama_cpp_refuses_says_why(tiny_model: Path) -> None:
+    """llama.cpp's own reason, not "the file may be truncated": the tiny model's 16-wide
+    heads do not fit q8_0's 32-element blocks."""
+    backend = _backend(tiny_model, type_v="q8_0", flash_attn=True)
+    with pytest.raises(ModelError) as info:
+        backend.load()
+    message = str(info.value)
+    assert "does not divide" in message and "type_v" in message and "truncated" not in message

@@ -28,9 +28,9 @@ import json
 import math
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AfterValidator, BeforeValidator, Field, create_model
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, create_model, model_validator
 
-from magi.config.base import MagiModel
+from magi.config.base import ConsistencyError, MagiModel, describe_validation_error
 
 #: KV cache types by name (``type_k``/``type_v``) -> the ``llama_cpp.GGML_TYPE_*`` constant's suffix.
 KV_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
@@ -209,6 +209,15 @@ class LoadSettings(MagiModel):
         ),
     )
 
+    @model_validator(mode="after")
+    def _quantised_v_needs_flash_attn(self) -> LoadSettings:
+        # llama.cpp refuses the context otherwise ("quantized V cache requires flash_attn")
+        if self.type_v not in (None, "f32", "f16", "bf16") and not self.flash_attn:
+            raise ConsistencyError(
+                [f"type_v: a quantised V cache ({self.type_v}) needs flash_attn: true (or type_v: f16)"]
+            )
+        return self
+
     def llama_kwargs(self) -> dict[str, Any]:
         """``Llama(**kwargs)`` arguments from every field: names map one to one, KV types and
         the split mode become llama.cpp's constants, unset (None) fields are left to llama.cpp.
@@ -351,14 +360,24 @@ ModelOverrides = _all_optional(
 ModelSettings = ModelOverrides
 
 
-def merge(base: M, own: MagiModel | None) -> M:
+def merge(base: M, own: MagiModel | None, where: str = "runtime.models.<id>") -> M:
     """``base`` with the fields ``own`` sets (not None), validated: the one merge of a
     model's overrides onto the defaults. Fields ``base`` does not have are ignored, so one
-    :class:`ModelOverrides` serves both the load and the sampling settings."""
+    :class:`ModelOverrides` serves both the load and the sampling settings.
+
+    Raises:
+        ConfigError: the merged settings are inconsistent (e.g. a model turns flash_attn
+            off under a quantised type_v), each problem named under ``where``.
+    """
     if own is None:
         return base
     update = {k: v for k, v in own.model_dump(exclude_none=True).items() if k in type(base).model_fields}
-    return type(base).model_validate({**base.model_dump(), **update})
+    try:
+        return type(base).model_validate({**base.model_dump(), **update})
+    except ValidationError as exc:
+        from magi.errors import ConfigError
+
+        raise ConfigError(describe_validation_error(exc, prefix=where)) from None
 
 
 def pick(model: type[M], source: MagiModel) -> M:

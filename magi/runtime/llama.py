@@ -26,6 +26,7 @@ Two process-wide hazards are handled here:
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import logging
 import os
@@ -41,6 +42,10 @@ logger = logging.getLogger(__name__)
 _llama_logger = logging.getLogger("magi.llama_cpp")
 _log_lock = threading.Lock()
 _log_callback: Any = None
+GGML_LOG_LEVEL_ERROR = 4
+#: llama.cpp's latest error messages (a load failure says only "Failed to create
+#: llama_context"; the reason, e.g. a KV cache type the model's heads do not fit, is here).
+_recent_errors: collections.deque[str] = collections.deque(maxlen=4)
 
 #: Held around every llama-cpp-python call that swaps file descriptors 1 and 2
 #: (``Llama(..., verbose=False)``): the swaps are not thread-safe (see the module docstring).
@@ -85,6 +90,8 @@ def quiet_llama_logs() -> None:
 
         @llama_cpp.llama_log_callback
         def _forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            if level == GGML_LOG_LEVEL_ERROR:
+                _recent_errors.append(text.decode("utf-8", errors="replace").strip())
             if _llama_logger.isEnabledFor(logging.DEBUG):
                 _llama_logger.debug(text.decode("utf-8", errors="replace").rstrip())
 
@@ -124,9 +131,20 @@ class LlamaBackend:
 
         identity = FileIdentity.of(path)  # before loading: a change during the load shows later
         try:
-            with FD_SWAP_LOCK:
-                self._llm = llama_cpp.Llama(**self.llama_kwargs())
+            with FD_SWAP_LOCK:  # loads run one at a time: the errors logged are this one's
+                _recent_errors.clear()
+                try:
+                    self._llm = llama_cpp.Llama(**self.llama_kwargs())
+                finally:
+                    reasons = [e for e in _recent_errors if e]
         except (ValueError, RuntimeError, OSError) as exc:
+            if reasons and "context" in str(exc):  # the file loaded; a load setting did not suit it
+                raise ModelError(
+                    f"Model '{self.spec.model_id}': llama.cpp could not set up {path} with its load "
+                    f"settings ({exc}: {'; '.join(reasons)}). Change the setting named there "
+                    f"(runtime.<name>, or runtime.models.{self.spec.model_id}.<name>: type_k/type_v, "
+                    "flash_attn, n_ctx, n_batch/n_ubatch, n_gpu_layers, ...)."
+                ) from None
             raise ModelError(
                 f"Model '{self.spec.model_id}': llama.cpp could not load {path} "
                 f"({exc}). The file may be truncated or not a GGUF model; re-download or "

@@ -86,7 +86,8 @@ def model_spec(entry: ModelEntry, runtime: RuntimeConfig) -> ModelSpec:
     merged over the ``runtime`` defaults (:func:`~magi.config.model_settings.merge`), MAGI's
     choices resolved, and its memory estimate split between host and GPU."""
     own = runtime.models.get(entry.id)
-    load = resolve_load(merge(runtime.load, own), entry.context_length)
+    where = f"runtime.models.{entry.id}"
+    load = resolve_load(merge(runtime.load, own, where), entry.context_length)
     gpu_layers = load.n_gpu_layers if gpu_offload_supported() else 0
     memory = entry.memory(
         load.n_ctx,
@@ -103,7 +104,7 @@ def model_spec(entry: ModelEntry, runtime: RuntimeConfig) -> ModelSpec:
         context_length=entry.context_length,
         n_layers=entry.n_layer,
         load=load,
-        sampling=merge(runtime.sampling, own),
+        sampling=merge(runtime.sampling, own, where),
     )
 
 
@@ -122,7 +123,7 @@ def remote_spec(model_id: str, endpoint: EndpointConfig, runtime: RuntimeConfig)
         memory_mb=0.0,
         context_length=endpoint.n_ctx,
         load=LoadSettings(n_ctx=endpoint.n_ctx or runtime.n_ctx),
-        sampling=merge(runtime.sampling, own),
+        sampling=merge(runtime.sampling, own, f"runtime.models.{model_id}"),
         remote=RemoteSettings(
             url=endpoint.url,
             model=endpoint.served_model(model_id),
