@@ -32,8 +32,7 @@ def atomic_write_text(path: Path, text: str, *, overwrite: bool = True) -> None:
         OSError: the write failed (full disk, read-only folder, name too long...).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+    fd, tmp = create_temp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             if overwrite:
@@ -49,6 +48,20 @@ def atomic_write_text(path: Path, text: str, *, overwrite: bool = True) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def create_temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create a new hidden temporary file in ``path``'s folder, to be renamed over ``path``.
+
+    The one rule for the mode of a new file MAGI writes: what ``open()`` would give it
+    (0666 less the umask), not ``tempfile.mkstemp``'s 0600, so a file renamed into place
+    can be read by whoever the umask lets read it.
+
+    Returns:
+        The open file descriptor (write-only) and the temporary file's path.
+    """
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp  # the umask applies
 
 
 def _create_from(tmp: Path, path: Path) -> None:

@@ -138,3 +138,34 @@ def test_discovering_a_folder_writes_nothing_into_it(
     assert sorted(p.name for p in mine.rglob("*")) == before  # no demo model, no temporary file
     assert registry.get(DEMO_MODEL_ID).path.parent == Path("models").resolve()
     assert {e.path.parent for e in registry.models.values()} == {mine, Path("models").resolve()}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_assembled_demo_model_follows_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int
+) -> None:
+    """The assembled file gets the mode ``open()`` would give it (0666 less the umask), like
+    every new file MAGI writes (magi.fileio), not mkstemp's 0600 (issue 10 #10). A stand-in
+    package of two small chunks runs the real assembly path."""
+    import hashlib
+    import os
+    import stat
+    import types
+
+    chunks = [tmp_path / "chunk0", tmp_path / "chunk1"]
+    chunks[0].write_bytes(b"GGUF" + b"a" * 1000)
+    chunks[1].write_bytes(b"b" * 500)
+    stand_in = types.SimpleNamespace(
+        MODEL_NAME="stand-in.gguf",
+        EXPECTED_SHA256=hashlib.sha256(b"".join(c.read_bytes() for c in chunks)).hexdigest(),
+        chunk_paths=lambda: [str(c) for c in chunks],
+    )
+    monkeypatch.setitem(sys.modules, DEMO_PACKAGE, stand_in)
+    old = os.umask(umask)
+    try:
+        path = ensure_demo_model(tmp_path / "models", progress=False)
+    finally:
+        os.umask(old)
+    assert sha256_file(path) == stand_in.EXPECTED_SHA256
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in path.parent.iterdir()] == ["stand-in.gguf"]  # no temporary left behind

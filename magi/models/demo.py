@@ -28,11 +28,11 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
 from magi.errors import ModelError
+from magi.fileio import create_temp_beside
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,7 @@ def ensure_demo_model(folder: Path | str, *, progress: bool = True, verify: bool
 
     from tqdm.auto import tqdm
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
+    fd, tmp = create_temp_beside(target, suffix=".part")  # the umask's mode, as every new file
     digest = hashlib.sha256()
     try:
         with (
