@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from magi.errors import ConfigError
+from magi.prompt import InvalidPromptError
 from magi.runtime.backend import PromptTooLongError
-from magi.runtime.runner import InvalidPromptError, NoModelAnsweredError
+from magi.runtime.runner import NoModelAnsweredError
 from magi.testing import echo_completion, write_tiny_model
 from magi.testing.runtime import FAST, REASONER, FaultInjector, TinyRuntime, tagged
 
@@ -224,6 +225,21 @@ def test_a_prompt_that_is_not_valid_unicode_is_a_422_and_never_opens_a_circuit(
         assert runner.pool.stats.loads == 0  # refused before any model was asked
         assert {m: s["state"] for m, s in runner.status().items()} == {FAST: "closed", REASONER: "closed"}
         assert runner.run("Hi").model_id == FAST
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t"])
+def test_an_empty_or_blank_prompt_is_a_422_everywhere(tiny_runtime: TinyRuntime, blank: str) -> None:
+    """The same rule as run.py's prompt='' (config), for the Runner and `magi ask`."""
+    with tiny_runtime.runner("fast-only") as runner:
+        for call in (runner.run, runner.route, lambda p: list(runner.stream(p))):
+            with pytest.raises(InvalidPromptError, match="is empty") as info:
+                call(blank)
+            assert info.value.status_code == 422
+        assert runner.pool.stats.loads == 0
+    from magi.cli import main
+
+    argv = ["ask", "--profile", "fast-only", *[a for o in tiny_runtime.overrides for a in ("-o", o)]]
+    assert main([*argv, blank]) == 2
 
 
 def test_prompts_over_every_models_context_never_count_against_a_circuit(tiny_runtime: TinyRuntime) -> None:

@@ -259,12 +259,15 @@ class MagiConfig(MagiModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError(
-                "is empty; write the question (prompt='...'), or leave prompt unset (null) "
-                "to run the built-in prompts"
-            )
-        return value
+        if value is None:
+            return value
+        from magi.prompt import InvalidPromptError, check_prompt
+
+        try:
+            return check_prompt(value, what="it")
+        except InvalidPromptError as exc:
+            hint = "; write it as prompt='...', or leave prompt unset (null) to run the built-in prompts"
+            raise ValueError(exc.message.removeprefix("it ").rstrip(".") + hint) from None
 
     @field_validator("endpoints", mode="before")
     @classmethod

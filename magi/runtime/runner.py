@@ -40,6 +40,7 @@ from typing import Literal
 
 from magi.config.app import MagiConfig
 from magi.errors import MAGIException
+from magi.prompt import check_prompt
 from magi.routing.health import Clock, HealthMonitor
 from magi.routing.router import RouteDecision, Router, Stage
 from magi.routing.scorer import get_scorer
@@ -149,45 +150,6 @@ class NoModelAnsweredError(MAGIException):
             lines.append("Errors in this request:")
             lines += [f"  - {model_id}: {error}" for model_id, error in errors.items()]
         super().__init__("\n".join(lines), details={**cause.details, "errors": dict(errors)})
-
-
-class InvalidPromptError(MAGIException):
-    """A prompt no model could ever process (not text, or not encodable as UTF-8): the
-    request's fault (422), refused before any model is asked, so it never counts
-    against a model's circuit breaker."""
-
-    status_code = 422
-
-
-def check_prompt(prompt: object, *, what: str = "The prompt") -> str:
-    """Return ``prompt`` if a model can be given it; else raise :class:`InvalidPromptError`.
-
-    A lone surrogate (``"caf\\udce9"``, what Python makes of the non-UTF-8 bytes
-    ``b"caf\\xe9"`` in argv or a file read with ``surrogateescape``) cannot be encoded
-    for the tokenizer: every model would fail on it.
-
-    Example:
-        >>> check_prompt("café")
-        'café'
-    """
-    if not isinstance(prompt, str):
-        raise InvalidPromptError(f"{what} must be text (str), not {type(prompt).__name__}.")
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        char = ord(prompt[exc.start])
-        origin = (
-            f", which stands for the byte 0x{char - 0xDC00:02X} of input that was not valid UTF-8"
-            if 0xDC80 <= char <= 0xDCFF
-            else ""
-        )
-        raise InvalidPromptError(
-            f"{what} is not valid Unicode text: the character at position {exc.start} is a lone "
-            f"surrogate (U+{char:04X}{origin}). Send UTF-8 text, e.g. convert the input with "
-            "`iconv -f latin1 -t utf-8`.",
-            details={"position": exc.start, "codepoint": f"U+{char:04X}"},
-        ) from None
-    return prompt
 
 
 #: The runtime setting behind each stall deadline, for messages.
