@@ -417,3 +417,24 @@ def test_probe_all_works_after_the_prober_stopped() -> None:
     health.start()
     assert health.stop()
     assert health.probe_all() == {"m": True} and probed == ["m"]
+
+
+def test_health_check_interval_inf_means_no_prober_and_huge_finite_values_are_refused() -> None:
+    """``.inf`` turns periodic probing off (balancing and circuits still work); a finite
+    interval past a day is a typo, refused naming the field, not a prober thread that
+    dies of OverflowError in ``Event.wait``."""
+    import magi
+    from magi.errors import ConfigError
+
+    field = "profile.load_balancing.health_check_interval"
+    for huge in ("1e10", "86401"):
+        with pytest.raises(ConfigError) as info:
+            magi.compose(profile="production", overrides=[f"{field}={huge}"])
+        assert "profile.load_balancing.health_check_interval" in str(info.value) and ".inf" in str(info.value)
+    cfg = magi.compose(profile="production", overrides=["profile.load_balancing.health_check_interval=inf"])
+    monitor = HealthMonitor.from_config(cfg, ["a", "b"], probe=lambda model_id: None)
+    monitor.start()
+    try:
+        assert not monitor.running
+    finally:
+        monitor.stop()

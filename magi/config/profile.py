@@ -34,8 +34,10 @@ STRATEGIES: tuple[str, ...] = ("round_robin", "least_loaded", "random")
 #: model runs with here holds more (the runner also caps it at the context left).
 MAX_DRAFT_TOKENS = 131_072
 
-#: Shortest ``load_balancing.health_check_interval``, in seconds.
+#: Shortest and longest finite ``load_balancing.health_check_interval``, in seconds
+#: (``.inf``: no periodic probes).
 MIN_HEALTH_CHECK_INTERVAL = 0.5
+MAX_HEALTH_CHECK_INTERVAL = 86_400.0
 
 DEFAULT_REFINE_TEMPLATE = (
     "{prompt}\n\nHere is a draft answer:\n{draft}\n\n"
@@ -115,9 +117,20 @@ class LoadBalancingConfig(MagiModel):
         ge=MIN_HEALTH_CHECK_INTERVAL,
         description=(
             f"Seconds between health probes of each model; at least {MIN_HEALTH_CHECK_INTERVAL:g} "
-            "(a shorter one keeps an idle runner busy probing)."
+            f"(a shorter one keeps an idle runner busy probing), at most {MAX_HEALTH_CHECK_INTERVAL:g} "
+            "(a day); .inf: no periodic probes (requests still open and close circuits)."
         ),
     )
+
+    @field_validator("health_check_interval")
+    @classmethod
+    def _a_day_or_never(cls, value: float) -> float:
+        if math.isfinite(value) and value > MAX_HEALTH_CHECK_INTERVAL:
+            raise ValueError(
+                f"must be at most {MAX_HEALTH_CHECK_INTERVAL:g} seconds (a day), or .inf for no "
+                "periodic probes"
+            )
+        return value
 
 
 class ModelProfile(MagiModel):

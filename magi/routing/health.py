@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -555,13 +556,16 @@ class HealthMonitor:
 
     def start(self) -> None:
         """Start the prober thread: a daemon that runs :meth:`probe_all` every
-        ``interval`` seconds (first round after one interval). No-op if running.
+        ``interval`` seconds (first round after one interval). No-op if running, or
+        when ``interval`` is infinite (no periodic probes).
 
         Raises:
             ValueError: no ``probe`` was given.
         """
         if self.probe is None:
             raise ValueError("HealthMonitor.start(): no probe function was given")
+        if math.isinf(self.interval):  # health_check_interval: .inf, no periodic probes
+            return
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
