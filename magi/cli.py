@@ -235,7 +235,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
                     "models": [e.model_dump(mode="json") for e in registry.models.values()],
                     "skipped": [s.model_dump(mode="json") for s in registry.skipped],
                     "warnings": result.warnings,
-                    "added_dirs": [str(p) for p in registry.added_dirs],
+                    "added_dirs": [str(p) for p in result.added_dirs],
+                    "folders_file": str(service.folders_path),
                     "stats": {
                         "models": stats.models,
                         "read": stats.read,
@@ -263,17 +264,17 @@ def cmd_discover(args: argparse.Namespace) -> int:
         f"\nRegistry {written} {service.registry_path} ({stats.models} model(s); {stats.read} read, "
         f"{stats.reused} unchanged; {stats.seconds:.2f}s; memory estimates for n_ctx={n_ctx})"
     )
-    _print_folder_changes(result, models, service.registry_path)
+    _print_folder_changes(result, models, service.folders_path)
     return EXIT_OK
 
 
-def _print_folder_changes(result, models, registry_path: Path) -> None:  # DiscoveryResult, ModelsConfig
+def _print_folder_changes(result, models, folders_path: Path) -> None:  # DiscoveryResult, ModelsConfig
     """Say where an added folder is recorded, how to drop it, and the config line that does the same."""
     for folder in result.added:
         dirs = ",".join(str(d) for d in [*models.dirs, folder])
         print(
-            f"\nAdded {folder}: recorded in {registry_path} (added_dirs), so every start with this "
-            f"registry scans it beside models.dirs; `magi discover --forget {folder}` drops it.\n"
+            f"\nAdded {folder}: recorded in {folders_path}, so every start with this registry "
+            f"scans it beside models.dirs; `magi discover --forget {folder}` drops it.\n"
             f"To put it in the config instead: python run.py 'models.dirs=[{dirs}]', or in "
             f"conf/config.yaml, models: dirs: [{dirs.replace(',', ', ')}]"
         )
@@ -663,14 +664,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="scan folders for GGUF models and write the registry",
         description="Scan models.dirs, the folders added before and the FOLDERs given recursively "
         "for .gguf files, read their metadata without loading weights, print the models and write "
-        "the registry. A FOLDER is recorded in the registry, so every start scans it too. "
+        "the registry. A FOLDER is recorded in the folders file beside the registry "
+        "(models/registry.folders.json by default), so every start scans it too. "
         "Files unchanged since the last run (same size and mtime) are not read again.",
     )
     discover.add_argument(
         "folders",
         nargs="*",
         metavar="FOLDER",
-        help="folders to add: scanned now and at every start (recorded in the registry's added_dirs)",
+        help="folders to add: scanned now and at every start (recorded beside the registry, "
+        "in REGISTRY_STEM.folders.json)",
     )
     discover.add_argument(
         "--forget",

@@ -120,6 +120,11 @@ def test_magi_discover_as_a_process(tmp_path: Path) -> None:
 PHI = "phi3_mini_p5_3p8b_q4km_fast"
 
 
+def added_folders(path: Path) -> list[Path]:
+    """The folders recorded in a folders file (docs/MODELS.md, "Adding a folder")."""
+    return [Path(p) for p in json.loads(path.read_text())["folders"]]
+
+
 def test_a_discovered_folder_stays_for_the_next_start(
     seed_models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -141,7 +146,9 @@ def test_a_discovered_folder_stays_for_the_next_start(
     assert PHI in out and "qwen3_4p0b_q4km_fast" in out  # models.dirs and the new folder
     assert f"Added {mine}" in out and "magi discover --forget" in out
     assert f"models.dirs=[models,{mine}]" in out  # the config line, for those who prefer it
-    assert ModelRegistry.load(registry).added_dirs == [mine]
+    folders = tmp_path / "reg.folders.json"  # beside the registry, named by the output
+    assert f"recorded in {folders}" in out
+    assert added_folders(folders) == [mine]
 
     # the next start rebuilds the registry from models.dirs and keeps the added folder
     overrides = [f"models.registry={registry}", "models.demo=false"]
@@ -154,17 +161,23 @@ def test_a_discovered_folder_stays_for_the_next_start(
     finally:
         runner.close()
 
+    # the reviewer's scenario: a damaged registry is rebuilt at the next start, the folder stays
+    registry.write_text("garbage")
+    assert set(load_registry(magi.compose(overrides=overrides)).models) == {*SEED_MODELS, PHI}
+    assert main(["models", "list", "--no-probe", "--registry", str(registry)]) == 0
+    assert PHI in capsys.readouterr().out
+
     # a missing added folder (an unplugged disk) is warned about and kept, not an error
     moved = tmp_path / "away"
     mine.rename(moved)
     assert set(load_registry(magi.compose(overrides=overrides)).models) == set(SEED_MODELS)
-    assert ModelRegistry.load(registry).added_dirs == [mine]
+    assert added_folders(folders) == [mine]
     moved.rename(mine)
 
     assert main(["discover", "--forget", str(mine), "--registry", str(registry), "--no-demo"]) == 0
     assert f"Forgot {mine}" in capsys.readouterr().out
     assert set(load_registry(magi.compose(overrides=overrides)).models) == set(SEED_MODELS)
-    assert ModelRegistry.load(registry).added_dirs == []
+    assert added_folders(folders) == []
 
 
 def test_profiles_show_gives_the_registry_tier_of_a_pinned_id(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ from magi.config.app import ModelPin, ModelsConfig
 from magi.errors import ModelError
 from magi.models.discovery import ModelDiscoveryService, find_model_files
 from magi.models.gguf_meta import GGUFModelInfo, read_model_info
-from magi.models.registry import ModelRegistry, RegistryWriteError
+from magi.models.registry import ModelRegistry, RegistryWriteError, added_folders_path
 from magi.profiles import ProfileManager
 from magi.testing.runtime import FAST, TinyRuntime
 from magi.testing.tiny_gguf import SEED_MODELS, make_seed_models, write_tiny_model
@@ -570,13 +571,133 @@ def test_an_unreadable_folder_is_reported_not_skipped_silently(
     assert len(messages) == 1 and str(unreadable) in messages[0]
 
 
-def test_a_damaged_registry_keeps_its_added_folders(seed_models_dir: Path, tmp_path: Path) -> None:
+# -- folders added with `magi discover FOLDER` live in their own file, not in the cache ----------
+def _added(tmp_path: Path) -> Path:
     mine = tmp_path / "mine"
     write_tiny_model(mine / "Tiny-Llama-1B-Q4_K_M.gguf", size_label="1B")
+    return mine
+
+
+TINY = "tiny_llama_1p0b_q4km_fast"
+
+
+@pytest.mark.parametrize("garbage", ["not json {", '{"version": 99}', ""])
+def test_a_rebuilt_registry_keeps_the_added_folders(
+    seed_models_dir: Path, tmp_path: Path, garbage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reviewer's scenario: the registry is a cache, rebuilt when damaged; the folders
+    added with `magi discover FOLDER` are configuration and survive the rebuild."""
+    mine = _added(tmp_path)
     path = tmp_path / "r.json"
     config = ModelsConfig(dirs=[seed_models_dir], demo=False)
     ModelDiscoveryService(config=config, registry_path=path, add_dirs=[mine]).refresh()
-    text = path.read_text().replace('"version": 1', '"version": 99')  # loads no more: rebuilt
-    path.write_text(text)
-    registry = ModelDiscoveryService(config=config, registry_path=path).refresh().registry
-    assert registry.added_dirs == [mine] and "tiny_llama_1p0b_q4km_fast" in registry.models
+    folders = added_folders_path(path)
+    assert folders == tmp_path / "r.folders.json" and folders.is_file()
+    assert "added_dirs" not in path.read_text()  # one home: the folders file
+    path.write_text(garbage)
+    caplog.clear()
+    result = ModelDiscoveryService(config=config, registry_path=path).refresh(save_errors="warn")
+    assert len(_warnings_naming(caplog, "Rebuilding the registry")) == 1
+    assert result.added_dirs == [mine] and TINY in result.registry.models
+    assert TINY in ModelRegistry.load(path).models  # and in the rebuilt file, for the next start
+
+
+def test_a_registry_of_the_previous_release_keeps_its_added_dirs(
+    seed_models_dir: Path, tmp_path: Path
+) -> None:
+    """Migration: a registry that still holds added_dirs (and no folders file beside it)."""
+    mine = _added(tmp_path)
+    path = tmp_path / "r.json"
+    config = ModelsConfig(dirs=[seed_models_dir], demo=False)
+    ModelDiscoveryService(config=config, registry_path=path).refresh()
+    old = json.loads(path.read_text())
+    old["added_dirs"] = [str(mine)]
+    path.write_text(json.dumps(old))
+    result = ModelDiscoveryService(config=config, registry_path=path).refresh(save_errors="warn")
+    assert result.added_dirs == [mine] and TINY in result.registry.models
+    assert json.loads(added_folders_path(path).read_text())["folders"] == [str(mine)]
+    assert "added_dirs" not in path.read_text()  # moved out of the cache
+    # then --forget is not undone by the old copy
+    ModelDiscoveryService(config=config, registry_path=path, forget_dirs=[mine]).refresh()
+    result = ModelDiscoveryService(config=config, registry_path=path).refresh(save_errors="warn")
+    assert result.added_dirs == [] and TINY not in result.registry.models
+
+
+@pytest.mark.parametrize("garbage", [b"[/home/me/gguf", b'{"folders": 3}', b'{"folders": [""]}', b"\xff\xfe"])
+def test_a_corrupt_folders_file_is_a_warning_naming_it(
+    seed_models_dir: Path, tmp_path: Path, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    mine = _added(tmp_path)
+    path = tmp_path / "r.json"
+    config = ModelsConfig(dirs=[seed_models_dir], demo=False)
+    folders = added_folders_path(path)
+    folders.write_bytes(garbage)
+    before = folders.read_bytes()
+    caplog.clear()
+    result = ModelDiscoveryService(config=config, registry_path=path).refresh(save_errors="warn")
+    assert set(result.registry.models) == SEED_IDS  # the start goes on with models.dirs
+    messages = _warnings_naming(caplog, str(folders))
+    assert len(messages) == 1, caplog.text
+    assert "not scanned" in messages[0] and "magi discover FOLDER" in messages[0]
+    assert any(w.startswith(f"folders file {folders}") for w in result.warnings)
+    assert folders.read_bytes() == before  # left for the user to mend, not overwritten
+    # adding a folder would overwrite what the user may still want: a clear error instead
+    with pytest.raises(ModelError, match=str(folders)) as info:
+        ModelDiscoveryService(config=config, registry_path=path, add_dirs=[mine]).refresh()
+    assert info.value.status_code == 422 and folders.read_bytes() == before
+
+
+def test_forget_removes_the_folder_from_the_folders_file(seed_models_dir: Path, tmp_path: Path) -> None:
+    mine = _added(tmp_path)
+    path = tmp_path / "r.json"
+    config = ModelsConfig(dirs=[seed_models_dir], demo=False)
+    ModelDiscoveryService(config=config, registry_path=path, add_dirs=[mine]).refresh()
+    result = ModelDiscoveryService(config=config, registry_path=path, forget_dirs=[mine]).refresh()
+    assert result.forgotten == [mine] and TINY not in result.registry.models
+    assert json.loads(added_folders_path(path).read_text())["folders"] == []
+    path.write_text("garbage")  # a rebuild does not bring it back
+    assert TINY not in ModelDiscoveryService(config=config, registry_path=path).refresh().registry.models
+    with pytest.raises(ModelError, match="is not one `magi discover FOLDER` added") as info:
+        ModelDiscoveryService(config=config, registry_path=path, forget_dirs=[mine]).refresh()
+    assert info.value.status_code == 404
+
+
+@pytest.mark.parametrize("how", ["parent is a file", "in sysfs"])
+def test_an_unwritable_folders_file_is_kept_in_memory_with_one_warning(
+    seed_models_dir: Path, tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    mine = _added(tmp_path)
+    path = _unwritable_registry(tmp_path, how)
+    folders = added_folders_path(path)
+    service = ModelDiscoveryService(scan_path=seed_models_dir, registry_path=path, add_dirs=[mine])
+    # asked for explicitly (magi discover FOLDER): a clear error naming the folders file
+    with pytest.raises(RegistryWriteError, match=f"Cannot write {folders}") as info:
+        service.refresh()
+    assert info.value.status_code == 503 and not folders.exists()
+    caplog.clear()
+    for _ in range(3):
+        result = service.refresh(save_errors="warn")
+        assert TINY in result.registry.models and result.added_dirs == [mine] and not result.saved
+    messages = _warnings_naming(caplog, str(folders))
+    assert len(messages) == 1, caplog.text
+    assert "kept in memory" in messages[0] and str(path) in messages[0]  # one warning for both files
+
+
+def test_a_read_only_registry_folder_keeps_the_migrated_folders_in_memory(
+    seed_models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mine = _added(tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = shared / "registry.json"
+    config = ModelsConfig(dirs=[seed_models_dir], demo=False)
+    ModelDiscoveryService(config=config, registry_path=path).refresh()
+    old = json.loads(path.read_text())
+    old["added_dirs"] = [str(mine)]
+    path.write_text(json.dumps(old))
+    with read_only(shared):
+        caplog.clear()
+        result = ModelDiscoveryService(config=config, registry_path=path).refresh(save_errors="warn")
+        assert TINY in result.registry.models and not result.saved
+        assert len(_warnings_naming(caplog, "kept in memory")) == 1, caplog.text
+    assert not added_folders_path(path).exists()

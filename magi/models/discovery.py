@@ -10,10 +10,12 @@ A bad file never stops discovery: truncated downloads, non-GGUF files with a
 ``.gguf`` name, incomplete split sets, adapters and projectors are logged as
 warnings and listed in ``registry.skipped`` with the reason.
 
-The folders scanned are ``models.dirs`` plus the registry's ``added_dirs``: a folder
-given to ``magi discover FOLDER`` is recorded there, so every later start keeps its
-models. The demo model is assembled into ``models.demo_dir`` (default ``models/``),
-never into a folder MAGI was only asked to read.
+The folders scanned are ``models.dirs`` plus the added folders: a folder given to
+``magi discover FOLDER`` is recorded in the folders file beside the registry
+(:func:`~magi.models.registry.added_folders_path`, e.g. ``models/registry.folders.json``),
+so every later start keeps its models, even one that rebuilds a damaged registry. The
+demo model is assembled into ``models.demo_dir`` (default ``models/``), never into a
+folder MAGI was only asked to read.
 
 :meth:`ModelDiscoveryService.refresh` is incremental: a file whose size and
 modification time match the previous registry is not opened again (its stored
@@ -57,6 +59,9 @@ from magi.models.registry import (
     ModelRegistry,
     RegistryWriteError,
     SkippedFile,
+    added_folders_path,
+    load_added_folders,
+    save_added_folders,
     utc_now,
 )
 from magi.models.tiers import assign_tier
@@ -111,9 +116,10 @@ class DiscoveryResult:
     stats: DiscoveryStats
     warnings: list[str] = field(default_factory=list)
     saved: bool = False
-    #: Folders this run added to / removed from ``registry.added_dirs``.
+    #: Folders this run added to / removed from the folders file, and all it records after.
     added: list[Path] = field(default_factory=list)
     forgotten: list[Path] = field(default_factory=list)
+    added_dirs: list[Path] = field(default_factory=list)
 
     @property
     def skipped(self) -> list[SkippedFile]:
@@ -271,14 +277,14 @@ class ModelDiscoveryService:
             when ``True`` it is an error.
         reader: Reads a model's metadata from its files (replaceable to count reads).
         progress: Show a progress bar while reading headers.
-        add_dirs: Folders to add to the registry's ``added_dirs`` (``magi discover
-            FOLDER``): scanned now and by every later refresh of the same registry
-            file, so a start keeps the models of a folder added once.
-        forget_dirs: Folders to remove from ``added_dirs`` (``magi discover --forget``).
+        add_dirs: Folders to record in the folders file (``magi discover FOLDER``):
+            scanned now and by every later refresh with the same registry path, so a
+            start keeps the models of a folder added once.
+        forget_dirs: Folders to remove from it (``magi discover --forget``).
 
-    The folders scanned are ``scan_path`` (default ``config.dirs``) plus the
-    registry's ``added_dirs``. An added folder that has gone (an unplugged disk) is
-    skipped with a warning and stays recorded.
+    The folders scanned are ``scan_path`` (default ``config.dirs``) plus those of the
+    folders file (:attr:`folders_path`). An added folder that has gone (an unplugged
+    disk) is skipped with a warning and stays recorded.
     """
 
     def __init__(
@@ -304,6 +310,8 @@ class ModelDiscoveryService:
         else:
             self.scan_paths = [Path(p) for p in scan_path]
         self.registry_path = Path(registry_path) if registry_path is not None else Path(self.config.registry)
+        #: The folders `magi discover FOLDER` added, kept beside the registry (not in it: a cache).
+        self.folders_path = added_folders_path(self.registry_path)
         self.n_ctx = n_ctx
         self.demo_required = include_demo is True
         self.include_demo = (
@@ -353,42 +361,68 @@ class ModelDiscoveryService:
                 ``"warn"``: log one warning naming the file and keep the registry in
                 memory (a start: read-only models folders are common and the registry
                 is only a cache).
-            full: Re-read every header (``magi discover --full``); the registry's
-                ``added_dirs`` are still kept.
+            full: Re-read every header (``magi discover --full``); the added folders
+                are still scanned.
+
+        The added folders are read from :attr:`folders_path` at every call. A registry
+        of the previous release that still holds ``added_dirs`` (and no folders file)
+        has them moved into the folders file. A damaged folders file is a warning (its
+        folders are not scanned; the file is left for the user to mend) and makes
+        adding or forgetting a folder a 422 error, so it is never overwritten.
         """
         from_disk = False
-        recorded_before: list[Path] = []
+        legacy: list[Path] = []
         if previous is None and self.registry_path.is_file():
             try:
                 previous = self.load_registry()
                 from_disk = True
             except ModelError as exc:
                 logger.warning("Rebuilding the registry from scratch: %s", exc)
-                recorded_before = _salvage_added_dirs(self.registry_path)
+                legacy = _salvage_added_dirs(self.registry_path)
         if previous is not None:
-            recorded_before = list(previous.added_dirs)
-        added, forgotten, recorded = self._added_dirs(recorded_before)
+            legacy = list(previous.added_dirs)
+        stored, notes = self._read_folders()
+        before = stored if stored is not None else []
+        if stored is None:  # no folders file yet (or a damaged one): the old registry's, if any
+            before = [*before, *(p for p in legacy if p not in before)]
+        added, forgotten, recorded = self._added_dirs(before)
         result = self._run(
-            previous=None if full else previous, recorded=recorded, added=added, forgotten=forgotten
+            previous=None if full else previous,
+            recorded=recorded,
+            added=added,
+            forgotten=forgotten,
+            notes=notes,
         )
         if not save:
             return result
-        if from_disk and previous is not None and result.registry.same_content(previous):
-            result.registry = result.registry.model_copy(update={"updated_at": previous.updated_at})
-            return result
         try:
+            if not notes and recorded != (stored or []):
+                save_added_folders(self.folders_path, recorded)
+            # a previous release's added_dirs leave the registry once the folders file holds them
+            moved = previous is not None and bool(previous.added_dirs) and not notes
+            if from_disk and previous is not None and not moved and result.registry.same_content(previous):
+                result.registry = result.registry.model_copy(update={"updated_at": previous.updated_at})
+                return result
             self.save_registry(result.registry)
         except RegistryWriteError as exc:
             if save_errors == "raise":
                 raise
+            # a folders file that cannot be written leaves the registry unsaved too: an old
+            # registry's added_dirs must not be dropped before the folders file holds them
             key = self.registry_path.absolute()
             log = logger.debug if key in _UNWRITABLE_WARNED else logger.warning
             _UNWRITABLE_WARNED.add(key)
+            if exc.path == self.folders_path:
+                what = f"the added folders (and the registry {self.registry_path}) are"
+            else:
+                what = "the registry is"
             log(
-                "Model registry %s cannot be written (%s); the registry is kept in memory for this "
-                "run. Point models.registry at a writable file to keep it between runs.",
+                "%s %s cannot be written (%s); %s kept in memory for this run. Point models.registry "
+                "at a file in a writable folder to keep it between runs.",
+                "Folders file" if exc.path == self.folders_path else "Model registry",
                 exc.path,
                 exc.reason,
+                what,
             )
         else:
             result.saved = True
@@ -428,6 +462,31 @@ class ModelDiscoveryService:
             warnings.append(f"demo model left out: {problem} (set models.demo_dir to a writable folder)")
             return None
 
+    def _read_folders(self) -> tuple[list[Path] | None, list[str]]:
+        """The folders file's folders (None: no file, or a damaged one) and the warning if damaged.
+
+        Raises:
+            ModelError: the file is damaged and this run would add or forget a folder (422):
+                writing would destroy what the user may still want from it.
+        """
+        try:
+            return load_added_folders(self.folders_path), []
+        except ModelError as exc:
+            reason = exc.details["reason"]
+            if self.add_dirs or self.forget_dirs:
+                raise ModelError(
+                    f"Folders file {self.folders_path} is {reason}, so no folder can be added or "
+                    "forgotten: mend it, or delete it and add your folders again with "
+                    "`magi discover FOLDER`.",
+                    details={"path": str(self.folders_path), "reason": reason},
+                ) from None
+            return None, [
+                f"folders file {self.folders_path} is {reason}: the folders `magi discover FOLDER` "
+                "added are not scanned this run (which ones it held cannot be told from it). Mend "
+                "the file, or delete it and add them again with `magi discover FOLDER`; MAGI leaves "
+                "it as it is."
+            ]
+
     def _added_dirs(self, before: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
         """(newly added, forgotten, recorded after this run) folders, absolute.
 
@@ -443,7 +502,7 @@ class ModelDiscoveryService:
             match = [p for p in recorded if p == target or p.resolve() == target]
             if not match:
                 raise ModelError(
-                    f"Folder {folder} is not one `magi discover FOLDER` added to {self.registry_path} "
+                    f"Folder {folder} is not one `magi discover FOLDER` added to {self.folders_path} "
                     f"(added: {', '.join(map(str, recorded)) or 'none'}); folders of models.dirs are "
                     "changed in the config.",
                     status_code=404,
@@ -468,9 +527,10 @@ class ModelDiscoveryService:
         recorded: Sequence[Path] = (),
         added: Sequence[Path] = (),
         forgotten: Sequence[Path] = (),
+        notes: Sequence[str] = (),
     ) -> DiscoveryResult:
         start = time.perf_counter()
-        warnings: list[str] = []
+        warnings: list[str] = list(notes)
         dirs = list(self.scan_paths)
         # A folder that does not exist is a mistake to report, not a place to create and
         # fill with a 250 MB demo model; only the project's default folder is created.
@@ -515,13 +575,17 @@ class ModelDiscoveryService:
         registry = ModelRegistry(
             updated_at=utc_now(),
             scan_paths=[Path(d).resolve() for d in dirs],
-            added_dirs=list(recorded),
             n_ctx=self.n_ctx,
             models=registry_models,
             skipped=sorted(skipped, key=lambda s: str(s.path)),
         )
         return DiscoveryResult(
-            registry=registry, stats=stats, warnings=warnings, added=list(added), forgotten=list(forgotten)
+            registry=registry,
+            stats=stats,
+            warnings=warnings,
+            added=list(added),
+            forgotten=list(forgotten),
+            added_dirs=list(recorded),
         )
 
     def _read_all(
@@ -611,8 +675,9 @@ class ModelDiscoveryService:
 
 
 def _salvage_added_dirs(path: Path) -> list[Path]:
-    """The ``added_dirs`` of a registry file that does not load (bad entries, other version):
-    they are the user's choices, not a cache, so a rebuild keeps them when they can be read."""
+    """The ``added_dirs`` of a previous release's registry file that does not load (bad
+    entries, other version): they are the user's choices, so a rebuild keeps them when
+    they can be read (and moves them into the folders file)."""
     import json
 
     try:

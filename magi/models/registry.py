@@ -124,8 +124,10 @@ class ModelRegistry(MagiModel):
     scan_paths: list[Path] = Field(default_factory=list, description="Folders that were scanned.")
     added_dirs: list[Path] = Field(
         default_factory=list,
-        description="Folders `magi discover FOLDER` added: every refresh of this registry scans "
-        "them beside models.dirs (`magi discover --forget FOLDER` removes one).",
+        exclude=True,
+        description="Read, never written: where the previous release kept the folders `magi "
+        "discover FOLDER` added. A refresh moves them into the folders file "
+        "(added_folders_path), which is configuration; this file is only a cache.",
     )
     n_ctx: int = Field(default=2048, gt=0, description="Context length the memory estimates assume.")
     models: dict[str, ModelEntry] = Field(default_factory=dict, description="Models by id.")
@@ -270,6 +272,79 @@ class RegistryWriteError(ModelError):
             "point models.registry (magi discover --registry FILE) at a file in a writable folder.",
             details={"path": str(path), "errno": error.errno},
         )
+
+
+class FoldersWriteError(RegistryWriteError):
+    """The folders file (:func:`added_folders_path`) cannot be written (503), like the registry."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.path = path
+        self.reason = error.strerror or str(error)
+        ModelError.__init__(
+            self,
+            f"Cannot write {path} (the folders `magi discover FOLDER` added): {self.reason}. Make its "
+            "folder writable, or point models.registry (magi discover --registry FILE) at a file in a "
+            "writable folder (the folders file lives beside it).",
+            details={"path": str(path), "errno": error.errno},
+        )
+
+
+#: The folders file's name is the registry's stem plus this (models/registry.json ->
+#: models/registry.folders.json); :func:`added_folders_path` is the one place that builds it.
+ADDED_FOLDERS_SUFFIX = ".folders.json"
+ADDED_FOLDERS_VERSION = 1
+
+
+def added_folders_path(registry_path: Path | str) -> Path:
+    """Where the folders `magi discover FOLDER` added are kept for ``registry_path``: beside it.
+
+    They are the user's configuration, so they do not live in the registry, a cache MAGI
+    rebuilds from scratch when it is damaged. Each registry file has its own folders file.
+    """
+    registry_path = Path(registry_path)
+    return registry_path.with_name(registry_path.stem + ADDED_FOLDERS_SUFFIX)
+
+
+def load_added_folders(path: Path) -> list[Path] | None:
+    """The folders recorded in the folders file ``path``; None if there is no such file.
+
+    Raises:
+        ModelError: the file cannot be read or is not a folders file (422); ``details["reason"]``
+            says what is wrong, the message names the file.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):  # no file (a path through a file has none either)
+        return None
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})"
+    except json.JSONDecodeError as exc:
+        reason = f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+    except OSError as exc:
+        reason = f"unreadable ({exc.strerror or exc})"
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting too deep
+        reason = f"not JSON MAGI can read ({'nested too deeply' if isinstance(exc, RecursionError) else exc})"
+    else:
+        folders = data.get("folders") if isinstance(data, dict) else None
+        if isinstance(folders, list) and all(isinstance(p, str) and p for p in folders):
+            return [Path(p).expanduser() for p in folders]
+        reason = 'not {"version": 1, "folders": ["/a/folder", ...]}'
+    raise ModelError(
+        f"Folders file {path} is {reason}.", details={"path": str(path), "reason": reason}
+    )
+
+
+def save_added_folders(path: Path, folders: list[Path]) -> None:
+    """Write the folders file atomically (an existing file keeps its mode).
+
+    Raises:
+        FoldersWriteError: it cannot be written (503), named in the message.
+    """
+    text = json.dumps({"version": ADDED_FOLDERS_VERSION, "folders": [str(p) for p in folders]}, indent=2)
+    try:
+        atomic_write_text(path, text + "\n")
+    except OSError as exc:
+        raise FoldersWriteError(path, exc) from None
 
 
 def utc_now() -> str:
