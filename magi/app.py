@@ -11,7 +11,9 @@ the summary callback lists it as a failed row and ends with status 1.
 Before Hydra composes anything, :func:`launch` reads the files it will compose
 through MAGI's YAML limits (:func:`magi.config.compose.check_config_files`), so a
 broken or hostile profile is refused with ``error: <file>: <problem>`` and status 2
-rather than hanging Hydra or ending in a traceback; Ctrl-C ends with one line and
+rather than hanging Hydra or ending in a traceback, and an override Hydra's grammar
+cannot read (``prompt=${foo``) is one ``error:`` line saying how to write it
+(:func:`magi.config.compose.parse_overrides`); Ctrl-C ends with one line and
 status 130, as ``magi ask`` does.
 """
 
@@ -28,6 +30,7 @@ from magi.config.compose import (
     CONFIG_GROUPS,
     check_config_files,
     default_conf_dir,
+    parse_overrides,
     to_container,
     validate_config,
 )
@@ -68,11 +71,13 @@ def main(cfg: DictConfig) -> Any:
         raise
 
 
-
 def check_command_line(argv: Sequence[str], conf_dir: str | None = None) -> None:
     """Check the files ``run.py <argv>`` will compose (see :func:`check_config_files`).
 
     Raises:
+        OverrideError: Hydra's grammar cannot read an override (``prompt=${foo``, an
+            unquoted non-UTF-8 byte): one line saying how to write it, not Hydra's
+            parser exception.
         ConfigFileError / ConfigError: a file breaks MAGI's limits, or a group option
             is not a name (``profile=123``).
         LauncherUnavailableError: the ``hydra/launcher`` plugin or cluster is missing.
@@ -80,6 +85,7 @@ def check_command_line(argv: Sequence[str], conf_dir: str | None = None) -> None
     from hydra._internal.utils import get_args_parser
 
     args, _ = get_args_parser().parse_known_args(list(argv))
+    parse_overrides(args.overrides or [])
     check_launcher(args.overrides or [], multirun=bool(args.multirun))
     check_config_files(
         conf_dir or default_conf_dir(),

@@ -106,6 +106,24 @@ class ConfigFileError(ConfigError):
         self.args = (self.message,)
 
 
+class OverrideError(ConfigError):
+    """A command-line override Hydra's grammar cannot read (``prompt=${foo``).
+
+    One line, ``"cannot read the override <override>: <problem>. <how to write it>"``,
+    so ``run.py`` prints one ``error:`` line instead of Hydra's parser exception.
+    """
+
+    def __init__(self, override: str, problem: str) -> None:
+        super().__init__([f"{override}: {problem}"], source="the command-line overrides")
+        self.override = override
+        self.message = (
+            f"cannot read the override {override}: {problem}. Quote text Hydra-style "
+            '("prompt=\'...\'"), write \\${ for a literal ${, or use magi ask "...", '
+            "which takes prompts as typed"
+        )
+        self.args = (self.message,)
+
+
 class ProfileNotFoundError(MAGIException):
     """No profile of that name exists; the message lists the available ones."""
 

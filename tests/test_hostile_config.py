@@ -20,6 +20,7 @@ import pytest
 import magi
 from magi import ProfileManager
 from magi.cli import main
+from magi.config.compose import check_config_files
 from magi.config.profile import ModelProfile, TierConfig
 from magi.config.yamlfile import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_yaml_file
 from magi.errors import (
@@ -373,6 +374,7 @@ SAVE_AND_REPORT = """
 import sys
 from pathlib import Path
 from magi import ProfileManager
+from magi.config.compose import check_config_files
 from magi.config.profile import ModelProfile, TierConfig
 from magi.errors import MAGIException
 folder = Path(sys.argv[1]) / "mnt" / "profile"
@@ -504,3 +506,140 @@ def test_ctrl_c_in_run_py_exits_130_with_one_line(conf_dir: Path, tmp_path: Path
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err
     assert ">>> Hi" in out
+
+
+# -- item 5: every way a file reaches Hydra is checked first ------------------------------------------
+BOMB = BAD_FILES["alias bomb"][0]
+
+
+def _refused_by_run_py(proc: subprocess.CompletedProcess[str], path: Path) -> None:
+    assert proc.returncode == 2, proc.stderr
+    _one_error_line(proc.stderr, path, "alias bomb")
+    assert proc.stdout == ""
+
+
+def test_run_py_refuses_a_bomb_added_under_another_package(conf_dir: Path, tmp_path: Path) -> None:
+    """``+group@package=option`` composes the option too (timeout: the old code hung)."""
+    path = _write_bad(conf_dir / "profile", "alias bomb")
+    proc = _run(
+        "+profile@foo=bad", f"hydra.run.dir={tmp_path / 'run'}", conf_dir=conf_dir, cwd=tmp_path, timeout=60
+    )
+    _refused_by_run_py(proc, path)
+    with pytest.raises(ConfigFileError):
+        check_config_files(conf_dir, ["profile=demo", "+profile@foo=bad"])
+
+
+#: A defaults-list entry of conf/profile/inc.yaml -> where it takes the bomb from (under conf/).
+DEFAULTS_ENTRIES: dict[str, tuple[str, str]] = {
+    "absolute group with a package": ("{/hidden@x: b}", "hidden/b.yaml"),
+    "absolute group": ("{/hidden: b}", "hidden/b.yaml"),
+    "relative group": ("{hidden: b}", "profile/hidden/b.yaml"),
+    "a config of its own group": ("b", "profile/b.yaml"),
+    "an absolute config path": ("/hidden/b", "hidden/b.yaml"),
+    "optional": ("{optional /hidden: b}", "hidden/b.yaml"),
+    "override": ("{override /hidden@x: b}", "hidden/b.yaml"),
+    "an option list": ("{/hidden: [a, b]}", "hidden/b.yaml"),
+    "through a clean file": ("{/hidden: mid}", "hidden/b.yaml"),  # mid.yaml's defaults take b
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEFAULTS_ENTRIES))
+def test_defaults_lists_are_followed(case: str, conf_dir: Path) -> None:
+    entry, bomb = DEFAULTS_ENTRIES[case]
+    (conf_dir / "profile" / "inc.yaml").write_text(f"defaults: [_self_, {entry}, demo]\n")
+    (conf_dir / "hidden").mkdir()
+    (conf_dir / "hidden" / "a.yaml").write_text("a: 1\n")
+    (conf_dir / "hidden" / "mid.yaml").write_text("defaults: [{/hidden@y: b}, _self_]\nmid: 1\n")
+    (conf_dir / bomb).parent.mkdir(parents=True, exist_ok=True)
+    (conf_dir / bomb).write_bytes(BOMB)
+    with pytest.raises(ConfigFileError) as info:
+        check_config_files(conf_dir, ["profile=inc"])
+    assert str(info.value).startswith(f"{conf_dir / bomb}: ")
+    (conf_dir / bomb).write_text("ok: 1\n")
+    check_config_files(conf_dir, ["profile=inc"])  # clean files pass
+
+
+def test_defaults_lists_that_loop_end(conf_dir: Path) -> None:
+    (conf_dir / "profile" / "a1.yaml").write_text("defaults: [a2, {/profile: a1}]\n")
+    (conf_dir / "profile" / "a2.yaml").write_text("defaults: [a1]\n")
+    check_config_files(conf_dir, ["profile=a1"])  # returns: Hydra reports the loop itself
+
+
+def test_the_primary_configs_defaults_are_followed_too(conf_dir: Path) -> None:
+    (conf_dir / "hidden").mkdir()
+    (conf_dir / "hidden" / "b.yaml").write_bytes(BOMB)
+    (conf_dir / "task" / "run.yaml").write_text(
+        (conf_dir / "task" / "run.yaml").read_text() + "defaults: [/hidden/b]\n"
+    )
+    with pytest.raises(ConfigFileError) as info:
+        check_config_files(conf_dir)
+    assert str(info.value).startswith(f"{conf_dir / 'hidden' / 'b.yaml'}: ")
+
+
+def test_run_py_follows_a_profiles_defaults_list(conf_dir: Path, tmp_path: Path) -> None:
+    (conf_dir / "profile" / "inc.yaml").write_text("defaults: [{/hidden@x: b}, demo]\n")
+    (conf_dir / "hidden").mkdir()
+    path = conf_dir / "hidden" / "b.yaml"
+    path.write_bytes(BOMB)
+    proc = _run(
+        "profile=inc", f"hydra.run.dir={tmp_path / 'run'}", conf_dir=conf_dir, cwd=tmp_path, timeout=60
+    )
+    _refused_by_run_py(proc, path)
+
+
+@pytest.mark.parametrize("form", ["file-url", "plain", "relative", "primary config"])
+def test_run_py_checks_the_hydra_searchpath(form: str, conf_dir: Path, tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    (extra / "profile").mkdir(parents=True)
+    path = extra / "profile" / "xbomb.yaml"
+    path.write_bytes(BOMB)
+    args = ["profile=xbomb", f"hydra.run.dir={tmp_path / 'run'}"]
+    if form == "primary config":
+        config = conf_dir / "config.yaml"
+        text = config.read_text()
+        assert text.count("\nhydra:\n") == 1
+        config.write_text(text.replace("\nhydra:\n", f"\nhydra:\n  searchpath: ['file://{extra}']\n"))
+    else:
+        where = {"file-url": f"file://{extra}", "plain": str(extra), "relative": "extra"}[form]
+        args.insert(0, f"hydra.searchpath=[{where}]")
+    proc = _run(*args, conf_dir=conf_dir, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    _one_error_line(proc.stderr, path, "alias bomb")  # a relative folder is named absolute
+
+
+# -- item 5/3: an override Hydra cannot read is one line saying how to write it ----------------------
+@pytest.mark.parametrize(
+    ("override", "shown"),
+    [
+        ("prompt=caf\udce9", "prompt=caf\\xe9"),  # $'caf\xe9' unquoted: not UTF-8
+        ("prompt='cost ${'", "prompt='cost ${'"),
+        ("prompt=${foo", "prompt=${foo"),
+    ],
+)
+def test_run_py_explains_an_override_hydra_cannot_read(override: str, shown: str, tmp_path: Path) -> None:
+    proc = _run(
+        override, f"hydra.run.dir={tmp_path / 'run'}", conf_dir=ROOT / "conf", cwd=tmp_path, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot read the override {shown}: "), line
+    assert "prompt='...'" in line and "\\${" in line and 'magi ask "..."' in line
+    assert proc.stdout == ""
+    with pytest.raises(ConfigError) as info:
+        magi.compose(overrides=[override])
+    assert shown in str(info.value)
+
+
+def test_an_escaped_interpolation_in_a_prompt_is_the_literal_text() -> None:
+    """The fix the message above suggests works: ``\\${`` is a literal ``${``."""
+    assert magi.compose(profile="demo", overrides=["prompt='cost \\${'"]).prompt == "cost ${"
+
+
+def test_run_py_refuses_a_quoted_non_utf8_prompt_naming_the_byte(tmp_path: Path) -> None:
+    """Quoted, Hydra reads it; validation then refuses it, naming the byte (no model is loaded)."""
+    proc = _run(
+        "prompt='caf\udce9'", f"hydra.run.dir={tmp_path / 'run'}", conf_dir=ROOT / "conf", cwd=tmp_path
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "prompt: is not valid Unicode text" in proc.stderr and "the byte 0xE9" in proc.stderr

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from magi.config.app import MagiConfig
 from magi.config.base import validation_to_config_error
-from magi.errors import ConfigError, ConfigFileError, ProfileNotFoundError
+from magi.errors import ConfigError, ConfigFileError, OverrideError, ProfileNotFoundError
 from magi.sweeps.launchers import register_resolvers
 
 register_resolvers()  # conf/hydra/launcher/*.yaml use ${magi.cores_up_to:N}
@@ -88,36 +88,109 @@ def _kind(value: object) -> str | None:
     return None
 
 
-def _chosen_options(primary: Any, overrides: Sequence[str]) -> dict[str, list[object]]:
-    """Group -> the option(s) chosen: the primary config's defaults list, then the
-    overrides (a sweep ``profile=a,b`` chooses both, ``glob(...)`` the matching ones)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep, Glob
+def shown_override(text: str) -> str:
+    """An override as the user typed it, printable: a non-UTF-8 byte (a lone surrogate
+    in ``sys.argv``) is shown as ``\\xe9``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
-    chosen: dict[str, list[object]] = {}
-    defaults = primary.get("defaults") if isinstance(primary, dict) else None
-    for entry in defaults if isinstance(defaults, list) else []:
-        if isinstance(entry, dict) and len(entry) == 1:
-            ((key, value),) = entry.items()
-            group = str(key).removeprefix("override ").strip().split("@")[0]
-            chosen[group] = [value]
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except Exception:  # Hydra reports a malformed override itself
-        parsed = []
-    for override in parsed:
-        if override.is_delete() or override.package:
+
+def _strings(value: object) -> list[str]:
+    """Every string in an override's value (lists, dicts and choice sweeps included)."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, ChoiceSweep):
+        value = value.list
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[Any]:
+    """Hydra's own parse of ``overrides`` (its ``Override`` objects), or one clear error.
+
+    Hydra reports an override its grammar cannot read (``prompt=${foo``, an unquoted
+    non-UTF-8 byte) as a raw ``LexerNoViableAltException``, and a string OmegaConf's
+    interpolation grammar cannot read (``prompt='cost ${'``) only when it merges it.
+    Both are found here, before anything is composed.
+
+    Raises:
+        OverrideError: naming the override and how to write it (422).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import grammar_parser
+
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        shown = shown_override(text)
+        try:
+            override = parser.parse_override(text)
+        except Exception as exc:
+            bad = [f"0x{ord(c) - 0xDC00:02x}" for c in text if 0xDC80 <= ord(c) <= 0xDCFF]
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = f"not UTF-8 text (byte {bad[0]})" if bad else shown_override(first)
+            raise OverrideError(shown, reason) from None
+        if not override.is_delete():
+            for value in _strings(override.value()):
+                if "${" not in value:
+                    continue
+                try:
+                    grammar_parser.parse(value)
+                except Exception as exc:  # GrammarParseError: what Hydra's merge would raise
+                    raise OverrideError(shown, shown_override(str(exc).strip().splitlines()[0])) from None
+        parsed.append(override)
+    return parsed
+
+
+def _search_path_dirs(entries: object) -> list[Path]:
+    """The folders of a ``hydra.searchpath`` list: ``file://`` URLs and plain paths
+    (relative to the working directory, as Hydra reads them). ``pkg://`` entries are
+    skipped: they name installed packages' configs, not files a user drops in, and
+    reading them would mean importing the package; interpolated ones are skipped too."""
+    dirs: list[Path] = []
+    for entry in entries if isinstance(entries, list | tuple) else []:
+        if not isinstance(entry, str) or "${" in entry:
             continue
-        value = override.value()
-        if isinstance(value, ChoiceSweep):
-            chosen[override.key_or_group] = list(value.list)
-        elif isinstance(value, Glob):
-            chosen[override.key_or_group] = [value]
-        elif override.is_sweep_override():
-            continue  # range/interval sweeps choose no config file
-        else:
-            chosen[override.key_or_group] = [value]
-    return chosen
+        if entry.startswith("file://"):
+            entry = entry.removeprefix("file://")
+        elif "://" in entry:  # pkg:// (see above) or a scheme Hydra has no source for
+            continue
+        dirs.append(Path(entry).expanduser().absolute())
+    return dirs
+
+
+def _defaults_entries(data: object, parent_group: str) -> list[tuple[str, str | None, list[object], bool]]:
+    """A config file's defaults list as ``(path, package, options, is_group)``.
+
+    A group entry (``{group@pkg: option}``, ``{optional /group: [a, b]}``,
+    ``{override group: option}``) gives its absolute group path and options; a config
+    entry (``other``, ``/group/option``) its absolute config path. Relative paths are
+    relative to the file's own group, as Hydra reads them; ``_self_`` is skipped.
+    """
+
+    def absolute(path: str) -> str:
+        path = path.strip()
+        return path[1:] if path.startswith("/") else "/".join(p for p in (parent_group, path) if p)
+
+    defaults = data.get("defaults") if isinstance(data, dict) else None
+    entries: list[tuple[str, str | None, list[object], bool]] = []
+    for entry in defaults if isinstance(defaults, list) else []:
+        if isinstance(entry, str) and entry.strip() != "_self_":
+            path, _, package = entry.strip().partition("@")
+            entries.append((absolute(path), package or None, [], False))
+        elif isinstance(entry, dict) and len(entry) == 1:
+            ((key, value),) = entry.items()
+            words = str(key).split()
+            if not words:
+                continue
+            group, _, package = words[-1].partition("@")  # before it: optional / override
+            options = value if isinstance(value, list) else [value]
+            entries.append((absolute(group), package or None, options, True))
+    return entries
 
 
 def check_config_files(
@@ -132,28 +205,68 @@ def check_config_files(
 
     Hydra (OmegaConf) copies every YAML alias, so an alias bomb composes for minutes,
     and a non-UTF-8 or deeply nested file ends in a traceback. Checked: the primary
-    config and, for each config group, the option(s) chosen by its defaults list or
-    the overrides, in ``conf_dir`` and any extra ``search_dirs`` (``--config-dir``).
+    config and every file its defaults list takes, recursively (each file's own
+    defaults list too: group and config entries, ``/absolute`` groups, ``@package``,
+    ``optional``, ``override``, option lists), with the options the overrides choose
+    instead (``profile=x``, a sweep ``profile=a,b``, ``glob(...)``) and the ones they add
+    (``+profile@foo=x``). Files are looked for in ``conf_dir``, the extra
+    ``search_dirs`` (``--config-dir``) and the ``hydra.searchpath`` set by an override
+    or the primary config. Each config path is read once (a loop of defaults ends).
 
     Raises:
+        OverrideError: an override Hydra cannot read (422).
         ConfigFileError: ``<file>: <problem>`` (422).
         ConfigError: a group option is not a string (``profile=123``; 422).
     """
-    from hydra.core.override_parser.types import Glob
+    from hydra.core.override_parser.types import ChoiceSweep, Glob
 
     from magi.config.yamlfile import load_yaml_file
 
-    dirs = [Path(conf_dir), *(Path(d) for d in search_dirs)]
-    primary: Any = None
-    for folder in dirs:
-        path = folder / f"{config_name}.yaml"
-        if path.is_file():
-            data = load_yaml_file(path)
-            primary = data if primary is None else primary
-    for group, options in _chosen_options(primary, overrides).items():
-        folders = [d / group for d in dirs if (d / group).is_dir()]
-        if not folders:
-            continue  # not a config group (a value override such as prompt=...)
+    parsed = parse_overrides(overrides)
+    dirs = [Path(conf_dir).absolute(), *(Path(d).absolute() for d in search_dirs)]
+    for override in parsed:
+        if override.key_or_group == "hydra.searchpath" and not override.is_delete():
+            dirs += _search_path_dirs(override.value())
+
+    def files(config_path: str) -> list[Path]:
+        found = []
+        for folder in dict.fromkeys(dirs):
+            path = folder / f"{config_path}.yaml"
+            try:
+                exists = path.is_file()
+            except OSError as exc:  # e.g. a 300-character name: ENAMETOOLONG
+                raise ConfigFileError(path, f"cannot open the file: {exc.strerror or exc}") from None
+            if exists:
+                found.append(path)
+        return found
+
+    def is_group(group: str) -> bool:
+        return any((d / group).is_dir() for d in dirs)
+
+    def group_paths(group: str, option: object) -> list[str]:
+        if isinstance(option, Glob):
+            names = {p.stem for d in dirs if (d / group).is_dir() for p in (d / group).glob("*.yaml")}
+            return [f"{group}/{name}" for name in option.filter(sorted(names))]
+        if option is None or not isinstance(option, str | int | float) or isinstance(option, bool):
+            return []
+        text = str(option)
+        return [] if text == "???" or "${" in text else [f"{group}/{text}"]
+
+    # Options the overrides choose, by (group, package); matched to defaults entries, the rest added.
+    chosen: dict[tuple[str, str | None], list[object]] = {}
+    for override in parsed:
+        if override.is_delete() or not is_group(override.key_or_group):
+            continue  # not a config group: a value override such as prompt=...
+        value = override.value()
+        if isinstance(value, ChoiceSweep):
+            options = list(value.list)
+        elif isinstance(value, Glob):
+            options = [value]
+        elif override.is_sweep_override():
+            continue  # range/interval sweeps choose no config file
+        else:
+            options = value if isinstance(value, list) else [value]
+        group = override.key_or_group
         for option in options:
             kind = _kind(option)
             if kind:
@@ -165,23 +278,40 @@ def check_config_files(
                     ],
                     source="the command-line overrides",
                 )
-            for folder in folders:
-                if isinstance(option, Glob):
-                    names = option.filter(sorted(p.stem for p in folder.glob("*.yaml")))
-                    paths = [folder / f"{name}.yaml" for name in names]
+        chosen[(group, override.package or None)] = options
+
+    for path in files(config_name):  # the primary's hydra.searchpath adds folders first
+        data = load_yaml_file(path)
+        hydra_node = data.get("hydra") if isinstance(data, dict) else None
+        if isinstance(hydra_node, dict):
+            dirs += _search_path_dirs(hydra_node.get("searchpath"))
+
+    pending = [config_name]
+    seen: set[str] = set()
+    while pending or chosen:
+        if not pending:  # overrides no defaults entry took: +group@pkg=option and the like
+            (group, _), options = chosen.popitem()
+            pending += [p for option in options for p in group_paths(group, option)]
+            continue
+        config_path = pending.pop()
+        if config_path in seen:
+            continue
+        seen.add(config_path)
+        for path in files(config_path):
+            for target, package, options, group_entry in _defaults_entries(
+                load_yaml_file(path), os.path.dirname(config_path)
+            ):
+                if group_entry:
+                    options = chosen.pop((target, package), options)
+                    pending += [p for option in options for p in group_paths(target, option)]
                 else:
-                    paths = [folder / f"{option}.yaml"]
-                for path in paths:
-                    try:
-                        exists = path.is_file()
-                    except OSError as exc:  # e.g. a 300-character name: ENAMETOOLONG
-                        raise ConfigFileError(path, f"cannot open the file: {exc.strerror or exc}") from None
-                    if exists:
-                        load_yaml_file(path)
+                    pending.append(target)
 
 
 #: Fields that are literal text: taken as written, never interpolated, so a prompt may
-#: contain ``${...}`` (``python run.py prompt='What is ${runtime.n_ctx}?'``).
+#: contain ``${...}`` (``python run.py prompt='What is ${runtime.n_ctx}?'``). An escaped
+#: ``\${`` (how Hydra's grammar takes a ``${`` with no closing brace: ``prompt='cost \${'``)
+#: is a ``${``, as OmegaConf reads it.
 LITERAL_KEYS: tuple[str, ...] = ("prompt",)
 
 
@@ -194,7 +324,7 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
     raw = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(raw, dict)
-    literal = {key: raw[key] for key in LITERAL_KEYS if isinstance(raw.get(key), str)}
+    literal = {key: raw[key].replace("\\${", "${") for key in LITERAL_KEYS if isinstance(raw.get(key), str)}
     if literal:
         cfg = cfg.copy()
         with open_dict(cfg):
