@@ -701,3 +701,25 @@ def test_a_read_only_registry_folder_keeps_the_migrated_folders_in_memory(
         assert TINY in result.registry.models and not result.saved
         assert len(_warnings_naming(caplog, "kept in memory")) == 1, caplog.text
     assert not added_folders_path(path).exists()
+
+
+def test_a_start_logs_each_discovery_warning_once(
+    seed_models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Discovery logs its own warnings; the start (load_registry) must not repeat them."""
+    import magi
+    from magi.runtime.resolve import load_registry
+
+    cfg = magi.compose(
+        profile="development",
+        overrides=[
+            f"models.dirs=['{seed_models_dir}']",
+            f"models.registry='{tmp_path / 'registry.json'}'",
+            "models.demo=false",
+            "models.pins=[{file:no-such-file.gguf,id:ghost_1p0b_q4km_fast}]",
+        ],
+    )
+    with caplog.at_level(logging.WARNING):
+        load_registry(cfg)
+    pin_warnings = [r for r in caplog.records if "no-such-file.gguf" in r.getMessage()]
+    assert len(pin_warnings) == 1, [r.getMessage() for r in pin_warnings]

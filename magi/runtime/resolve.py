@@ -75,10 +75,8 @@ def load_registry(config: MagiConfig, *, progress: bool = False) -> ModelRegistr
     stop a start: it is kept in memory, with one warning naming the file.
     """
     service = ModelDiscoveryService(config=config.models, n_ctx=config.runtime.n_ctx, progress=progress)
-    result = service.refresh(save=True, save_errors="warn")
-    for warning in result.warnings:
-        logger.warning("%s", warning)
-    return result.registry
+    # discovery logs its own warnings (result.warnings), once each
+    return service.refresh(save=True, save_errors="warn").registry
 
 
 def model_spec(entry: ModelEntry, runtime: RuntimeConfig) -> ModelSpec:
