@@ -51,6 +51,10 @@ _recent_errors: collections.deque[str] = collections.deque(maxlen=4)
 #: (``Llama(..., verbose=False)``): the swaps are not thread-safe (see the module docstring).
 FD_SWAP_LOCK = threading.Lock()
 
+#: Texts whose tokens a backend remembers (:meth:`LlamaBackend.tokens`): a refine tries
+#: a few shortened drafts before the one it sends.
+_TOKENISED_TEXTS = 4
+
 REPLACE_BY_RENAME = (
     "replace a model file by writing the new file next to it and renaming it over the old "
     "one (mv new.gguf old.gguf), never by writing into it; set runtime.use_mmap=false "
@@ -107,6 +111,10 @@ class LlamaBackend:
         self._llm: Any = None
         self._chat: bool = False
         self._identity: FileIdentity | None = None  # of the file when it was loaded
+        #: The last few texts tokenised, with their tokens (:meth:`tokens`). A stage counts
+        #: its prompt to fit the context, llama.cpp processes it and the trace reports its
+        #: size: one tokenisation serves all three. Cleared when the model is closed.
+        self._tokenised: collections.OrderedDict[str, list[int]] = collections.OrderedDict()
 
     @property
     def loaded(self) -> bool:
@@ -227,9 +235,23 @@ class LlamaBackend:
         """The text a completion-style model sees (chat models get messages instead)."""
         return settings.prompt_template.replace("{prompt}", prompt)
 
-    def count_tokens(self, text: str) -> int:
+    def tokens(self, text: str) -> list[int]:
+        """``text`` as the model's tokens, the way ``create_completion`` tokenises a prompt
+        (BOS added if the model wants one, special tokens parsed), remembered for the next
+        few calls: a stage tokenises its prompt once, and llama.cpp is given these tokens."""
         llm = self._require()
-        return len(llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+        cached = self._tokenised.get(text)
+        if cached is None:
+            cached = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+            self._tokenised[text] = cached
+            while len(self._tokenised) > _TOKENISED_TEXTS:
+                self._tokenised.popitem(last=False)
+        else:
+            self._tokenised.move_to_end(text)
+        return cached
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokens(text))
 
     def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
         """The prompt as the model sees it: templated for completion-style models. A chat
@@ -258,7 +280,9 @@ class LlamaBackend:
                     if "content" in delta:  # the first chunk carries only the role
                         yield delta["content"] or ""
             else:
-                for chunk in llm.create_completion(self.format_prompt(prompt, settings), **kwargs):
+                # the tokens counted above: llama.cpp does not tokenise the text again
+                tokens = self.tokens(self.format_prompt(prompt, settings))
+                for chunk in llm.create_completion(tokens, **kwargs):
                     # One chunk per token ("" while a multi-byte character is incomplete),
                     # then a closing chunk with the finish reason and no text.
                     choice = chunk["choices"][0]
@@ -301,6 +325,7 @@ class LlamaBackend:
     def close(self) -> None:
         llm, self._llm = self._llm, None
         self._identity = None
+        self._tokenised.clear()  # a reloaded (replaced) file may tokenise differently
         if llm is not None:
             llm.close()
             logger.info("Closed %s", self.spec.model_id)
