@@ -131,7 +131,23 @@ def _check_json_schema(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _lookup_tokens(value: Any) -> Any:
+    """``false`` turns prompt lookup off (0); ``true`` says nothing about how many tokens to draft."""
+    if value is False:
+        return 0
+    if value is True:
+        raise ValueError(
+            f"give the number of tokens to draft from the prompt (e.g. {PROMPT_LOOKUP_DEFAULT}), "
+            "or false for off"
+        )
+    return value
+
+
+#: Tokens drafted per step by prompt-lookup decoding (``prompt_lookup``) unless configured.
+PROMPT_LOOKUP_DEFAULT = 10
+
 StopList = Annotated[list[str], AfterValidator(check_stop_strings)]
+PromptLookup = Annotated[int, BeforeValidator(_lookup_tokens), Field(ge=0, le=128)]
 Grammar = Annotated[str, AfterValidator(check_grammar)]
 MaxTokens = Annotated[float, BeforeValidator(_no_string_number), AfterValidator(_whole_or_inf)]
 TensorSplit = Annotated[list[float], AfterValidator(_check_tensor_split)]
@@ -288,8 +304,18 @@ class SamplingSettings(MagiModel):
         ),
     )
 
+    prompt_lookup: PromptLookup = Field(
+        default=PROMPT_LOOKUP_DEFAULT,
+        description=(
+            "MAGI's: prompt-lookup decoding of the refine stage of in-process models, as the number "
+            "of tokens drafted from the prompt and verified in one batch "
+            "(llama_cpp.LlamaPromptLookupDecoding(num_pred_tokens=N)); false or 0: off. Greedy "
+            "text is the model's own; other stages never use it."
+        ),
+    )
+
     #: Fields that are MAGI's own and not passed to ``create_completion`` by name.
-    MAGI_FIELDS: ClassVar[tuple[str, ...]] = ("prompt_template", "grammar", "json_schema")
+    MAGI_FIELDS: ClassVar[tuple[str, ...]] = ("prompt_template", "grammar", "json_schema", "prompt_lookup")
 
     @property
     def max_tokens_or_none(self) -> int | None:

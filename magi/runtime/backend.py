@@ -102,7 +102,9 @@ class GenerationSettings(SamplingSettings):
         )
 
 
-def stage_settings(sampling: SamplingSettings, stage_max_tokens: int | None = None) -> GenerationSettings:
+def stage_settings(
+    sampling: SamplingSettings, stage_max_tokens: int | None = None, *, refine: bool = False
+) -> GenerationSettings:
     """The settings one stage generates with, and so its token budget (``max_tokens``;
     None: unlimited): the one computation the runner, ``magi route`` and the widget share.
 
@@ -110,7 +112,8 @@ def stage_settings(sampling: SamplingSettings, stage_max_tokens: int | None = No
     the runtime defaults), or the runtime defaults when the model is not known yet. A
     stage that sets its own budget (a draft's ``stage1_max_tokens``) replaces the answer
     length, because ``max_tokens`` is only the length "when a stage sets none" and the
-    draft budget is what keeps stage 1 short.
+    draft budget is what keeps stage 1 short. Only a ``refine`` stage keeps the model's
+    ``prompt_lookup`` (its prompt holds the draft it rewrites); other stages get 0 (off).
 
     Example:
         >>> from magi.config.model_settings import SamplingSettings
@@ -122,6 +125,8 @@ def stage_settings(sampling: SamplingSettings, stage_max_tokens: int | None = No
     fields = sampling.model_dump()
     if stage_max_tokens is not None:
         fields["max_tokens"] = stage_max_tokens
+    if not refine:  # prompt lookup pays off where the answer copies its prompt: the refine's draft
+        fields["prompt_lookup"] = 0
     return GenerationSettings.model_validate(fields)
 
 

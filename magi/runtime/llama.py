@@ -27,6 +27,7 @@ Two process-wide hazards are handled here:
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import logging
 import os
@@ -101,6 +102,36 @@ def quiet_llama_logs() -> None:
 
         _log_callback = _forward  # keep a reference: ctypes must not free it
         llama_cpp.llama_log_set(_forward, ctypes.c_void_p(0))
+
+
+@contextlib.contextmanager
+def prompt_lookup(llm: Any, num_pred_tokens: int) -> Iterator[None]:
+    """Prompt-lookup decoding on ``llm`` for one generation (0: leave it off).
+
+    ``Llama(draft_model=...)`` would turn it on for every call and force ``logits_all``
+    for the model's life: every stage (a draft on the same model too) would compute and
+    copy the logits of every prompt token (262k floats a token on Gemma 3), and the
+    ``scores`` array grows to ``n_ctx`` rows. ``generate()`` reads ``llm.draft_model`` on
+    each step and verifies drafted tokens only with logits for every batch position, so
+    one call sets the draft model, ``_logits_all`` and a full-size ``scores`` array, and
+    puts the model's own back afterwards (the caller holds the model's lease: no other
+    generation sees the switch). The larger array is freed with the call.
+    """
+    if num_pred_tokens <= 0 or llm.draft_model is not None:
+        yield
+        return
+    import numpy as np
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    saved = (llm._logits_all, llm.scores)
+    llm.draft_model = LlamaPromptLookupDecoding(num_pred_tokens=num_pred_tokens)
+    llm._logits_all = True
+    llm.scores = np.ndarray((llm._n_ctx, llm._n_vocab), dtype=np.single)  # pages used as written
+    try:
+        yield
+    finally:
+        llm.draft_model = None
+        llm._logits_all, llm.scores = saved
 
 
 class LlamaBackend:
@@ -272,6 +303,12 @@ class LlamaBackend:
         # every sampling setting by its own name (SamplingSettings.llama_kwargs)
         kwargs: dict[str, Any] = {**settings.llama_kwargs(), "stream": True}
         self._check_fits(self.count_prompt_tokens(prompt, settings))
+        with prompt_lookup(llm, settings.prompt_lookup):
+            yield from self._generate(llm, prompt, settings, kwargs)
+
+    def _generate(
+        self, llm: Any, prompt: str, settings: GenerationSettings, kwargs: dict[str, Any]
+    ) -> Iterator[str]:
         try:
             if self._chat:
                 messages = [{"role": "user", "content": prompt}]

@@ -543,7 +543,8 @@ class Runner:
             if model_id in tried or not self.health.acquire(model_id):
                 continue
             tried.add(model_id)
-            settings = self._timed(stage_settings(self.specs[model_id].sampling, stage.max_tokens), tier)
+            sampling = self.specs[model_id].sampling
+            settings = self._timed(stage_settings(sampling, stage.max_tokens, refine=draft is not None), tier)
             pieces: list[str] = []
             emitted = False
             stall: GenerationTimeout | None = None  # a stall after usable text: answer kept
