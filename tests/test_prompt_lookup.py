@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from magi.config.model_settings import (
-    PROMPT_LOOKUP_DEFAULT,
+    PROMPT_LOOKUP_TOKENS,
     LoadSettings,
     ModelOverrides,
     SamplingSettings,
@@ -86,7 +86,8 @@ def test_lookup_is_undone_when_the_answer_is_abandoned(echo_model: Path) -> None
 
 
 def test_setting_values_and_stages() -> None:
-    assert SamplingSettings().prompt_lookup == PROMPT_LOOKUP_DEFAULT
+    assert SamplingSettings().prompt_lookup == 0  # off unless configured (docs/PERFORMANCE.md)
+    assert SamplingSettings(prompt_lookup=PROMPT_LOOKUP_TOKENS).prompt_lookup == 10
     assert SamplingSettings(prompt_lookup=False).prompt_lookup == 0
     with pytest.raises(ValueError, match="number of tokens"):
         SamplingSettings(prompt_lookup=True)

@@ -137,14 +137,16 @@ def _lookup_tokens(value: Any) -> Any:
         return 0
     if value is True:
         raise ValueError(
-            f"give the number of tokens to draft from the prompt (e.g. {PROMPT_LOOKUP_DEFAULT}), "
+            f"give the number of tokens to draft from the prompt (e.g. {PROMPT_LOOKUP_TOKENS}), "
             "or false for off"
         )
     return value
 
 
-#: Tokens drafted per step by prompt-lookup decoding (``prompt_lookup``) unless configured.
-PROMPT_LOOKUP_DEFAULT = 10
+#: Tokens to draft per step when prompt lookup is turned on (``prompt_lookup: 10``); it is
+#: off by default: on this project's CPU measurements (docs/PERFORMANCE.md) it slowed the
+#: demo model's refines and changed greedy text (batched verification rounds differently).
+PROMPT_LOOKUP_TOKENS = 10
 
 StopList = Annotated[list[str], AfterValidator(check_stop_strings)]
 PromptLookup = Annotated[int, BeforeValidator(_lookup_tokens), Field(ge=0, le=128)]
@@ -305,12 +307,12 @@ class SamplingSettings(MagiModel):
     )
 
     prompt_lookup: PromptLookup = Field(
-        default=PROMPT_LOOKUP_DEFAULT,
+        default=0,
         description=(
             "MAGI's: prompt-lookup decoding of the refine stage of in-process models, as the number "
             "of tokens drafted from the prompt and verified in one batch "
-            "(llama_cpp.LlamaPromptLookupDecoding(num_pred_tokens=N)); false or 0: off. Greedy "
-            "text is the model's own; other stages never use it."
+            "(llama_cpp.LlamaPromptLookupDecoding(num_pred_tokens=N), e.g. 10); false or 0: off "
+            "(the default: see docs/PERFORMANCE.md). Other stages never use it."
         ),
     )
 
