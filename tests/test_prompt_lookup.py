@@ -103,3 +103,33 @@ def test_setting_values_and_stages() -> None:
     assert stage_settings(sampling, 16).prompt_lookup == 0
     assert stage_settings(sampling, refine=True).prompt_lookup == 5
     assert "prompt_lookup" not in stage_settings(sampling, refine=True).llama_kwargs()
+
+
+def test_the_runner_looks_up_on_the_refine_stage_only(tmp_path: Path) -> None:
+    from magi.testing.runtime import FAST, REASONER, FaultInjector, TinyRuntime, tagged
+
+    env = TinyRuntime.create(tmp_path, echo={REASONER})
+    hard = tagged("Prove it", 8.0)
+    common = (
+        "scorer=tagged",
+        "runtime.prompt_template='{prompt}'",
+        "profile.two_stage.stage1_max_tokens=5",
+        "runtime.max_tokens=12",
+    )
+    try:
+        texts = []
+        for lookup, own in ((4, None), (4, 0), (0, None)):
+            recorder = FaultInjector()
+            extra = [f"runtime.prompt_lookup={lookup}"]
+            if own is not None:  # one model's own setting over the default
+                extra.append(f"+runtime.models.{REASONER}.prompt_lookup={own}")
+            with env.runner("development", *common, *extra, backend_factory=recorder) as runner:
+                result = runner.run(hard)
+            assert result.two_stage
+            assert [s.prompt_lookup for s in recorder.settings[FAST]] == [0]  # the draft never
+            expected = lookup if own is None else own
+            assert [s.prompt_lookup for s in recorder.settings[REASONER]] == [expected]
+            texts.append(result.text)
+        assert texts[0] == texts[1] == texts[2] and texts[0]
+    finally:
+        env.close()
