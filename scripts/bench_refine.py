@@ -117,23 +117,29 @@ def bench_real(runner_off: Runner, runner_on: Runner, rounds: int) -> dict[str, 
     for prompt in two_stage:
         seconds: dict[str, list[float]] = {"off": [], "on": []}
         texts: dict[str, set[str]] = {"off": set(), "on": set()}
-        tokens = 0
+        tokens = {"off": 0, "on": 0}  # each side's own: the texts may differ
         for _ in range(rounds):
             for side, runner in (("off", runner_off), ("on", runner_on)):
                 result = runner.run(prompt)
                 refine = result.stages[-1]
                 assert refine.stage == "refine", refine
-                tokens = refine.completion_tokens
+                tokens[side] = refine.completion_tokens
                 seconds[side].append(max(refine.total_s - refine.ttft_s, 1e-9))
                 texts[side].add(result.text)
         ok = texts["off"] == texts["on"]
         same = same and ok
         med = {side: statistics.median(values) for side, values in seconds.items()}
         for side in total:
-            total[side][0] += max(tokens - 1, 0)
+            total[side][0] += max(tokens[side] - 1, 0)
             total[side][1] += med[side]
+        rates = {side: max(tokens[side] - 1, 0) / med[side] for side in med}
         per_prompt.append(
-            {"prompt": prompt[:40], "tokens": tokens, "ratio": round(med["off"] / med["on"], 3), "same": ok}
+            {
+                "prompt": prompt[:40],
+                "tokens": tokens,
+                "ratio": round(rates["on"] / rates["off"], 3) if rates["off"] else float("nan"),
+                "same": ok,
+            }
         )
     rate = {side: n / s for side, (n, s) in total.items()}
     return {
@@ -141,7 +147,7 @@ def bench_real(runner_off: Runner, runner_on: Runner, rounds: int) -> dict[str, 
         "off_tok_s": rate["off"],
         "on_tok_s": rate["on"],
         "ratio": rate["on"] / rate["off"],
-        "min_prompt_ratio": min(float(p["ratio"]) for p in per_prompt),  # type: ignore[arg-type]
+        "min_prompt_ratio": min((float(p["ratio"]) for p in per_prompt), default=float("nan")),  # type: ignore[arg-type]
         "same_text": float(same),
         "per_prompt": per_prompt,
     }
