@@ -147,7 +147,9 @@ def bench_real(runner_off: Runner, runner_on: Runner, rounds: int) -> dict[str, 
         "off_tok_s": rate["off"],
         "on_tok_s": rate["on"],
         "ratio": rate["on"] / rate["off"],
-        "min_prompt_ratio": min((float(p["ratio"]) for p in per_prompt), default=float("nan")),  # type: ignore[arg-type]
+        "min_prompt_ratio": min(
+            (float(p["ratio"]) for p in per_prompt if p["ratio"] == p["ratio"]), default=float("nan")
+        ),  # type: ignore[arg-type]
         "same_text": float(same),
         "per_prompt": per_prompt,
     }
