@@ -114,7 +114,11 @@ class OverrideError(ConfigError):
     """
 
     def __init__(self, override: str, problem: str) -> None:
-        super().__init__([f"{override}: {problem}"], source="the command-line overrides")
+        grammar = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+        super().__init__(
+            [f"{override}: {problem} (key=value, Hydra's override grammar: {grammar})"],
+            source="the command-line overrides",
+        )
         self.override = override
         self.message = (
             f"cannot read the override {override}: {problem}. Quote text Hydra-style "

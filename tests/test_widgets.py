@@ -105,7 +105,7 @@ def test_bad_override_shows_error_in_place_and_keeps_last_valid_config(make_pick
 
     picker.overrides_text.value += "\nnot an override"
     shown = text_of(picker.validation.value)
-    assert "not an override" in shown and "override_grammar" in shown  # Hydra's parser message
+    assert "not an override" in shown and "override_grammar" in shown  # a pointer to the grammar
 
     picker.overrides_text.value = "\n".join(
         picker.overrides[:-2] + ["# a comment", "", "runtime.max_tokens=4"]
