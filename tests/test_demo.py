@@ -98,7 +98,9 @@ def test_demo_model_is_not_copied_twice(demo_path: Path, capsys: pytest.CaptureF
 @pytest.mark.slow
 def test_demo_model_is_registered_by_discovery(demo_path: Path) -> None:
     folder = demo_path.parent
-    registry = ModelDiscoveryService(scan_path=folder, config=ModelsConfig(demo=True)).discover().registry
+    # the demo's own folder (models.demo_dir; by default MAGI's models/, never a scanned one)
+    config = ModelsConfig(demo=True, demo_dir=folder)
+    registry = ModelDiscoveryService(scan_path=folder, config=config).discover().registry
     entry = registry.get(DEMO_MODEL_ID)
     assert entry.path == demo_path
     assert (entry.architecture, entry.family, entry.size, entry.quant) == (
