@@ -171,3 +171,13 @@ def test_assembled_demo_model_follows_the_umask(
     assert sha256_file(path) == stand_in.EXPECTED_SHA256
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
     assert [p.name for p in path.parent.iterdir()] == ["stand-in.gguf"]  # no temporary left behind
+
+
+@pytest.mark.slow
+def test_the_demo_folder_is_created_wherever_models_demo_dir_puts_it(tmp_path: Path) -> None:
+    """models.demo_dir names the demo's own folder: listed in models.dirs and absent, it is
+    made for the demo (as the default models/ is), not reported as a missing folder."""
+    folder = tmp_path / "absent" / "models"
+    config = ModelsConfig(dirs=[folder], demo=True, demo_dir=folder, registry=tmp_path / "r.json")
+    registry = ModelDiscoveryService(config=config).discover().registry
+    assert registry.get(DEMO_MODEL_ID).path.parent == folder

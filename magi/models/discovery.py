@@ -535,12 +535,13 @@ class ModelDiscoveryService:
         # A folder that does not exist is a mistake to report, not a place to create and
         # fill with a 250 MB demo model; only the project's default folder is created.
         # That default, models/, may also be absent when added folders hold the models.
+        # The demo's own folder (models.demo_dir, default models/) is made for the demo.
+        demo_home = _folder_key(self.demo_folder) if self.include_demo else None
         check_folders(
             d
             for d in dirs
             if not (
-                Path(d) == DEFAULT_MODELS_DIR
-                and ((self.include_demo and self.demo_folder == DEFAULT_MODELS_DIR) or recorded)
+                _folder_key(d) == demo_home or (Path(d) == DEFAULT_MODELS_DIR and recorded)
             )
         )
         for folder in recorded:
@@ -686,6 +687,11 @@ def _salvage_added_dirs(path: Path) -> list[Path]:
         return [Path(p) for p in found if isinstance(p, str) and p]
     except (OSError, ValueError, RecursionError):
         return []
+
+
+def _folder_key(folder: Path | str) -> Path:
+    """A folder as a comparable absolute path (``models`` and ``/cwd/models`` are one)."""
+    return Path(folder).expanduser().absolute()
 
 
 def _is_within(path: Path, folder: Path) -> bool:
