@@ -26,9 +26,8 @@ from magi.runtime.llama import LlamaBackend
 from magi.runtime.remote import RemoteAuthError, RemoteBackend, RemoteHTTPError, RemoteStreamError
 from magi.runtime.runner import Runner
 from magi.runtime.trace import RunResult
-from magi.testing.fixtures import build_registry
+from magi.testing.fixtures import ECHO_LLAMA_FILE, build_registry, write_echo_llama
 from magi.testing.servers import LlamaServerProcess, free_port
-from magi.testing.tiny_gguf import write_tiny_model
 
 pytestmark = pytest.mark.slow
 
@@ -48,19 +47,13 @@ ServerFactory = Callable[..., LlamaServerProcess]
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("remote_models")
-    write_tiny_model(
-        folder / "Echo-Llama-1B-Q4_K_M.gguf",
-        name="Echo Llama",
-        basename="Echo-Llama",
-        size_label="1B",
-        echo=True,
-    )
+    write_echo_llama(folder)
     return folder
 
 
 @pytest.fixture(scope="module")
 def echo_path(models_dir: Path) -> Path:
-    return models_dir / "Echo-Llama-1B-Q4_K_M.gguf"
+    return models_dir / ECHO_LLAMA_FILE
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from magi.runtime import remote
 from magi.runtime.backend import GenerationSettings, ModelSpec, RemoteSettings
 from magi.runtime.remote import RemoteBackend, RemoteHTTPError, RemoteStreamError, RemoteTimeout
 from magi.runtime.runner import NoModelAnsweredError, Runner
-from magi.testing.fixtures import build_registry
+from magi.testing.fixtures import build_registry, write_echo_llama
 from magi.testing.servers import (
     Exchange,
     Script,
@@ -43,7 +43,6 @@ from magi.testing.servers import (
     sse_stall,
     sse_unfinished_line,
 )
-from magi.testing.tiny_gguf import write_tiny_model
 
 from .test_remote import compose, endpoint, one_tier
 
@@ -58,13 +57,7 @@ pytestmark = pytest.mark.timeout(60)  # before the fix these hung for good
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("hostile_models")
-    write_tiny_model(
-        folder / "Echo-Llama-1B-Q4_K_M.gguf",
-        name="Echo Llama",
-        basename="Echo-Llama",
-        size_label="1B",
-        echo=True,
-    )
+    write_echo_llama(folder)
     return folder
 
 

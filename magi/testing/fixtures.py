@@ -43,16 +43,22 @@ def tiny_model(tmp_path: Path) -> Path:
     return write_tiny_model(tmp_path / "tiny" / "Tiny-Llama-1B-Q4_K_M.gguf", size_label="1B")
 
 
+#: The file name of :func:`write_echo_llama`'s model.
+ECHO_LLAMA_FILE = "Echo-Llama-1B-Q4_K_M.gguf"
+
+
+def write_echo_llama(folder: Path) -> Path:
+    """Write the tiny echo model ``folder/Echo-Llama-1B-Q4_K_M.gguf`` (id
+    ``echo_llama_1p0b_q4km_fast``) and return its path; for fixtures of any scope."""
+    return write_tiny_model(
+        folder / ECHO_LLAMA_FILE, name="Echo Llama", basename="Echo-Llama", size_label="1B", echo=True
+    )
+
+
 @pytest.fixture
 def echo_model(tmp_path: Path) -> Path:
     """A tiny echo model: ``"Hello"`` continues ``"ooo..."`` (see ``echo_completion``)."""
-    return write_tiny_model(
-        tmp_path / "echo" / "Echo-Llama-1B-Q4_K_M.gguf",
-        name="Echo Llama",
-        basename="Echo-Llama",
-        size_label="1B",
-        echo=True,
-    )
+    return write_echo_llama(tmp_path / "echo")
 
 
 @pytest.fixture
