@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magi.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, MAGIException
+from magi.prompt import escaped_byte
 
 if TYPE_CHECKING:
     from magi.config.app import MagiConfig
@@ -805,10 +806,10 @@ def undecodable_argument(argv: Sequence[str]) -> str | None:
     encoding = sys.getfilesystemencoding().upper().replace("UTF8", "UTF-8")
     for n, arg in enumerate(argv, 1):
         for position, char in enumerate(arg):
-            code = ord(char)
-            if 0xDC80 <= code <= 0xDCFF:
+            code, byte = ord(char), escaped_byte(char)
+            if byte is not None:
                 return (
-                    f"argument {n} is not valid {encoding} (byte 0x{code - 0xDC00:02X} at position "
+                    f"argument {n} is not valid {encoding} (byte 0x{byte:02X} at position "
                     f"{position}); pass {encoding} text, e.g. convert it with `iconv -f latin1 -t utf-8`"
                 )
             if 0xD800 <= code <= 0xDFFF:

@@ -11,6 +11,20 @@ from __future__ import annotations
 from magi.errors import MAGIException
 
 
+def escaped_byte(char: str) -> int | None:
+    """The input byte a lone surrogate stands for, or None for any other character.
+
+    Python's ``surrogateescape`` (argv, files read with it) turns each byte that is not
+    valid UTF-8 into one of U+DC80..U+DCFF: ``"caf\\udce9"`` for ``b"caf\\xe9"``.
+
+    Example:
+        >>> hex(escaped_byte("\\udce9"))
+        '0xe9'
+    """
+    code = ord(char)
+    return code - 0xDC00 if 0xDC80 <= code <= 0xDCFF else None
+
+
 class InvalidPromptError(MAGIException):
     """A prompt no model could ever process (not text, empty, or not encodable as UTF-8): the
     request's fault (422), refused before any model is asked, so it never counts
@@ -39,9 +53,10 @@ def check_prompt(prompt: object, *, what: str = "The prompt") -> str:
         prompt.encode("utf-8")
     except UnicodeEncodeError as exc:
         char = ord(prompt[exc.start])
+        byte = escaped_byte(prompt[exc.start])
         origin = (
-            f", which stands for the byte 0x{char - 0xDC00:02X} of input that was not valid UTF-8"
-            if 0xDC80 <= char <= 0xDCFF
+            f", which stands for the byte 0x{byte:02X} of input that was not valid UTF-8"
+            if byte is not None
             else ""
         )
         raise InvalidPromptError(

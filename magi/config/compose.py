@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from magi.config.app import MagiConfig
 from magi.config.base import validation_to_config_error
 from magi.errors import ConfigError, ConfigFileError, OverrideError, ProfileNotFoundError
+from magi.prompt import escaped_byte
 from magi.sweeps.launchers import register_resolvers
 
 register_resolvers()  # conf/hydra/launcher/*.yaml use ${magi.cores_up_to:N}
@@ -130,7 +131,7 @@ def parse_overrides(overrides: Sequence[str]) -> list[Any]:
         try:
             override = parser.parse_override(text)
         except Exception as exc:
-            bad = [f"0x{ord(c) - 0xDC00:02x}" for c in text if 0xDC80 <= ord(c) <= 0xDCFF]
+            bad = [f"0x{b:02x}" for b in map(escaped_byte, text) if b is not None]
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             reason = f"not UTF-8 text (byte {bad[0]})" if bad else shown_override(first)
             raise OverrideError(shown, reason) from None
