@@ -1,7 +1,9 @@
-"""Notebook widgets: a profile picker that runs prompts, and a sweep summary view.
+"""Notebook widgets: a profile picker that runs prompts and chats, and a sweep summary view.
 
 * :class:`ProfilePicker` - choose a profile, check Hydra overrides as you type,
-  run a prompt on the shared model pool and read the answer with its routing trace.
+  run a prompt on the shared model pool and read the answer with its routing trace;
+  or, in its chat mode (:class:`ChatView`), hold a conversation: a system prompt,
+  the history with each answer's trace, a message box, Send and Reset.
 * :class:`SweepView` / :func:`show_sweep` - a sweep's ``summary.csv`` as a table
   and its plot.
 
@@ -14,11 +16,14 @@ Example:
     >>> ProfilePicker(profile="demo")     # doctest: +SKIP
 """
 
+from magi.widgets.chat import ChatTurn, ChatView
 from magi.widgets.params import env_list, env_overrides, env_str, parse_overrides
 from magi.widgets.picker import ProfilePicker
 from magi.widgets.sweep import SweepNotFoundError, SweepView, read_summary, show_sweep
 
 __all__ = [
+    "ChatTurn",
+    "ChatView",
     "ProfilePicker",
     "SweepNotFoundError",
     "SweepView",

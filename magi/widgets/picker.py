@@ -1,4 +1,4 @@
-"""ProfilePicker: pick a profile, check overrides as you type, run a prompt, read the trace.
+"""ProfilePicker: pick a profile, check overrides as you type, run a prompt or chat, read the trace.
 
 The widget is a thin view over the same pipeline as ``run.py``: every change of the
 profile or the overrides goes through :func:`magi.compose` (Hydra → Pydantic), so
@@ -18,6 +18,16 @@ scripted notebooks want: ``Button.click()`` then returns with the answer shown.
 The Stop button (or :meth:`ProfilePicker.stop`) cancels a running answer at its
 next token: the model is freed at once, the text so far stays, marked as stopped.
 
+Two modes (the Mode toggle, or ``mode=``): **Prompt** answers one prompt, as
+``runner.run(prompt)``; **Chat** (:class:`~magi.widgets.chat.ChatView`) keeps a
+conversation: a system prompt field, the history with each answer's trace, a message
+box, Send and Reset. Send streams the answer through the same path as Run (status,
+progress, Stop), sending the whole history as messages, the system field as
+``system=``. Switching the profile or the overrides keeps the conversation: the next
+message goes with the whole history to the new profile (each answer's trace names
+the profile that wrote it), which is how two profiles are compared on the same
+conversation; Reset starts a new one.
+
 Example:
     >>> from magi.widgets import ProfilePicker
     >>> picker = ProfilePicker(profile="demo")          # doctest: +SKIP
@@ -25,6 +35,9 @@ Example:
     >>> picker.prompt_text.value = "Why is the sky blue?"  # doctest: +SKIP
     >>> result = picker.run(block=True)                  # doctest: +SKIP
     >>> print(result.explain())                          # doctest: +SKIP
+    >>> picker.mode = "chat"                             # doctest: +SKIP
+    >>> picker.send("Name a primary colour.", block=True)  # doctest: +SKIP
+    >>> picker.send("And another one?", block=True).messages  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -45,6 +58,7 @@ from magi.errors import ConfigError, MAGIException
 from magi.runtime.pool import ModelPool, shared_pool
 from magi.runtime.runner import Runner, StreamEvent
 from magi.runtime.trace import RunResult
+from magi.widgets.chat import ChatTurn, ChatView
 from magi.widgets.params import parse_overrides
 from magi.widgets.tables import StagePart, answer_html, profile_html, trace_html, validation_html
 
@@ -97,12 +111,18 @@ class ProfilePicker(widgets.VBox):
         threaded: Run generation in a background thread (``True``, for notebooks)
             or in the caller's thread (``False``, for tests and scripts).
         prompt: Initial text of the prompt box.
+        mode: ``"prompt"`` (one prompt, Run) or ``"chat"`` (a conversation, Send).
+        system: Initial text of the chat mode's system prompt field.
 
     Attributes worth reading: :attr:`config` (the last valid config),
     :attr:`errors` (problems of the current input), :attr:`result` (the last
     answer), and the child widgets (``profile_dropdown``, ``overrides_text``,
-    ``prompt_text``, ``run_button``, ``stop_button``, ``status``, ``answer``, ``trace``...).
+    ``mode_toggle``, ``prompt_text``, ``run_button``, ``stop_button``, ``status``,
+    ``answer``, ``trace``...); the chat mode's are on :attr:`chat` (``system_text``,
+    ``history``, ``message_text``, ``send_button``, ``reset_button``).
     """
+
+    MODES = ("prompt", "chat")
 
     def __init__(
         self,
@@ -113,7 +133,13 @@ class ProfilePicker(widgets.VBox):
         pool: ModelPool | None = None,
         threaded: bool = True,
         prompt: str = "",
+        mode: str = "prompt",
+        system: str = "",
     ) -> None:
+        if mode not in self.MODES:
+            from magi.errors import format_options
+
+            raise ValueError(f"Unknown mode {mode!r}; the modes are {format_options(self.MODES)}.")
         self.conf_dir = Path(conf_dir).resolve() if conf_dir else default_conf_dir()
         self.pool = pool if pool is not None else shared_pool()
         self.threaded = threaded
@@ -132,6 +158,7 @@ class ProfilePicker(widgets.VBox):
         self._thread: threading.Thread | None = None
         self._suspend = False
         self._parts: list[StagePart] = []
+        self._turn: ChatTurn | None = None  # the chat turn being answered (None: a prompt)
         self._last_draw = 0.0
 
         names = list_profiles(self.conf_dir)
@@ -168,6 +195,14 @@ class ProfilePicker(widgets.VBox):
             tooltip="Hydra overrides, one per line; checked as you type",
         )
         self.validation = widgets.HTML(layout=widgets.Layout(margin="0 0 4px 86px"))
+        self.mode_toggle = widgets.ToggleButtons(
+            options=[("Prompt", "prompt"), ("Chat", "chat")],
+            value=mode,
+            description="Mode",
+            style={**_LABEL_STYLE, "button_width": "90px"},
+            tooltips=["Answer one prompt", "A conversation: system prompt, history, message"],
+        )
+        self.chat = ChatView(system=system)
         self.prompt_text = widgets.Textarea(
             value=prompt,
             description="Prompt",
@@ -209,6 +244,7 @@ class ProfilePicker(widgets.VBox):
             (self.profile_view, "profile-view"),
             (self.overrides_text, "overrides"),
             (self.validation, "validation"),
+            (self.mode_toggle, "mode"),
             (self.prompt_text, "prompt"),
             (self.run_button, "run"),
             (self.stop_button, "stop"),
@@ -225,9 +261,18 @@ class ProfilePicker(widgets.VBox):
                 self.profile_view,
                 self.overrides_text,
                 self.validation,
+                self.mode_toggle,
                 self.prompt_text,
+                self.chat,
                 widgets.HBox(
-                    [self.run_button, self.stop_button, self.progress, self.status],
+                    [
+                        self.run_button,
+                        self.chat.send_button,
+                        self.chat.reset_button,
+                        self.stop_button,
+                        self.progress,
+                        self.status,
+                    ],
                     layout=widgets.Layout(align_items="center"),
                 ),
                 self.answer,
@@ -241,6 +286,10 @@ class ProfilePicker(widgets.VBox):
         self.refresh_button.on_click(self._on_refresh_click)
         self.run_button.on_click(self._on_run_click)
         self.stop_button.on_click(self._on_stop_click)
+        self.mode_toggle.observe(lambda _change: self._show_mode(), names="value")
+        self.chat.send_button.on_click(self._on_send_click)
+        self.chat.reset_button.on_click(self._on_reset_click)
+        self._show_mode()
         self.validate()
 
     # -- configuration ---------------------------------------------------------------------
@@ -340,6 +389,24 @@ class ProfilePicker(widgets.VBox):
         """The Runner of the last run's config (``None`` before the first run)."""
         return self._runner
 
+    @property
+    def mode(self) -> str:
+        """``"prompt"`` (one prompt, Run) or ``"chat"`` (a conversation, Send); settable."""
+        return str(self.mode_toggle.value)
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in self.MODES:
+            from magi.errors import format_options
+
+            raise ValueError(f"Unknown mode {value!r}; the modes are {format_options(self.MODES)}.")
+        self.mode_toggle.value = value
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The chat mode's conversation so far (user and assistant messages, no system prompt)."""
+        return self.chat.messages()
+
     def run(self, prompt: str | None = None, *, block: bool | None = None) -> RunResult | None:
         """Answer ``prompt`` (default: the prompt box) with the last valid config.
 
@@ -362,6 +429,57 @@ class ProfilePicker(widgets.VBox):
         if not text.strip():
             self.status.value = "Type a prompt first."
             raise ValueError("The prompt is empty: type one in the Prompt box or pass run(prompt=...).")
+        config = self._claim()
+        self.answer.value = ""
+        self.trace.value = ""
+        return self._start(text, config, None, None, block)
+
+    def send(self, message: str | None = None, *, block: bool | None = None) -> RunResult | None:
+        """Chat mode's Send: answer ``message`` (default: the message box) with the
+        conversation so far, the system prompt field as ``system=``.
+
+        The message joins the history at once (the box is emptied); the answer streams
+        into the history view with its stages, then its trace. A failed answer is shown
+        and left out of the next request, its message put back into the empty box.
+
+        Returns:
+            The :class:`RunResult` when blocking (its ``messages`` are the conversation
+            as answered), else ``None`` (see :meth:`wait`).
+
+        Raises:
+            ValueError: the message is empty.
+            MAGIException: no valid config yet (409 when a run is already in progress),
+                or, when blocking, the run's own error (also shown in the history).
+        """
+        box = self.chat.message_text
+        if message is not None:
+            box.value = message
+        text = box.value
+        if not text.strip():
+            self.status.value = "Type a message first."
+            raise ValueError("The message is empty: type one in the Message box or pass send(message=...).")
+        config = self._claim()
+        turn = self.chat.begin(text)
+        box.value = ""
+        return self._start(self.chat.request(), config, self.chat.system, turn, block)
+
+    def reset(self) -> None:
+        """Chat mode's Reset: forget the conversation (the system prompt stays).
+
+        Raises:
+            MAGIException: an answer is streaming (409): stop it or wait for it first.
+        """
+        with self._state_lock:
+            if self._busy:
+                self.status.value = "Stop the answer (or wait for it) before Reset."
+                raise MAGIException(
+                    "An answer is in progress; stop it or wait for it before Reset.", status_code=409
+                )
+            self.chat.reset()
+        self.status.value = "New conversation"
+
+    def _claim(self) -> MagiConfig:
+        """The config to run with, the widget marked busy (one run at a time)."""
         try:
             config = self.config
         except MAGIException:
@@ -375,14 +493,25 @@ class ProfilePicker(widgets.VBox):
                 )
             self._busy = True
             self._cancel = threading.Event()
+        return config
+
+    def _start(
+        self,
+        request: str | list[dict[str, str]],
+        config: MagiConfig,
+        system: str | None,
+        turn: ChatTurn | None,
+        block: bool | None,
+    ) -> RunResult | None:
+        """Stream the answer in this thread (``block``) or a background one."""
+        self._turn = turn
         self._show_busy(True)
-        self.answer.value = ""
-        self.trace.value = ""
         self.last_error = None
+        args = (request, config, system, turn)
         if block if block is not None else not self.threaded:
-            return self._execute(text, config)
+            return self._execute(*args)
         self._thread = threading.Thread(
-            target=self._execute_quietly, args=(text, config), name="magi-picker-run", daemon=True
+            target=self._execute_quietly, args=args, name="magi-picker-run", daemon=True
         )
         self._thread.start()
         return None
@@ -417,6 +546,18 @@ class ProfilePicker(widgets.VBox):
         except Exception as exc:  # a click has nowhere to raise to; run() showed the error
             logger.debug("run failed: %s", exc)
 
+    def _on_send_click(self, _button: widgets.Button) -> None:
+        try:
+            self.send()
+        except Exception as exc:  # a click has nowhere to raise to; send() showed the error
+            logger.debug("send failed: %s", exc)
+
+    def _on_reset_click(self, _button: widgets.Button) -> None:
+        try:
+            self.reset()
+        except MAGIException as exc:  # shown in the status line
+            logger.debug("reset refused: %s", exc)
+
     def _on_refresh_click(self, _button: widgets.Button) -> None:
         try:
             self.refresh()
@@ -448,22 +589,39 @@ class ProfilePicker(widgets.VBox):
         sampling = spec.sampling if spec is not None else config.runtime.sampling
         return stage_settings(sampling, stage_budget).max_tokens
 
-    def _execute_quietly(self, prompt: str, config: MagiConfig) -> None:
+    def _execute_quietly(
+        self,
+        request: str | list[dict[str, str]],
+        config: MagiConfig,
+        system: str | None,
+        turn: ChatTurn | None,
+    ) -> None:
         try:
-            self._execute(prompt, config)
+            self._execute(request, config, system, turn)
         except Exception as exc:  # shown in the widget by _execute
             logger.debug("background run failed: %s", exc)
 
-    def _execute(self, prompt: str, config: MagiConfig) -> RunResult:
-        """Stream one answer into the widget; show what is happening at each step."""
+    def _execute(
+        self,
+        request: str | list[dict[str, str]],
+        config: MagiConfig,
+        system: str | None,
+        turn: ChatTurn | None,
+    ) -> RunResult:
+        """Stream one answer into the widget (the answer box, or the chat ``turn`` of the
+        history); show what is happening at each step."""
         parts: list[StagePart] = []
         self._parts = parts
+        if turn is not None:
+            turn.parts = parts
         restarts = 0
         tokens = 0
         try:
             runner = self._runner_for(config)
             result: RunResult | None = None
-            for event in runner.stream(prompt, cancel=self._cancel):
+            # a prompt runs as it always has; a chat turn sends the conversation and its system prompt
+            extra = {"system": system} if system is not None else {}
+            for event in runner.stream(request, cancel=self._cancel, **extra):
                 if event.kind == "stage":
                     if parts and parts[-1].stage == event.stage and not parts[-1].pieces:
                         parts.pop()  # the previous model failed before writing anything
@@ -497,10 +655,15 @@ class ProfilePicker(widgets.VBox):
                     result = event.result
             assert result is not None
             self.result = result
-            self.answer.value = answer_html(parts, done=True, finish=result.finish_reason)
-            self.trace.value = trace_html(result)
+            if turn is not None:
+                self.chat.finish(result)
+            else:
+                self.answer.value = answer_html(parts, done=True, finish=result.finish_reason)
+                self.trace.value = trace_html(result)
             self._draw_profile()  # the "loaded" column
             where = f"{result.completion_tokens} tokens, tier {result.tier}, model {result.model_id}"
+            if turn is not None:
+                where = f"turn {len(self.chat.turns)}, {where}"
             if result.cancelled:
                 self.status.value = f"■ Stopped after {result.total_s:.2f} s: {where} (partial answer kept)"
             else:
@@ -510,7 +673,12 @@ class ProfilePicker(widgets.VBox):
         except Exception as exc:
             self.last_error = exc
             message = str(exc) if isinstance(exc, MAGIException) else f"{type(exc).__name__}: {exc}"
-            self.answer.value = answer_html(parts, done=True, error=message)
+            if turn is not None:
+                self.chat.fail(message)
+                if not self.chat.message_text.value:
+                    self.chat.message_text.value = turn.user  # to send again, or edit
+            else:
+                self.answer.value = answer_html(parts, done=True, error=message)
             self.status.value = f"✗ Error: {message.splitlines()[0] if message else type(exc).__name__}"
             raise
         finally:
@@ -519,11 +687,25 @@ class ProfilePicker(widgets.VBox):
             self._show_busy(False)
 
     def _show_busy(self, busy: bool) -> None:
-        """The Run button says when a run is in progress (and cannot start a second one)."""
+        """The Run and Send buttons say when a run is in progress (and cannot start a
+        second one); Reset waits for the answer."""
         self.run_button.disabled = busy
         self.run_button.description = "Running…" if busy else "Run"
         self.run_button.icon = "hourglass-half" if busy else "play"
+        send = self.chat.send_button
+        send.disabled = busy
+        send.description = "Answering…" if busy else "Send"
+        send.icon = "hourglass-half" if busy else "paper-plane"
+        self.chat.reset_button.disabled = busy
         self.stop_button.disabled = not busy
+
+    def _show_mode(self) -> None:
+        """Show the chosen mode's inputs and outputs; the other mode's keep their state."""
+        chat = self.mode == "chat"
+        for widget in (self.prompt_text, self.run_button, self.answer, self.trace):
+            widget.layout.display = "none" if chat else ""
+        for widget in (self.chat, self.chat.send_button, self.chat.reset_button):
+            widget.layout.display = "" if chat else "none"
 
     def _draw_answer(self, *, force: bool = False, tokens: int | None = None) -> None:
         now = time.monotonic()
@@ -532,7 +714,10 @@ class ProfilePicker(widgets.VBox):
         self._last_draw = now
         if tokens is not None:
             self.progress.value = min(tokens, self.progress.max)
-        self.answer.value = answer_html(self._parts)
+        if self._turn is not None:
+            self.chat.draw()  # the turn's parts are self._parts
+        else:
+            self.answer.value = answer_html(self._parts)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
