@@ -348,3 +348,220 @@ def test_progress_budget_is_the_runners_own(make_picker, tiny_overrides: list[st
     assert picker._budget(runner, StreamEvent("stage", "draft", draft.tier, draft.model_id)) == 4
     assert draft.completion_tokens == 4  # what the runner gave it
     assert picker._budget(runner, StreamEvent("stage", "refine", refine.tier, refine.model_id)) == 8
+
+
+# -- chat mode ---------------------------------------------------------------------------------
+SYSTEM = "Answer in one short sentence."
+
+
+def turns_of(picker: ProfilePicker) -> list[str]:
+    """The ``data-state`` of each turn drawn in the history view."""
+    return re.findall(r'class="magi-chat-turn" data-turn="\d+" data-state="(\w+)"', picker.chat.history.value)
+
+
+def test_mode_toggle_swaps_the_inputs_and_keeps_each_modes_state(make_picker) -> None:
+    picker = make_picker("fast-only", prompt="Hi")
+    assert picker.mode == "prompt" and picker.mode_toggle.description == "Mode"
+    assert picker.chat.layout.display == "none" and picker.chat.send_button.layout.display == "none"
+    assert picker.prompt_text.layout.display == "" and picker.run_button.layout.display == ""
+    picker.run_button.click()
+    answered = picker.answer.value
+    assert 'data-state="done"' in answered
+
+    picker.mode_toggle.value = "chat"
+    assert picker.mode == "chat"
+    for shown in (picker.chat, picker.chat.send_button, picker.chat.reset_button, picker.stop_button):
+        assert shown.layout.display in ("", None)
+    for hidden in (picker.prompt_text, picker.run_button, picker.answer, picker.trace):
+        assert hidden.layout.display == "none"
+    assert "No messages yet" in text_of(picker.chat.history.value)
+    assert (
+        picker.chat.system_text.description == "System" and picker.chat.message_text.description == "Message"
+    )
+
+    picker.mode = "prompt"  # the prompt's answer is still there
+    assert picker.answer.value == answered and picker.prompt_text.value == "Hi"
+    with pytest.raises(ValueError, match="Unknown mode 'talk'; the modes are chat, prompt"):
+        picker.mode = "talk"
+    with pytest.raises(ValueError, match="Unknown mode 'talk'"):
+        make_picker("fast-only", mode="talk")
+
+
+def test_chat_two_turns_send_the_history_and_show_each_trace(make_picker) -> None:
+    picker = make_picker("fast-only", mode="chat", system=SYSTEM)
+    chat = picker.chat
+    chat.message_text.value = "Name a primary colour."
+    chat.send_button.click()
+    first = picker.result
+    assert first is not None and first.text
+    assert chat.message_text.value == ""  # the message went into the history
+    assert first.messages == [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Name a primary colour."},
+    ]
+    assert turns_of(picker) == ["done"]
+    assert picker.status.value.startswith("✓ Done") and "turn 1" in picker.status.value
+
+    chat.message_text.value = "And another one?"
+    chat.send_button.click()
+    second = picker.result
+    assert second is not None and second is not first
+    # the second request carries the first turn (its answer as written) before the new message
+    assert second.messages == [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Name a primary colour."},
+        {"role": "assistant", "content": first.text},
+        {"role": "user", "content": "And another one?"},
+    ]
+    assert second.prompt == "And another one?"  # the last user message
+    assert picker.messages == [
+        {"role": "user", "content": "Name a primary colour."},
+        {"role": "assistant", "content": first.text},
+        {"role": "user", "content": "And another one?"},
+        {"role": "assistant", "content": second.text},
+    ]
+    assert turns_of(picker) == ["done", "done"]
+    shown = text_of(chat.history.value)
+    assert shown.index("Name a primary colour.") < shown.index("And another one?")
+    # each answer with its stage and a one-line trace, the full routing trace folded under it
+    assert chat.history.value.count('data-stage="answer"') == 2
+    summaries = re.findall(r'<summary class="magi-chat-summary">([^<]*)</summary>', chat.history.value)
+    assert len(summaries) == 2
+    for summary, result in zip(summaries, (first, second), strict=True):
+        assert f"tier fast · answer qwen3_4p0b_q4km_fast · score {result.score:.1f}/10" in html.unescape(
+            summary
+        )
+        assert "profile Fast Only" in summary
+    assert chat.history.value.count("Routing trace") == 2
+    assert picker.runner_builds == 1  # one Runner for the conversation
+
+
+def test_chat_reset_empties_the_conversation(make_picker) -> None:
+    picker = make_picker("fast-only", mode="chat", system=SYSTEM)
+    picker.send("Hello")
+    picker.send("Still there?")
+    assert len(picker.messages) == 4
+    picker.chat.reset_button.click()
+    assert picker.messages == [] and picker.chat.turns == []
+    assert "No messages yet" in text_of(picker.chat.history.value)
+    assert picker.status.value == "New conversation"
+    assert picker.chat.system_text.value == SYSTEM  # the system prompt stays
+    fresh = picker.send("Hello again")
+    assert fresh is not None
+    assert fresh.messages == [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Hello again"},
+    ]
+
+
+def test_chat_without_a_system_prompt_sends_none(make_picker) -> None:
+    picker = make_picker("fast-only", mode="chat")
+    picker.chat.system_text.value = "   "  # blank: the defaults apply (none configured here)
+    result = picker.send("Hello")
+    assert result is not None and result.messages == [{"role": "user", "content": "Hello"}]
+
+
+def test_chat_keeps_the_history_across_a_profile_switch(make_picker, pool: ModelPool) -> None:
+    picker = make_picker("fast-only", mode="chat")
+    first = picker.send("Hello")
+    picker.profile_dropdown.value = "development"
+    second = picker.send(HARD_PROMPT)
+    assert second is not None and second.two_stage
+    assert second.messages[:2] == [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": first.text},
+    ]
+    history = picker.chat.history.value
+    assert "profile Fast Only" in history and "profile Development" in history  # who wrote which
+    # the second turn shows its draft above its refine, and the trace names both stages
+    second_turn = history[history.index('data-turn="1"') :]
+    assert second_turn.index('data-stage="draft"') < second_turn.index('data-stage="refine"')
+    summary = text_of(re.findall(r'<summary class="magi-chat-summary">[^<]*</summary>', history)[1])
+    assert "(two-stage)" in summary and "draft qwen3_4p0b_q4km_fast → refine" in summary
+    assert pool.stats.loads == 2
+
+
+def test_chat_failed_turn_is_shown_and_left_out(make_picker) -> None:
+    picker = make_picker("fast-only", mode="chat")
+    first = picker.send("Hello")
+    picker.chat.message_text.value = "caf\udce9"  # a lone surrogate: no model can read it
+    picker.chat.send_button.click()  # a click does not raise
+    assert picker.status.value.startswith("✗ Error:")
+    assert turns_of(picker) == ["done", "failed"]
+    shown = text_of(picker.chat.history.value)
+    assert "message 2" in shown and "lone surrogate" in shown  # names the message's index
+    assert "not sent with the next message" in shown
+    assert picker.chat.message_text.value == "caf\udce9"  # put back, to edit
+    assert picker.messages == [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": first.text},
+    ]
+    assert not picker.busy and not picker.chat.send_button.disabled
+    picker.chat.message_text.value = "café"
+    again = picker.send()
+    assert again is not None and [m["content"] for m in again.messages] == ["Hello", first.text, "café"]
+    assert turns_of(picker) == ["done", "failed", "done"]
+
+
+def test_chat_empty_message_says_so(make_picker) -> None:
+    picker = make_picker("fast-only", mode="chat")
+    picker.chat.send_button.click()
+    assert picker.status.value == "Type a message first."
+    assert picker.chat.turns == [] and picker.result is None
+    with pytest.raises(ValueError, match="message is empty"):
+        picker.send("  ")
+
+
+def test_chat_stop_keeps_the_partial_answer_in_the_history(make_picker, tiny_overrides) -> None:
+    """Stop during a chat answer: the turn stays, marked stopped, and the next turn sends
+    its partial text; Reset waits until the answer has ended."""
+    import threading
+    import time
+
+    from magi.errors import MAGIException
+    from magi.testing.runtime import FaultInjector
+
+    gate = threading.Event()
+    faults = FaultInjector()
+    faults.pace("qwen3_4p0b_q4km_fast", gate=gate, gate_at=3)
+    with ModelPool(backend_factory=faults) as slow_pool:
+        picker = make_picker(
+            "fast-only",
+            pool=slow_pool,
+            threaded=True,
+            mode="chat",
+            overrides=[*tiny_overrides, "runtime.max_tokens=64"],
+        )
+        picker.chat.message_text.value = "Tell me a long story."
+        picker.chat.send_button.click()
+        deadline = time.monotonic() + 60
+        while not (picker._parts and len(picker._parts[-1].pieces) >= 3):
+            assert time.monotonic() < deadline, "the answer never started"
+            time.sleep(0.01)
+        assert turns_of(picker) == ["streaming"]  # the answer streams into the history
+        assert picker.chat.send_button.disabled and picker.chat.reset_button.disabled
+        with pytest.raises(MAGIException, match="before Reset") as refused:
+            picker.reset()
+        assert refused.value.status_code == 409
+        picker.stop_button.click()
+        gate.set()
+        stopped = picker.wait(timeout=60)
+        assert stopped is not None and stopped.cancelled and stopped.completion_tokens == 4
+        assert turns_of(picker) == ["stopped"]
+        assert "magi-finish-cancelled" in picker.chat.history.value
+        assert picker.status.value.startswith("■ Stopped")
+        faults.pace("qwen3_4p0b_q4km_fast")
+        picker.send("Go on.")
+        again = picker.wait(timeout=60)
+        assert again is not None and not again.cancelled
+        assert again.messages[1] == {"role": "assistant", "content": stopped.text}  # the partial text
+        assert turns_of(picker) == ["stopped", "done"]
+
+
+def test_chat_html_escapes_messages_and_answers() -> None:
+    from magi.widgets.chat import ChatTurn, chat_html
+
+    turn = ChatTurn("<b>hi</b>", parts=[StagePart("answer", "fast", "m", pieces=["<script>x</script>"])])
+    page = chat_html([turn])
+    assert "<b>hi</b>" not in page and "&lt;b&gt;hi&lt;/b&gt;" in page
+    assert "<script>" not in page and 'data-state="streaming"' in page

@@ -136,10 +136,6 @@ class ProfilePicker(widgets.VBox):
         mode: str = "prompt",
         system: str = "",
     ) -> None:
-        if mode not in self.MODES:
-            from magi.errors import format_options
-
-            raise ValueError(f"Unknown mode {mode!r}; the modes are {format_options(self.MODES)}.")
         self.conf_dir = Path(conf_dir).resolve() if conf_dir else default_conf_dir()
         self.pool = pool if pool is not None else shared_pool()
         self.threaded = threaded
@@ -161,6 +157,10 @@ class ProfilePicker(widgets.VBox):
         self._turn: ChatTurn | None = None  # the chat turn being answered (None: a prompt)
         self._last_draw = 0.0
 
+        if mode not in self.MODES:
+            from magi.errors import format_options
+
+            raise ValueError(f"Unknown mode {mode!r}; the modes are {format_options(self.MODES)}.")
         names = list_profiles(self.conf_dir)
         if profile is None:
             profile = default_profile(self.conf_dir, names)
