@@ -151,6 +151,25 @@ class ModelProfile(MagiModel):
             "one model in several tiers, e.g. a single demo model that drafts and refines."
         ),
     )
+    system_prompt: str | None = Field(
+        default=None,
+        description=(
+            "System prompt of every conversation on this profile that has none of its own; a "
+            "model's runtime.models.<id>.system_prompt and a call's system= come first."
+        ),
+    )
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _system_prompt_is_text(cls, value: str | None) -> str | None:
+        if value is not None:
+            from magi.prompt import InvalidPromptError, check_prompt
+
+            try:
+                check_prompt(value, what="the system prompt")
+            except InvalidPromptError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -263,6 +282,8 @@ class ModelProfile(MagiModel):
         }
         if data.get("model_tiers"):
             out["model_tiers"] = data["model_tiers"]
+        if data.get("system_prompt") is not None:
+            out["system_prompt"] = data["system_prompt"]
         if out["two_stage"]["refine_template"] == DEFAULT_REFINE_TEMPLATE:
             del out["two_stage"]["refine_template"]
         return out

@@ -55,11 +55,13 @@ For runners, one stage with failover (the health monitor records every outcome):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from magi.conversation import Conversation
 from magi.errors import ConfigError, did_you_mean, format_options
 from magi.routing.balancer import Balancer, make_balancer
 from magi.routing.health import HealthMonitor, NoHealthyModelError
@@ -71,6 +73,89 @@ if TYPE_CHECKING:
 
 ANSWER, DRAFT, REFINE = "answer", "draft", "refine"
 """Stage roles: a single-stage answer, or the draft and refine of two-stage processing."""
+
+
+#: The conversation rule (:func:`conversation_score`): the share of the gap up to the
+#: hardest earlier user turn that a follow-up inherits ...
+CONVERSATION_SHARE = 0.8
+#: ... times this for each user turn between that turn and the follow-up ...
+CONVERSATION_DECAY = 0.5
+#: ... over at most this many earlier user turns (the cost bound: that many more scorer calls).
+CONVERSATION_LOOKBACK = 8
+#: A long history adds up to this much (half of it at ``CONVERSATION_LENGTH_SCALE`` characters).
+CONVERSATION_LENGTH = 0.5
+CONVERSATION_LENGTH_SCALE = 4000.0
+#: The most the conversation adds to the last user message's score.
+CONVERSATION_CAP = 4.0
+
+
+def conversation_score(scorer: Scorer, conversation: Conversation) -> ComplexityScore:
+    """Score a conversation: its last user message, plus a bounded ``conversation`` term.
+
+    The message being answered is scored as a prompt would be. A follow-up ("why?",
+    "and in Rust?") is short and looks easy on its own, but its answer needs the
+    context of the turns before it: it is as hard as what it follows up on. So the
+    earlier turns add, on the 0-10 scale (:meth:`ComplexityScore.plus`):
+
+    * **inherited**: for each of the last ``CONVERSATION_LOOKBACK`` earlier user turns,
+      ``CONVERSATION_SHARE`` (0.8) of how much harder it scored than the last message,
+      halved (``CONVERSATION_DECAY``) for each user turn between them; the largest of
+      these. A follow-up right after a 7.5 question that scores 2.3 itself gets
+      +4.0 (capped), 6.3: the hard tier. A new topic two turns later inherits less.
+    * **length**: ``CONVERSATION_LENGTH * (1 - 2 ** (-chars / CONVERSATION_LENGTH_SCALE))``
+      for the characters of the history (every role): at most +0.5, so a long chat
+      drifts up a little (a longer context is more to keep track of) but length alone
+      never moves small talk past a tier boundary far below it.
+
+    The sum is capped at ``CONVERSATION_CAP`` (4.0), so a message that scores under
+    1.0 on its own ("thanks!", "ok", a greeting) never leaves a fast tier whose
+    ``max_score`` is 5.0, however hard the conversation was. Assistant turns are not scored
+    (they are the models' own text; a long answer does not make the question hard).
+    Deterministic, and cheap: at most ``1 + CONVERSATION_LOOKBACK`` scorer calls and a
+    sum of lengths. A conversation of one user turn (a system prompt or not) scores
+    exactly as its message does, with no ``conversation`` term: a plain prompt routes
+    as it always did.
+
+    Measured with the heuristic scorer and the fast tier's ``max_score`` of 5.0, a
+    30-word assistant answer between the turns (``tests/test_runner_conversation.py``
+    checks the first two on ``data/prompts/labelled.jsonl``):
+
+    ================================================ ============= ============
+    follow-up                                        labelled      holdout
+    ================================================ ============= ============
+    "why?" after a hard prompt: hard tier             32/32         16/20 [#]_
+    an easy prompt after an easy one: fast tier       1024/1024     400/400
+    "thanks!" after a hard prompt: fast tier          32/32         20/20
+    an easy prompt after a hard one: hard tier        64/1024       112/400
+    "why?" two user turns after a hard prompt: hard   5/32          0/20
+    ================================================ ============= ============
+
+    .. [#] 2 of the 20 holdout hard prompts score 5.0 or less themselves.
+
+    The fourth row is the rule's cost: an easy question right after a hard one is
+    sometimes answered by the hard tier.
+    """
+    last = scorer.score(conversation.last_user)
+    history = conversation.history
+    if not history:
+        return last
+    earlier = [m.content for m in history if m.role == "user"][-CONVERSATION_LOOKBACK:]
+    inherited, hardest, source = 0.0, 0.0, 0
+    for distance, text in enumerate(reversed(earlier)):
+        value = scorer.score(text).score
+        gain = CONVERSATION_SHARE * CONVERSATION_DECAY**distance * max(0.0, value - last.score)
+        if gain > inherited:
+            inherited, hardest, source = gain, value, distance + 1
+    chars = sum(len(m.content) for m in history)
+    length = CONVERSATION_LENGTH * (1.0 - math.pow(2.0, -chars / CONVERSATION_LENGTH_SCALE))
+    points = min(CONVERSATION_CAP, inherited + length)
+    features = {
+        "conversation_turns": len(history) + 1,
+        "conversation_hardest": round(hardest, 2),
+        "conversation_turns_back": source,
+        "conversation_chars": chars,
+    }
+    return last.plus("conversation", round(points, 4), features)
 
 
 @dataclass(frozen=True)
@@ -109,6 +194,9 @@ class RouteDecision:
         two_stage: Whether a draft stage precedes the final one.
         stages: The stages in execution order: ``(answer,)`` or ``(draft, refine)``.
         decided_in: Seconds the decision took (scoring + tier + picks).
+        turns: Turns of the conversation routed (system prompt excluded): 1 for a
+            prompt; more when the last user message was scored with its history
+            (:func:`conversation_score`).
     """
 
     score: ComplexityScore
@@ -116,6 +204,16 @@ class RouteDecision:
     two_stage: bool
     stages: tuple[Stage, ...]
     decided_in: float = field(default=0.0, compare=False)
+    turns: int = 1
+
+    @property
+    def scored(self) -> str:
+        """What was scored, for traces: "the prompt", or "last user message of 3 turns,
+        conversation +2.10"."""
+        if self.turns <= 1:
+            return "the prompt"
+        added = self.score.contributions.get("conversation", 0.0)
+        return f"last user message of {self.turns} turns, conversation {added:+.2f}"
 
     @property
     def final(self) -> Stage:
@@ -135,7 +233,8 @@ class RouteDecision:
         )
         kind = "two-stage" if self.two_stage else "single stage"
         why = self.score.explain().split(" = ", 1)[-1]
-        return f"score {self.score.score:.2f} -> {self.tier} ({kind}: {plan}); {why}"
+        scored = f"; scored: {self.scored}" if self.turns > 1 else ""
+        return f"score {self.score.score:.2f} -> {self.tier} ({kind}: {plan}); {why}{scored}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for traces and JSON."""
@@ -148,6 +247,8 @@ class RouteDecision:
                 for s in self.stages
             ],
             "decided_in": self.decided_in,
+            "turns": self.turns,
+            "scored": self.scored,
         }
 
 
@@ -250,14 +351,23 @@ class Router:
                 return name
         return self._thresholds[-1][1]
 
-    def decide(self, prompt: str) -> RouteDecision:
+    def decide(self, prompt: str | Conversation) -> RouteDecision:
         """Score ``prompt`` and plan its stages (see the module docstring for the policy).
+
+        A :class:`~magi.conversation.Conversation` (checked, e.g. by
+        :func:`magi.conversation.to_conversation`) is scored by :func:`conversation_score`:
+        its last user message plus a bounded ``conversation`` term from the earlier turns.
 
         Picking advances the balancers (a round-robin turn is used up), so call it
         once per request and use the returned candidates.
         """
         start = time.perf_counter()
-        score = self.scorer.score(prompt)
+        if isinstance(prompt, Conversation):
+            score = conversation_score(self.scorer, prompt)
+            turns = len(prompt.turns)
+        else:
+            score = self.scorer.score(prompt)
+            turns = 1
         tier = self.tier_for(score.score)
         if tier == self._two_stage_tier:
             stages: tuple[Stage, ...] = (
@@ -272,6 +382,7 @@ class Router:
             two_stage=len(stages) == 2,
             stages=stages,
             decided_in=time.perf_counter() - start,
+            turns=turns,
         )
 
     def candidates(self, tier: str) -> list[str]:

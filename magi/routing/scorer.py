@@ -61,17 +61,35 @@ class ComplexityScore:
             look easier). ``score`` is their sum (:attr:`raw`) clipped to ``[0, 10]``,
             or mapped onto that scale by the scorer (the heuristic scorer does).
         scorer: Name of the scorer that produced this score (for traces).
+        on_scale: Contributions added to ``score`` itself, on the 0-10 scale, after the
+            scorer's own mapping (the router's ``conversation`` term, see
+            :func:`magi.routing.router.conversation_score`); they are not part of
+            :attr:`raw`.
     """
 
     score: float
     features: dict[str, float] = field(default_factory=dict)
     contributions: dict[str, float] = field(default_factory=dict)
     scorer: str = ""
+    on_scale: tuple[str, ...] = ()
 
     @property
     def raw(self) -> float:
-        """The unclipped sum of the contributions."""
-        return sum(self.contributions.values())
+        """The unclipped sum of the scorer's own contributions (not :attr:`on_scale`)."""
+        return sum(v for k, v in self.contributions.items() if k not in self.on_scale)
+
+    def plus(self, name: str, points: float, features: Mapping[str, float]) -> ComplexityScore:
+        """This score with ``points`` added on the 0-10 scale as contribution ``name``;
+        ``features`` are its evidence (``<name>_*``). The score stays in ``[0, 10]``, and
+        the contribution records what was really added (less than ``points`` at 10)."""
+        score = round(min(MAX_SCORE, max(0.0, self.score + points)), 2)
+        return ComplexityScore(
+            score=score,
+            features={**self.features, **features},
+            contributions={**self.contributions, name: round(score - self.score, 4)},
+            scorer=self.scorer,
+            on_scale=(*self.on_scale, name),
+        )
 
     def ranked(self) -> list[tuple[str, float, str]]:
         """The non-zero contributions, largest effect first, each with its evidence.
@@ -108,7 +126,13 @@ class ComplexityScore:
         text = f"{self.score:.2f} = " + ", ".join(parts)
         raw = self.raw
         clipped = min(MAX_SCORE, max(0.0, raw))
-        if abs(round(clipped, 2) - self.score) > 0.005:
+        added = sum(self.contributions[k] for k in self.on_scale)
+        if self.on_scale:
+            # the scorer's own score, before the on-scale terms: is it its raw sum clipped?
+            base = round(self.score - added, 2)
+            if abs(round(clipped, 2) - base) > 0.005:
+                text += f"; raw {raw:.2f} on the 0-10 scale, then {', '.join(self.on_scale)} added"
+        elif abs(round(clipped, 2) - self.score) > 0.005:
             text += f"; raw {raw:.2f} on the 0-10 scale"
         elif raw > MAX_SCORE or raw < 0:
             text += f"; clipped to {0 if raw < 0 else MAX_SCORE:g}"

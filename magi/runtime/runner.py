@@ -1,10 +1,13 @@
-"""The Runner: route a prompt to a tier, run it on a model, answer with a trace.
+"""The Runner: route a prompt or a conversation to a tier, run it on a model, answer with a trace.
 
-Per prompt: the scorer gives a 0-10 complexity score; the profile's thresholds
-pick a tier; the tier's balancer picks a healthy model; the model runs through the
-pool (loaded once, one lock per model; a remote model's requests go to its server
-through the same path, so balancing, circuit breakers and failover treat local and
-remote models alike). With two-stage on, prompts routed to
+A request is a prompt (one user message) or a conversation (a list of
+``{"role", "content"}`` messages, :mod:`magi.conversation`). Per request: the scorer gives
+a 0-10 complexity score (a conversation: its last user message's, plus a bounded
+``conversation`` term from the earlier turns, :func:`magi.routing.router.conversation_score`);
+the profile's thresholds pick a tier; the tier's balancer picks a healthy model; the
+model runs through the pool (loaded once, one lock per model; a remote model's requests
+go to its server through the same path, so balancing, circuit breakers and failover
+treat local and remote models alike). With two-stage on, prompts routed to
 ``stage2_tier`` are drafted by ``stage1_tier`` (at most ``stage1_max_tokens``) and
 refined by ``stage2_tier`` through ``refine_template``; prompts routed elsewhere get
 one stage. Both stages fit each model's context: the draft budget stops at what the
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from magi.config.app import MagiConfig
+from magi.conversation import Conversation, Request, to_conversation
 from magi.errors import MAGIException
 from magi.prompt import check_prompt
 from magi.routing.health import Clock, HealthMonitor
@@ -133,6 +137,7 @@ class _Trace:
     stages: list[StageTrace] = field(default_factory=list)
     fallbacks: list[Fallback] = field(default_factory=list)
     first_token_at: float | None = None
+    answered: Conversation | None = None  # the conversation the last stage answered (its system prompt)
 
 
 class NoModelAnsweredError(MAGIException):
@@ -255,6 +260,26 @@ class Runner:
         clock: Monotonic time source of the circuit breakers (their cooldowns);
             tests pass a manual clock instead of sleeping through a cooldown.
 
+    A request (``run``, ``stream``, ``run_many``, ``route``) is a prompt ``str`` (one user
+    message; it runs exactly as a prompt always has) or a list of messages
+    (``{"role": "system" | "user" | "assistant", "content": str}`` dicts or
+    :class:`~magi.conversation.Message`), checked by
+    :func:`~magi.conversation.to_conversation` before any model is asked: bad input is an
+    :class:`~magi.conversation.InvalidConversationError` (422) naming the message index,
+    and never counts against a model's circuit.
+
+    The system prompt a model is given is, first to last:
+
+    1. the conversation's own (a first message with role "system");
+    2. the call's ``system=`` argument;
+    3. the model's ``system_prompt`` setting (``runtime.models.<id>.system_prompt``, or
+       ``runtime.system_prompt`` for every model);
+    4. the profile's ``system_prompt``;
+
+    or none. It is chosen per model (two models of one request may have different
+    defaults), and :attr:`RunResult.messages` shows the conversation as the final model
+    answered it, its system prompt included.
+
     Thread-safe: ``run``/``stream`` may be called from several threads.
     """
 
@@ -297,80 +322,111 @@ class Runner:
             self.health.start()
 
     # -- public API --------------------------------------------------------------------
-    def route(self, prompt: str) -> RouteDecision:
-        """Score and route without running any model.
+    def route(self, request: Request) -> RouteDecision:
+        """Score and route a prompt or a conversation without running any model.
 
         Raises:
             InvalidPromptError: the prompt is not valid text (422).
+            InvalidConversationError: the messages are not a conversation a model could
+                answer (422; names the message index).
         """
-        return self.router.decide(check_prompt(prompt))
+        return self.router.decide(to_conversation(request))
 
-    def run(self, prompt: str, *, cancel: threading.Event | None = None) -> RunResult:
-        """Answer one prompt; the result carries the routing trace.
+    def run(
+        self, request: Request, *, system: str | None = None, cancel: threading.Event | None = None
+    ) -> RunResult:
+        """Answer one prompt or conversation; the result carries the routing trace.
 
-        Setting ``cancel`` (from another thread) ends the answer at its next token,
-        text kept, ``finish_reason`` "cancelled" (see :class:`AnswerStream`).
+        ``system`` is the system prompt of a conversation that has none of its own (it
+        overrides the model's and the profile's, see the class docstring). Setting
+        ``cancel`` (from another thread) ends the answer at its next token, text kept,
+        ``finish_reason`` "cancelled" (see :class:`AnswerStream`).
 
         Raises:
             NoModelAnsweredError: every model that could answer failed or has an open
                 circuit (503; the message names each model's state and error).
             PromptTooLongError: the prompt fits the context of none of those models
                 (422; shorten it or raise ``runtime.n_ctx``).
-            InvalidPromptError: the prompt is not valid text (422; no model is asked).
+            InvalidPromptError: the prompt (or ``system``) is not valid text (422; no model is
+                asked).
+            InvalidConversationError: a message list that is empty, has an unknown role or
+                content that is not text, or does not end with a user message (422; no
+                model is asked).
 
-        Neither 422 counts against a model's circuit breaker.
+        No 422 counts against a model's circuit breaker.
         """
-        stream = self.stream(prompt, cancel=cancel)
+        stream = self.stream(request, system=system, cancel=cancel)
         for _event in stream:
             pass
         assert stream.result is not None
         return stream.result
 
-    def run_many(self, prompts: Iterable[str], *, progress: bool = True) -> list[RunResult]:
-        """Answer prompts in order, with a progress bar (tqdm; notebook-aware).
+    def run_many(
+        self, requests: Iterable[Request], *, system: str | None = None, progress: bool = True
+    ) -> list[RunResult]:
+        """Answer prompts or conversations in order, with a progress bar (tqdm; notebook-aware).
 
-        Every prompt is checked before the first one runs, so a malformed fifth prompt
-        fails the call at once rather than after four answers.
+        Every item is checked before the first one runs, so a malformed fifth item fails
+        the call at once rather than after four answers; the error names the item
+        ("Prompt 5 of 9", "Request 5 of 9: message 2 ...") and the message index.
+        ``system`` applies to each item as in :meth:`run`.
         """
-        items = list(prompts)
-        for n, prompt in enumerate(items, 1):
-            check_prompt(prompt, what=f"Prompt {n} of {len(items)}")
+        items = list(requests)
+        if system is not None:
+            check_prompt(system, what="The system prompt")
+        conversations = [
+            to_conversation(check_prompt(item, what=f"Prompt {n} of {len(items)}"))
+            if isinstance(item, str)
+            else to_conversation(item, what=f"Request {n} of {len(items)}")
+            for n, item in enumerate(items, 1)
+        ]
         if not progress:
-            return [self.run(p) for p in items]
+            return [self.run(c, system=system) for c in conversations]
         from tqdm.auto import tqdm
 
         results = []
         with tqdm(total=len(items), desc=f"MAGI {self.profile.name}", unit="prompt") as bar:
-            for prompt in items:
-                result = self.run(prompt)
+            for conversation in conversations:
+                result = self.run(conversation, system=system)
                 results.append(result)
                 bar.set_postfix_str(f"{result.tier}/{result.model_id[:24]}")
                 bar.update()
         return results
 
-    def stream(self, prompt: str, *, cancel: threading.Event | None = None) -> AnswerStream:
+    def stream(
+        self, request: Request, *, system: str | None = None, cancel: threading.Event | None = None
+    ) -> AnswerStream:
         """The answer as it is generated: stage-1 tokens first, then stage 2.
 
         Returns an :class:`AnswerStream`: iterate it for the :class:`StreamEvent` items, call
         its :meth:`~AnswerStream.cancel` (or set ``cancel``) to end the answer early.
-        Iterating raises the errors of :meth:`run`. A draft that no model can write is
-        skipped (the refine tier answers the prompt alone; the trace records the failures).
+        Iterating raises the errors of :meth:`run` (``request`` and ``system`` as there). A
+        draft that no model can write is skipped (the refine tier answers the request
+        alone; the trace records the failures).
+
+        Two-stage on a conversation: the draft answers the conversation; the refine gets
+        the same conversation with its last user message replaced by ``refine_template``
+        filled with that message (``{prompt}``) and the draft (``{draft}``).
         """
         event = cancel if cancel is not None else threading.Event()
-        return AnswerStream(self._events(prompt, event), event)
+        return AnswerStream(self._events(request, system, event), event)
 
-    def _events(self, prompt: str, cancel: threading.Event) -> Iterator[StreamEvent]:
+    def _events(self, request: Request, system: str | None, cancel: threading.Event) -> Iterator[StreamEvent]:
         """The generator behind :meth:`stream` (checks run when iteration starts)."""
         self._check_open()
-        check_prompt(prompt)
+        conversation = to_conversation(request)
+        if system is not None:
+            check_prompt(system, what="The system prompt")
+        prompt = conversation.last_user
         start = time.perf_counter()
-        decision = self.router.decide(prompt)
+        decision = self.router.decide(conversation)
         trace = _Trace()
         draft: str | None = None
+        run = (conversation, system, trace, cancel)
         if decision.two_stage:
             draft_stage, refine_stage = decision.stages
             try:
-                draft = yield from self._run_stage(draft_stage, prompt, trace, cancel, fallback=False)
+                draft = yield from self._run_stage(draft_stage, *run, fallback=False)
             except (NoModelAnsweredError, PromptTooLongError) as exc:
                 # The draft only speeds things up: without one, the final tier answers alone.
                 logger.warning("No draft (%s); the %s tier answers alone", exc, refine_stage.tier)
@@ -378,11 +434,12 @@ class Runner:
                 text = draft  # cancelled while drafting: the partial draft is the answer
             else:
                 # with a draft, each refine model gets the refine prompt fitted to its context
-                text = yield from self._run_stage(refine_stage, prompt, trace, cancel, draft=draft)
+                text = yield from self._run_stage(refine_stage, *run, draft=draft)
         else:
-            text = yield from self._run_stage(decision.stages[0], prompt, trace, cancel)
+            text = yield from self._run_stage(decision.stages[0], *run)
         total = time.perf_counter() - start
         final = trace.stages[-1]
+        answered = trace.answered if trace.answered is not None else conversation
         result = RunResult(
             text=text,
             prompt=prompt,
@@ -400,6 +457,8 @@ class Runner:
             total_s=total,
             route_s=decision.decided_in,
             draft=draft,
+            messages=answered.to_dicts(),
+            scored=decision.scored,
         )
         yield StreamEvent("done", final.stage, final.tier, final.model_id, result=result)
 
@@ -468,21 +527,41 @@ class Runner:
     def _probe(self, model_id: str) -> None:
         self.pool.backend(model_id).probe()
 
+    def _with_system(self, conversation: Conversation, system: str | None, model_id: str) -> Conversation:
+        """``conversation`` with the system prompt ``model_id`` is given: its own, else the
+        call's ``system``, else the model's ``system_prompt``, else the profile's (class
+        docstring)."""
+        if conversation.system is not None:
+            return conversation
+        if system is None:
+            system = getattr(self.specs[model_id].sampling, "system_prompt", None)
+        if system is None:
+            system = self.profile.system_prompt
+        return conversation.with_system(system)
+
+    @staticmethod
+    def _request(conversation: Conversation) -> str | Conversation:
+        """What a backend is given: a single user message as the prompt string (exactly
+        the path a prompt has always taken), any other conversation as it is."""
+        return conversation.last_user if conversation.is_single_prompt else conversation
+
     def _fit_to_context(
         self,
         backend: Backend,
-        prompt: str,
+        conversation: Conversation,
         settings: GenerationSettings,
         *,
         draft: str | None,
         budget: int | None,
-    ) -> tuple[str, GenerationSettings, str | None]:
-        """What ``backend`` is sent for one stage: ``(prompt, settings, note)``.
+    ) -> tuple[str | Conversation, GenerationSettings, str | None]:
+        """What ``backend`` is sent for one stage: ``(request, settings, note)``.
 
-        * A refine (``draft`` given) gets :func:`fit_refine_prompt`'s prompt: the draft
-          cut to what the model's context holds, or the prompt alone.
+        * A refine (``draft`` given) gets the conversation with its last user message
+          replaced by :func:`fit_refine_prompt`'s prompt, which counts the whole refine
+          conversation: the draft cut to what the model's context holds, or the
+          conversation alone.
         * A stage with its own token ``budget`` (the draft) gets at most what the
-          context leaves after the prompt.
+          context leaves after the conversation (its template's tokens included).
 
         ``note`` says what was changed, for the trace. Models whose context is unknown
         (a remote endpoint without ``n_ctx``) get the plan unchanged.
@@ -490,32 +569,39 @@ class Runner:
         n_ctx = backend.spec.known_n_ctx
         if draft is not None:
             template = self.profile.two_stage.refine_template
+            prompt = conversation.last_user
+
+            def refine(text: str) -> str | Conversation:
+                return self._request(conversation.with_last_user(text))
+
             if n_ctx is None:
-                return fill_refine_template(template, prompt, draft), settings, None
+                return refine(fill_refine_template(template, prompt, draft)), settings, None
             sent, note = fit_refine_prompt(
                 template,
                 prompt,
                 draft,
-                lambda text: backend.count_prompt_tokens(text, settings),
+                lambda text: backend.count_prompt_tokens(refine(text), settings),
                 n_ctx=n_ctx,
                 max_tokens=settings.max_tokens,
             )
-            return sent, settings, note
+            return refine(sent), settings, note
+        request = self._request(conversation)
         if budget is not None and n_ctx is not None:
-            prompt_tokens = backend.count_prompt_tokens(prompt, settings)
+            prompt_tokens = backend.count_prompt_tokens(request, settings)
             left = n_ctx - prompt_tokens
             if 0 < left < budget:  # left <= 0: the backend refuses the prompt as too long
                 note = (
                     f"token budget cut from {budget} to {left}: what n_ctx={n_ctx} leaves "
                     f"after the {prompt_tokens}-token prompt"
                 )
-                return prompt, settings.model_copy(update={"max_tokens": left}), note
-        return prompt, settings, None
+                return request, settings.model_copy(update={"max_tokens": left}), note
+        return request, settings, None
 
     def _run_stage(
         self,
         stage: Stage,
-        prompt: str,
+        conversation: Conversation,
+        system: str | None,
         trace: _Trace,
         cancel: threading.Event,
         *,
@@ -527,8 +613,10 @@ class Runner:
         Models are tried in the router's order (the balancer's pick, the tier's other
         healthy models, then the fallback tiers'). Each failure counts against the
         model's circuit breaker; a prompt too long for a model's context does not.
-        With ``draft`` this is a refine: each model gets the refine template filled
-        with ``prompt`` and as much of the draft as its context holds.
+        Each model gets ``conversation`` with its system prompt (:meth:`_with_system`).
+        With ``draft`` this is a refine: each model gets the conversation with its last
+        user message replaced by the refine template filled with that message and as
+        much of the draft as its context holds.
 
         A model that misses a stall deadline (:meth:`_timed`) before writing anything
         usable (text other than whitespace) fails over like a failing one; after usable
@@ -543,6 +631,7 @@ class Runner:
             if model_id in tried or not self.health.acquire(model_id):
                 continue
             tried.add(model_id)
+            answered = self._with_system(conversation, system, model_id)
             sampling = self.specs[model_id].sampling
             settings = self._timed(stage_settings(sampling, stage.max_tokens, refine=draft is not None), tier)
             pieces: list[str] = []
@@ -559,7 +648,7 @@ class Runner:
                 ):
                     started = time.perf_counter()  # after the wait for the model's lock and load
                     sent, settings, note = self._fit_to_context(
-                        backend, prompt, settings, draft=draft, budget=stage.max_tokens
+                        backend, answered, settings, draft=draft, budget=stage.max_tokens
                     )
                     first: float | None = None
                     clock_started = self._clock()
@@ -670,6 +759,7 @@ class Runner:
                     f"most {repetition.max_cycle} (runtime.repetition_stop)"
                 )
             first = first if first is not None else ended
+            trace.answered = answered
             trace.stages.append(
                 StageTrace(
                     stage=role,

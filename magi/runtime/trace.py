@@ -59,6 +59,11 @@ class RunResult:
 
     ``ttft_s`` is the time until the caller saw the first token (of the draft, for
     two-stage); ``tier``/``model_id`` name the model that wrote the final text.
+    ``prompt`` is the message answered (a conversation's last user message);
+    ``messages`` the whole conversation as the final model was given it (a refine's
+    template aside), system prompt included, as ``{"role", "content"}`` dicts;
+    ``scored`` what the routing score rated ("the prompt", or "last user message of 3
+    turns, conversation +2.10", :func:`magi.routing.router.conversation_score`).
     """
 
     text: str
@@ -77,6 +82,8 @@ class RunResult:
     total_s: float = 0.0
     route_s: float = 0.0
     draft: str | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)
+    scored: str = "the prompt"
 
     @property
     def completion_tokens(self) -> int:
@@ -135,6 +142,8 @@ class RunResult:
             f"profile {self.profile!r}: score {self.score:.1f}/10 ({why}) -> tier {self.routed_tier}"
             + (" (two-stage)" if self.two_stage else "")
         ]
+        if self.scored != "the prompt":
+            lines.append(f"  scored: {self.scored}")
         for s in self.stages:
             lines.append(
                 f"  {s.stage:<6} {s.tier:<9} {s.model_id}"
