@@ -435,11 +435,23 @@ class ModelDiscoveryService:
         """Where the demo model goes (:func:`demo_folder`); never a scanned folder by default."""
         return demo_folder(self.config)
 
-    def _ensure_demo(self, warnings: list[str]) -> Path | None:
-        from magi.models.demo import DemoModelUnavailableError, ensure_demo_model
+    def _ensure_demo(self, warnings: list[str]) -> list[Path]:
+        """Put every demo model (:data:`~magi.models.demo.DEMO_MODELS`) into the demo folder.
+
+        Returns the paths of those in place. Following the config, a model whose package is
+        not installed is left out silently and one that cannot be written with a warning;
+        with ``include_demo=True`` either is an error.
+        """
+        from magi.models.demo import DEMO_MODELS
+
+        paths = [self._ensure_one_demo(model.ensure, warnings) for model in DEMO_MODELS]
+        return [p for p in paths if p is not None]
+
+    def _ensure_one_demo(self, ensure: Callable[..., Path], warnings: list[str]) -> Path | None:
+        from magi.models.demo import DemoModelUnavailableError
 
         try:
-            return ensure_demo_model(self.demo_folder, progress=self.progress)
+            return ensure(self.demo_folder, progress=self.progress)
         except DemoModelUnavailableError as exc:
             if self.demo_required:
                 raise
@@ -553,9 +565,9 @@ class ModelDiscoveryService:
                     f"(`magi discover --forget {folder}` stops scanning it)"
                 )
         if self.include_demo:
-            demo_path = self._ensure_demo(warnings)
-            if demo_path is not None and not any(_is_within(demo_path, d) for d in dirs):
-                dirs.append(demo_path.parent)
+            for demo_path in self._ensure_demo(warnings):
+                if not any(_is_within(demo_path, d) for d in dirs):
+                    dirs.append(demo_path.parent)
         if recorded:  # an absent models/ is no mistake when added folders hold the models
             dirs = [d for d in dirs if Path(d) != DEFAULT_MODELS_DIR or Path(d).is_dir()]
         models, skipped = find_model_files(dirs)
