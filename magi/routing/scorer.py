@@ -131,7 +131,7 @@ class ComplexityScore:
             # the scorer's own score, before the on-scale terms: is it its raw sum clipped?
             base = round(self.score - added, 2)
             if abs(round(clipped, 2) - base) > 0.005:
-                text += f"; raw {raw:.2f} on the 0-10 scale, then {', '.join(self.on_scale)} added"
+                text += f"; raw {raw:.2f} is {base:.2f} on the 0-10 scale, before {', '.join(self.on_scale)}"
         elif abs(round(clipped, 2) - self.score) > 0.005:
             text += f"; raw {raw:.2f} on the 0-10 scale"
         elif raw > MAX_SCORE or raw < 0:

@@ -322,7 +322,7 @@ class Runner:
             self.health.start()
 
     # -- public API --------------------------------------------------------------------
-    def route(self, request: Request) -> RouteDecision:
+    def route(self, request: Request | Conversation) -> RouteDecision:
         """Score and route a prompt or a conversation without running any model.
 
         Raises:
@@ -333,7 +333,11 @@ class Runner:
         return self.router.decide(to_conversation(request))
 
     def run(
-        self, request: Request, *, system: str | None = None, cancel: threading.Event | None = None
+        self,
+        request: Request | Conversation,
+        *,
+        system: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> RunResult:
         """Answer one prompt or conversation; the result carries the routing trace.
 
@@ -362,7 +366,7 @@ class Runner:
         return stream.result
 
     def run_many(
-        self, requests: Iterable[Request], *, system: str | None = None, progress: bool = True
+        self, requests: Iterable[Request | Conversation], *, system: str | None = None, progress: bool = True
     ) -> list[RunResult]:
         """Answer prompts or conversations in order, with a progress bar (tqdm; notebook-aware).
 
@@ -394,7 +398,11 @@ class Runner:
         return results
 
     def stream(
-        self, request: Request, *, system: str | None = None, cancel: threading.Event | None = None
+        self,
+        request: Request | Conversation,
+        *,
+        system: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> AnswerStream:
         """The answer as it is generated: stage-1 tokens first, then stage 2.
 
@@ -411,7 +419,9 @@ class Runner:
         event = cancel if cancel is not None else threading.Event()
         return AnswerStream(self._events(request, system, event), event)
 
-    def _events(self, request: Request, system: str | None, cancel: threading.Event) -> Iterator[StreamEvent]:
+    def _events(
+        self, request: Request | Conversation, system: str | None, cancel: threading.Event
+    ) -> Iterator[StreamEvent]:
         """The generator behind :meth:`stream` (checks run when iteration starts)."""
         self._check_open()
         conversation = to_conversation(request)
