@@ -27,7 +27,7 @@ import logging
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -449,17 +449,41 @@ def _json_number(value: float | None) -> float | str | None:
 
 
 def _stage_budget(config: MagiConfig, stage: Stage) -> int | None:
-    """A stage's token budget (None: unlimited), by the runner's rule
-    (:func:`magi.runtime.backend.stage_settings`) on the runtime defaults: per-model
-    settings would need the registry, which ``magi route`` does not read."""
+    """A stage's token budget on the runtime defaults (None: unlimited); each model's own
+    is :func:`magi.runtime.resolve.stage_budgets`."""
     from magi.runtime.backend import stage_settings
 
     return stage_settings(config.runtime.sampling, stage.max_tokens).max_tokens
 
 
-def route_plan(config: MagiConfig, decision: RouteDecision, top: int = 3) -> dict[str, Any]:
-    """What ``magi route --json`` reports for one prompt, as plain JSON-safe data."""
+def _budget_text(default: int | None, own: Mapping[str, int | None]) -> str:
+    """``" (<= 256 tokens)"``, or per model when a model's own settings differ:
+    ``" (<= 64 tokens on a; unlimited on b)"``."""
+    if all(value == default for value in own.values()):
+        return "" if default is None else f" (<= {default} tokens)"
+    groups: dict[int | None, list[str]] = {}
+    for model_id, value in own.items():
+        groups.setdefault(value, []).append(model_id)
+    parts = [
+        f"{'unlimited' if value is None else f'<= {value} tokens'} on {', '.join(ids)}"
+        for value, ids in groups.items()
+    ]
+    return f" ({'; '.join(parts)})"
+
+
+def route_plan(
+    config: MagiConfig, decision: RouteDecision, top: int = 3, members: Mapping[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """What ``magi route --json`` reports for one prompt, as plain JSON-safe data; with the
+    tiers' ``members`` (registry), each stage's budget on each model too."""
+    from magi.runtime.resolve import stage_budgets
+
     score = decision.score
+
+    def per_model(stage: Stage) -> dict[str, Any]:
+        own = stage_budgets(config, stage.tier, stage.max_tokens, members or {})
+        return {"models": own} if own else {}
+
     return {
         "profile": config.profile.name,
         "scorer": score.scorer or config.scorer,
@@ -468,7 +492,12 @@ def route_plan(config: MagiConfig, decision: RouteDecision, top: int = 3) -> dic
         "max_score": _json_number(config.profile.tier(decision.tier).max_score),
         "two_stage": decision.two_stage,
         "stages": [
-            {"role": stage.role, "tier": stage.tier, "max_tokens": _stage_budget(config, stage)}
+            {
+                "role": stage.role,
+                "tier": stage.tier,
+                "max_tokens": _stage_budget(config, stage),
+                **per_model(stage),
+            }
             for stage in decision.stages
         ],
         "top_contributions": [
@@ -481,13 +510,17 @@ def route_plan(config: MagiConfig, decision: RouteDecision, top: int = 3) -> dic
     }
 
 
-def route_text(config: MagiConfig, decision: RouteDecision, top: int = 3) -> str:
-    """What ``magi route`` prints for one prompt: score and tier, top reasons, stage plan."""
+def route_text(
+    config: MagiConfig, decision: RouteDecision, top: int = 3, members: Mapping[str, list[str]] | None = None
+) -> str:
+    """What ``magi route`` prints for one prompt: score and tier, top reasons, stage plan
+    (each stage's budget, per model where a model's own settings change it)."""
     from magi.render import fmt_score
+    from magi.runtime.resolve import stage_budgets
 
     def on(stage: Stage) -> str:
-        budget = _stage_budget(config, stage)
-        return f"{stage.tier}" + (f" (<= {budget} tokens)" if budget is not None else "")
+        own = stage_budgets(config, stage.tier, stage.max_tokens, members or {})
+        return stage.tier + _budget_text(_stage_budget(config, stage), own)
 
     if decision.two_stage:
         draft, refine = decision.stages
@@ -528,14 +561,18 @@ def cmd_route(args: argparse.Namespace) -> int:
     from magi.config import compose
     from magi.render import fmt_score
     from magi.routing import HealthMonitor, Router, get_scorer
+    from magi.runtime.resolve import registered_tier_members
 
     config = compose(args.profile, args.override)
     # No tier members: which models would answer depends on the registry; the tier
     # and the stage plan depend only on the profile and the scorer.
     router = Router(config.profile, {}, get_scorer(config.scorer), HealthMonitor(), seed=config.runtime.seed)
     decisions = [(prompt, router.decide(prompt)) for prompt in args.prompts]
+    # the models of each tier as the registry has them (read, not refreshed): their own
+    # settings (runtime.models.<id>) may change a stage's budget
+    members = registered_tier_members(config)
     if args.json:
-        plans = [{"prompt": prompt, **route_plan(config, d, args.top)} for prompt, d in decisions]
+        plans = [{"prompt": prompt, **route_plan(config, d, args.top, members)} for prompt, d in decisions]
         print(json.dumps(plans, indent=2, allow_nan=False))
         return EXIT_OK
     profile = config.profile
@@ -545,7 +582,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     print(f"Profile {profile.name!r}: scorer {config.scorer}; tiers {tiers}; two-stage {two_stage}")
     for prompt, decision in decisions:
         print(f"\n{prompt!r}")
-        print(route_text(config, decision, args.top))
+        print(route_text(config, decision, args.top, members))
     return EXIT_OK
 
 

@@ -71,6 +71,25 @@ def test_route_overrides_and_exact_boundaries(capsys: pytest.CaptureFixture[str]
     assert [s["role"] for s in single["stages"]] == ["answer"]
 
 
+def test_route_shows_a_models_own_answer_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The stage plan uses the runner's rule on each model's own settings: a model of the
+    tier with ``runtime.models.<id>.max_tokens`` gets its own budget in the plan."""
+    from magi.runtime.resolve import resolve_models
+
+    tiny = TinyRuntime.create(tmp_path)
+    resolve_models(tiny.compose())  # discovers the tiny models and writes the registry
+    options = [arg for override in tiny.overrides for arg in ("-o", override)]
+    own = ["-o", f"+runtime.models.{FAST}.max_tokens=3"]
+    assert main(["route", "--profile", "development", *options, *own, EASY]) == 0
+    assert f"plan   one stage: answer on fast (<= 3 tokens on {FAST})" in capsys.readouterr().out
+    assert main(["route", "--profile", "development", "--json", *options, *own, EASY]) == 0
+    (plan,) = json.loads(capsys.readouterr().out)
+    assert plan["stages"] == [{"role": "answer", "tier": "fast", "max_tokens": 8, "models": {FAST: 3}}]
+    assert main(["route", "--profile", "development", "--json", *options, EASY]) == 0
+    (plan,) = json.loads(capsys.readouterr().out)
+    assert plan["stages"] == [{"role": "answer", "tier": "fast", "max_tokens": 8, "models": {FAST: 8}}]
+
+
 def test_route_default_profile_is_the_configs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["route", "Hi"]) == 0
     assert capsys.readouterr().out.startswith(f"Profile {magi.compose().profile.name!r}:")

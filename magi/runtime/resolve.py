@@ -21,13 +21,19 @@ from collections.abc import Mapping
 
 from magi.config.app import MagiConfig, RuntimeConfig
 from magi.config.endpoints import EndpointConfig, redact_url
-from magi.config.model_settings import LoadSettings, default_gpu_layers, gpu_offload_supported, merge
-from magi.errors import ConfigError, did_you_mean, format_options
+from magi.config.model_settings import (
+    LoadSettings,
+    SamplingSettings,
+    default_gpu_layers,
+    gpu_offload_supported,
+    merge,
+)
+from magi.errors import ConfigError, ModelError, did_you_mean, format_options
 from magi.machine import usable_cores
 from magi.models.discovery import ModelDiscoveryService
 from magi.models.registry import ModelEntry, ModelRegistry
 from magi.models.tiers import profile_tier_models
-from magi.runtime.backend import ModelSpec, RemoteSettings
+from magi.runtime.backend import ModelSpec, RemoteSettings, stage_settings
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +85,35 @@ def load_registry(config: MagiConfig, *, progress: bool = False) -> ModelRegistr
     return service.refresh(save=True, save_errors="warn").registry
 
 
+def model_sampling(runtime: RuntimeConfig, model_id: str) -> SamplingSettings:
+    """How one model generates: its ``runtime.models.<id>`` fields merged over the runtime
+    defaults (the one merge of sampling settings, local and remote models alike)."""
+    return merge(runtime.sampling, runtime.models.get(model_id), f"runtime.models.{model_id}")
+
+
+def registered_tier_members(config: MagiConfig) -> dict[str, list[str]]:
+    """Tier -> model ids as the registry file has them now, without discovering or
+    reading any model file (``magi route``); ``{}`` when there is no usable registry."""
+    try:
+        registry = ModelRegistry.load(config.models.registry)
+    except ModelError as exc:
+        logger.debug("no tier members for the stage plan: %s", exc)
+        return {}
+    return profile_tier_models(config.profile, registry, strict=False, endpoints=config.endpoints)
+
+
+def stage_budgets(
+    config: MagiConfig, tier: str, stage_max_tokens: int | None, members: Mapping[str, list[str]]
+) -> dict[str, int | None]:
+    """The token budget of a stage on ``tier`` for each of the tier's models, by the
+    runner's rule (:func:`~magi.runtime.backend.stage_settings`) on each model's own
+    settings (None: unlimited)."""
+    return {
+        model_id: stage_settings(model_sampling(config.runtime, model_id), stage_max_tokens).max_tokens
+        for model_id in members.get(tier, [])
+    }
+
+
 def model_spec(entry: ModelEntry, runtime: RuntimeConfig) -> ModelSpec:
     """The load and sampling settings of one model: its ``runtime.models.<id>`` fields
     merged over the ``runtime`` defaults (:func:`~magi.config.model_settings.merge`), MAGI's
@@ -102,7 +137,7 @@ def model_spec(entry: ModelEntry, runtime: RuntimeConfig) -> ModelSpec:
         context_length=entry.context_length,
         n_layers=entry.n_layer,
         load=load,
-        sampling=merge(runtime.sampling, own, where),
+        sampling=model_sampling(runtime, entry.id),
     )
 
 
@@ -114,14 +149,13 @@ def remote_spec(model_id: str, endpoint: EndpointConfig, runtime: RuntimeConfig)
     layers) are the server's own and are ignored, except ``n_ctx``, which is the
     endpoint's when it declares one. It holds no memory here.
     """
-    own = runtime.models.get(model_id)
     return ModelSpec(
         model_id=model_id,
         path=None,
         memory_mb=0.0,
         context_length=endpoint.n_ctx,
         load=LoadSettings(n_ctx=endpoint.n_ctx or runtime.n_ctx),
-        sampling=merge(runtime.sampling, own, f"runtime.models.{model_id}"),
+        sampling=model_sampling(runtime, model_id),
         remote=RemoteSettings(
             url=endpoint.url,
             model=endpoint.served_model(model_id),
