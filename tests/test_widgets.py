@@ -432,6 +432,8 @@ def test_chat_two_turns_send_the_history_and_show_each_trace(make_picker) -> Non
             summary
         )
         assert "profile Fast Only" in summary
+    # the second score rated the last message with the conversation's bounded term, and says so
+    assert second.scored != "the prompt" and f"({second.scored})" in html.unescape(summaries[1])
     assert chat.history.value.count("Routing trace") == 2
     assert picker.runner_builds == 1  # one Runner for the conversation
 

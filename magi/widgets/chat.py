@@ -77,12 +77,14 @@ def history_messages(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:
 
 
 def turn_summary(result: RunResult) -> str:
-    """The one-line trace under an answer: tier, model(s) per stage, score, tokens, time."""
+    """The one-line trace under an answer: tier, model(s) per stage, score (and what it
+    rated: the last message, plus the conversation's bounded term), tokens, time."""
     stages = " → ".join(f"{s.stage} {s.model_id}" for s in result.stages) or "no stages"
     two = " (two-stage)" if result.two_stage else ""
     early = f" · ended: {result.finish_reason}" if result.ended_early else ""
+    scored = f" ({result.scored})" if result.scored != "the prompt" else ""
     return (
-        f"tier {result.tier}{two} · {stages} · score {result.score:.1f}/10 · "
+        f"tier {result.tier}{two} · {stages} · score {result.score:.1f}/10{scored} · "
         f"{result.completion_tokens} tokens in {result.total_s:.2f} s · profile {result.profile}{early}"
     )
 
