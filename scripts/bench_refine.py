@@ -1,6 +1,7 @@
 """Prompt-lookup decoding (``runtime.prompt_lookup``) on the refine stage, on the demo model.
 
-    python scripts/bench_refine.py                  # 3 rounds, lookup 10 tokens (exit 1 today)
+    python scripts/bench_refine.py                  # Gemma 3 270M refines, lookup 10 (exit 1: missed)
+    python scripts/bench_refine.py --model smollm2  # SmolLM2-135M-Instruct refines
     python scripts/bench_refine.py --rounds 5 --lookup 6
 
 Refine-stage decode tokens/s (tokens after the first, per second after the first token)
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import magi  # noqa: E402
 from magi.config.model_settings import PROMPT_LOOKUP_TOKENS  # noqa: E402
-from magi.models.demo import DEMO_MODEL_ID, ensure_demo_model  # noqa: E402
+from magi.models.demo import DEMO_MODELS  # noqa: E402
 from magi.runtime.runner import Runner  # noqa: E402
 
 COPY_BUDGET = 1.5
@@ -55,12 +56,16 @@ def memory_kb() -> dict[str, int]:
     return out
 
 
-def compose(models_dir: Path, tokens: int, lookup: int) -> magi.MagiConfig:
+def compose(models_dir: Path, model_id: str, tokens: int, lookup: int) -> magi.MagiConfig:
+    """The demo profile (two-stage) with ``model_id`` drafting and refining."""
     return magi.compose(
         profile="demo",
         overrides=[
             f"models.dirs=[{models_dir}]",
             f"models.registry={models_dir / 'registry.json'}",
+            f"profile.enabled_models=[{model_id}]",
+            "~profile.model_tiers",
+            f"+profile.model_tiers={{{model_id}:[fast,powerful]}}",
             f"runtime.max_tokens={tokens}",
             f"runtime.prompt_lookup={lookup}",
         ],
@@ -82,13 +87,14 @@ def decode(backend: object, prompt: str, settings: object) -> tuple[str, int, fl
 def bench_copy(runner_off: Runner, runner_on: Runner, rounds: int, tokens: int) -> dict[str, float]:
     from magi.runtime.backend import stage_settings
 
-    spec_off, spec_on = runner_off.specs[DEMO_MODEL_ID], runner_on.specs[DEMO_MODEL_ID]
+    (model_id,) = runner_off.specs
+    spec_off, spec_on = runner_off.specs[model_id], runner_on.specs[model_id]
     off = stage_settings(spec_off.sampling.model_copy(update={"stop": []}), tokens, refine=True)
     on = stage_settings(spec_on.sampling.model_copy(update={"stop": []}), tokens, refine=True)
     times: dict[str, list[float]] = {"off": [], "on": []}
     texts: dict[str, set[str]] = {"off": set(), "on": set()}
     counts: set[int] = set()
-    with runner_off.pool.lease(DEMO_MODEL_ID) as backend:
+    with runner_off.pool.lease(model_id) as backend:
         decode(backend, COPY_PROMPT, off)  # warm-up: load, and the prompt in the cache
         print(f"memory after a refine without lookup: {memory_kb()}")
         for _ in range(rounds):
@@ -162,15 +168,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=96, help="refine answer length (copy-heavy case)")
     parser.add_argument("--lookup", type=int, default=PROMPT_LOOKUP_TOKENS, help="tokens drafted per step")
-    parser.add_argument("--models-dir", type=Path, default=None, help="where to assemble the demo model")
+    parser.add_argument("--model", default="gemma", help="the demo model that refines: gemma or smollm2")
+    parser.add_argument("--models-dir", type=Path, default=None, help="where to put the demo model")
     args = parser.parse_args()
+    models = [m for m in DEMO_MODELS if args.model in m.id]
+    if len(models) != 1:
+        parser.error(f"--model {args.model!r}: one of {', '.join(m.id for m in DEMO_MODELS)}")
+    (model,) = models
     models_dir = args.models_dir or Path(tempfile.mkdtemp(prefix="magi-bench-refine-"))
-    ensure_demo_model(models_dir, progress=False)
-    print(f"rounds={args.rounds} lookup={args.lookup} tokens={args.tokens}")
+    model.ensure(models_dir, progress=False)
+    print(f"model={model.id} rounds={args.rounds} lookup={args.lookup} tokens={args.tokens}")
     failed = False
     with (
-        Runner(compose(models_dir, args.tokens, 0)) as runner_off,
-        Runner(compose(models_dir, args.tokens, args.lookup), pool=runner_off.pool) as runner_on,
+        Runner(compose(models_dir, model.id, args.tokens, 0)) as runner_off,
+        Runner(compose(models_dir, model.id, args.tokens, args.lookup), pool=runner_off.pool) as runner_on,
     ):
         copy = bench_copy(runner_off, runner_on, args.rounds, args.tokens)
         print(f"memory after copy-heavy refines: {memory_kb()}")
