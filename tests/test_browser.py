@@ -3,7 +3,9 @@
 voila runs notebooks/quickstart.ipynb (pointed at tiny echo models through the
 MAGI_NOTEBOOK_* variables) and playwright, in Debian's chromium, picks a profile,
 types a bad override and sees the error, fixes it, runs a prompt and reads the answer
-and trace from the page. A screenshot of the picker is saved in the test's tmp_path.
+and trace from the page; in the notebook's second picker (chat mode) it resets the
+conversation, sends two turns and reads both answers and their traces. Screenshots
+of the pickers are saved in the test's tmp_path.
 
 Needs ``apt-get install chromium`` (playwright cannot download browsers offline);
 skipped, with that reason, only when /usr/bin/chromium is missing. CI installs it.
@@ -124,36 +126,39 @@ def test_picker_in_voila_picks_a_profile_validates_and_runs(voila_url: str, tmp_
             page = browser.new_page(viewport={"width": 1200, "height": 1000})
             page.set_default_timeout(60_000)
             page.goto(voila_url)
-            picker = page.locator(".magi-picker")
+            # the quickstart shows two pickers: one in prompt mode, then one in chat mode
+            picker = page.locator(".magi-picker").first
             expect(picker).to_be_visible(timeout=120_000)  # voila ran the notebook up to the picker
             # the notebook's own picker.run(...) finished before we touch anything
-            expect(page.locator(".magi-picker-status")).to_contain_text("✓ Done")
+            expect(picker.locator(".magi-picker-status")).to_contain_text("✓ Done")
 
             # inputs are reachable by their labels
-            profile = page.get_by_label("Profile")
-            overrides = page.get_by_label("Overrides")
-            prompt = page.get_by_label("Prompt")
+            profile = picker.get_by_label("Profile")
+            overrides = picker.get_by_label("Overrides")
+            prompt = picker.get_by_label("Prompt")
 
             profile.select_option("fast-only")
-            expect(page.locator(".magi-picker-profile-view")).to_contain_text("Fast Only")
-            expect(page.locator(".magi-picker-validation")).to_contain_text("Valid: profile=fast-only")
+            expect(picker.locator(".magi-picker-profile-view")).to_contain_text("Fast Only")
+            expect(picker.locator(".magi-picker-validation")).to_contain_text("Valid: profile=fast-only")
 
             # live validation: a bad override is reported in place, the good config is kept
             original = overrides.input_value()
             overrides.fill(original + "\nprofile.two_stage.enabled=maybe")
-            expect(page.locator(".magi-picker-validation .magi-invalid")).to_contain_text(
+            expect(picker.locator(".magi-picker-validation .magi-invalid")).to_contain_text(
                 "profile.two_stage.enabled"
             )
-            expect(page.locator(".magi-picker-validation")).to_contain_text("Run uses the last valid config")
+            expect(picker.locator(".magi-picker-validation")).to_contain_text(
+                "Run uses the last valid config"
+            )
             overrides.fill(original)
-            expect(page.locator(".magi-picker-validation")).to_contain_text("Valid: profile=fast-only")
+            expect(picker.locator(".magi-picker-validation")).to_contain_text("Valid: profile=fast-only")
 
             prompt.fill("Hello there")
-            page.get_by_role("button", name="Run").click()
-            trace = page.locator(".magi-picker-trace")
+            picker.get_by_role("button", name="Run").click()
+            trace = picker.locator(".magi-picker-trace")
             expect(trace).to_contain_text("profile Fast Only", timeout=60_000)
-            expect(page.locator(".magi-picker-status")).to_contain_text("✓ Done")
-            answer = page.locator('.magi-picker-answer .magi-answer[data-state="done"]')
+            expect(picker.locator(".magi-picker-status")).to_contain_text("✓ Done")
+            answer = picker.locator('.magi-picker-answer .magi-answer[data-state="done"]')
             expect(answer.locator('[data-stage="answer"]')).to_contain_text("qwen3_4p0b_q4km_fast")
             text = answer.locator(".magi-text").inner_text()
             assert text.strip() and set(text.strip()) == {":"}  # the echo model repeats 'A:'
@@ -167,6 +172,68 @@ def test_picker_in_voila_picks_a_profile_validates_and_runs(voila_url: str, tmp_
             picker.scroll_into_view_if_needed()
             shot = tmp_path / "picker.png"
             picker.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+            print(f"screenshot: {shot}")
+        finally:
+            browser.close()
+
+
+def test_chat_mode_in_voila_sends_two_turns_and_reads_both_answers(voila_url: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1400})
+            page.set_default_timeout(60_000)
+            page.goto(voila_url)
+            chat = page.locator(".magi-picker").nth(1)  # the quickstart's chat-mode picker
+            expect(chat).to_be_visible(timeout=120_000)
+            status = chat.locator(".magi-picker-status")
+            history = chat.locator(".magi-picker-history")
+            # the notebook's own two chat.send(...) calls answered before we touch anything
+            expect(status).to_contain_text("✓ Done", timeout=120_000)
+            expect(status).to_contain_text("turn 2")
+            expect(history.locator('.magi-chat-turn[data-state="done"]')).to_have_count(2)
+            # chat mode shows its own inputs, not the prompt box
+            expect(chat.get_by_label("Prompt", exact=True)).to_be_hidden()
+            expect(chat.get_by_label("System")).to_have_value("Answer in one short sentence.")
+
+            chat.get_by_role("button", name="Reset").click()
+            expect(history).to_contain_text("No messages yet")
+            expect(status).to_have_text("New conversation")
+
+            message = chat.get_by_label("Message")
+            send = chat.get_by_role("button", name="Send")
+            turns = history.locator(".magi-chat-turn")
+            for n, text in enumerate(["Hello there", "Tell me more"], start=1):
+                message.fill(text)
+                send.click()
+                expect(turns.nth(n - 1)).to_have_attribute("data-state", "done", timeout=60_000)
+                expect(status).to_contain_text(f"turn {n}")
+                expect(message).to_have_value("")  # the message moved into the history
+            expect(turns).to_have_count(2)
+
+            for n, text in enumerate(["Hello there", "Tell me more"]):
+                turn = turns.nth(n)
+                expect(turn.locator(".magi-chat-user")).to_contain_text(text)
+                # the final stage's text (an easy message: one stage on the fast tier)
+                stage = turn.locator('.magi-answer[data-state="done"] [data-stage]').last
+                expect(stage).to_contain_text("qwen3_4p0b_q4km_fast")
+                answer = stage.locator(".magi-text").inner_text()
+                assert answer.strip(), f"turn {n + 1} has no answer text"
+                summary = turn.locator(".magi-chat-summary")
+                expect(summary).to_contain_text("tier fast · answer qwen3_4p0b_q4km_fast · score")
+                expect(summary).to_contain_text("profile Development")
+                summary.click()  # unfolds the full routing trace
+                expect(turn.locator(".magi-trace-table")).to_be_visible()
+
+            box = chat.bounding_box()
+            assert box is not None
+            page.set_viewport_size({"width": 1200, "height": int(box["height"]) + 200})
+            chat.scroll_into_view_if_needed()
+            shot = tmp_path / "chat.png"
+            chat.screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000
             print(f"screenshot: {shot}")
         finally:

@@ -92,6 +92,13 @@ def test_quickstart_runs_top_to_bottom(
     mimes = {m for cell in nb.cells for out in cell.get("outputs", []) for m in out.get("data", {})}
     assert WIDGET_MIME in mimes  # the picker was displayed
     assert "Development -> " in text  # picker.run(block=True) answered
+    # a two-turn conversation in Python: the second answer's messages carry the first turn
+    assert "turn 1:" in text and "turn 2:" in text
+    assert "   system: Answer in one short sentence." in text
+    assert "     user: Name a primary colour." in text and "     user: And another one?" in text
+    assert text.count("assistant: ") >= 1
+    # and in the picker's chat mode: two turns, four messages
+    assert "4 messages; the last answer from" in text
 
 
 @pytest.mark.slow

@@ -201,6 +201,7 @@ class ProfilePicker(widgets.VBox):
             description="Mode",
             style={**_LABEL_STYLE, "button_width": "90px"},
             tooltips=["Answer one prompt", "A conversation: system prompt, history, message"],
+            layout=widgets.Layout(width="auto"),  # label and buttons on one line
         )
         self.chat = ChatView(system=system)
         self.prompt_text = widgets.Textarea(
