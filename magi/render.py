@@ -1,11 +1,15 @@
-"""Plain-text rendering of profiles and tables for the terminal."""
+"""Plain-text rendering for the terminal: profiles, tables, and streamed answers."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from magi.config.profile import ModelProfile
+
+if TYPE_CHECKING:
+    from magi.runtime.runner import StreamEvent
 
 
 def fmt_score(value: float) -> str:
@@ -109,3 +113,53 @@ def profile_summary(
         + (f" ({lb.strategy}, health check every {lb.health_check_interval:g}s)" if lb.enabled else "")
     )
     return "\n".join(lines)
+
+
+class StreamPrinter:
+    """Writes an answer's stream events (:meth:`magi.runtime.runner.Runner.stream`) as text,
+    each stage marked on its own line: ``[answer · fast · model_id]`` (``draft`` and
+    ``refine`` for two stages), then the tokens as they come.
+
+    One home for how ``magi ask``, ``python run.py`` and ``magi chat`` show an answer.
+    A failover mid-answer is marked ``[model failed; retrying on another model]``;
+    :meth:`fail` closes a failed answer with ``[FAILED: headline]``, so the output never
+    ends in a silent half answer. Every write is flushed (the tokens are the progress).
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.at_line_start = True
+
+    def _line(self, text: str) -> None:
+        """``text`` on a line of its own."""
+        self.out.write(("" if self.at_line_start else "\n") + text + "\n")
+        self.at_line_start = True
+        self.out.flush()
+
+    def event(self, event: StreamEvent) -> None:
+        """Write one event (a ``done`` event ends the answer's last line)."""
+        if event.kind == "stage":
+            self._line(f"[{event.stage} · {event.tier} · {event.model_id}]")
+        elif event.kind == "token":
+            self.out.write(event.text)
+            if event.text:
+                self.at_line_start = event.text.endswith("\n")
+        elif event.kind == "restart":
+            self._line(f"[{event.model_id} failed; retrying on another model]")
+        elif event.kind == "done" and not self.at_line_start:  # an answer ending in "\n" needs none
+            self.out.write("\n")
+            self.at_line_start = True
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        """A mark of the printer's own (``[cancelled ...]``) on its own line."""
+        self._line(f"[{text}]")
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the answer failed with the error's first line."""
+        self.note(f"FAILED: {first_line(str(error)).rstrip(':')}")
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of ``text``, stripped (a message's headline)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())

@@ -46,6 +46,15 @@ class RunTaskConfig(TaskConfig):
     """``task=run`` (the default): answer ``prompt`` or built-in prompts, show the routing."""
 
     name: Literal["run"] = "run"
+    messages: Path | None = Field(
+        default=None,
+        description=(
+            "A conversation to answer: a JSON file of messages ([{'role': 'user', 'content': "
+            "'...'}, ...], or {'messages': [...]}), read by magi.conversation.load_messages. "
+            "Relative paths are tried from the working directory, then from the project root. "
+            "With prompt= too, both are answered (the prompt first); null: none."
+        ),
+    )
 
 
 class BenchTaskConfig(TaskConfig):
@@ -134,11 +143,47 @@ class CalibrateTaskConfig(TaskConfig):
         return value
 
 
+class ServeTaskConfig(TaskConfig):
+    """``task=serve``: answer the OpenAI API over HTTP with the profile (docs/SERVING.md)."""
+
+    name: Literal["serve"] = "serve"
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address to bind; the default answers this machine only (0.0.0.0: every interface).",
+    )
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0: any free port).")
+    api_keys_file: Path | None = Field(
+        default=None,
+        description=(
+            "File of API keys, one per line ('#' comments); with it (or MAGI_API_KEYS, comma-"
+            "separated) every /v1 request needs 'Authorization: Bearer <key>'. null: no keys."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=1_000_000, gt=0, description="Largest request body; a larger one is refused (413)."
+    )
+    max_queue: int = Field(
+        default=64,
+        gt=0,
+        description="Requests admitted at once (answering or waiting for a model); more get 429.",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight answers may finish before they are cancelled.",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="uvicorn's log level (its access log at 'info')."
+    )
+
+
 #: Schemas of the built-in tasks, by ``task.name``.
 TASK_SCHEMAS: dict[str, type[TaskConfig]] = {
     "run": RunTaskConfig,
     "bench": BenchTaskConfig,
     "calibrate": CalibrateTaskConfig,
+    "serve": ServeTaskConfig,
 }
 
 

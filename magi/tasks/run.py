@@ -2,6 +2,10 @@
 
 python run.py                                   # built-in prompts, default profile
 python run.py profile=demo prompt="Why is the sky blue?"
+python run.py profile=demo task.messages=chat.json   # a conversation from a JSON file
+
+A ``task.messages`` file is read and checked (:func:`magi.conversation.load_messages`)
+before any model loads: a bad one exits 2 naming the file and the message's index.
 
 Every prompt is tried, even after one failed: the table then marks the failed rows
 (``FAILED [1]``) and lists each one's cause under it, each model's own error. A run
@@ -14,11 +18,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from magi.config.app import MagiConfig
+from magi.config.task import RunTaskConfig
+from magi.conversation import Conversation, load_messages
 from magi.errors import EXIT_PARTIAL, ConfigError, MAGIException
-from magi.render import table
+from magi.render import StreamPrinter, table
 from magi.runtime.runner import Runner
 from magi.runtime.trace import RunResult
 from magi.tasks.registry import register_task
@@ -33,42 +40,34 @@ BUILTIN_PROMPTS: tuple[str, ...] = (
 )
 
 
-def print_stream(runner: Runner, prompt: str, out: TextIO | None = None) -> RunResult:
+def request_line(request: str | Conversation) -> str:
+    """How an answer's request is echoed before it (``>>> prompt``): a conversation's
+    last user message, after how many messages came with it."""
+    if isinstance(request, str) or request.is_single_prompt:
+        return f">>> {request if isinstance(request, str) else request.last_user}"
+    return f">>> [{len(request.messages)} messages] {request.last_user}"
+
+
+def print_stream(runner: Runner, request: str | Conversation, out: TextIO | None = None) -> RunResult:
     """Stream one answer to ``out`` (default: the current ``sys.stdout``, looked up per
-    call so ``redirect_stdout`` and notebook capture see it) with each stage marked;
-    return its result.
+    call so ``redirect_stdout`` and notebook capture see it) with each stage marked
+    (:class:`magi.render.StreamPrinter`); return its result.
 
     Raises the errors of :meth:`Runner.stream` after marking the answer
     ``[FAILED: <headline>]``, so the output never ends in a silent half answer.
     """
     out = out if out is not None else sys.stdout
-    result = None
-    at_line_start = True
-    out.write(f"\n>>> {prompt}\n")
+    printer = StreamPrinter(out)
+    out.write(f"\n{request_line(request)}\n")
+    stream = runner.stream(request)
     try:
-        for event in runner.stream(prompt):
-            if event.kind == "stage":
-                out.write(
-                    ("" if at_line_start else "\n") + f"[{event.stage} · {event.tier} · {event.model_id}]\n"
-                )
-                at_line_start = True
-            elif event.kind == "token":
-                out.write(event.text)
-                at_line_start = event.text.endswith("\n")
-            elif event.kind == "restart":
-                out.write(f"\n[{event.model_id} failed; retrying on another model]\n")
-                at_line_start = True
-            elif event.kind == "done":
-                result = event.result
-                if not at_line_start:  # an answer that ended with its own newline needs none
-                    out.write("\n")
-            out.flush()
+        for event in stream:
+            printer.event(event)
     except MAGIException as exc:
-        out.write(("" if at_line_start else "\n") + f"[FAILED: {_first_line(str(exc)).rstrip(':')}]\n")
-        out.flush()
+        printer.fail(exc)
         raise
-    assert result is not None
-    return result
+    assert stream.result is not None
+    return stream.result
 
 
 @dataclass(frozen=True)
@@ -111,30 +110,38 @@ class PromptAnswer:
         return {**record, "prompt": self.prompt, "score": self.score}
 
 
-def answer_prompts(runner: Runner, prompts: Iterable[str], out: TextIO | None = None) -> list[PromptAnswer]:
-    """Stream every prompt's answer (:func:`print_stream`); a prompt no model could
-    answer is kept, with its error, and the next one runs.
+def answer_prompts(
+    runner: Runner, prompts: Iterable[str | Conversation], out: TextIO | None = None
+) -> list[PromptAnswer]:
+    """Stream every prompt's (or conversation's) answer (:func:`print_stream`); one no
+    model could answer is kept, with its error, and the next one runs.
 
     A :class:`ConfigError` is raised at once: the configuration is wrong, so every
     prompt would fail the same way. Errors that are not :class:`MAGIException`s
     (bugs) are raised too.
     """
     answers = []
-    for prompt in prompts:
+    for request in prompts:
+        prompt = request if isinstance(request, str) else request.last_user
         try:
-            answers.append(PromptAnswer(prompt, result=print_stream(runner, prompt, out)))
+            answers.append(PromptAnswer(prompt, result=print_stream(runner, request, out)))
         except ConfigError:
             raise
         except MAGIException as exc:
-            score, tier = _route_only(runner, prompt)
+            score, tier = _route_only(runner, request)
             answers.append(PromptAnswer(prompt, error=exc, score=score, routed_tier=tier))
     return answers
 
 
-def _route_only(runner: Runner, prompt: str) -> tuple[float | None, str | None]:
-    """Score and tier of ``prompt`` without a balancer turn; ``None``s if scoring fails."""
+def _route_only(runner: Runner, request: str | Conversation) -> tuple[float | None, str | None]:
+    """Score and tier of ``request`` without a balancer turn; ``None``s if scoring fails."""
+    from magi.routing.router import conversation_score
+
     try:
-        score = runner.router.scorer.score(prompt).score
+        if isinstance(request, str):
+            score = runner.router.scorer.score(request).score
+        else:
+            score = conversation_score(runner.router.scorer, request).score
         return score, runner.router.tier_for(score)
     except Exception:  # noqa: BLE001 - describing a failure must not fail
         return None, None
@@ -149,10 +156,6 @@ def tier_label(result: RunResult) -> str:
 
 def _short(prompt: str) -> str:
     return (prompt[:40] + "…") if len(prompt) > 41 else prompt
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
 
 def runs_on(result: RunResult) -> str:
@@ -252,6 +255,16 @@ def exit_status(answers: Sequence[PromptAnswer]) -> int:
     return EXIT_PARTIAL
 
 
+def messages_path(path: Path) -> Path:
+    """``task.messages`` as given when it exists (or is absolute), else from the project root."""
+    from magi.sweeps.prompts import PROJECT_ROOT
+
+    given = path.expanduser()
+    if given.is_absolute() or given.exists() or not (PROJECT_ROOT / given).exists():
+        return given  # a missing file is load_messages' error, naming the path as given
+    return PROJECT_ROOT / given
+
+
 @register_task("run")
 def run_task(config: MagiConfig) -> list[dict[str, object]]:
     """Answer the prompt(s), print each answer as it streams and a routing table.
@@ -263,9 +276,12 @@ def run_task(config: MagiConfig) -> list[dict[str, object]]:
     from magi.runtime.pool import shared_pool
     from magi.sweeps.jobs import current_job
 
-    prompts = [config.prompt] if config.prompt else list(BUILTIN_PROMPTS)
+    requests: list[str | Conversation] = [config.prompt] if config.prompt else []
+    settings = config.task if isinstance(config.task, RunTaskConfig) else RunTaskConfig()
+    if settings.messages is not None:  # read and checked before any model loads
+        requests.append(load_messages(messages_path(settings.messages)))
     with Runner(config, pool=shared_pool()) as runner:
-        answers = answer_prompts(runner, prompts)
+        answers = answer_prompts(runner, requests or BUILTIN_PROMPTS)
     print()
     print(routing_table(answers), flush=True)
     status = exit_status(answers)
