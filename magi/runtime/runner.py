@@ -338,13 +338,15 @@ class Runner:
         *,
         system: str | None = None,
         cancel: threading.Event | None = None,
+        sampling: Mapping[str, object] | None = None,
     ) -> RunResult:
         """Answer one prompt or conversation; the result carries the routing trace.
 
         ``system`` is the system prompt of a conversation that has none of its own (it
         overrides the model's and the profile's, see the class docstring). Setting
         ``cancel`` (from another thread) ends the answer at its next token, text kept,
-        ``finish_reason`` "cancelled" (see :class:`AnswerStream`).
+        ``finish_reason`` "cancelled" (see :class:`AnswerStream`). ``sampling`` overrides
+        sampling settings of this request on every model it runs on (see :meth:`stream`).
 
         Raises:
             NoModelAnsweredError: every model that could answer failed or has an open
@@ -359,7 +361,7 @@ class Runner:
 
         No 422 counts against a model's circuit breaker.
         """
-        stream = self.stream(request, system=system, cancel=cancel)
+        stream = self.stream(request, system=system, cancel=cancel, sampling=sampling)
         for _event in stream:
             pass
         assert stream.result is not None
@@ -403,6 +405,7 @@ class Runner:
         *,
         system: str | None = None,
         cancel: threading.Event | None = None,
+        sampling: Mapping[str, object] | None = None,
     ) -> AnswerStream:
         """The answer as it is generated: stage-1 tokens first, then stage 2.
 
@@ -415,16 +418,37 @@ class Runner:
         Two-stage on a conversation: the draft answers the conversation; the refine gets
         the same conversation with its last user message replaced by ``refine_template``
         filled with that message (``{prompt}``) and the draft (``{draft}``).
+
+        ``sampling`` (a server's per-request fields, e.g. ``{"temperature": 0.7,
+        "max_tokens": 64}``) replaces those sampling settings
+        (:class:`~magi.config.model_settings.SamplingSettings` names, values already
+        valid) of each model the request runs on; ``stop`` sequences are added to the
+        model's own. A draft keeps its ``stage1_max_tokens`` budget. An unknown name is a
+        422 before any model is asked.
         """
         event = cancel if cancel is not None else threading.Event()
-        return AnswerStream(self._events(request, system, event), event)
+        return AnswerStream(self._events(request, system, event, sampling), event)
 
     def _events(
-        self, request: Request | Conversation, system: str | None, cancel: threading.Event
+        self,
+        request: Request | Conversation,
+        system: str | None,
+        cancel: threading.Event,
+        sampling: Mapping[str, object] | None = None,
     ) -> Iterator[StreamEvent]:
         """The generator behind :meth:`stream` (checks run when iteration starts)."""
         self._check_open()
         conversation = to_conversation(request)
+        if sampling:
+            from magi.config.model_settings import SamplingSettings
+
+            unknown = sorted(set(sampling) - set(SamplingSettings.model_fields))
+            if unknown:
+                raise MAGIException(
+                    f"Unknown sampling setting(s) {', '.join(unknown)}. "
+                    f"Valid: {', '.join(SamplingSettings.model_fields)}",
+                    status_code=422,
+                )
         if system is not None:
             check_prompt(system, what="The system prompt")
         prompt = conversation.last_user
@@ -432,7 +456,7 @@ class Runner:
         decision = self.router.decide(conversation)
         trace = _Trace()
         draft: str | None = None
-        run = (conversation, system, trace, cancel)
+        run = (conversation, system, trace, cancel, sampling or {})
         if decision.two_stage:
             draft_stage, refine_stage = decision.stages
             try:
@@ -614,6 +638,7 @@ class Runner:
         system: str | None,
         trace: _Trace,
         cancel: threading.Event,
+        overrides: Mapping[str, object],
         *,
         fallback: bool = True,
         draft: str | None = None,
@@ -643,6 +668,11 @@ class Runner:
             tried.add(model_id)
             answered = self._with_system(conversation, system, model_id)
             sampling = self.specs[model_id].sampling
+            if overrides:  # the request's own sampling fields (stream's docstring)
+                update = dict(overrides)
+                if "stop" in update:
+                    update["stop"] = [*sampling.stop, *update["stop"]]  # type: ignore[misc]
+                sampling = sampling.model_copy(update=update)
             settings = self._timed(stage_settings(sampling, stage.max_tokens, refine=draft is not None), tier)
             pieces: list[str] = []
             emitted = False
