@@ -1,0 +1,974 @@
+"""The ASGI app of ``magi serve``: the OpenAI API in front of a profile's Runner.
+
+Routes (docs/SERVING.md):
+
+* ``POST /v1/chat/completions`` and ``POST /v1/completions``, streamed (SSE, ending
+  ``data: [DONE]``) or not. ``model`` is ``auto`` (the served profile), ``magi/<profile>``
+  (any profile of the config folder, composed with the server's overrides on first use),
+  or a model id of the served profile (that model alone: no routing, no fallback).
+  Sampling fields map onto the models' settings for that request (``Runner.stream``'s
+  ``sampling``). Every answer carries its routing trace in a ``magi`` field and in
+  ``x-magi-*`` headers.
+* ``GET /v1/models``, ``GET /v1/models/{id}``: what ``model`` may name.
+* ``GET /health`` (liveness, never needs a key), ``GET /health/models`` (per model:
+  loaded, circuit, last error, requests, p50 latency), ``GET /metrics`` (Prometheus).
+
+Errors have OpenAI's body (:mod:`magi.serve.errors`). Answers run in a thread each
+(llama.cpp blocks); a client that goes away cancels its answer
+(:meth:`~magi.runtime.runner.AnswerStream.cancel`), which frees the model at its next
+token. At most ``task.max_queue`` requests are admitted at once (answering or waiting
+for a model); more get 429 at once rather than waiting unseen.
+
+Example:
+    >>> import magi                                                     # doctest: +SKIP
+    >>> from magi.serve import MagiServer, create_app                   # doctest: +SKIP
+    >>> app = create_app(MagiServer(magi.compose("demo", ["task=serve"])))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sse_starlette.sse import EventSourceResponse
+
+from magi.config.app import MagiConfig
+from magi.config.model_settings import SamplingSettings
+from magi.config.task import ServeTaskConfig
+from magi.conversation import Conversation, to_conversation
+from magi.errors import MAGIException, did_you_mean, format_options
+from magi.routing.router import conversation_score
+from magi.runtime.pool import ModelPool
+from magi.runtime.runner import AnswerStream, Runner, StreamEvent
+from magi.runtime.trace import RunResult
+from magi.serve.errors import ServeError, error_body, exception_body, status_of
+from magi.serve.keys import APIKeys
+from magi.serve.metrics import CONTENT_TYPE, ServeMetrics
+
+logger = logging.getLogger(__name__)
+
+#: ``model`` values that mean the served profile.
+AUTO_NAMES = ("auto", "magi/auto", "magi")
+PROFILE_PREFIX = "magi/"
+
+
+# -- requests ------------------------------------------------------------------------------
+#: Request fields MAGI refuses when set (to a value other than these), with why.
+UNSUPPORTED: dict[str, tuple[tuple[object, ...], str]] = {
+    "tools": ((None, []), "tool calls are not supported"),
+    "functions": ((None, []), "function calls are not supported"),
+    "logprobs": ((None, False, 0), "log probabilities are not returned"),
+    "top_logprobs": ((None, 0), "log probabilities are not returned"),
+    "echo": ((None, False), "echo is not supported"),
+    "best_of": ((None, 1), "best_of is not supported"),
+    "suffix": ((None, ""), "suffix (insertion) is not supported"),
+}
+
+
+class _GenerationRequest(BaseModel):
+    """Fields both endpoints share. Unknown fields are accepted and ignored (clients send
+    many), except the ones MAGI cannot honour, which are refused by name (422)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = "auto"
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repeat_penalty: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    n: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    def check_supported(self) -> None:
+        """Refuse what MAGI would silently get wrong: several choices, tools, log probabilities."""
+        if self.n not in (None, 1):
+            raise ServeError("Only n=1 is supported (one answer per request).", status_code=422, param="n")
+        extra = self.model_extra or {}
+        for name, (allowed, why) in UNSUPPORTED.items():
+            if name in extra and extra[name] not in allowed:
+                raise ServeError(f"'{name}': {why} by MAGI.", status_code=422, param=name)
+
+    def sampling(self) -> dict[str, object]:
+        """The request's sampling fields as MAGI's settings (:class:`SamplingSettings`
+        names), checked by its rules; only the fields the client set."""
+        fields: dict[str, object] = {}
+        for name in (
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "repeat_penalty",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                fields[name] = value
+        max_tokens = (self.model_extra or {}).get("max_completion_tokens", self.max_tokens)
+        if max_tokens is not None:
+            fields["max_tokens"] = max_tokens
+        if self.stop is not None:
+            fields["stop"] = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        if self.logit_bias is not None:
+            try:
+                fields["logit_bias"] = {int(token): bias for token, bias in self.logit_bias.items()}
+            except ValueError:
+                raise ServeError(
+                    "logit_bias keys are token ids (integers as strings).",
+                    status_code=422,
+                    param="logit_bias",
+                ) from None
+        try:
+            checked = SamplingSettings.model_validate(fields)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(p) for p in first["loc"]) or None
+            raise ServeError(f"{param}: {first['msg']}", status_code=422, param=param) from None
+        return {name: getattr(checked, name) for name in fields}
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+
+class ChatCompletionRequest(_GenerationRequest):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[dict[str, Any]]
+
+    def conversation(self) -> Conversation:
+        """The messages as a checked conversation: text parts of a content list joined,
+        role ``developer`` read as ``system``; anything else is the conversation check's
+        (:func:`~magi.conversation.to_conversation`: 422 naming the message index)."""
+        messages = []
+        for i, message in enumerate(self.messages):
+            item = dict(message)
+            if item.get("role") == "developer":
+                item["role"] = "system"
+            content = item.get("content")
+            if isinstance(content, list):
+                texts = []
+                for j, part in enumerate(content):
+                    if not isinstance(part, Mapping) or part.get("type") != "text":
+                        kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                        raise ServeError(
+                            f"messages[{i}].content[{j}]: only text parts are supported (got {kind!r}).",
+                            status_code=422,
+                            param=f"messages[{i}].content",
+                        )
+                    texts.append(part.get("text"))
+                item["content"] = "\n".join(str(t) for t in texts)
+            messages.append({"role": item.get("role"), "content": item.get("content")})
+        return to_conversation(messages, what="The messages")
+
+
+class CompletionRequest(_GenerationRequest):
+    """``POST /v1/completions``: ``prompt`` is answered as one user message."""
+
+    prompt: str | list[str]
+
+    def conversation(self) -> Conversation:
+        prompt = self.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise ServeError(
+                    f"prompt: one prompt per request (got a list of {len(prompt)}).",
+                    status_code=422,
+                    param="prompt",
+                )
+            prompt = prompt[0]
+        return to_conversation(prompt, what="The prompt")
+
+
+# -- the server's state --------------------------------------------------------------------
+@dataclass
+class Target:
+    """What a request's ``model`` names: the runner that answers it and the name echoed."""
+
+    runner: Runner
+    name: str
+
+
+class _Answer:
+    """One answer running in its own thread: events are handed to the event loop.
+
+    The thread iterates :meth:`Runner.stream`; ``on_end`` runs in the thread when it is
+    over (result or error), so metrics and the queue slot never depend on the client
+    still listening. :meth:`cancel` ends the answer at its next token.
+    """
+
+    def __init__(
+        self,
+        stream: AnswerStream,
+        loop: asyncio.AbstractEventLoop,
+        on_end: Callable[[RunResult | None, BaseException | None], None],
+    ) -> None:
+        self.stream = stream
+        self._loop = loop
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._on_end = on_end
+        self.thread = threading.Thread(target=self._run, name="magi-serve-answer", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def _run(self) -> None:
+        result: RunResult | None = None
+        error: BaseException | None = None
+        try:
+            for event in self.stream:
+                if event.kind == "done":
+                    result = event.result
+                self._put(("event", event))
+        except BaseException as exc:  # noqa: BLE001 - handed to the request, which answers it
+            error = exc
+            self._put(("error", exc))
+        else:
+            self._put(("end", None))
+        finally:
+            try:
+                self._on_end(result, error)
+            except Exception:  # noqa: BLE001 - bookkeeping must not kill the thread silently
+                logger.exception("bookkeeping after an answer failed")
+
+    async def next(self) -> tuple[str, Any]:
+        """The next ``("event", StreamEvent)``, ``("error", exc)`` or ``("end", None)``."""
+        return await self._queue.get()
+
+    def cancel(self) -> None:
+        self.stream.cancel()
+
+
+class MagiServer:
+    """The server's state: the served profile's Runner, others made on demand, one pool.
+
+    Args:
+        config: The served config (``task`` a :class:`ServeTaskConfig`, else its defaults).
+        keys: API keys (default: :meth:`APIKeys.load` from ``MAGI_API_KEYS`` and
+            ``task.api_keys_file``).
+        profile_key: The served profile's name in the config folder (``demo``); default:
+            its name normalised (``Fast Only`` -> ``fast-only``).
+        overrides: Overrides applied to other profiles composed for ``magi/<profile>``
+            (those of ``profile.*`` and ``task``, which belong to the served one, are left out).
+        conf_dir: The config folder those are composed from.
+        pool: The model pool every runner shares; default: the server's own, closed by
+            :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        config: MagiConfig,
+        *,
+        keys: APIKeys | None = None,
+        profile_key: str | None = None,
+        overrides: Sequence[str] = (),
+        conf_dir: str | Path | None = None,
+        pool: ModelPool | None = None,
+    ) -> None:
+        from magi.profiles.manager import normalize_profile_name
+
+        self.config = config
+        self.options = config.task if isinstance(config.task, ServeTaskConfig) else ServeTaskConfig()
+        self.keys = keys if keys is not None else APIKeys.load(self.options.api_keys_file)
+        self.profile_key = profile_key or normalize_profile_name(config.profile.name)
+        self.overrides = [o for o in overrides if not _served_only(o)]
+        self.conf_dir = conf_dir
+        self._owns_pool = pool is None
+        self.pool = pool if pool is not None else ModelPool()
+        self.runner = Runner(config, pool=self.pool)
+        self._profiles: dict[str, Runner] = {}
+        self._models: dict[str, Runner] = {}
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._answers: set[_Answer] = set()
+        self.closing = False
+        self.metrics = ServeMetrics(
+            self.runner.status, lambda: self.pool.stats, queue_limit=self.options.max_queue
+        )
+
+    # -- what ``model`` names ---------------------------------------------------------
+    def profile_names(self) -> list[str]:
+        """The profiles of the config folder (``magi/<name>``), the served one first."""
+        from magi.config.compose import list_profiles
+
+        try:
+            names = list_profiles(self.conf_dir)
+        except Exception:  # noqa: BLE001 - listing must not fail the models route
+            names = []
+        return [self.profile_key, *(n for n in names if n != self.profile_key)]
+
+    def target(self, model: str) -> Target:
+        """The runner for a request's ``model`` (see the module docstring).
+
+        Raises:
+            ServeError: ``model`` names no profile or model (404; lists what it may be).
+        """
+        served = f"{PROFILE_PREFIX}{self.profile_key}"
+        if model in AUTO_NAMES or model in (served, self.profile_key):
+            return Target(self.runner, served)
+        if model in self.runner.specs:
+            return Target(self._model_runner(model), model)
+        if model.startswith(PROFILE_PREFIX):
+            key = model[len(PROFILE_PREFIX) :]
+            if key in self.profile_names():
+                return Target(self._profile_runner(key), model)
+        options = ["auto", *(f"{PROFILE_PREFIX}{n}" for n in self.profile_names()), *self.runner.specs]
+        raise ServeError(
+            f"Model {model!r} not found.{did_you_mean(model, options)} Available: {format_options(options)}",
+            status_code=404,
+            param="model",
+        )
+
+    def _profile_runner(self, key: str) -> Runner:
+        with self._lock:
+            runner = self._profiles.get(key)
+            if runner is None:
+                from magi.config.compose import compose
+
+                config = compose(key, self.overrides, conf_dir=self.conf_dir)
+                runner = self._profiles[key] = Runner(config, pool=self.pool)
+            return runner
+
+    def _model_runner(self, model_id: str) -> Runner:
+        """A runner of ``model_id`` alone: a one-tier profile made in memory from the served
+        one (its tier's time budget, no two-stage, no balancing), on the shared pool."""
+        from magi.config.profile import LoadBalancingConfig, TierConfig, TwoStageConfig
+
+        with self._lock:
+            runner = self._models.get(model_id)
+            if runner is not None:
+                return runner
+            served = self.runner
+            tiers = served.tiers_of(model_id)
+            tier = tiers[0] if tiers else served.profile.tier_config[-1].name
+            expected = served.profile.tier(tier).expected_time_seconds
+            profile = served.profile.model_copy(
+                update={
+                    "name": model_id,
+                    "description": f"{model_id} alone (magi serve)",
+                    "enabled_models": [model_id],
+                    "tier_config": [
+                        TierConfig(name=tier, max_score=math.inf, expected_time_seconds=expected)
+                    ],
+                    "two_stage": TwoStageConfig(enabled=False),
+                    "load_balancing": LoadBalancingConfig(enabled=False),
+                    "model_tiers": {model_id: tier},
+                }
+            )
+            config = served.config.model_copy(update={"profile": profile})
+            runner = Runner(
+                config,
+                specs={model_id: served.specs[model_id]},
+                tier_members={tier: [model_id]},
+                pool=self.pool,
+                start_health_checks=False,
+            )
+            self._models[model_id] = runner
+            return runner
+
+    # -- admission ------------------------------------------------------------------------
+    def admit(self) -> None:
+        """Take a place in the bounded queue, or refuse the request (429)."""
+        with self._lock:
+            if self.closing:
+                raise ServeError("The server is shutting down.", status_code=503, code="shutting_down")
+            if self._admitted >= self.options.max_queue:
+                raise ServeError(
+                    f"Too many requests: {self._admitted} are being answered or waiting for a model "
+                    f"(task.max_queue={self.options.max_queue}). Retry shortly.",
+                    status_code=429,
+                )
+            self._admitted += 1
+            self.metrics.in_flight.set(self._admitted)
+
+    def release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+            self.metrics.in_flight.set(self._admitted)
+
+    def start(self, target: Target, conversation: Conversation, sampling: Mapping[str, object]) -> _Answer:
+        """Start answering in a thread (the caller holds a queue place; it is released
+        when the answer's thread ends)."""
+        stream = target.runner.stream(conversation, sampling=sampling)
+        profile = target.runner.profile.name
+
+        def on_end(result: RunResult | None, error: BaseException | None) -> None:
+            try:
+                if result is not None:
+                    self.metrics.observe(result)
+                elif error is not None:
+                    self.metrics.observe_error(profile, status_of(error))
+            finally:
+                with self._lock:
+                    self._answers.discard(answer)
+                self.release()
+
+        answer = _Answer(stream, asyncio.get_running_loop(), on_end)
+        with self._lock:
+            self._answers.add(answer)
+        answer.start()
+        return answer
+
+    # -- status ---------------------------------------------------------------------------
+    def models_health(self) -> dict[str, Any]:
+        """``/health/models``: the served runner's models, each with its circuit, whether it
+        is loaded, its last error, requests (circuit verdicts), in flight, and this server's
+        answered stages with their p50 latency (seconds, waiting for the model included)."""
+        models = {}
+        for model_id, status in self.runner.status().items():
+            figures = self.metrics.model_figures(model_id)
+            models[model_id] = {
+                "loaded": status.get("loaded", False),
+                "circuit": status.get("state"),
+                "tiers": status.get("tiers", []),
+                "last_error": status.get("last_error"),
+                "consecutive_failures": status.get("consecutive_failures", 0),
+                "retry_in_s": status.get("retry_in", 0.0),
+                "requests": int(status.get("total_successes", 0)) + int(status.get("total_failures", 0)),
+                "failures": status.get("total_failures", 0),
+                "in_flight": status.get("in_flight", 0),
+                "answered": figures["answered"],
+                "p50_latency_s": figures["p50_latency_s"],
+                "endpoint": self.runner.specs[model_id].url,
+            }
+        return {"profile": self.profile_key, "models": models}
+
+    def close(self, grace_s: float = 5.0) -> None:
+        """Cancel running answers, wait up to ``grace_s`` for their threads, close the models."""
+        with self._lock:
+            self.closing = True
+            answers = list(self._answers)
+        for answer in answers:
+            answer.cancel()
+        deadline = time.monotonic() + grace_s
+        for answer in answers:
+            answer.thread.join(max(0.0, deadline - time.monotonic()))
+        for runner in [self.runner, *self._profiles.values(), *self._models.values()]:
+            runner.close()
+        if self._owns_pool:
+            self.pool.close()
+
+
+def _served_only(override: str) -> bool:
+    """Overrides that belong to the served profile or task only."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key in ("profile", "task") or key.startswith(("profile.", "task.", "hydra"))
+
+
+# -- responses -----------------------------------------------------------------------------
+FinishReason = Literal["stop", "length"]
+
+
+def openai_finish_reason(result: RunResult) -> FinishReason:
+    """OpenAI's ``finish_reason``: ``stop``, or ``length`` for any answer cut short (the
+    budget, a stall, the repetition stop); MAGI's own is in the trace."""
+    return "stop" if result.finish_reason == "stop" else "length"
+
+
+def usage(result: RunResult) -> dict[str, int]:
+    """Tokens of every stage: a two-stage answer counts the draft's and the refine's."""
+    prompt = sum(s.prompt_tokens for s in result.stages)
+    completion = result.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def trace(result: RunResult) -> dict[str, Any]:
+    """The ``magi`` field: the routing trace (:meth:`RunResult.to_dict` without the texts)."""
+    data = result.to_dict()
+    for key in ("text", "prompt", "messages"):
+        data.pop(key, None)
+    return _finite(data)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinity: ``inf`` becomes the string "Infinity" (as ``magi route --json``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "Infinity" if value > 0 else "-Infinity" if value < 0 else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _header(value: object) -> str:
+    """A header value: ASCII, anything else percent-encoded."""
+    return quote(str(value), safe=" /:,.-_=+()[]@")
+
+
+def trace_headers(result: RunResult) -> dict[str, str]:
+    """``x-magi-*`` headers of a finished answer."""
+    return {
+        "x-magi-profile": _header(result.profile),
+        "x-magi-score": f"{result.score:.2f}",
+        "x-magi-routed-tier": _header(result.routed_tier),
+        "x-magi-tier": _header(result.tier),
+        "x-magi-model": _header(result.model_id),
+        "x-magi-models": _header(",".join(s.model_id for s in result.stages)),
+        "x-magi-stages": _header(",".join(f"{s.stage}:{s.tier}:{s.model_id}" for s in result.stages)),
+        "x-magi-two-stage": "true" if result.two_stage else "false",
+        "x-magi-fallbacks": str(len(result.fallbacks)),
+        "x-magi-finish-reason": result.finish_reason,
+    }
+
+
+def _route_headers(runner: Runner, conversation: Conversation, first: StreamEvent | None) -> dict[str, str]:
+    """``x-magi-*`` headers of a stream, sent before the answer: the score and routed tier
+    (scored again, without a balancer turn) and the first stage's tier and model."""
+    score = conversation_score(runner.router.scorer, conversation).score
+    tier = runner.router.tier_for(score)
+    two_stage = runner.profile.two_stage
+    headers = {
+        "x-magi-profile": _header(runner.profile.name),
+        "x-magi-score": f"{score:.2f}",
+        "x-magi-routed-tier": _header(tier),
+        "x-magi-two-stage": "true" if two_stage.enabled and tier == two_stage.stage2_tier else "false",
+    }
+    if first is not None and first.model_id:
+        headers["x-magi-tier"] = _header(first.tier)
+        headers["x-magi-model"] = _header(first.model_id)
+    return headers
+
+
+def _error_response(exc: BaseException) -> JSONResponse:
+    status = status_of(exc)
+    if status >= 500 and not isinstance(exc, MAGIException):
+        logger.error("request failed", exc_info=exc)
+    headers = (
+        {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": "1"} if status == 429 else None
+    )
+    return JSONResponse(exception_body(exc), status_code=status, headers=headers)
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Return when the client has gone away (the body is read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+# -- the app -------------------------------------------------------------------------------
+Kind = Literal["chat", "completion"]
+
+
+def create_app(server: MagiServer) -> FastAPI:
+    """The FastAPI app serving ``server`` (its lifespan closes the server on shutdown)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(server.close, server.options.shutdown_grace_s)
+
+    app = FastAPI(title="MAGI", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.magi = server
+
+    @app.exception_handler(MAGIException)
+    async def magi_error(_request: Request, exc: MAGIException) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        return JSONResponse(error_body(422, message, param=param), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> JSONResponse:
+        return _error_response(exc)
+
+    app.add_middleware(_Guard, keys=server.keys, limit=server.options.max_body_bytes)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        status = "shutting_down" if server.closing else "ok"
+        return JSONResponse(
+            {"status": status, "profile": server.profile_key}, status_code=503 if server.closing else 200
+        )
+
+    @app.get("/health/models")
+    async def health_models() -> JSONResponse:
+        return JSONResponse(_finite(server.models_health()))
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=CONTENT_TYPE)
+
+    def model_cards() -> list[dict[str, Any]]:
+        cards = [_card("auto", f"the served profile, {server.profile_key}")]
+        cards += [_card(f"{PROFILE_PREFIX}{n}", "profile") for n in server.profile_names()]
+        for model_id in server.runner.specs:
+            cards.append(_card(model_id, "model", tiers=server.runner.tiers_of(model_id)))
+        return cards
+
+    @app.get("/v1/models")
+    async def list_models() -> JSONResponse:
+        return JSONResponse({"object": "list", "data": model_cards()})
+
+    @app.get("/v1/models/{model:path}")
+    async def get_model(model: str) -> JSONResponse:
+        for card in model_cards():
+            if card["id"] == model:
+                return JSONResponse(card)
+        server.target(model)  # raises the 404 naming the options
+        raise AssertionError("unreachable")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        return await _generate(server, request, body, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        return await _generate(server, request, body, "completion")
+
+    return app
+
+
+class _Guard:
+    """ASGI middleware: the API key first (nothing is read for a caller without one), then
+    the body's size (its declared length, and the bytes as they arrive: a chunked body
+    over the limit is refused too, 413)."""
+
+    def __init__(self, app: Any, *, keys: APIKeys, limit: int) -> None:
+        self.app = app
+        self.keys = keys
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if scope.get("path") != "/health" and not self.keys.allows(headers.get("authorization")):
+            exc = ServeError(
+                "Missing or invalid API key: send 'Authorization: Bearer <key>'.", status_code=401
+            )
+            await _error_response(exc)(scope, receive, send)
+            return
+        if scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        too_big = ServeError(
+            f"The request body is over the server's limit of {self.limit} bytes (task.max_body_bytes).",
+            status_code=413,
+        )
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _error_response(too_big)(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _error_response(too_big)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _card(model_id: str, kind: str, **magi: Any) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "magi",
+        "magi": {"kind": kind, **magi},
+    }
+
+
+def _version() -> str:
+    from magi.cli import installed_version
+
+    return installed_version()
+
+
+async def _generate(
+    server: MagiServer, request: Request, body: ChatCompletionRequest | CompletionRequest, kind: Kind
+) -> Response:
+    """Answer one request: checks (422/404) before it takes a queue place (429)."""
+    body.check_supported()
+    conversation = body.conversation()
+    sampling = body.sampling()
+    target = server.target(body.model)
+    server.admit()
+    try:
+        answer = server.start(target, conversation, sampling)
+    except BaseException:
+        server.release()
+        raise
+    shape = _Shape(kind, target.name)
+    if body.stream:
+        return await _stream(server, request, answer, shape, target, conversation, body.include_usage)
+    watcher = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        while True:
+            getter = asyncio.ensure_future(answer.next())
+            done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:  # the client went away: stop the answer, free the model
+                getter.cancel()
+                answer.cancel()
+                return Response(status_code=499)
+            what, item = getter.result()
+            if what == "error":
+                raise item
+            if what == "event" and item.kind == "done":
+                result: RunResult = item.result
+                return JSONResponse(shape.whole(result), headers=trace_headers(result))
+    except asyncio.CancelledError:  # the server is stopping: stop the answer too
+        answer.cancel()
+        raise
+    finally:
+        watcher.cancel()
+
+
+class _Shape:
+    """OpenAI's response and chunk shapes for one endpoint."""
+
+    def __init__(self, kind: Kind, model: str) -> None:
+        self.kind = kind
+        self.model = model
+        self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+
+    def _frame(self, obj: str, choices: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "system_fingerprint": None,
+            **more,
+        }
+
+    def whole(self, result: RunResult) -> dict[str, Any]:
+        reason = openai_finish_reason(result)
+        if self.kind == "chat":
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+            return self._frame("chat.completion", [choice], usage=usage(result), magi=trace(result))
+        choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": reason}
+        return self._frame("text_completion", [choice], usage=usage(result), magi=trace(result))
+
+    def chunk(
+        self, delta: Mapping[str, Any] | None, finish: str | None = None, **more: Any
+    ) -> dict[str, Any]:
+        """A stream chunk: ``delta`` is the chat delta (``{"content": ...}``); for completions
+        its ``content`` becomes the choice's ``text``. ``None``: a chunk without a choice."""
+        if delta is None:
+            return self._frame(self._chunk_object, [], **more)
+        if self.kind == "chat":
+            choice = {"index": 0, "delta": dict(delta), "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": delta.get("content", ""), "logprobs": None, "finish_reason": finish}
+        return self._frame(self._chunk_object, [choice], **more)
+
+    @property
+    def _chunk_object(self) -> str:
+        return "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+
+    def event_chunk(self, event: StreamEvent) -> dict[str, Any] | None:
+        """The chunk of a runner event (None: nothing to send)."""
+        if event.kind == "token":
+            if event.stage == "draft":  # the draft streams as reasoning, so content is the answer
+                if self.kind == "chat":
+                    return self.chunk({"reasoning_content": event.text})
+                return self.chunk({"content": ""}, magi={"event": "draft", "text": event.text})
+            return self.chunk({"content": event.text})
+        if event.kind in ("stage", "restart"):
+            info = {"event": event.kind, "stage": event.stage, "tier": event.tier, "model": event.model_id}
+            return self.chunk({}, magi=info)
+        return None
+
+
+def _sse(data: Mapping[str, Any] | str) -> dict[str, str]:
+    return {"data": data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))}
+
+
+async def _stream(
+    server: MagiServer,
+    request: Request,
+    answer: _Answer,
+    shape: _Shape,
+    target: Target,
+    conversation: Conversation,
+    include_usage: bool,
+) -> Response:
+    """The SSE response. Its status and headers wait for the first token (or the end): an
+    answer no model could start is a plain JSON error with its status, not a 200 stream."""
+    head: list[tuple[str, Any]] = []
+    first_stage: StreamEvent | None = None
+    watcher = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        while True:
+            getter = asyncio.ensure_future(answer.next())
+            done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                answer.cancel()
+                return Response(status_code=499)
+            what, item = getter.result()
+            if what == "error":
+                raise item
+            head.append((what, item))
+            if what == "event" and item.kind == "stage" and first_stage is None:
+                first_stage = item
+            if what == "end" or (what == "event" and item.kind in ("token", "done")):
+                break
+    except asyncio.CancelledError:
+        answer.cancel()
+        raise
+    finally:
+        watcher.cancel()
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        finished = False
+        try:
+            role = {"role": "assistant", "content": ""} if shape.kind == "chat" else {"content": ""}
+            yield _sse(shape.chunk(role))
+            pending = list(head)
+            while True:
+                what, item = pending.pop(0) if pending else await answer.next()
+                if what == "end":
+                    break
+                if what == "error":
+                    yield _sse(exception_body(item))
+                    break
+                event: StreamEvent = item
+                if event.kind == "done":
+                    result: RunResult = event.result  # type: ignore[assignment]
+                    more = {"usage": usage(result)} if not include_usage else {}
+                    yield _sse(shape.chunk({}, openai_finish_reason(result), magi=trace(result), **more))
+                    if include_usage:
+                        yield _sse(shape.chunk(None, usage=usage(result)))
+                    continue
+                chunk = shape.event_chunk(event)
+                if chunk is not None:
+                    yield _sse(chunk)
+            yield _sse("[DONE]")
+            finished = True
+        finally:
+            if not finished:  # the client went away or the server is stopping
+                answer.cancel()
+
+    headers = _route_headers(target.runner, conversation, first_stage)
+    return EventSourceResponse(
+        events(),
+        headers=headers,
+        sep="\n",
+        ping=15,
+        shutdown_grace_period=server.options.shutdown_grace_s,
+    )
+
+
+# -- running it -----------------------------------------------------------------------------
+def serve(
+    config: MagiConfig,
+    *,
+    profile_key: str | None = None,
+    overrides: Sequence[str] = (),
+    conf_dir: str | Path | None = None,
+) -> int:
+    """Serve ``config``'s profile with uvicorn until SIGTERM or Ctrl-C; returns 0.
+
+    Binds ``task.host`` (127.0.0.1 by default). On SIGTERM uvicorn stops accepting,
+    in-flight answers get ``task.shutdown_grace_s`` to finish, the rest are cancelled,
+    and the models are closed.
+    """
+    import uvicorn
+
+    server = MagiServer(config, profile_key=profile_key, overrides=overrides, conf_dir=conf_dir)
+    options = server.options
+    if options.host not in ("127.0.0.1", "localhost", "::1") and not server.keys.enabled:
+        logger.warning(
+            "Serving on %s without API keys: anyone who can reach it may use it (set MAGI_API_KEYS).",
+            options.host,
+        )
+    print(
+        f"MAGI serving profile {server.profile_key!r} ({len(server.runner.specs)} models) on "
+        f"http://{options.host}:{options.port}/v1 (API keys: {'on' if server.keys.enabled else 'off'})",
+        flush=True,
+    )
+    app = create_app(server)
+    uv = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=options.host,
+            port=options.port,
+            log_level=options.log_level,
+            timeout_graceful_shutdown=int(math.ceil(options.shutdown_grace_s)) + 1,
+            lifespan="on",
+        )
+    )
+    # uvicorn handles SIGTERM (graceful shutdown) and then raises it again once the
+    # server has stopped; this handler makes that a clean exit (status 0).
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if _main_thread() else None
+    try:
+        uv.run()
+    except SystemExit as exc:  # uvicorn's startup failure (the port is taken, ...)
+        if exc.code:
+            raise MAGIException(
+                f"Could not serve on {options.host}:{options.port} (see the error above).", status_code=503
+            ) from None
+    finally:
+        if not server.closing:  # startup failed: close what was made
+            server.close(0)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
