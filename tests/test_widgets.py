@@ -461,6 +461,21 @@ def test_chat_without_a_system_prompt_sends_none(make_picker) -> None:
     picker.chat.system_text.value = "   "  # blank: the defaults apply (none configured here)
     result = picker.send("Hello")
     assert result is not None and result.messages == [{"role": "user", "content": "Hello"}]
+    assert "No system prompt." in text_of(picker.chat.history.value)
+
+
+def test_chat_system_field_overrides_the_profiles_default(make_picker, tiny_overrides) -> None:
+    picker = make_picker(
+        "fast-only", mode="chat", overrides=[*tiny_overrides, "+profile.system_prompt='Be terse.'"]
+    )
+    first = picker.send("Hello")  # blank field: the profile's system prompt
+    assert first is not None and first.messages[0] == {"role": "system", "content": "Be terse."}
+    picker.chat.system_text.value = SYSTEM
+    second = picker.send("Again")  # the field wins, for the whole conversation
+    assert second is not None and second.messages[0] == {"role": "system", "content": SYSTEM}
+    assert [m["role"] for m in second.messages] == ["system", "user", "assistant", "user"]
+    shown = " ".join(html.unescape(text_of(picker.chat.history.value)).split())
+    assert "System prompt: Be terse." in shown and f"System prompt: {SYSTEM}" in shown
 
 
 def test_chat_keeps_the_history_across_a_profile_switch(make_picker, pool: ModelPool) -> None:
@@ -567,3 +582,44 @@ def test_chat_html_escapes_messages_and_answers() -> None:
     page = chat_html([turn])
     assert "<b>hi</b>" not in page and "&lt;b&gt;hi&lt;/b&gt;" in page
     assert "<script>" not in page and 'data-state="streaming"' in page
+
+
+def test_chat_on_a_model_with_a_chat_template(chat_model: Path, conf_dir: Path, pool: ModelPool) -> None:
+    """The chat mode on a model whose GGUF carries ``tokenizer.chat_template``: llama.cpp's
+    template renders the conversation, and turn 2's prompt holds turn 1."""
+    from magi.testing.fixtures import build_registry
+
+    registry = chat_model.parent / "registry.json"
+    (model_id,) = build_registry(chat_model.parent, registry).ids
+    ProfileManager(conf_dir / "profile").save_profile(
+        ModelProfile(
+            name="Chat Template",
+            description="One instruct model with a chat template",
+            enabled_models=[model_id],
+            tier_config=[TierConfig(name="fast", max_score=float("inf"), expected_time_seconds=1)],
+        )
+    )
+    overrides = [
+        f"models.dirs=[{chat_model.parent}]",
+        f"models.registry={registry}",
+        "models.demo=false",
+        "runtime.max_tokens=4",
+    ]
+    picker = ProfilePicker(
+        "chat-template", overrides, conf_dir=conf_dir, pool=pool, threaded=False, mode="chat", system=SYSTEM
+    )
+    try:
+        first = picker.send("Hello")
+        second = picker.send("Again")
+        assert first is not None and second is not None
+        assert second.messages == [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": first.text},
+            {"role": "user", "content": "Again"},
+        ]
+        assert turns_of(picker) == ["done", "done"] and second.model_id == model_id
+        # the second prompt is the first one, its answer and the new message, each in the template
+        assert second.stages[0].prompt_tokens > first.stages[0].prompt_tokens + first.completion_tokens
+    finally:
+        picker.close()

@@ -90,7 +90,9 @@ def turn_summary(result: RunResult) -> str:
 
 
 def turn_html(turn: ChatTurn, index: int) -> str:
-    """One turn: the user's message, the answer (stages marked) and its trace, collapsible."""
+    """One turn: the user's message, the answer (stages marked) and its trace, collapsible,
+    with the system prompt the model was given (the field's, or the profile's or model's
+    default when the field is blank)."""
     user = (
         f'<div class="magi-chat-user" data-turn="{index}" style="{USER_STYLE}">'
         f"<b>You</b>: {esc(turn.user)}</div>"
@@ -104,9 +106,16 @@ def turn_html(turn: ChatTurn, index: int) -> str:
     )
     meta = ""
     if turn.result is not None and turn.error is None:
+        messages = turn.result.messages
+        used = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
+        system = (
+            f'<div class="magi-chat-system">System prompt: <q>{esc(used)}</q></div>'
+            if used is not None
+            else '<div class="magi-chat-system">No system prompt.</div>'
+        )
         meta = (
             f'<details class="magi-chat-trace" style="{META_STYLE}"><summary class="magi-chat-summary">'
-            f"{esc(turn_summary(turn.result))}</summary>{trace_html(turn.result)}</details>"
+            f"{esc(turn_summary(turn.result))}</summary>{system}{trace_html(turn.result)}</details>"
         )
     elif turn.error is not None:
         meta = f'<div style="{META_STYLE}">This turn failed: it is not sent with the next message.</div>'
