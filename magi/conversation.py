@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union, get_args
+from typing import Literal, get_args
 
 from magi.errors import MAGIException, format_options
 from magi.prompt import InvalidPromptError, check_prompt
@@ -56,9 +56,9 @@ class Message:
         return {"role": self.role, "content": self.content}
 
 
-MessageLike = Union[Message, Mapping[str, object]]
+MessageLike = Message | Mapping[str, object]
 #: What the Runner accepts as one request: a prompt, or messages.
-Request = Union[str, Sequence[MessageLike]]
+Request = str | Sequence[MessageLike]
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def _message(item: object, index: int, what: str) -> Message:
         if "role" not in item or "content" not in item:
             missing = "role" if "role" not in item else "content"
             raise InvalidConversationError(
-                f"{where} has no '{missing}'; a message is {{\"role\": ..., \"content\": ...}}.", index=index
+                f'{where} has no \'{missing}\'; a message is {{"role": ..., "content": ...}}.', index=index
             )
         role, content = item["role"], item["content"]
     else:
@@ -143,13 +143,17 @@ def _message(item: object, index: int, what: str) -> Message:
         )
     try:
         # an earlier answer may be empty; the text of every message must be encodable
-        check_prompt(content if content.strip() or role != "assistant" else content + ".", what=f"{where} ({role})")
+        check_prompt(
+            content if content.strip() or role != "assistant" else content + ".", what=f"{where} ({role})"
+        )
     except InvalidPromptError as exc:
         raise InvalidConversationError(exc.message, index=index) from None
     return Message(role, content)  # type: ignore[arg-type]
 
 
-def to_conversation(request: object, *, system: str | None = None, what: str = "The conversation") -> Conversation:
+def to_conversation(
+    request: object, *, system: str | None = None, what: str = "The conversation"
+) -> Conversation:
     """Check a request and return it as a :class:`Conversation`.
 
     A string is one user message (checked by :func:`magi.prompt.check_prompt`). A list
@@ -197,6 +201,22 @@ def to_conversation(request: object, *, system: str | None = None, what: str = "
     return conv
 
 
+def as_conversation(request: str | Conversation | Sequence[MessageLike]) -> Conversation:
+    """What a backend is given, as a :class:`Conversation`: a checked one as it is, a
+    plain string as one user message (unchecked: the backend's callers check prompts,
+    and a backend answers what it is sent), messages checked by :func:`to_conversation`.
+
+    Example:
+        >>> as_conversation("Hi") == to_conversation("Hi")
+        True
+    """
+    if isinstance(request, Conversation):
+        return request
+    if isinstance(request, str):
+        return Conversation((Message("user", request),))
+    return to_conversation(request)
+
+
 def load_messages(path: str | Path) -> Conversation:
     """A conversation from a JSON file: a list of messages, or ``{"messages": [...]}``
     (the OpenAI request body). Errors name the file."""
@@ -204,14 +224,16 @@ def load_messages(path: str | Path) -> Conversation:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise MAGIException(f"{path}: cannot read the messages file ({exc.strerror}).", status_code=400) from None
+        raise MAGIException(
+            f"{path}: cannot read the messages file ({exc.strerror}).", status_code=400
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidConversationError(f"{path}: not a JSON file of messages ({exc}).") from None
     if isinstance(data, Mapping) and "messages" in data:
         data = data["messages"]
     if not isinstance(data, list):
         raise InvalidConversationError(
-            f"{path}: expected a JSON list of messages (or an object with \"messages\"), got "
+            f'{path}: expected a JSON list of messages (or an object with "messages"), got '
             f"{type(data).__name__}."
         )
     return to_conversation(data, what=str(path))

@@ -14,9 +14,13 @@ Where they are set:
   (:class:`ModelOverrides`, every field optional); :func:`merge` applies the fields a
   model sets on the defaults, in one call.
 
-A few fields are MAGI's own, not llama.cpp's, and say so: ``prompt_template``
-(completion-style models' prompt), ``grammar``/``json_schema`` (turned into a
-``llama_cpp.LlamaGrammar`` by the backend). ``None`` in :class:`LoadSettings` means
+A few fields are MAGI's own, not llama.cpp's, and say so: ``prompt_template``,
+``system_template`` and ``answer_template`` (the transcript completion-style models
+are given, :func:`magi.runtime.templates.render_transcript`), ``system_prompt`` (a
+model's default system message), ``grammar``/``json_schema`` (turned into a
+``llama_cpp.LlamaGrammar`` by the backend), ``prompt_lookup``; and the load setting
+``state_cache_mb`` (the size of the backend's cache of conversation states).
+``None`` in :class:`LoadSettings` means
 "MAGI chooses" (threads, GPU layers: resolved by :func:`resolve_load`) or
 "llama.cpp's own default".
 """
@@ -76,6 +80,25 @@ def _has_prompt(value: str) -> str:
     return value
 
 
+def _has_field(name: str) -> Any:
+    def check(value: str) -> str:
+        if "{" + name + "}" not in value:
+            raise ValueError(f"must contain {{{name}}}")
+        return value
+
+    return check
+
+
+def _system_text(value: str) -> str:
+    """A system prompt is text a model is given: not blank, encodable (magi.prompt.check_prompt)."""
+    from magi.prompt import InvalidPromptError, check_prompt
+
+    try:
+        return check_prompt(value, what="the system prompt")
+    except InvalidPromptError as exc:
+        raise ValueError(exc.message.removeprefix("the system prompt ")) from None
+
+
 def _json_schema(value: Any) -> Any:
     """A JSON schema as a mapping, or as JSON text (the command line's form)."""
     if isinstance(value, str):
@@ -99,7 +122,7 @@ def check_grammar(text: str) -> str:
     if not _grammar_parses(text):
         raise ValueError(
             "is not a GBNF grammar llama.cpp can use: it does not parse, has no 'root' rule, or "
-            "a rule is left-recursive (e.g. root ::= (\"yes\" | \"no\") \".\")"
+            'a rule is left-recursive (e.g. root ::= ("yes" | "no") ".")'
         )
     return text
 
@@ -154,6 +177,9 @@ Grammar = Annotated[str, AfterValidator(check_grammar)]
 MaxTokens = Annotated[float, BeforeValidator(_no_string_number), AfterValidator(_whole_or_inf)]
 TensorSplit = Annotated[list[float], AfterValidator(_check_tensor_split)]
 PromptTemplate = Annotated[str, AfterValidator(_has_prompt)]
+SystemTemplate = Annotated[str, AfterValidator(_has_field("system"))]
+AnswerTemplate = Annotated[str, AfterValidator(_has_field("answer"))]
+SystemPrompt = Annotated[str, AfterValidator(_system_text)]
 JsonSchema = Annotated[dict[str, Any], BeforeValidator(_json_schema), AfterValidator(_check_json_schema)]
 
 
@@ -227,6 +253,19 @@ class LoadSettings(MagiModel):
         ),
     )
 
+    state_cache_mb: float = Field(
+        default=256.0,
+        ge=0,
+        description=(
+            "MAGI's, not a Llama() argument: memory (MB) for the saved states of in-process models' "
+            "recent conversations, so a conversation resumed after another one ran on the same model "
+            "re-processes only its new turn (least recently used states dropped first); 0: off."
+        ),
+    )
+
+    #: Fields that are MAGI's own and not passed to ``Llama(...)``.
+    MAGI_FIELDS: ClassVar[tuple[str, ...]] = ("state_cache_mb",)
+
     @model_validator(mode="after")
     def _quantised_v_needs_flash_attn(self) -> LoadSettings:
         # llama.cpp refuses the context otherwise ("quantized V cache requires flash_attn")
@@ -242,7 +281,7 @@ class LoadSettings(MagiModel):
         A field added here (or in a subclass) reaches ``Llama(...)`` with no other change."""
         import llama_cpp
 
-        kwargs = self.model_dump(exclude_none=True)  # a subclass's added fields go too
+        kwargs = self.model_dump(exclude_none=True, exclude=set(self.MAGI_FIELDS))  # a subclass's go too
         kwargs["split_mode"] = getattr(llama_cpp, f"LLAMA_SPLIT_MODE_{self.split_mode.upper()}")
         for name in ("type_k", "type_v"):
             if name in kwargs:
@@ -257,7 +296,7 @@ class LoadSettings(MagiModel):
 
 class SamplingSettings(MagiModel):
     """How a model generates: the arguments of ``Llama.create_completion(...)``, same names,
-    plus MAGI's ``prompt_template`` and a grammar for constrained output."""
+    plus MAGI's transcript templates, default system prompt and a grammar for constrained output."""
 
     max_tokens: MaxTokens = Field(
         default=256,
@@ -300,9 +339,34 @@ class SamplingSettings(MagiModel):
     prompt_template: PromptTemplate = Field(
         default="Q: {prompt}\nA:",
         description=(
-            "MAGI's, not llama.cpp's: the prompt of completion-style models (those without a chat "
-            "template in their GGUF metadata); '{prompt}' is filled in. Chat models get the prompt "
-            "as a user message."
+            "MAGI's, not llama.cpp's: a user turn in the transcript of completion-style models (those "
+            "without a chat template in their GGUF metadata, or chat_format: completion); '{prompt}' is "
+            "filled in, consecutive user messages joined by a newline. A one-message conversation is "
+            "this alone. Chat models get the messages through their chat template instead."
+        ),
+    )
+    system_template: SystemTemplate = Field(
+        default="{system}\n\n",
+        description=(
+            "MAGI's: how a system prompt opens a completion-style model's transcript; '{system}' is "
+            "filled in. Without a system prompt the transcript starts with the first turn."
+        ),
+    )
+    answer_template: AnswerTemplate = Field(
+        default=" {answer}\n",
+        description=(
+            "MAGI's: an earlier assistant turn in a completion-style model's transcript, right after "
+            "its prompt_template; '{answer}' is filled in with the answer's text, surrounding "
+            "whitespace trimmed (consecutive assistant messages joined by a newline). With the "
+            "defaults a transcript reads 'Q: Hi\\nA: Hello!\\nQ: And you?\\nA:'."
+        ),
+    )
+    system_prompt: SystemPrompt | None = Field(
+        default=None,
+        description=(
+            "MAGI's: the system message this model is given when the conversation has none of its "
+            "own (the Runner's precedence: the conversation's, the call's system=, this, the "
+            "profile's system_prompt); null: none."
         ),
     )
 
@@ -317,7 +381,15 @@ class SamplingSettings(MagiModel):
     )
 
     #: Fields that are MAGI's own and not passed to ``create_completion`` by name.
-    MAGI_FIELDS: ClassVar[tuple[str, ...]] = ("prompt_template", "grammar", "json_schema", "prompt_lookup")
+    MAGI_FIELDS: ClassVar[tuple[str, ...]] = (
+        "prompt_template",
+        "system_template",
+        "answer_template",
+        "system_prompt",
+        "grammar",
+        "json_schema",
+        "prompt_lookup",
+    )
 
     @property
     def max_tokens_or_none(self) -> int | None:

@@ -2,7 +2,9 @@
 
 A backend wraps one model (in-process llama.cpp in :mod:`magi.runtime.llama`; an
 OpenAI-compatible HTTP server in :mod:`magi.runtime.remote`) behind six operations:
-load, stream, generate, count tokens, probe health, close. The runner only ever
+load, stream, generate, count tokens, probe health, close. What a model is asked is a
+:class:`~magi.conversation.Conversation` (a plain ``str`` is accepted and means one
+user message); the backend renders it for its model (:mod:`magi.runtime.templates`). The runner only ever
 streams, so it can time every token: a model that goes silent (no first token, or
 too long a gap between two tokens) is *stalled*, while one that is still writing
 when the time budget ends has its answer ended there and kept (README "Timeouts").
@@ -20,6 +22,7 @@ from typing import Annotated, Literal, Protocol, runtime_checkable
 from pydantic import BeforeValidator, ConfigDict, Field
 
 from magi.config.model_settings import LoadSettings, SamplingSettings, gpu_offload_supported, placement
+from magi.conversation import Conversation
 from magi.errors import MAGIException
 
 DeadlineKind = Literal["first_token", "token_gap", "budget"]
@@ -294,15 +297,21 @@ class Backend(Protocol):
 
     def load(self) -> None: ...
 
-    def stream(self, prompt: str, settings: GenerationSettings) -> Iterator[str]:
-        """Yield the answer's text, one piece per generated token (a piece may be "")."""
+    def stream(self, request: str | Conversation, settings: GenerationSettings) -> Iterator[str]:
+        """Yield the answer to ``request`` (a conversation; a ``str`` is one user message),
+        one piece per generated token (a piece may be ""). The backend renders the
+        conversation for its model: the model's chat template, or MAGI's completion
+        transcript (:func:`magi.runtime.templates.render_transcript`)."""
         ...
 
-    def count_tokens(self, text: str) -> int: ...
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as it is (no template)."""
+        ...
 
-    def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
-        """Tokens the model processes for ``prompt``: with the completion template
-        applied for completion-style models (chat models: the user message itself)."""
+    def count_prompt_tokens(self, request: str | Conversation, settings: GenerationSettings) -> int:
+        """Tokens the model processes for ``request``: the conversation as rendered for it,
+        the template's own tokens included (a remote ``api: chat`` server's template is its
+        own: there, the messages' text)."""
         ...
 
     def probe(self) -> None:
@@ -312,12 +321,13 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def generate(backend: Backend, prompt: str, settings: GenerationSettings) -> Generation:
-    """Run a whole generation through ``backend.stream``, timing the first token."""
+def generate(backend: Backend, request: str | Conversation, settings: GenerationSettings) -> Generation:
+    """Run a whole generation through ``backend.stream``, timing the first token.
+    ``request`` is a conversation, or a prompt as one user message."""
     start = time.perf_counter()
     ttft = 0.0
     pieces: list[str] = []
-    for piece in backend.stream(prompt, settings):
+    for piece in backend.stream(request, settings):
         if not ttft:
             ttft = time.perf_counter() - start
         pieces.append(piece)
@@ -326,7 +336,7 @@ def generate(backend: Backend, prompt: str, settings: GenerationSettings) -> Gen
     finish = "length" if settings.max_tokens is not None and len(pieces) >= settings.max_tokens else "stop"
     return Generation(
         text=text,
-        prompt_tokens=backend.count_prompt_tokens(prompt, settings),
+        prompt_tokens=backend.count_prompt_tokens(request, settings),
         completion_tokens=len(pieces),
         finish_reason=finish,
         ttft_s=ttft or total,

@@ -8,6 +8,25 @@ model's trained context, a fixed seed, and greedy sampling unless configured.
 A ``Llama`` object is not thread-safe: the pool holds one lock per model and only
 one generation runs on a backend at a time.
 
+A request is a conversation (:class:`~magi.conversation.Conversation`; a plain string is
+one user message). It is rendered once (:mod:`magi.runtime.templates`: the model's chat
+template through llama-cpp-python's own formatter, or MAGI's completion transcript),
+tokenised once (:meth:`LlamaBackend.tokens`), counted, and llama.cpp is handed the
+tokens through ``create_completion``: prompt-token counts are what llama.cpp processes,
+the template's tokens included, for chat and completion models alike.
+
+**Conversation states.** llama.cpp re-uses the longest common prefix of the tokens it
+processed last, so a conversation's next turn processes only what is new. When two
+conversations alternate on one model, each would start over; :class:`StateCache` keeps
+the model's state (KV cache) after each generation, up to ``state_cache_mb``, and
+restores the one sharing the longest prefix with the next prompt when it beats the live
+state. It is MAGI's own rather than ``llama_cpp.LlamaRAMCache``: llama-cpp-python's
+streaming path saves the state only after the closing chunk (an answer the runner ends
+early, by a stop, the budget or cancelling, is never saved), and its ``save_state``
+copies ``scores[:n_tokens]``, up to ``n_batch`` x ``n_vocab`` floats (512 MB a state on
+Gemma 3's 262k vocabulary) that sampling does not use without ``logits_all`` and that
+``LlamaRAMCache``'s capacity does not count.
+
 Two process-wide hazards are handled here:
 
 * llama-cpp-python's ``verbose=False`` silences a load by pointing file descriptors 1
@@ -36,8 +55,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from jinja2 import TemplateError
+
+from magi.conversation import Conversation, as_conversation
 from magi.errors import ModelError
 from magi.runtime.backend import BackendError, GenerationSettings, ModelSpec, PromptTooLongError
+from magi.runtime.templates import ChatTemplate, RenderedPrompt, render_transcript
 
 logger = logging.getLogger(__name__)
 _llama_logger = logging.getLogger("magi.llama_cpp")
@@ -134,18 +157,121 @@ def prompt_lookup(llm: Any, num_pred_tokens: int) -> Iterator[None]:
         llm._logits_all, llm.scores = saved
 
 
+def common_prefix(a: Any, b: Any) -> int:
+    """How many leading tokens two token sequences share (numpy, for long prompts)."""
+    import numpy as np
+
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    differ = np.flatnonzero(np.asarray(a[:n], dtype=np.intc) != np.asarray(b[:n], dtype=np.intc))
+    return int(differ[0]) if differ.size else n
+
+
+class _SavedState(NamedTuple):
+    tokens: Any  # numpy intc array: the tokens the state holds
+    data: bytes  # llama_state_get_data's bytes
+    prompt_tokens: int  # how many of them were the prompt of the generation that left it
+
+
+class StateCache:
+    """Saved llama.cpp states of one model, by the tokens each one holds, within a byte
+    budget (least recently used dropped first). See the module docstring for why MAGI
+    keeps its own.
+
+    A state is llama.cpp's own (``llama_state_get_data``: the KV cache of the tokens
+    processed, and the last logits), with those tokens. A new state supersedes an older
+    one that it shares the older one's whole prompt with (the same conversation, a turn
+    on): every prompt the older one would serve, the newer serves as far, so the older is
+    dropped. ``hits`` counts restores; ``size_bytes`` is the memory the states take.
+    """
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity_bytes = capacity_bytes
+        self._states: collections.OrderedDict[bytes, _SavedState] = collections.OrderedDict()
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(state.tokens.nbytes + len(state.data) for state in self._states.values())
+
+    def restore(self, llm: Any, tokens: list[int]) -> int:
+        """Before a generation on ``tokens``: load the saved state sharing the longest
+        prefix with them if it shares more than the live one. Returns the prefix length
+        llama.cpp can re-use (the rest of the prompt is processed)."""
+        import llama_cpp
+
+        live = common_prefix(llm._input_ids, tokens)
+        best, best_key = live, None
+        for key, state in self._states.items():
+            shared = common_prefix(state.tokens, tokens)
+            if shared > best:
+                best, best_key = shared, key
+        if best_key is None:
+            return live
+        state = self._states[best_key]
+        self._states.move_to_end(best_key)
+        buffer = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+        if llama_cpp.llama_state_set_data(llm._ctx.ctx, buffer, len(state.data)) != len(state.data):
+            llm.reset()  # a partial restore: start over rather than trust the KV cache
+            return 0
+        llm.input_ids[: len(state.tokens)] = state.tokens
+        llm.n_tokens = len(state.tokens)
+        llm._requires_eval = True  # as Llama.load_state: replay a token for fresh logits
+        self.hits += 1
+        return best
+
+    def save(self, llm: Any, prompt_tokens: int) -> None:
+        """Keep ``llm``'s current state, left by a generation (finished or ended early)
+        whose prompt was ``prompt_tokens`` long."""
+        import llama_cpp
+
+        n = llm.n_tokens
+        if n == 0:
+            return
+        tokens = llm.input_ids[:n].copy()
+        key = tokens.tobytes()
+        if key in self._states:  # the same tokens: the same state
+            self._states.move_to_end(key)
+            return
+        size = llama_cpp.llama_state_get_size(llm._ctx.ctx)
+        if size + tokens.nbytes > self.capacity_bytes:
+            return
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_get_data(llm._ctx.ctx, buffer, size)
+        superseded = [
+            k for k, old in self._states.items() if common_prefix(old.tokens, tokens) >= old.prompt_tokens
+        ]
+        for old_key in superseded:
+            del self._states[old_key]
+        self._states[key] = _SavedState(tokens, ctypes.string_at(buffer, written), min(prompt_tokens, n))
+        while self.size_bytes > self.capacity_bytes:
+            self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+
 class LlamaBackend:
-    """A GGUF model run in-process by llama.cpp; loaded on :meth:`load`."""
+    """A GGUF model run in-process by llama.cpp; loaded on :meth:`load`.
+
+    ``state_cache`` holds the model's saved conversation states (None: ``state_cache_mb``
+    is 0, or not loaded); ``chat_template`` its chat template (None: completion-style).
+    """
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self._llm: Any = None
-        self._chat: bool = False
+        self.chat_template: ChatTemplate | None = None
+        self.state_cache: StateCache | None = None
         self._identity: FileIdentity | None = None  # of the file when it was loaded
         #: The last few texts tokenised, with their tokens (:meth:`tokens`). A stage counts
         #: its prompt to fit the context, llama.cpp processes it and the trace reports its
         #: size: one tokenisation serves all three. Cleared when the model is closed.
-        self._tokenised: collections.OrderedDict[str, list[int]] = collections.OrderedDict()
+        self._tokenised: collections.OrderedDict[tuple[str, bool], list[int]] = collections.OrderedDict()
 
     @property
     def loaded(self) -> bool:
@@ -176,7 +302,13 @@ class LlamaBackend:
                     self._llm = llama_cpp.Llama(**self.llama_kwargs())
                 finally:
                     reasons = [e for e in _recent_errors if e]
-        except (ValueError, RuntimeError, OSError) as exc:
+        except (ValueError, RuntimeError, OSError, TemplateError) as exc:
+            if isinstance(exc, TemplateError):  # Llama() compiles the GGUF's chat templates
+                raise ModelError(
+                    f"Model '{self.spec.model_id}': the chat template in {path} is not a valid Jinja "
+                    f"template ({exc}); set runtime.models.{self.spec.model_id}.chat_format to "
+                    "'completion' (MAGI's transcript) or to a llama.cpp format name such as chatml."
+                ) from None
             if reasons and "context" in str(exc):  # the file loaded; a load setting did not suit it
                 raise ModelError(
                     f"Model '{self.spec.model_id}': llama.cpp could not set up {path} with its load "
@@ -192,7 +324,14 @@ class LlamaBackend:
         self._identity = identity
         has_template = "tokenizer.chat_template" in (self._llm.metadata or {})
         chat_format = self.spec.load.chat_format
-        self._chat = chat_format != "completion" and (chat_format is not None or has_template)
+        if chat_format != "completion" and (chat_format is not None or has_template):
+            try:
+                self.chat_template = ChatTemplate.of(self._llm, self.spec.model_id)
+            except ModelError:
+                self.close()
+                raise
+        budget = int(self.spec.load.state_cache_mb * 1024 * 1024)
+        self.state_cache = StateCache(budget) if budget > 0 else None
         logger.info(
             "Loaded %s from %s (n_ctx=%d, threads=%s/%s, %s, %s)",
             self.spec.model_id,
@@ -201,8 +340,13 @@ class LlamaBackend:
             self.spec.load.n_threads,
             self.spec.load.n_threads_batch,
             self.spec.placement,
-            "chat" if self._chat else "completion",
+            f"chat template {self.chat_template.name}" if self.chat_template else "completion transcript",
         )
+
+    @property
+    def is_chat(self) -> bool:
+        """Whether the loaded model renders conversations with a chat template."""
+        return self.chat_template is not None
 
     def llama_kwargs(self) -> dict[str, Any]:
         """What ``llama_cpp.Llama(...)`` is called with: every load setting by its own name
@@ -262,33 +406,53 @@ class LlamaBackend:
             raise self._changed_file_error(str(exc)) from None
         logger.info("Model '%s': reloaded the new %s", self.spec.model_id, self.spec.path)
 
-    def format_prompt(self, prompt: str, settings: GenerationSettings) -> str:
-        """The text a completion-style model sees (chat models get messages instead)."""
-        return settings.prompt_template.replace("{prompt}", prompt)
+    def render(self, request: str | Conversation, settings: GenerationSettings) -> RenderedPrompt:
+        """The request as this model's text (:mod:`magi.runtime.templates`): its chat
+        template, or MAGI's completion transcript (``prompt_template`` and friends).
 
-    def tokens(self, text: str) -> list[int]:
-        """``text`` as the model's tokens, the way ``create_completion`` tokenises a prompt
-        (BOS added if the model wants one, special tokens parsed), remembered for the next
-        few calls: a stage tokenises its prompt once, and llama.cpp is given these tokens."""
+        Raises:
+            ChatTemplateError: the chat template refuses the conversation (422).
+        """
+        self._require()
+        conversation = as_conversation(request)
+        if self.chat_template is not None:
+            return self.chat_template.render(conversation, self.spec.model_id)
+        return RenderedPrompt(render_transcript(conversation, settings))
+
+    def format_prompt(self, request: str | Conversation, settings: GenerationSettings) -> str:
+        """The text the model processes for ``request`` (:meth:`render`'s text)."""
+        return self.render(request, settings).text
+
+    def tokens(self, text: str, *, add_bos: bool = True) -> list[int]:
+        """``text`` as the model's tokens, the way llama-cpp-python tokenises a prompt (BOS
+        added if the model wants one and ``add_bos``, special tokens parsed), remembered
+        for the next few calls: a stage tokenises its prompt once, and llama.cpp is given
+        these tokens. A chat template that writes its own special tokens is tokenised
+        with ``add_bos=False``, as llama-cpp-python's chat handler does."""
         llm = self._require()
-        cached = self._tokenised.get(text)
+        key = (text, add_bos)
+        cached = self._tokenised.get(key)
         if cached is None:
-            cached = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-            self._tokenised[text] = cached
+            cached = llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+            self._tokenised[key] = cached
             while len(self._tokenised) > _TOKENISED_TEXTS:
                 self._tokenised.popitem(last=False)
         else:
-            self._tokenised.move_to_end(text)
+            self._tokenised.move_to_end(key)
         return cached
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokens(text))
 
-    def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
-        """The prompt as the model sees it: templated for completion-style models. A chat
-        model's template adds a few tokens that are not counted here (llama.cpp applies it)."""
-        self._require()
-        return self.count_tokens(prompt if self._chat else self.format_prompt(prompt, settings))
+    def prompt_tokens(self, request: str | Conversation, settings: GenerationSettings) -> list[int]:
+        """The tokens llama.cpp processes for ``request``: rendered (:meth:`render`) and
+        tokenised once; what :meth:`stream` hands ``create_completion``."""
+        rendered = self.render(request, settings)
+        return self.tokens(rendered.text, add_bos=rendered.add_bos)
+
+    def count_prompt_tokens(self, request: str | Conversation, settings: GenerationSettings) -> int:
+        """Tokens llama.cpp processes for ``request``, the template's own included."""
+        return len(self.prompt_tokens(request, settings))
 
     def _check_fits(self, prompt_tokens: int) -> None:
         if prompt_tokens >= self.spec.n_ctx:
@@ -298,40 +462,45 @@ class LlamaBackend:
                 f"(the model allows {self.spec.context_length or 'unknown'})."
             )
 
-    def stream(self, prompt: str, settings: GenerationSettings) -> Iterator[str]:
+    def stream(self, request: str | Conversation, settings: GenerationSettings) -> Iterator[str]:
+        """Yield the answer to ``request`` (a conversation, or a prompt as one user message)
+        one piece per generated token."""
         llm = self._require()
+        rendered = self.render(request, settings)
+        tokens = self.tokens(rendered.text, add_bos=rendered.add_bos)
+        self._check_fits(len(tokens))
         # every sampling setting by its own name (SamplingSettings.llama_kwargs)
         kwargs: dict[str, Any] = {**settings.llama_kwargs(), "stream": True}
-        self._check_fits(self.count_prompt_tokens(prompt, settings))
+        if rendered.stop:
+            kwargs["stop"] = [*(kwargs["stop"] or []), *rendered.stop]
+        if rendered.stopping_criteria is not None:
+            kwargs["stopping_criteria"] = rendered.stopping_criteria
         with prompt_lookup(llm, settings.prompt_lookup):
-            yield from self._generate(llm, prompt, settings, kwargs)
+            yield from self._generate(llm, tokens, kwargs)
 
-    def _generate(
-        self, llm: Any, prompt: str, settings: GenerationSettings, kwargs: dict[str, Any]
-    ) -> Iterator[str]:
+    def _generate(self, llm: Any, tokens: list[int], kwargs: dict[str, Any]) -> Iterator[str]:
+        cache = self.state_cache
+        if cache is not None:
+            cache.restore(llm, tokens)
         try:
-            if self._chat:
-                messages = [{"role": "user", "content": prompt}]
-                for chunk in llm.create_chat_completion(messages=messages, **kwargs):
-                    delta = chunk["choices"][0].get("delta", {})
-                    if "content" in delta:  # the first chunk carries only the role
-                        yield delta["content"] or ""
-            else:
-                # the tokens counted above: llama.cpp does not tokenise the text again
-                tokens = self.tokens(self.format_prompt(prompt, settings))
-                for chunk in llm.create_completion(tokens, **kwargs):
-                    # One chunk per token ("" while a multi-byte character is incomplete),
-                    # then a closing chunk with the finish reason and no text.
-                    choice = chunk["choices"][0]
-                    if choice["text"] or choice.get("finish_reason") is None:
-                        yield choice["text"]
+            for chunk in llm.create_completion(tokens, **kwargs):
+                # One chunk per token ("" while a multi-byte character is incomplete),
+                # then a closing chunk with the finish reason and no text.
+                choice = chunk["choices"][0]
+                if choice["text"] or choice.get("finish_reason") is None:
+                    yield choice["text"]
         except (ValueError, RuntimeError) as exc:
-            if "exceed context window" in str(exc):  # the chat template made it too long
+            if "exceed context window" in str(exc):
                 raise PromptTooLongError(
                     f"Model '{self.spec.model_id}': {exc}; shorten the prompt or raise runtime.n_ctx "
                     f"(the model allows {self.spec.context_length or 'unknown'})."
                 ) from None
             raise BackendError(f"Model '{self.spec.model_id}' failed to generate: {exc}") from exc
+        finally:
+            # also when the caller stops reading (an answer ended early): llama-cpp-python
+            # saves nothing then. The conversation's next turn starts from this state.
+            if cache is not None and self._llm is llm:
+                cache.save(llm, len(tokens))
 
     def probe(self) -> None:
         """Healthy when loaded and able to tokenize; an unloaded model needs a GGUF file.
@@ -363,6 +532,8 @@ class LlamaBackend:
         llm, self._llm = self._llm, None
         self._identity = None
         self._tokenised.clear()  # a reloaded (replaced) file may tokenise differently
+        self.chat_template = None
+        self.state_cache = None  # the states belong to the closed context
         if llm is not None:
             llm.close()
             logger.info("Closed %s", self.spec.model_id)

@@ -6,11 +6,14 @@ on other processes or machines next to in-process ones. The runner treats both
 alike: the same streaming, failover, circuit breakers and balancers.
 
 * **Generation** streams server-sent events from ``POST {url}/v1/chat/completions``
-  (``api: chat``, the server applies the model's chat template) or
-  ``POST {url}/v1/completions`` (``api: completions``, MAGI's ``prompt_template`` is
-  applied here, as the local backend does for models without a chat template).
+  (``api: chat``: the conversation's ``messages``; the server applies the model's chat
+  template) or ``POST {url}/v1/completions`` (``api: completions``: the conversation
+  rendered here as MAGI's completion transcript,
+  :func:`magi.runtime.templates.render_transcript`, as the local backend does for
+  models without a chat template).
   Each content delta counts as one token, as each chunk does locally.
-* **Token counts** come from the server's tokenizer: llama_cpp.server's
+* **Token counts** come from the server's tokenizer (for ``api: chat``, of each
+  message's text: the server's chat template is its own and not counted): llama_cpp.server's
   ``/extras/tokenize/count`` or llama-server's ``/tokenize``, tried in that order,
   the one that answers is remembered. Servers with neither get an estimate of
   one token per 4 characters (the usual figure for English text with BPE
@@ -78,6 +81,7 @@ import httpcore
 import httpx
 
 from magi.config.endpoints import redact_url, split_credentials
+from magi.conversation import Conversation, as_conversation
 from magi.runtime.backend import (
     BackendError,
     GenerationSettings,
@@ -86,6 +90,7 @@ from magi.runtime.backend import (
     PromptTooLongError,
     RemoteSettings,
 )
+from magi.runtime.templates import render_transcript
 
 logger = logging.getLogger(__name__)
 
@@ -405,9 +410,17 @@ class RemoteBackend:
             client.close()
             logger.info("Closed connections to %s (%s)", self.url, self.spec.model_id)
 
-    def format_prompt(self, prompt: str, settings: GenerationSettings) -> str:
-        """The text a completions endpoint gets (chat endpoints get a user message)."""
-        return settings.prompt_template.replace("{prompt}", prompt)
+    def format_prompt(self, request: str | Conversation, settings: GenerationSettings) -> str:
+        """The text a completions endpoint gets: the conversation's transcript (chat
+        endpoints get the messages)."""
+        return render_transcript(as_conversation(request), settings)
+
+    def _texts(self, request: str | Conversation, settings: GenerationSettings) -> list[str]:
+        """What the server tokenises for ``request``: each message's text (``api: chat``),
+        or the transcript (``api: completions``)."""
+        if self.remote.api == "chat":
+            return [m.content for m in as_conversation(request).messages]
+        return [self.format_prompt(request, settings)]
 
     def probe(self) -> None:
         """Raise unless the server's health endpoint answers with success.
@@ -439,11 +452,12 @@ class RemoteBackend:
             url=self.url,
         )
 
-    def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
-        """The prompt as the server gets it: templated for ``api: completions``."""
-        return self.count_tokens(
-            prompt if self.remote.api == "chat" else self.format_prompt(prompt, settings)
-        )
+    def count_prompt_tokens(self, request: str | Conversation, settings: GenerationSettings) -> int:
+        """The request as the server gets it: the transcript for ``api: completions``; the
+        messages' texts for ``api: chat`` (the server's chat template adds a few tokens
+        MAGI cannot see). Each text is counted once and remembered, so a conversation's
+        next turn asks the server only about its new messages."""
+        return sum(self.count_tokens(text) for text in self._texts(request, settings))
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` by the server's tokenizer, else an estimate; never raises."""
@@ -467,8 +481,9 @@ class RemoteBackend:
             return True
         return False if self._count_missing else None
 
-    def stream(self, prompt: str, settings: GenerationSettings) -> Iterator[str]:
-        """Yield the answer one content delta (one token) at a time, as the server streams it.
+    def stream(self, request: str | Conversation, settings: GenerationSettings) -> Iterator[str]:
+        """Yield the answer to ``request`` (a conversation; a ``str`` is one user message)
+        one content delta (one token) at a time, as the server streams it.
 
         The deadlines of ``settings`` bound every wait of the request: until the first
         token ``first_token_timeout_s`` (connecting, token counting and the server's
@@ -494,10 +509,10 @@ class RemoteBackend:
             return deadline is not None and time.monotonic() > deadline
 
         chat = self.remote.api == "chat"
-        text = prompt if chat else self.format_prompt(prompt, settings)
-        self._check_fits(text, nearest())
+        conversation = as_conversation(request)
+        self._check_fits(self._texts(conversation, settings), nearest())
         path = "/v1/chat/completions" if chat else "/v1/completions"
-        body = self._body(text, settings, chat=chat)
+        body = self._body(conversation, settings, chat=chat)
         timeout = self._stream_timeout(budget, settings)
         pieces = 0
         response: httpx.Response | None = None
@@ -685,8 +700,11 @@ class RemoteBackend:
             response.status_code, headers=headers, content=bytes(data), request=response.request
         )
 
-    def _body(self, text: str, settings: GenerationSettings, *, chat: bool) -> dict[str, Any]:
-        """The request body: the sampling fields an OpenAI-compatible server accepts
+    def _body(
+        self, request: str | Conversation, settings: GenerationSettings, *, chat: bool
+    ) -> dict[str, Any]:
+        """The request body: the conversation (``messages``, or the transcript as
+        ``prompt``), the sampling fields an OpenAI-compatible server accepts
         (:data:`OPENAI_SAMPLING`), plus llama.cpp's own (:data:`LLAMA_SAMPLING`, the grammar
         as GBNF text) unless the endpoint sets ``llama_params: false``."""
         fields = settings.model_dump(include=set(OPENAI_SAMPLING))
@@ -708,10 +726,11 @@ class RemoteBackend:
             grammar = settings.grammar_text()
             if grammar is not None:
                 body["grammar"] = grammar
+        conversation = as_conversation(request)
         if chat:
-            body["messages"] = [{"role": "user", "content": text}]
+            body["messages"] = conversation.to_dicts()
         else:
-            body["prompt"] = text
+            body["prompt"] = render_transcript(conversation, settings)
         return body
 
     def _piece(self, event: str, *, chat: bool) -> tuple[str | None, str | None]:
@@ -742,17 +761,23 @@ class RemoteBackend:
             return None, reason  # the closing chunk that only reports why the answer ended
         return text, reason
 
-    def _check_fits(self, text: str, deadline: float | None = None) -> None:
-        """With ``n_ctx`` configured, refuse a too-long prompt before sending it. Without,
-        the server's own refusal is recognised (see :meth:`_diagnose_empty_stream`)."""
+    def _check_fits(self, texts: list[str], deadline: float | None = None) -> None:
+        """With ``n_ctx`` configured, refuse a too-long prompt (``texts``: what the server
+        tokenises, :meth:`_texts`) before sending it. Without, the server's own refusal is
+        recognised (see :meth:`_diagnose_empty_stream`)."""
         n_ctx = self.remote.n_ctx
         if n_ctx is None:
             return
-        counted = self._count_on_server(text, deadline)
-        if counted is None:
-            return  # no tokenizer endpoint: let the server decide
-        with self._lock:
-            self._counts[text] = counted
+        counted = 0
+        for text in texts:
+            with self._lock:
+                known = self._counts.get(text)
+            count = known if known is not None else self._count_on_server(text, deadline)
+            if count is None:
+                return  # no tokenizer endpoint: let the server decide
+            with self._lock:
+                self._counts[text] = count
+            counted += count
         if counted >= n_ctx:
             raise PromptTooLongError(
                 f"The prompt has {counted} tokens but model '{self.spec.model_id}' at {self.url} "

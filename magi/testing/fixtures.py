@@ -5,6 +5,8 @@ so tests may modify, truncate or delete them freely.
 
 * ``tiny_model``        one random-weight tiny model (``Tiny-Llama``, label ``1B``)
 * ``echo_model``        one echo model: greedy output repeats the last prompt token
+* ``chat_model``        one random-weight tiny model with a chat template in its GGUF
+                        (``tokenizer.chat_template``: llama-cpp-python's template path)
 * ``seed_models_dir``   ``tmp_path/models`` with the seed's three models (random weights)
 * ``seed_models``       ``{model_id: path}`` of those
 * ``seed_registry``     the registry discovered from ``seed_models_dir`` and saved to
@@ -26,7 +28,7 @@ import pytest
 from magi.models.discovery import ModelDiscoveryService
 from magi.models.registry import ModelRegistry
 from magi.testing.runtime import TinyRuntime
-from magi.testing.tiny_gguf import SEED_MODELS, make_seed_models, write_tiny_model
+from magi.testing.tiny_gguf import SEED_MODELS, make_seed_models, write_chat_model, write_tiny_model
 
 REGISTRY_NAME = "registry.json"
 
@@ -59,6 +61,13 @@ def write_echo_llama(folder: Path) -> Path:
 def echo_model(tmp_path: Path) -> Path:
     """A tiny echo model: ``"Hello"`` continues ``"ooo..."`` (see ``echo_completion``)."""
     return write_echo_llama(tmp_path / "echo")
+
+
+@pytest.fixture
+def chat_model(tmp_path: Path) -> Path:
+    """A random-weight tiny model whose GGUF carries a ChatML-like ``tokenizer.chat_template``
+    and its special tokens (``magi.testing.tiny_gguf.TINY_CHAT_TEMPLATE``)."""
+    return write_chat_model(tmp_path / "chat" / "Tiny-Chat-1B-Instruct-Q4_K_M.gguf")
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ import yaml
 
 from magi.config.app import MagiConfig
 from magi.config.compose import compose, default_conf_dir
+from magi.conversation import Conversation
 from magi.errors import ModelError
 from magi.routing.health import Clock
 from magi.routing.scorer import MAX_SCORE, ComplexityScore, register_scorer
@@ -142,17 +143,17 @@ class FaultyBackend:
             raise ModelError(f"Model '{self.model_id}': {fault.message} at load")
         self.inner.load()
 
-    def stream(self, prompt: str, settings: GenerationSettings) -> Iterator[str]:
-        self.injector._record(self.model_id, prompt, settings)
+    def stream(self, request: str | Conversation, settings: GenerationSettings) -> Iterator[str]:
+        self.injector._record(self.model_id, request, settings)
         pace = self.injector.paces.get(self.model_id)
         if pace is not None:
-            yield from self._paced(self.inner.stream(prompt, settings), pace)
+            yield from self._paced(self.inner.stream(request, settings), pace)
             return
         fault = self.injector.fault(self.model_id)
         if fault is None or fault.kind != "stream":
-            yield from self.inner.stream(prompt, settings)
+            yield from self.inner.stream(request, settings)
             return
-        pieces = self.inner.stream(prompt, settings)
+        pieces = self.inner.stream(request, settings)
         try:
             for n, piece in enumerate(pieces):
                 if n >= fault.after:
@@ -183,8 +184,8 @@ class FaultyBackend:
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
-    def count_prompt_tokens(self, prompt: str, settings: GenerationSettings) -> int:
-        return self.inner.count_prompt_tokens(prompt, settings)
+    def count_prompt_tokens(self, request: str | Conversation, settings: GenerationSettings) -> int:
+        return self.inner.count_prompt_tokens(request, settings)
 
     def probe(self) -> None:
         fault = self.injector.fault(self.model_id)
@@ -205,7 +206,8 @@ class FaultInjector:
 
     Attributes:
         calls: Generations started per model id (failed ones included).
-        prompts: Prompts each model was given, in order.
+        prompts: Requests each model was given, in order: the prompt string of a
+            one-message conversation, else the :class:`~magi.conversation.Conversation`.
         settings: The :class:`GenerationSettings` of each of those generations.
         backends: The newest backend made for each model id.
         paces: How slow each model is made (:meth:`pace`).
@@ -225,7 +227,7 @@ class FaultInjector:
         self.paces: dict[str, Pace] = {}
         self.closed: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
-        self.prompts: dict[str, list[str]] = {}
+        self.prompts: dict[str, list[str | Conversation]] = {}
         self.settings: dict[str, list[GenerationSettings]] = {}
         self.backends: dict[str, FaultyBackend] = {}
         self._faults: dict[str, Fault] = {}
@@ -258,7 +260,7 @@ class FaultInjector:
         with self._lock:
             return self._faults.get(model_id)
 
-    def _record(self, model_id: str, prompt: str, settings: GenerationSettings) -> None:
+    def _record(self, model_id: str, prompt: str | Conversation, settings: GenerationSettings) -> None:
         with self._lock:
             self.calls[model_id] += 1
             self.prompts.setdefault(model_id, []).append(prompt)

@@ -8,6 +8,14 @@ printable characters with byte fallback) whose *metadata* imitates any family:
 ``general.file_type`` are what discovery reads, so a tiny file labelled ``4B`` /
 ``Q4_K_M`` gets the same model id as the real Qwen3-4B file.
 
+With ``chat_template=`` (:data:`TINY_CHAT_TEMPLATE`, written by
+:func:`write_chat_model`) the file carries ``tokenizer.chat_template`` and the
+template's special tokens (:data:`CHAT_TOKENS`, CONTROL tokens, ``<|im_end|>`` the EOS),
+so llama-cpp-python takes its chat-template path (``Jinja2ChatFormatter``) as it does
+for a real instruct model. The template is ChatML-like but not llama-cpp-python's
+``chatml`` text, so it is not mapped to the registered format: the GGUF's own template
+is what renders.
+
 Two behaviours:
 
 * default: random weights; output rows of the control and byte tokens are zero, so
@@ -50,6 +58,15 @@ CONTROL_TOKENS = ("<unk>", "<s>", "</s>")
 PRINTABLE = [c for c in string.printable if not c.isspace()]  # 94 characters, 0x21..0x7E
 
 MetadataValue = str | int | float | bool
+
+#: The special tokens of :data:`TINY_CHAT_TEMPLATE` (CONTROL tokens; ``<|im_end|>`` is the EOS).
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
+#: A small ChatML-like chat template (a BOS of its own, every role, the generation prompt).
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
 @dataclass(frozen=True)
@@ -94,10 +111,16 @@ SEED_MODELS: dict[str, TinyModelSpec] = {
 }
 
 
-def vocabulary() -> tuple[list[str], list[int]]:
-    """Tokens and token types of the tiny SPM vocabulary (354 tokens)."""
-    tokens = list(CONTROL_TOKENS)
-    types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL]
+def vocabulary(special_tokens: tuple[str, ...] = ()) -> tuple[list[str], list[int]]:
+    """Tokens and token types of the tiny SPM vocabulary (354 tokens), with
+    ``special_tokens`` as further CONTROL tokens after ``</s>`` (ids 3, 4, ...)."""
+    tokens = [*CONTROL_TOKENS, *special_tokens]
+    types = [
+        TokenType.UNKNOWN,
+        TokenType.CONTROL,
+        TokenType.CONTROL,
+        *[TokenType.CONTROL] * len(special_tokens),
+    ]
     tokens += [f"<0x{b:02X}>" for b in range(256)]
     types += [TokenType.BYTE] * 256
     tokens += [SPACE, *PRINTABLE]
@@ -177,6 +200,9 @@ def write_tiny_model(
     n_ff: int = 128,
     shards: int = 1,
     metadata: Mapping[str, MetadataValue] | None = None,
+    chat_template: str | None = None,
+    special_tokens: tuple[str, ...] = (),
+    eos_token: str = "</s>",
 ) -> Path:
     """Write a tiny llama GGUF model that llama-cpp-python loads and runs.
 
@@ -193,6 +219,9 @@ def write_tiny_model(
         n_layer, n_embd, n_head, n_head_kv, n_ff: Shape; defaults give about 0.5 MB.
         shards: Split the tensors over this many files.
         metadata: Extra KV pairs (str, int, float or bool), e.g. ``{"general.type": "adapter"}``.
+        chat_template: ``tokenizer.chat_template`` (a Jinja chat template); None: none.
+        special_tokens: Extra CONTROL tokens (a chat template's), never generated.
+        eos_token: The end-of-sequence token (``</s>`` or one of ``special_tokens``).
 
     Returns:
         The path of the model (the first shard when split).
@@ -203,8 +232,8 @@ def write_tiny_model(
     if n_embd % n_head or n_head % n_head_kv:
         raise ValueError("n_embd must be a multiple of n_head, and n_head of n_head_kv")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tokens, types = vocabulary()
-    n_special = len(CONTROL_TOKENS) + 256
+    tokens, types = vocabulary(special_tokens)
+    n_special = len(CONTROL_TOKENS) + len(special_tokens) + 256
     n_embd_kv = n_embd // n_head * n_head_kv
     shapes = _tensor_shapes(len(tokens), n_embd, n_ff, n_layer, n_embd_kv, tied=echo)
     per_shard = math.ceil(len(shapes) / shards) if shards > 1 else 0
@@ -235,7 +264,9 @@ def write_tiny_model(
     writer.add_token_types(types)
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
+    writer.add_eos_token_id(tokens.index(eos_token))
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
     for key, value in (metadata or {}).items():
         _add_metadata(writer, key, value)
 
@@ -258,6 +289,21 @@ def _add_metadata(writer: GGUFWriter, key: str, value: MetadataValue) -> None:
         writer.add_float32(key, value)
     else:
         writer.add_string(key, str(value))
+
+
+def write_chat_model(path: Path | str, **kwargs: object) -> Path:
+    """A tiny model with :data:`TINY_CHAT_TEMPLATE` and its special tokens (random weights
+    by default: greedy answers never end early). ``kwargs`` go to :func:`write_tiny_model`."""
+    defaults: dict[str, object] = {
+        "name": "Tiny Chat",
+        "basename": "Tiny-Chat",
+        "size_label": "1B",
+        "finetune": "Instruct",
+        "chat_template": TINY_CHAT_TEMPLATE,
+        "special_tokens": CHAT_TOKENS,
+        "eos_token": "<|im_end|>",
+    }
+    return write_tiny_model(path, **{**defaults, **kwargs})  # type: ignore[arg-type]
 
 
 def write_spec(
