@@ -623,3 +623,13 @@ def test_chat_on_a_model_with_a_chat_template(chat_model: Path, conf_dir: Path, 
         assert second.stages[0].prompt_tokens > first.stages[0].prompt_tokens + first.completion_tokens
     finally:
         picker.close()
+
+
+def test_wait_after_a_failed_answer_returns_none_not_the_last_one(make_picker) -> None:
+    picker = make_picker("fast-only", mode="chat", threaded=True)
+    picker.send("Hello")
+    first = picker.wait(timeout=60)
+    assert first is not None and first.text
+    picker.send("caf\udce9")  # fails in the background thread
+    assert picker.wait(timeout=60) is None  # as documented: None on error
+    assert picker.last_error is not None and picker.result is first  # the last answer stays readable

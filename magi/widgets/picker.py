@@ -518,13 +518,14 @@ class ProfilePicker(widgets.VBox):
         return None
 
     def wait(self, timeout: float | None = None) -> RunResult | None:
-        """Wait for a background run to finish; returns its result (``None`` on error)."""
+        """Wait for a background run to finish; returns its result (``None`` on error:
+        see :attr:`last_error`; :attr:`result` keeps the last answer)."""
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
                 raise TimeoutError(f"The run did not finish within {timeout} s")
-        return self.result
+        return self.result if self.last_error is None else None
 
     def stop(self) -> bool:
         """Cancel the running answer (the Stop button): it ends at its next token, the
