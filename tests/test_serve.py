@@ -1,0 +1,467 @@
+"""``magi serve``: a real server process on 127.0.0.1 over the tiny GGUF models, spoken to
+with the official ``openai`` client (and httpx where the raw bytes matter).
+
+The module's server runs the development profile (fast tier, powerful tier, two-stage)
+with random-weight models, which never emit end-of-sequence: an answer has exactly its
+``max_tokens`` tokens, so token counts are exact. Its context is large (n_ctx=2048) and
+the repetition stop off, so a long answer runs for seconds and a disconnect can be seen
+ending it early.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from magi.testing.runtime import FAST, REASONER, TinyRuntime
+from magi.testing.servers import LOOPBACK, free_port
+
+from .conftest import ROOT
+
+EASY = "What is the capital of France?"
+HARD = "Prove that the square root of 2 is irrational; explain every step."
+LONG_SERVER = ["runtime.n_ctx=2048", "runtime.repetition_stop=false"]
+
+
+class MagiServerProcess:
+    """``magi serve`` (or ``python run.py task=serve``) in a subprocess on 127.0.0.1."""
+
+    def __init__(
+        self,
+        tiny: TinyRuntime,
+        log: Path,
+        *overrides: str,
+        profile: str = "development",
+        via: str = "cli",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.log = log
+        options = [*tiny.overrides, *overrides]
+        if via == "cli":
+            cmd = [sys.executable, "-m", "magi.cli", "serve", "--profile", profile, "--port", str(self.port)]
+            cmd += [arg for option in options for arg in ("-o", option)]
+        else:
+            run_dir = log.parent / f"hydra-{self.port}"
+            cmd = [
+                sys.executable,
+                "run.py",
+                "task=serve",
+                f"profile={profile}",
+                f"task.port={self.port}",
+                f"hydra.run.dir={run_dir}",
+                *options,
+            ]
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        if env is None or "MAGI_API_KEYS" not in env:
+            full_env.pop("MAGI_API_KEYS", None)
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT, env=full_env)
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        deadline = time.monotonic() + 90
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.output()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not answer /health:\n{self.output()[-3000:]}")
+            time.sleep(0.1)
+
+    def client(self, key: str = "none") -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60)
+
+    def output(self) -> str:
+        if not self._out.closed:
+            self._out.flush()
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def health(self, key: str | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(self.url + "/health/models", headers=headers, timeout=10).json()
+
+    def metrics(self, key: str | None = None) -> str:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(self.url + "/metrics", headers=headers, timeout=10).text
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._out.close()
+        return code
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyRuntime:
+    return TinyRuntime.create(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def server(tiny: TinyRuntime) -> Iterator[MagiServerProcess]:
+    process = MagiServerProcess(tiny, tiny.root / "server.log", *LONG_SERVER, "task.max_body_bytes=20000")
+    yield process
+    assert process.terminate() == 0, process.output()[-3000:]
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+# -- answers ----------------------------------------------------------------------------------
+def test_chat_completion_carries_usage_and_the_routing_trace(server: MagiServerProcess) -> None:
+    raw = server.client().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": EASY}], max_tokens=5
+    )
+    completion = raw.parse()
+    magi = completion.model_extra["magi"]
+    assert completion.object == "chat.completion" and completion.model == "magi/development"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content and completion.choices[0].finish_reason == "length"
+    assert completion.usage.completion_tokens == 5  # random weights: exactly max_tokens
+    [stage] = magi["stages"]
+    assert completion.usage.prompt_tokens == stage["prompt_tokens"] > 0
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + 5
+    assert (magi["tier"], magi["model_id"], magi["two_stage"]) == ("fast", FAST, False)
+    assert stage["stage"] == "answer"
+    assert raw.headers["x-magi-tier"] == "fast" and raw.headers["x-magi-models"] == FAST
+    assert raw.headers["x-magi-stages"] == f"answer:fast:{FAST}"
+    assert float(raw.headers["x-magi-score"]) == pytest.approx(magi["score"], abs=0.01)
+    assert raw.headers["x-magi-fallbacks"] == "0" and raw.headers["x-magi-profile"] == "Development"
+
+
+def test_streamed_chat_is_the_same_answer_and_ends_with_done(server: MagiServerProcess) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": EASY}]
+    whole = server.client().chat.completions.create(model="auto", messages=messages, max_tokens=6)
+    chunks = list(
+        server.client().chat.completions.create(
+            model="auto", messages=messages, max_tokens=6, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content  # greedy: the same answer either way
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert [c.choices[0].finish_reason for c in finish] == ["length"]
+    assert finish[0].model_extra["magi"]["stages"][0]["completion_tokens"] == 6
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
+    with httpx.stream(
+        "POST",
+        server.url + "/v1/chat/completions",
+        json={"model": "auto", "messages": messages, "max_tokens": 2, "stream": True},
+        timeout=30,
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-magi-tier"] == "fast" and response.headers["x-magi-model"] == FAST
+        lines = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
+    assert json.loads(lines[0][6:])["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+
+
+def test_two_stage_streams_the_draft_as_reasoning_the_refine_as_content(server: MagiServerProcess) -> None:
+    messages = [{"role": "user", "content": HARD}]
+    whole = server.client().chat.completions.create(model="auto", messages=messages)
+    magi = whole.model_extra["magi"]
+    assert magi["two_stage"] and [s["stage"] for s in magi["stages"]] == ["draft", "refine"]
+    assert magi["draft"] and whole.usage.completion_tokens == 4 + 8  # stage1_max_tokens + max_tokens
+    raw = server.client().chat.completions.with_raw_response.create(
+        model="auto", messages=messages, stream=True
+    )
+    assert raw.headers["x-magi-two-stage"] == "true" and raw.headers["x-magi-routed-tier"] == "powerful"
+    chunks = list(raw.parse())
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    draft = "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas)
+    content = "".join(d.content or "" for d in deltas)
+    assert draft == magi["draft"] and content == whole.choices[0].message.content
+    marks = [(c.model_extra or {}).get("magi", {}) for c in chunks]
+    stages = [m for m in marks if m.get("event") == "stage"]
+    assert [(s["stage"], s["model"]) for s in stages] == [("draft", FAST), ("refine", REASONER)]
+
+
+def test_completions_streamed_and_not(server: MagiServerProcess) -> None:
+    client = server.client()
+    whole = client.completions.create(model="auto", prompt=EASY, max_tokens=4)
+    assert whole.object == "text_completion" and whole.choices[0].text and whole.usage.completion_tokens == 4
+    assert whole.model_extra["magi"]["model_id"] == FAST
+    streamed = list(client.completions.create(model="auto", prompt=EASY, max_tokens=4, stream=True))
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == whole.choices[0].text
+    assert streamed[-1].choices[0].finish_reason == "length"
+
+
+def test_sampling_fields_reach_the_model(server: MagiServerProcess) -> None:
+    client = server.client()
+    asked = dict(model="auto", messages=[{"role": "user", "content": EASY}])
+    assert client.chat.completions.create(**asked, max_tokens=2).usage.completion_tokens == 2
+    assert client.chat.completions.create(**asked, max_completion_tokens=3).usage.completion_tokens == 3
+    greedy = client.chat.completions.create(**asked, max_tokens=12).choices[0].message.content
+    hot = {
+        client.chat.completions.create(**asked, max_tokens=12, temperature=2.0, top_p=1.0, seed=seed)
+        .choices[0]
+        .message.content
+        for seed in (1, 2, 3)
+    }
+    assert hot != {greedy} and len(hot) > 1  # the seed and temperature are the request's
+    same = client.chat.completions.create(**asked, max_tokens=12, temperature=2.0, top_p=1.0, seed=1)
+    assert same.choices[0].message.content in hot
+
+
+def test_model_picks_a_profile_or_one_model(server: MagiServerProcess) -> None:
+    client = server.client()
+    ids = [m.id for m in client.models.list().data]
+    assert ids[:2] == ["auto", "magi/development"] and "magi/fast-only" in ids
+    assert FAST in ids and REASONER in ids
+    assert client.models.retrieve(REASONER).model_extra["magi"] == {"kind": "model", "tiers": ["powerful"]}
+    # one model alone: an easy prompt that auto routes to fast goes to the reasoner, one stage
+    alone = client.chat.completions.create(model=REASONER, messages=[{"role": "user", "content": EASY}])
+    magi = alone.model_extra["magi"]
+    assert alone.model == REASONER and magi["profile"] == REASONER
+    assert [(s["stage"], s["model_id"]) for s in magi["stages"]] == [("answer", REASONER)]
+    hard = client.chat.completions.create(model=FAST, messages=[{"role": "user", "content": HARD}])
+    assert [s["model_id"] for s in hard.model_extra["magi"]["stages"]] == [FAST]  # no two-stage
+    other = client.chat.completions.create(model="magi/fast-only", messages=_user(HARD))
+    assert other.model == "magi/fast-only" and other.model_extra["magi"]["profile"] == "Fast Only"
+
+
+# -- errors -------------------------------------------------------------------------------------
+def test_unknown_model_is_a_404_naming_the_options(server: MagiServerProcess) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        server.client().chat.completions.create(model="magi/fast-onyl", messages=_user("x"))
+    error = caught.value.body
+    assert (error["type"], error["param"], error["code"]) == ("not_found_error", "model", "model_not_found")
+    assert "Did you mean 'magi/fast-only'?" in error["message"] and FAST in error["message"]
+    with pytest.raises(openai.NotFoundError):
+        server.client().models.retrieve("nope")
+
+
+@pytest.mark.parametrize(
+    ("messages", "param", "words"),
+    [
+        ([], None, "empty"),
+        ([{"role": "bogus", "content": "x"}], "messages[0]", "role 'bogus'"),
+        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "messages[1]", "user"),
+        ([{"role": "user", "content": 3}], "messages[0]", "content"),
+        ([{"role": "user", "content": [{"type": "image_url"}]}], "messages[0].content", "text"),
+    ],
+)
+def test_bad_messages_are_a_422_naming_the_message(
+    server: MagiServerProcess, messages: list, param: str | None, words: str
+) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        server.client().chat.completions.create(model="auto", messages=messages)
+    error = caught.value.body
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert words in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"temperature": -1}, "temperature"),
+        ({"n": 2}, "n"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"stop": [""]}, "stop"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ],
+)
+def test_bad_fields_are_a_422_naming_the_field(server: MagiServerProcess, fields: dict, param: str) -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "x"}], **fields}
+    response = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"].startswith(param)
+
+
+def test_a_body_over_the_limit_is_a_413(server: MagiServerProcess) -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "x" * 30_000}]}
+    response = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield json.dumps(body).encode()
+
+    response = httpx.post(server.url + "/v1/chat/completions", content=chunked(), timeout=30)
+    assert response.status_code == 413
+
+
+# -- the model is freed -----------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_client_that_disconnects_mid_stream_cancels_its_answer(server: MagiServerProcess) -> None:
+    before = _metric(server.metrics(), "magi_requests_total", outcome="cancelled")
+    full = server.client().chat.completions.create(
+        model=FAST, messages=[{"role": "user", "content": EASY}], max_tokens=1500
+    )
+    full_s = full.model_extra["magi"]["total_s"]
+    assert full.usage.completion_tokens == 1500 and full_s > 0.5
+    stream = server.client().chat.completions.create(
+        model=FAST, messages=[{"role": "user", "content": EASY}], max_tokens=1500, stream=True
+    )
+    for n, _chunk in enumerate(stream):
+        if n == 5:
+            break
+    stream.close()  # the client goes away
+    gone = time.monotonic()
+    while server.health()["models"][FAST]["in_flight"] and time.monotonic() - gone < full_s:
+        time.sleep(0.02)
+    freed_s = time.monotonic() - gone
+    assert server.health()["models"][FAST]["in_flight"] == 0
+    assert freed_s < full_s / 2, (freed_s, full_s)  # the answer ended, not ran out
+    deadline = time.monotonic() + 10
+    while _metric(server.metrics(), "magi_requests_total", outcome="cancelled") == before:
+        assert time.monotonic() < deadline, "the cancelled answer was never counted"
+        time.sleep(0.05)
+
+
+# -- health and metrics -------------------------------------------------------------------------
+def test_health_and_metrics(server: MagiServerProcess) -> None:
+    server.client().chat.completions.create(model="auto", messages=[{"role": "user", "content": EASY}])
+    assert httpx.get(server.url + "/health").json() == {"status": "ok", "profile": "development"}
+    fast = server.health()["models"][FAST]
+    assert fast["loaded"] is True and fast["circuit"] == "closed" and fast["last_error"] is None
+    assert fast["requests"] >= 1 and fast["answered"] >= 1 and fast["p50_latency_s"] > 0
+    text = server.metrics()
+    ok = {"profile": "Development", "tier": "fast", "model": FAST, "outcome": "ok"}
+    assert _metric(text, "magi_requests_total", **ok) >= 1
+    assert _metric(text, "magi_request_seconds_count", tier="fast") >= 1
+    assert _metric(text, "magi_time_to_first_token_seconds_count", tier="fast") >= 1
+    assert _metric(text, "magi_completion_tokens_count", tier="fast") >= 1
+    assert _metric(text, "magi_circuit_state", model=FAST, state="closed") == 1
+    assert _metric(text, "magi_model_loaded", model=FAST) == 1
+    assert _metric(text, "magi_model_loads_total", model=FAST) >= 1
+
+
+# -- servers of their own ------------------------------------------------------------------------
+def test_api_keys_are_required_when_set_and_never_shown(tiny: TinyRuntime, tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("# team keys\nfile-key-123\n", encoding="utf-8")
+    env = {"MAGI_API_KEYS": "env-key-abc, env-key-def"}
+    keyed = MagiServerProcess(tiny, tmp_path / "keyed.log", f"task.api_keys_file='{keys_file}'", env=env)
+    try:
+        ask = dict(model="auto", messages=[{"role": "user", "content": EASY}], max_tokens=2)
+        for key in ("env-key-def", "file-key-123"):
+            assert keyed.client(key).chat.completions.create(**ask).usage.completion_tokens == 2
+        for key in ("wrong", "env-key-ab", "file-key-1234"):
+            with pytest.raises(openai.AuthenticationError) as caught:
+                keyed.client(key).chat.completions.create(**ask)
+            assert caught.value.body["type"] == "authentication_error"
+        assert httpx.get(keyed.url + "/v1/models").status_code == 401
+        assert httpx.get(keyed.url + "/metrics").status_code == 401
+        assert httpx.get(keyed.url + "/health/models").status_code == 401
+        assert httpx.get(keyed.url + "/health").status_code == 200  # liveness needs no key
+        shown = keyed.metrics("env-key-abc") + json.dumps(keyed.health("env-key-abc"))
+    finally:
+        assert keyed.terminate() == 0
+    log = keyed.output()
+    assert "API keys: on" in log
+    for key in ("env-key-abc", "env-key-def", "file-key-123"):
+        assert key not in shown and key not in log
+
+
+def test_no_keys_means_open(server: MagiServerProcess) -> None:
+    assert "API keys: off" in server.output()
+    assert httpx.get(server.url + "/v1/models").status_code == 200
+
+
+@pytest.mark.slow
+def test_a_full_queue_is_a_429(tiny: TinyRuntime, tmp_path: Path) -> None:
+    small = MagiServerProcess(tiny, tmp_path / "queue.log", *LONG_SERVER, "task.max_queue=1")
+    try:
+        long = small.client().chat.completions.create(
+            model=FAST, messages=[{"role": "user", "content": EASY}], max_tokens=1500, stream=True
+        )
+        next(iter(long))  # admitted and answering
+        with pytest.raises(openai.RateLimitError) as caught:
+            small.client().chat.completions.create(model="auto", messages=_user(EASY))
+        assert caught.value.response.headers["retry-after"] == "1"
+        assert "task.max_queue=1" in caught.value.message
+        long.close()
+        deadline = time.monotonic() + 10
+        while True:  # the place is given back when the cancelled answer ends
+            try:
+                small.client().chat.completions.create(
+                    model="auto", messages=[{"role": "user", "content": EASY}], max_tokens=2
+                )
+                break
+            except openai.RateLimitError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        assert small.terminate() == 0
+
+
+def test_nothing_could_answer_is_a_503(tiny: TinyRuntime, tmp_path: Path) -> None:
+    broken_tiny = TinyRuntime.create(tmp_path, models=[FAST])
+    process = MagiServerProcess(broken_tiny, tmp_path / "broken.log", profile="fast-only")
+    try:
+        broken_tiny.path(FAST).write_bytes(b"GGUF" + b"\0" * 64)  # damaged before its first load
+        with pytest.raises(openai.InternalServerError) as caught:
+            process.client().chat.completions.create(model="auto", messages=_user(EASY))
+        assert caught.value.status_code == 503 and caught.value.body["type"] == "server_error"
+        assert FAST in caught.value.body["message"]
+        with httpx.stream(
+            "POST",
+            process.url + "/v1/chat/completions",
+            timeout=30,
+            json={"model": "auto", "messages": [{"role": "user", "content": EASY}], "stream": True},
+        ) as response:
+            assert response.status_code == 503  # no model started: a plain error, not a 200 stream
+        assert process.health()["models"][FAST]["last_error"]
+    finally:
+        assert process.terminate() == 0
+
+
+@pytest.mark.slow
+def test_run_py_task_serve_and_sigterm_mid_answer(tiny: TinyRuntime, tmp_path: Path) -> None:
+    options = [*LONG_SERVER, "task.shutdown_grace_s=1"]
+    process = MagiServerProcess(tiny, tmp_path / "run_py.log", *options, profile="fast-only", via="run.py")
+    answered: list[str] = []
+
+    def long_answer() -> None:
+        try:
+            for chunk in process.client().chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": EASY}], max_tokens=100_000, stream=True
+            ):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    answered.append(chunk.choices[0].delta.content)
+        except (openai.APIError, httpx.HTTPError):
+            pass
+
+    ask = process.client().chat.completions.create(model="auto", messages=[{"role": "user", "content": EASY}])
+    assert ask.model == "magi/fast-only" and ask.model_extra["magi"]["profile"] == "Fast Only"
+    reader = threading.Thread(target=long_answer)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while not answered:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.monotonic()
+    assert process.terminate(timeout=30) == 0  # SIGTERM: graceful, exit 0
+    stopped_s = time.monotonic() - started
+    reader.join(10)
+    assert not reader.is_alive() and answered
+    assert stopped_s < 10, stopped_s  # the 1 s grace, then the answer is cancelled
+    log = process.output()
+    assert "Application shutdown complete" in log and "Traceback" not in log
