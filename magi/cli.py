@@ -634,6 +634,58 @@ def cmd_route(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_scorer_eval(args: argparse.Namespace) -> int:
+    """AUC, APGR and CPT of scorers on a file of routing outcomes (magi.routing.outcomes)."""
+    from magi.routing.learned import DEFAULT_MODEL
+    from magi.routing.outcomes import evaluate_scorers, format_report, load_outcomes
+    from magi.routing.scorer import available_scorers, get_scorer
+
+    outcomes = load_outcomes(args.file)
+    scorers = {}
+    for name in args.scorer or available_scorers():
+        if name != "learned":
+            scorers[name] = get_scorer(name)
+        elif args.scorer or args.model is not None or DEFAULT_MODEL.exists():
+            scorers[name] = get_scorer(name, path=args.model)
+    report = evaluate_scorers(outcomes, scorers)
+    if args.json:
+        print(json.dumps({n: {g: f.to_dict() for g, f in r.items()} for n, r in report.items()}, indent=2))
+    else:
+        print(f"{args.file}: {len(outcomes)} prompts with outcomes")
+        if "learned" in scorers:
+            print(f"learned scorer's model: {scorers['learned'].path}")
+        print(format_report(report))
+    return EXIT_OK
+
+
+def cmd_scorer_train(args: argparse.Namespace) -> int:
+    """Train the learned scorer on routing outcomes and write its model file."""
+    from magi.routing.learned import cross_validate, file_digest, save_model, train
+    from magi.routing.outcomes import load_outcomes
+
+    outcomes = load_outcomes(args.file)
+    if args.cv:
+        import statistics
+
+        for group, folds in cross_validate(outcomes, folds=args.cv).items():
+            apgrs = [f.apgr for f in folds]
+            print(
+                f"{args.cv}-fold cross-validation, {group}: APGR {statistics.mean(apgrs):.3f} "
+                f"(folds {', '.join(f'{a:.3f}' for a in apgrs)}), "
+                f"CPT50 {statistics.mean(f.cpt50 for f in folds):.1%}, "
+                f"CPT80 {statistics.mean(f.cpt80 for f in folds):.1%}, "
+                f"AUC {statistics.mean(f.auc for f in folds):.3f}"
+            )
+    model = train(outcomes, trained_on={"file": Path(args.file).name, "sha256": file_digest(args.file)})
+    path = save_model(model, args.output)
+    print(
+        f"wrote {path}: trained on {model.trained_on['prompts']} prompts "
+        f"({model.trained_on['positives']} where the weak tier fails and the strong one succeeds), "
+        f"{len(model.ngrams)} words; use it with scorer=learned (path {path})"
+    )
+    return EXIT_OK
+
+
 def _share(text: str) -> tuple[str, float]:
     """``powerful=0.3`` (or ``powerful=30%``) → ``("powerful", 0.3)``."""
     tier, sep, value = text.partition("=")
@@ -884,6 +936,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-keys-file", type=Path, default=None, help="file of API keys, one per line (or MAGI_API_KEYS)"
     )
     serve.set_defaults(handler=cmd_serve)
+    scorer = sub.add_parser(
+        "scorer", help="judge complexity scorers on routing outcomes; train the learned one"
+    )
+    ssub = scorer.add_subparsers(dest="action", required=True, metavar="ACTION")
+    seval = ssub.add_parser(
+        "eval",
+        help="AUC, APGR and CPT(50%%/80%%) of each scorer on a file of prompts with outcomes",
+        description='FILE is JSON lines {"prompt", "weak": bool, "strong": bool, "bench"?} '
+        "(RouteLLM's outcome format): whether the weak and the strong model answered correctly. "
+        "Reports each scorer per bench (gsm8k, mmlu/... as mmlu) and on all prompts.",
+    )
+    seval.add_argument("file", help="outcome file (.jsonl)")
+    seval.add_argument(
+        "--scorer", action="append", help="registered scorer to judge (repeat; default: every one)"
+    )
+    seval.add_argument(
+        "--model", default=None, help="the learned scorer's model file (default: the shipped one)"
+    )
+    seval.add_argument("--json", action="store_true", help="print the figures as JSON")
+    seval.set_defaults(handler=cmd_scorer_eval)
+    strain = ssub.add_parser(
+        "train",
+        help="train the learned scorer on a file of outcomes and write its model (JSON)",
+        description="Fits a logistic regression predicting where the weak tier fails and the strong "
+        "one succeeds (magi.routing.learned); deterministic. --cv K first reports K-fold "
+        "cross-validated APGR/CPT per bench (folds by question).",
+    )
+    strain.add_argument("file", help="outcome file (.jsonl)")
+    strain.add_argument("-o", "--output", required=True, help="model file to write (.json)")
+    strain.add_argument("--cv", type=int, default=0, metavar="K", help="report K-fold cross-validation first")
+    strain.set_defaults(handler=cmd_scorer_train)
     from magi.config.task import DEFAULT_CALIBRATION_PROMPTS, DEFAULT_HOLDOUT_PROMPTS
 
     cal = sub.add_parser(

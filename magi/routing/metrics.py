@@ -6,6 +6,19 @@ one, ties counting half) and does not depend on where the tier thresholds sit, s
 it is the headline figure of ``scripts/eval_scorer.py``. ``threshold_accuracy``
 then says how well the default threshold (``max_score: 5.0`` of the development
 profile) separates the two labels.
+
+For prompts with known *outcomes* (did the weak tier and the strong tier each answer
+correctly? :mod:`magi.routing.outcomes`), :func:`quality_curve`, :func:`apgr` and
+:func:`cpt` give the RouteLLM figures (arXiv 2406.18665): route the top-scored share of
+prompts to the strong tier and read the quality (share answered correctly) against
+that share. The *performance gap recovered* at a share is
+``(quality - weak quality) / (strong quality - weak quality)``; **APGR** is its average
+over the share from 0 to 1 (the area under the curve, trapezoids), and **CPT(x%)** the
+smallest share of strong calls that recovers ``x%`` of the gap. RouteLLM evaluates ten
+thresholds; here every cut between distinct scores is a point, the same integral read
+finer. Prompts with equal scores are routed together, so within a tie the curve is the
+straight line between its ends (the expected quality of a random order within the
+tie): a constant scorer, like a random router, scores APGR 0.5.
 """
 
 from __future__ import annotations
@@ -77,6 +90,131 @@ def best_threshold(scores: Sequence[float], positives: Sequence[bool]) -> tuple[
     candidates = [distinct[0] - 1.0] + [(a + b) / 2 for a, b in zip(distinct, distinct[1:], strict=False)]
     best = max(candidates, key=lambda t: (threshold_accuracy(scores, positives, t), -t))
     return best, threshold_accuracy(scores, positives, best)
+
+
+def quality_curve(
+    scores: Sequence[float], weak: Sequence[bool], strong: Sequence[bool]
+) -> list[tuple[float, float]]:
+    """Points ``(strong share, quality)`` from 0 to 1, routing the highest scores up.
+
+    Quality is the share of prompts answered correctly when the prompts scoring above
+    the cut go to the strong tier and the rest to the weak one. One point per cut
+    between distinct scores (ties move together), starting at ``(0, weak accuracy)``
+    and ending at ``(1, strong accuracy)``.
+
+    Example:
+        >>> quality_curve([0.9, 0.1], [False, True], [True, True])
+        [(0.0, 0.5), (0.5, 1.0), (1.0, 1.0)]
+    """
+    n = len(scores)
+    if n == 0:
+        raise ValueError("no scores")
+    if not len(weak) == len(strong) == n:
+        raise ValueError(f"{n} scores but {len(weak)} weak and {len(strong)} strong outcomes")
+    order = sorted(range(n), key=lambda i: -scores[i])
+    correct = sum(1 for w in weak if w)
+    points = [(0.0, correct / n)]
+    i = 0
+    while i < n:
+        j = i
+        while j < n and scores[order[j]] == scores[order[i]]:
+            correct += int(strong[order[j]]) - int(weak[order[j]])
+            j += 1
+        points.append((j / n, correct / n))
+        i = j
+    return points
+
+
+def _gap(weak: Sequence[bool], strong: Sequence[bool]) -> tuple[float, float]:
+    n = len(weak)
+    low, high = sum(1 for w in weak if w) / n, sum(1 for s in strong if s) / n
+    if high <= low:
+        raise ValueError(
+            f"the strong tier ({high:.1%} correct) is not better than the weak one ({low:.1%}): "
+            "there is no performance gap to recover"
+        )
+    return low, high
+
+
+def apgr(scores: Sequence[float], weak: Sequence[bool], strong: Sequence[bool]) -> float:
+    """Average performance gap recovered over the strong share from 0 to 1 (RouteLLM).
+
+    1 would recover the whole gap from the first strong call on; a random router scores
+    0.5; routing the wrong prompts up scores below it. It can pass 1 slightly when the
+    weak tier answers some prompts the strong one gets wrong. Raises ``ValueError`` when
+    the strong tier is not better than the weak one (no gap).
+
+    Example:
+        >>> apgr([0.9, 0.1], [False, True], [True, True])  # gap closed at share 0.5
+        0.75
+    """
+    low, high = _gap(weak, strong)
+    points = quality_curve(scores, weak, strong)
+    area = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False))
+    return (area - low) / (high - low)
+
+
+def cpt(scores: Sequence[float], weak: Sequence[bool], strong: Sequence[bool], recovered: float) -> float:
+    """Call-performance threshold: the smallest strong share that recovers ``recovered``
+    (0-1) of the performance gap, read on :func:`quality_curve` between its points.
+
+    Example:
+        >>> cpt([0.9, 0.5, 0.1, 0.0], [False, False, True, True], [True, True, True, True], 0.5)
+        0.25
+    """
+    if not 0 <= recovered <= 1:
+        raise ValueError(f"recovered must be between 0 and 1, got {recovered}")
+    low, high = _gap(weak, strong)
+    target = low + recovered * (high - low)
+    points = quality_curve(scores, weak, strong)
+    if points[0][1] >= target:
+        return 0.0
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if y1 >= target:
+            return x0 + (x1 - x0) * (target - y0) / (y1 - y0)
+    return 1.0  # unreachable: the last point is the strong accuracy
+
+
+@dataclass(frozen=True)
+class RoutingFigures:
+    """How well a scorer's ranking routes one set of outcomes (see :func:`routing_figures`)."""
+
+    prompts: int
+    weak_accuracy: float
+    strong_accuracy: float
+    auc: float
+    apgr: float
+    cpt50: float
+    cpt80: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "prompts": self.prompts,
+            "weak_accuracy": self.weak_accuracy,
+            "strong_accuracy": self.strong_accuracy,
+            "auc": self.auc,
+            "apgr": self.apgr,
+            "cpt50": self.cpt50,
+            "cpt80": self.cpt80,
+        }
+
+
+def routing_figures(scores: Sequence[float], weak: Sequence[bool], strong: Sequence[bool]) -> RoutingFigures:
+    """AUC, APGR, CPT(50%) and CPT(80%) of ``scores`` on these outcomes.
+
+    The AUC's positives are the prompts where the weak tier fails and the strong one
+    succeeds (where routing up pays off).
+    """
+    helps = [s and not w for w, s in zip(weak, strong, strict=True)]
+    return RoutingFigures(
+        prompts=len(scores),
+        weak_accuracy=sum(weak) / len(weak),
+        strong_accuracy=sum(strong) / len(strong),
+        auc=roc_auc(scores, helps),
+        apgr=apgr(scores, weak, strong),
+        cpt50=cpt(scores, weak, strong, 0.5),
+        cpt80=cpt(scores, weak, strong, 0.8),
+    )
 
 
 @dataclass(frozen=True)

@@ -569,3 +569,14 @@ class HeuristicScorer:
             contributions=contributions,
             scorer=self.name,
         )
+
+
+@register_scorer("learned")
+def learned_scorer(path: str | None = None) -> Scorer:
+    """The learned scorer (:class:`magi.routing.learned.LearnedScorer`): the chance that
+    the fast tier fails where the strong one succeeds, from a model file (``path``,
+    default the shipped ``data/scorers/learned-routellm.json``). Its module is imported
+    here, when first asked for."""
+    from magi.routing.learned import LearnedScorer
+
+    return LearnedScorer(path)

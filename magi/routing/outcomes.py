@@ -1,0 +1,165 @@
+"""Routing outcomes: which prompts the weak tier and the strong tier answered correctly.
+
+An outcome file is JSON lines in RouteLLM's shape, one prompt a line:
+
+    {"bench": "gsm8k", "prompt": "James decides to run 3 sprints...", "weak": true, "strong": true}
+
+``weak`` and ``strong`` say whether the weaker and the stronger model answered correctly;
+``bench`` is optional (``"mmlu/<subject>"`` rows are grouped as ``mmlu`` by
+:attr:`Outcome.group`). ``magi scorer eval`` judges scorers on such a file and ``magi
+scorer train`` fits the learned scorer from one (:mod:`magi.routing.learned`).
+
+``data/routing/outcomes-sample.jsonl`` is a small sample of the RouteLLM data for tests
+and examples (its ``README.md`` says where it comes from).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magi.errors import MAGIException
+
+if TYPE_CHECKING:
+    from magi.routing.scorer import Scorer
+
+
+class OutcomeFileError(MAGIException):
+    """An outcome file is missing, unreadable, or has a malformed line (named)."""
+
+    status_code = 422
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One prompt and whether each tier answered it correctly."""
+
+    prompt: str
+    weak: bool
+    strong: bool
+    bench: str = ""
+
+    @property
+    def group(self) -> str:
+        """The benchmark without its subject: ``"mmlu/anatomy"`` -> ``"mmlu"``."""
+        return self.bench.split("/", 1)[0] if self.bench else "all"
+
+    @property
+    def upgrade_helps(self) -> bool:
+        """The weak tier fails where the strong tier succeeds: routing up pays off."""
+        return self.strong and not self.weak
+
+
+def load_outcomes(path: str | Path) -> list[Outcome]:
+    """Read an outcome file (see the module docstring).
+
+    Raises:
+        OutcomeFileError: the file is missing or not UTF-8, or a line is not a JSON
+            object with a string ``prompt`` and booleans ``weak`` and ``strong`` (the
+            message names the file and line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OutcomeFileError(f"{path}: no such outcome file", status_code=404) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OutcomeFileError(f"{path}: cannot read the outcome file ({exc})") from None
+    items: list[Outcome] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise OutcomeFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(data, dict):
+            raise OutcomeFileError(f"{path}:{number}: expected a JSON object, got {type(data).__name__}")
+        prompt, weak, strong = data.get("prompt"), data.get("weak"), data.get("strong")
+        bench = data.get("bench", "")
+        if not isinstance(prompt, str) or not isinstance(weak, bool) or not isinstance(strong, bool):
+            raise OutcomeFileError(
+                f"{path}:{number}: expected a string 'prompt' and booleans 'weak' and 'strong' "
+                '(e.g. {"prompt": "...", "weak": false, "strong": true})'
+            )
+        if not isinstance(bench, str):
+            raise OutcomeFileError(f"{path}:{number}: 'bench' must be a string")
+        items.append(Outcome(prompt, weak, strong, bench))
+    if not items:
+        raise OutcomeFileError(f"{path}: no outcomes in the file")
+    return items
+
+
+def groups(outcomes: Iterable[Outcome]) -> dict[str, list[Outcome]]:
+    """Outcomes by :attr:`Outcome.group`, groups in first-seen order."""
+    result: dict[str, list[Outcome]] = {}
+    for item in outcomes:
+        result.setdefault(item.group, []).append(item)
+    return result
+
+
+def fold_of(prompt: str, folds: int) -> int:
+    """The cross-validation fold of a question: a stable hash of its text, so a
+    question asked twice lands in one fold and every run splits the same way."""
+    return zlib.crc32(prompt.encode("utf-8")) % folds
+
+
+def split_folds(outcomes: Sequence[Outcome], folds: int) -> list[list[int]]:
+    """Indices of ``outcomes`` in each of ``folds`` folds (by question, see :func:`fold_of`)."""
+    if folds < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    parts: list[list[int]] = [[] for _ in range(folds)]
+    for index, item in enumerate(outcomes):
+        parts[fold_of(item.prompt, folds)].append(index)
+    return parts
+
+
+# -- judging scorers ----------------------------------------------------------------
+def evaluate_scorers(outcomes: Sequence[Outcome], scorers: Mapping[str, Scorer]) -> dict[str, dict[str, Any]]:
+    """The routing figures (:func:`~magi.routing.metrics.routing_figures`) of each scorer
+    on each benchmark group of ``outcomes``, and on all of them together when there are
+    several groups: ``{scorer: {group: RoutingFigures}}``. A group where the strong tier
+    is not better than the weak one has no gap to recover and is left out.
+    """
+    from magi.routing.metrics import routing_figures
+
+    parts = groups(outcomes)
+    if len(parts) > 1:
+        parts["all"] = list(outcomes)
+    report: dict[str, dict[str, Any]] = {}
+    for name, scorer in scorers.items():
+        scores = {id(o): scorer.score(o.prompt).score for o in outcomes}
+        figures: dict[str, Any] = {}
+        for group, items in parts.items():
+            try:
+                figures[group] = routing_figures(
+                    [scores[id(o)] for o in items], [o.weak for o in items], [o.strong for o in items]
+                )
+            except ValueError:
+                continue  # no gap to recover, or one AUC class empty
+        report[name] = figures
+    return report
+
+
+def format_report(report: Mapping[str, Mapping[str, Any]]) -> str:
+    """A table: one row per scorer and group (APGR, CPT(50%), CPT(80%), AUC)."""
+    lines = [
+        f"{'scorer':<12} {'bench':<8} {'prompts':>7} {'weak':>6} {'strong':>6} "
+        f"{'AUC':>6} {'APGR':>6} {'CPT50':>6} {'CPT80':>6}"
+    ]
+    for name, figures in report.items():
+        for group, f in figures.items():
+            lines.append(
+                f"{name:<12} {group:<8} {f.prompts:>7} {f.weak_accuracy:>6.1%} {f.strong_accuracy:>6.1%} "
+                f"{f.auc:>6.3f} {f.apgr:>6.3f} {f.cpt50:>6.1%} {f.cpt80:>6.1%}"
+            )
+    lines.append(
+        "APGR: average share of the weak-strong quality gap recovered over 0-100% strong calls "
+        "(random 0.5); CPTx: strong calls needed to recover x% of it; AUC: ranking of the "
+        "prompts where the weak tier fails and the strong one succeeds."
+    )
+    return "\n".join(lines)
