@@ -465,3 +465,53 @@ def test_run_py_task_serve_and_sigterm_mid_answer(tiny: TinyRuntime, tmp_path: P
     assert stopped_s < 10, stopped_s  # the 1 s grace, then the answer is cancelled
     log = process.output()
     assert "Application shutdown complete" in log and "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_16_clients_10_requests_each_with_one_model_failing(tmp_path: Path) -> None:
+    """Production balances two models; one is broken: every request is answered (by the
+    other, after failover and then an open circuit) or gets a clear error; none is lost."""
+    from magi.testing.runtime import CODER
+
+    tiny = TinyRuntime.create(tmp_path)
+    process = MagiServerProcess(tiny, tmp_path / "load.log", profile="production")
+    outcomes: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def client_run(n: int) -> None:
+        client = process.client()
+        for i in range(10):
+            prompt = EASY if (n + i) % 2 else HARD
+            stream = (n + i) % 3 == 0
+            try:
+                if stream:
+                    chunks = list(
+                        client.chat.completions.create(model="auto", messages=_user(prompt), stream=True)
+                    )
+                    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+                    model = final.model_extra["magi"]["model_id"]
+                else:
+                    answer = client.chat.completions.create(model="auto", messages=_user(prompt))
+                    model = answer.model_extra["magi"]["model_id"]
+                outcome = (200, model)
+            except openai.APIStatusError as exc:
+                outcome = (exc.status_code, str(exc.body.get("message", "")) if exc.body else "")
+            with lock:
+                outcomes.append(outcome)
+
+    try:
+        tiny.path(CODER).write_bytes(b"GGUF" + b"\0" * 64)  # broken before its first load
+        threads = [threading.Thread(target=client_run, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert not any(t.is_alive() for t in threads)
+        health = process.health()["models"]
+    finally:
+        assert process.terminate() == 0
+    assert len(outcomes) == 160
+    assert {status for status, _ in outcomes} == {200}, [o for o in outcomes if o[0] != 200][:3]
+    assert {model for _, model in outcomes} == {REASONER}
+    assert health[CODER]["circuit"] == "open" and health[CODER]["last_error"]
+    assert health[REASONER]["answered"] == 160
