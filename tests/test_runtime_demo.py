@@ -131,3 +131,46 @@ def test_run_py_demo_prints_the_answer_and_the_routing_table(
     runs_on = demo_runner.specs[SMOLLM2_MODEL_ID].placement  # the last column: CPU on CI's build
     assert lines[-1].startswith(SIMPLE) and SMOLLM2_MODEL_ID in lines[-1] and lines[-1].endswith(runs_on)
     assert lines[-1][: -len(runs_on)].split()[-1] == "0"  # no fallbacks
+
+
+def test_a_two_turn_conversation_runs_on_the_chat_model_and_the_completion_model(
+    demo_runner: Runner,
+) -> None:
+    """Turn 1 (easy) is answered by SmolLM2 through its chat template; turn 2 (hard) carries
+    the history: SmolLM2 drafts the conversation, Gemma refines it from MAGI's transcript."""
+    smollm2, gemma = demo_runner.pool.backend(SMOLLM2_MODEL_ID), demo_runner.pool.backend(GEMMA_MODEL_ID)
+    first = [{"role": "user", "content": SIMPLE}]
+    one = demo_runner.run(first)
+    assert (one.model_id, [s.stage for s in one.stages]) == (SMOLLM2_MODEL_ID, ["answer"])
+    assert one.text.strip() and one.messages == first
+    assert smollm2.is_chat and not gemma.is_chat  # both renderings are exercised
+
+    conversation = [*first, {"role": "assistant", "content": one.text}, {"role": "user", "content": HARD}]
+    two = demo_runner.run(conversation)
+    assert (two.routed_tier, two.two_stage) == ("powerful", True)
+    draft, refine = two.stages
+    assert (draft.stage, draft.model_id, refine.stage, refine.model_id) == (
+        "draft",
+        SMOLLM2_MODEL_ID,
+        "refine",
+        GEMMA_MODEL_ID,
+    )
+    assert two.draft.strip() and two.text.strip() and two.prompt == HARD
+
+    def bare(backend: object, text: str) -> int:
+        return len(backend.tokens(text, add_bos=False))  # type: ignore[attr-defined]
+
+    # the draft's prompt is the whole conversation in SmolLM2's template: turn 1 as it was
+    # processed, the answer, the new question and the template's marks
+    assert draft.prompt_tokens > one.stages[0].prompt_tokens + bare(smollm2, one.text) + bare(smollm2, HARD)
+    # the refine's is Gemma's transcript of it: next to the same question asked alone, the
+    # refine prompt (its draft aside) is longer by turn 1 and its answer (a few tokens of
+    # slack for where the texts' tokens meet)
+    alone = demo_runner.run(HARD)
+    assert [(s.stage, s.model_id) for s in alone.stages] == [(s.stage, s.model_id) for s in two.stages]
+    extra = (refine.prompt_tokens - bare(gemma, two.draft)) - (
+        alone.stages[1].prompt_tokens - bare(gemma, alone.draft)
+    )
+    assert extra >= bare(gemma, SIMPLE) + bare(gemma, one.text.strip()) - 4
+    assert two.messages == conversation  # as answered (the refine's template aside)
+    assert demo_runner.pool.stats.loads_by_model == {SMOLLM2_MODEL_ID: 1, GEMMA_MODEL_ID: 1}
