@@ -201,7 +201,8 @@ class ProfilePicker(widgets.VBox):
             description="Mode",
             style={**_LABEL_STYLE, "button_width": "90px"},
             tooltips=["Answer one prompt", "A conversation: system prompt, history, message"],
-            layout=widgets.Layout(width="auto"),  # label and buttons on one line
+            # the label beside its buttons, as for the other inputs (voila stacks them otherwise)
+            layout=widgets.Layout(display="flex", flex_flow="row", align_items="center"),
         )
         self.chat = ChatView(system=system)
         self.prompt_text = widgets.Textarea(
