@@ -515,3 +515,41 @@ def test_16_clients_10_requests_each_with_one_model_failing(tmp_path: Path) -> N
     assert {model for _, model in outcomes} == {REASONER}
     assert health[CODER]["circuit"] == "open" and health[CODER]["last_error"]
     assert health[REASONER]["answered"] == 160
+
+
+# -- the pieces, in process --------------------------------------------------------------------
+def test_runner_sampling_overrides_one_request(tiny_runtime: TinyRuntime) -> None:
+    """``Runner.run(sampling=...)``: the server's per-request fields over each model's own
+    settings, stop sequences added to the model's; an unknown name asks no model (422)."""
+    from magi.errors import MAGIException
+    from magi.testing.runtime import FaultInjector
+
+    faults = FaultInjector()
+    with tiny_runtime.runner("fast-only", backend_factory=faults) as runner:
+        result = runner.run(EASY, sampling={"max_tokens": 3, "temperature": 0.5, "stop": ["\n\n"]})
+        assert result.completion_tokens == 3
+        [settings] = faults.settings[FAST]
+        assert (settings.max_tokens, settings.temperature, settings.stop) == (3, 0.5, ["\nQ:", "\n\n"])
+        assert runner.run(EASY).completion_tokens == 8  # the next request has the profile's own
+        with pytest.raises(MAGIException, match="Unknown sampling setting.*bogus") as caught:
+            runner.run(EASY, sampling={"bogus": 1})
+        assert caught.value.status_code == 422 and faults.calls[FAST] == 2
+
+
+def test_magi_serve_user_errors_exit_2(tiny_runtime: TinyRuntime, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from magi.cli import main
+
+    options = [arg for override in tiny_runtime.overrides for arg in ("-o", override)]
+    assert main(["serve", "--profile", "fast-onyl", *options]) == 2
+    assert "Did you mean 'fast-only'?" in capsys.readouterr().err
+    assert main(["serve", "--profile", "fast-only", "--api-keys-file", "/nonexistent/keys", *options]) == 2
+    assert "task.api_keys_file: cannot read /nonexistent/keys" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["serve", "--profile", "fast-only", "--port", port, *options]) == 2
+    err = capsys.readouterr().err
+    assert f"Could not serve on 127.0.0.1:{port}" in err and "Traceback" not in err
