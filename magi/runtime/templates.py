@@ -26,6 +26,10 @@ Two kinds of model, two renderings, both used by every backend that needs text:
   own, which ``answer_template`` puts back), so the next turn's transcript starts with
   the tokens the model already processed and llama.cpp re-uses them.
 
+A chat template gets the messages as they are, consecutive ones of a role included:
+what it makes of them is the model's own format (a template that refuses them, e.g.
+one that requires alternating turns, raises :class:`ChatTemplateError`, 422).
+
 Remote models use the same transcript for ``api: completions``; ``api: chat`` sends the
 messages and the server applies its model's template.
 
