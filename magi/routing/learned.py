@@ -222,6 +222,8 @@ def load_model(path: str | Path) -> LearnedModel:
         raise ScorerModelError(
             f"{path}: damaged learned-scorer model ({type(exc).__name__}: {exc}); {hint}"
         ) from None
+    if any(not v > 0 for v in columns[1]):
+        raise ScorerModelError(f"{path}: damaged learned-scorer model (a scale is not positive); {hint}")
     expected = tuple(_dense_names())
     if names != expected or any(len(c) != len(names) for c in columns):
         raise ScorerModelError(
@@ -249,8 +251,8 @@ class LearnedScorer:
     def __init__(
         self, path: str | os.PathLike[str] | None = None, *, model: LearnedModel | None = None
     ) -> None:
-        self.path = Path(path) if path is not None else DEFAULT_MODEL
-        self.model = model if model is not None else load_model(self.path)
+        self.path: Path | None = Path(path) if path is not None else None if model else DEFAULT_MODEL
+        self.model = model if model is not None else load_model(self.path or DEFAULT_MODEL)
         m = self.model
         # standardise and weigh in one step: w (x - mean) / scale = (w / scale) x - w mean / scale
         self._dense_w = np.asarray(m.dense_weights) / np.asarray(m.dense_scale)
@@ -269,7 +271,7 @@ class LearnedScorer:
         self._bigram_rank = {g: rank[" ".join(g)] for g in self._bigrams}
 
     def __repr__(self) -> str:
-        return f"LearnedScorer(path={str(self.path)!r})"
+        return f"LearnedScorer(path={str(self.path) if self.path else None!r})"
 
     def score(self, prompt: str) -> ComplexityScore:
         """Rate ``prompt``: ``10 * p``, with the largest contributions named."""
@@ -356,7 +358,7 @@ def train(
     )
     mean = dense.mean(axis=0)
     scale = dense.std(axis=0)
-    scale[scale == 0] = 1.0
+    scale[scale < 1e-6] = 1.0  # a constant input: no division by (nearly) zero
     x_dense = (dense - mean) / scale
 
     counts = Counter(g for grams in gram_sets for g in grams)

@@ -1,0 +1,156 @@
+"""The learned scorer: training, its model file, explanations, the registry and `magi scorer train`."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from magi.cli import main
+from magi.errors import MAGIException
+from magi.routing.learned import (
+    DEFAULT_MODEL,
+    MODEL_VERSION,
+    LearnedScorer,
+    ScorerModelError,
+    cross_validate,
+    load_model,
+    save_model,
+    train,
+)
+from magi.routing.outcomes import Outcome, load_outcomes
+from magi.routing.scorer import available_scorers, get_scorer
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "routing" / "outcomes-sample.jsonl"
+DEV = ROOT.parent / "shared" / "data" / "routellm" / "dev.jsonl"
+
+
+@pytest.fixture(scope="module")
+def sample() -> list[Outcome]:
+    return load_outcomes(SAMPLE)
+
+
+@pytest.fixture(scope="module")
+def model_file(sample: list[Outcome], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_model(train(sample, min_count=2), tmp_path_factory.mktemp("model") / "learned.json")
+
+
+def test_training_is_deterministic(sample: list[Outcome], tmp_path: Path) -> None:
+    a = save_model(train(sample, min_count=2), tmp_path / "a.json").read_bytes()
+    b = save_model(train(list(sample), min_count=2), tmp_path / "b.json").read_bytes()
+    assert a == b
+
+
+def test_it_learns_the_words_that_mark_failures() -> None:
+    hard = [Outcome(f"Prove the lemma number {i}", False, True) for i in range(10)]
+    easy = [Outcome(f"Greet the fella number {i}", True, True) for i in range(10)]
+    scorer = LearnedScorer(model=train(hard + easy, min_count=2, l2=0.1))
+    hard_score = scorer.score("Prove the lemma number 99").score
+    assert hard_score > 5.0 > scorer.score("Greet the fella number 99").score
+    model = scorer.model
+    assert model.ngrams["prove"] > 0 > model.ngrams["greet"]
+    assert "'prove'" in scorer.score("Prove the lemma number 99").contributions
+
+
+def test_score_is_ten_times_the_probability_and_explains_itself(model_file: Path) -> None:
+    scorer = LearnedScorer(model_file)
+    result = scorer.score("Natalia sold clips to 48 of her friends in April, and then half as many in May?")
+    p = result.features["probability"]
+    assert result.score == pytest.approx(10 * p, abs=0.01)
+    assert result.scorer == "learned"
+    # the contributions add up to the logit: raw is the model's log-odds
+    assert 1 / (1 + 2.718281828459045**-result.raw) == pytest.approx(p, abs=1e-3)
+    names = list(result.contributions)
+    assert names[-2:] == ["other features", "base rate"]
+    assert len(names) == 5 + 2
+    explanation = result.explain()
+    assert explanation.startswith(f"{result.score:.2f} = ")
+    assert "base rate" in explanation and "on the 0-10 scale" in explanation
+    # the named contributions are the largest ones: words in quotes or measures
+    assert all(n.startswith(("'", "measure ", "open question ")) for n in names[:5])
+
+
+def test_same_prompt_same_score(model_file: Path) -> None:
+    a, b = LearnedScorer(model_file), LearnedScorer(model_file)
+    prompt = "Which of the following is a prime number?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:"
+    assert a.score(prompt) == b.score(prompt) == a.score(prompt)
+
+
+def test_registered_like_the_heuristic(model_file: Path) -> None:
+    assert "learned" in available_scorers()
+    scorer = get_scorer("learned", path=str(model_file))
+    assert scorer.path == model_file
+    assert get_scorer("learned").path == DEFAULT_MODEL  # the shipped model
+
+
+def test_the_shipped_model_loads_and_says_what_it_was_trained_on() -> None:
+    model = load_model(DEFAULT_MODEL)
+    assert model.trained_on["file"] == "dev.jsonl" and model.trained_on["prompts"] == 7660
+    assert len(model.trained_on["sha256"]) == 64
+
+
+def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ScorerModelError, match="no such learned-scorer model file") as info:
+        get_scorer("learned", path=str(tmp_path / "gone.json"))
+    assert str(tmp_path / "gone.json") in str(info.value)
+    assert "magi scorer train" in str(info.value)
+    assert isinstance(info.value, MAGIException)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{not json", "invalid JSON at line 1"),
+        ('{"weights": [1, 2]}', "not a learned-scorer model"),
+        ("[]", "not a learned-scorer model"),
+        ('{"format": "magi-learned-scorer", "version": 99}', "model version 99, this MAGI reads version"),
+        ('{"format": "magi-learned-scorer", "version": 1, "bias": 0}', "damaged learned-scorer model"),
+    ],
+)
+def test_a_corrupt_model_file_is_named(tmp_path: Path, content: str, problem: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ScorerModelError, match=problem) as info:
+        LearnedScorer(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_a_model_with_other_features_is_refused(model_file: Path, tmp_path: Path) -> None:
+    data = json.loads(model_file.read_text(encoding="utf-8"))
+    assert data["version"] == MODEL_VERSION
+    data["dense"]["names"][0] = "measure something else"
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ScorerModelError, match="features do not match"):
+        LearnedScorer(path)
+
+
+def test_cli_train_writes_a_model_the_scorer_loads(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "models" / "learned.json"
+    assert main(["scorer", "train", str(SAMPLE), "-o", str(out), "--cv", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "3-fold cross-validation, gsm8k: APGR" in text and "3-fold cross-validation, mmlu: APGR" in text
+    assert f"wrote {out}" in text
+    assert LearnedScorer(out).model.trained_on["prompts"] == 239
+    assert main(["scorer", "eval", str(SAMPLE), "--scorer", "learned", "--model", str(out)]) == 0
+    assert "learned      gsm8k" in capsys.readouterr().out
+
+
+def test_cli_train_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scorer", "train", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "m.json")]) == 2
+    assert "none.jsonl: no such outcome file" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+    with pytest.raises(SystemExit) as info:  # argparse: -o is required
+        main(["scorer", "train", str(SAMPLE)])
+    assert info.value.code == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEV.exists(), reason="needs ../shared/data/routellm/dev.jsonl")
+def test_cross_validated_apgr_meets_the_issue_targets() -> None:
+    figures = cross_validate(load_outcomes(DEV), folds=5)
+    assert statistics.mean(f.apgr for f in figures["gsm8k"]) >= 0.60
+    assert statistics.mean(f.apgr for f in figures["mmlu"]) >= 0.58
