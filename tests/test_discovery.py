@@ -146,7 +146,10 @@ def test_profile_naming_an_absent_model_lists_it(seed_models_dir: Path) -> None:
     production = manager.load_profile("production")
     assert manager.validate_profile(production, registry.ids) == []
     assert manager.validate_profile(production, smaller.ids) == ["qwen2_coder_p5_14p0b_q4km_powerful"]
-    assert manager.validate_profile(manager.load_profile("demo"), smaller.ids) == ["gemma3_270m_q4km_fast"]
+    assert manager.validate_profile(manager.load_profile("demo"), smaller.ids) == [
+        "smollm2_135m_q41_fast",
+        "gemma3_270m_q4km_fast",
+    ]
 
 
 class CountingReader:

@@ -394,8 +394,8 @@ def test_the_bench_arith_prompt_ends_by_the_repetition_stop(tmp_path: Path) -> N
     import magi
 
     # time is not what this checks: no budget, so a loaded machine cannot end it first
-    overrides = [*_demo_overrides(tmp_path), "profile.two_stage.enabled=false", "runtime.timeout_factor=inf"]
-    with Runner(magi.compose("demo", overrides)) as runner:
+    overrides = [*_demo_overrides(tmp_path), "runtime.timeout_factor=inf"]
+    with Runner(magi.compose("demo-single", overrides)) as runner:  # Gemma alone (demo's fast is SmolLM2)
         result = runner.run("What is 12 times 12? Answer with the number only.")
     assert result.text.lstrip().startswith("12 times 12 = 144") and "144" in result.text
     assert result.finish_reason == "repetition"

@@ -120,8 +120,9 @@ def test_absent_model(seed_registry: ModelRegistry) -> None:
     assert info.value.status_code == 404
 
 
-def test_demo_profiles_route_on_a_gemma_stand_in(tmp_path: Path) -> None:
-    """The demo profiles match a registry holding a model with the demo's id (a tiny stand-in)."""
+def test_demo_profiles_route_on_stand_ins_of_the_demo_pair(tmp_path: Path) -> None:
+    """The demo profiles match a registry holding models with the demo pair's ids (tiny
+    stand-ins with the real files' names and metadata)."""
     write_tiny_model(
         tmp_path / "gemma-3-270m-q4_k_m.gguf",
         name="Gemma 3 270m",
@@ -130,10 +131,19 @@ def test_demo_profiles_route_on_a_gemma_stand_in(tmp_path: Path) -> None:
         file_type="Q4_K_M",
         context_length=32768,
     )
+    write_tiny_model(
+        tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf",
+        name="Smollm2 135M 8k Lc100K Mix1 Ep2",
+        basename="smollm2",
+        finetune="8k-lc100k-mix1-ep2",
+        size_label="135M",
+        file_type="Q4_1",
+        context_length=8192,
+    )
     registry = build_registry(tmp_path)
     manager = ProfileManager()
     assert profile_tier_models(manager.load_profile("demo"), registry) == {
-        "fast": ["gemma3_270m_q4km_fast"],
+        "fast": ["smollm2_135m_q41_fast"],
         "powerful": ["gemma3_270m_q4km_fast"],
     }
     assert profile_tier_models(manager.load_profile("demo-single"), registry) == {
