@@ -28,7 +28,8 @@ PROMPT = "the cat sat on the mat and the cat sat on the mat and the cat sat on t
 
 def _backend(path: Path) -> LlamaBackend:
     # no state cache: each run resets and processes the whole prompt (see _batches)
-    return LlamaBackend(ModelSpec("m", path=path, load=LoadSettings(n_ctx=256, n_threads=1, state_cache_mb=0)))
+    load = LoadSettings(n_ctx=256, n_threads=1, state_cache_mb=0)
+    return LlamaBackend(ModelSpec("m", path=path, load=load))
 
 
 def _batches(backend: LlamaBackend, prompt: str, settings: GenerationSettings) -> tuple[str, list[int]]:
