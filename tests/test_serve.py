@@ -24,7 +24,7 @@ import httpx
 import openai
 import pytest
 
-from magi.testing.runtime import FAST, REASONER, TinyRuntime
+from magi.testing.runtime import CODER, FAST, REASONER, TinyRuntime
 from magi.testing.servers import LOOPBACK, free_port
 
 from .conftest import ROOT
@@ -243,6 +243,11 @@ def test_model_picks_a_profile_or_one_model(server: MagiServerProcess) -> None:
     assert [(s["stage"], s["model_id"]) for s in magi["stages"]] == [("answer", REASONER)]
     hard = client.chat.completions.create(model=FAST, messages=[{"role": "user", "content": HARD}])
     assert [s["model_id"] for s in hard.model_extra["magi"]["stages"]] == [FAST]  # no two-stage
+    # a registered model outside the served profile, alone too
+    assert client.models.retrieve(CODER).model_extra["magi"] == {"kind": "model", "served_profile": False}
+    coder = client.chat.completions.create(model=CODER, messages=_user(EASY), max_tokens=3)
+    assert [s["model_id"] for s in coder.model_extra["magi"]["stages"]] == [CODER]
+    assert coder.usage.completion_tokens == 3
     other = client.chat.completions.create(model="magi/fast-only", messages=_user(HARD))
     assert other.model == "magi/fast-only" and other.model_extra["magi"]["profile"] == "Fast Only"
 
@@ -471,8 +476,6 @@ def test_run_py_task_serve_and_sigterm_mid_answer(tiny: TinyRuntime, tmp_path: P
 def test_16_clients_10_requests_each_with_one_model_failing(tmp_path: Path) -> None:
     """Production balances two models; one is broken: every request is answered (by the
     other, after failover and then an open circuit) or gets a clear error; none is lost."""
-    from magi.testing.runtime import CODER
-
     tiny = TinyRuntime.create(tmp_path)
     process = MagiServerProcess(tiny, tmp_path / "load.log", profile="production")
     outcomes: list[tuple[int, str]] = []

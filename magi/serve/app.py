@@ -5,7 +5,7 @@ Routes (docs/SERVING.md):
 * ``POST /v1/chat/completions`` and ``POST /v1/completions``, streamed (SSE, ending
   ``data: [DONE]``) or not. ``model`` is ``auto`` (the served profile), ``magi/<profile>``
   (any profile of the config folder, composed with the server's overrides on first use),
-  or a model id of the served profile (that model alone: no routing, no fallback).
+  or a model id of the registry or the endpoints (that model alone: no routing, no fallback).
   Sampling fields map onto the models' settings for that request (``Runner.stream``'s
   ``sampling``). Every answer carries its routing trace in a ``magi`` field and in
   ``x-magi-*`` headers.
@@ -54,6 +54,7 @@ from magi.config.task import ServeTaskConfig
 from magi.conversation import Conversation, to_conversation
 from magi.errors import MAGIException, did_you_mean, format_options
 from magi.routing.router import conversation_score
+from magi.runtime.backend import ModelSpec
 from magi.runtime.pool import ModelPool
 from magi.runtime.runner import AnswerStream, Runner, StreamEvent
 from magi.runtime.trace import RunResult
@@ -308,6 +309,7 @@ class MagiServer:
         self.runner = Runner(config, pool=self.pool)
         self._profiles: dict[str, Runner] = {}
         self._models: dict[str, Runner] = {}
+        self._registry_specs: dict[str, tuple[ModelSpec, str]] | None = None
         self._lock = threading.Lock()
         self._admitted = 0
         self._answers: set[_Answer] = set()
@@ -336,18 +338,45 @@ class MagiServer:
         served = f"{PROFILE_PREFIX}{self.profile_key}"
         if model in AUTO_NAMES or model in (served, self.profile_key):
             return Target(self.runner, served)
-        if model in self.runner.specs:
+        if model in self.runner.specs or model in self.model_ids():
             return Target(self._model_runner(model), model)
         if model.startswith(PROFILE_PREFIX):
             key = model[len(PROFILE_PREFIX) :]
             if key in self.profile_names():
                 return Target(self._profile_runner(key), model)
-        options = ["auto", *(f"{PROFILE_PREFIX}{n}" for n in self.profile_names()), *self.runner.specs]
+        options = ["auto", *(f"{PROFILE_PREFIX}{n}" for n in self.profile_names()), *self.model_ids()]
         raise ServeError(
             f"Model {model!r} not found.{did_you_mean(model, options)} Available: {format_options(options)}",
             status_code=404,
             param="model",
         )
+
+    def model_ids(self) -> list[str]:
+        """Every model a request may name alone: the served profile's, then the others of
+        the registry and the endpoints (read once, when first asked)."""
+        with self._lock:
+            if self._registry_specs is None:
+                self._registry_specs = self._other_specs()
+            return [*self.runner.specs, *self._registry_specs]
+
+    def _other_specs(self) -> dict[str, tuple[ModelSpec, str]]:
+        """Spec and registry tier of each model outside the served profile."""
+        from magi.runtime.resolve import load_registry, model_spec, remote_spec
+
+        config = self.runner.config
+        others: dict[str, tuple[ModelSpec, str]] = {}
+        try:
+            registry = load_registry(config)
+        except MAGIException as exc:  # the served profile's models still work
+            logger.warning("The registry could not be read for model ids: %s", exc)
+            return others
+        for entry in registry.models.values():
+            if entry.id not in self.runner.specs and entry.id not in config.endpoints:
+                others[entry.id] = (model_spec(entry, config.runtime), entry.tier)
+        for model_id, endpoint in config.endpoints.items():
+            if model_id not in self.runner.specs:
+                others[model_id] = (remote_spec(model_id, endpoint, config.runtime), endpoint.tier)
+        return others
 
     def _profile_runner(self, key: str) -> Runner:
         with self._lock:
@@ -361,7 +390,8 @@ class MagiServer:
 
     def _model_runner(self, model_id: str) -> Runner:
         """A runner of ``model_id`` alone: a one-tier profile made in memory from the served
-        one (its tier's time budget, no two-stage, no balancing), on the shared pool."""
+        one (the time budget of the model's tier there, else of its last tier; no two-stage,
+        no balancing), on the shared pool."""
         from magi.config.profile import LoadBalancingConfig, TierConfig, TwoStageConfig
 
         with self._lock:
@@ -369,9 +399,14 @@ class MagiServer:
             if runner is not None:
                 return runner
             served = self.runner
-            tiers = served.tiers_of(model_id)
-            tier = tiers[0] if tiers else served.profile.tier_config[-1].name
-            expected = served.profile.tier(tier).expected_time_seconds
+            if model_id in served.specs:
+                spec, tiers = served.specs[model_id], served.tiers_of(model_id)
+                tier = tiers[0] if tiers else served.profile.tier_config[-1].name
+            else:
+                assert self._registry_specs is not None  # model_ids() read them
+                spec, tier = self._registry_specs[model_id]
+            known = {t.name: t for t in served.profile.tier_config}
+            expected = (known.get(tier) or served.profile.tier_config[-1]).expected_time_seconds
             profile = served.profile.model_copy(
                 update={
                     "name": model_id,
@@ -388,7 +423,7 @@ class MagiServer:
             config = served.config.model_copy(update={"profile": profile})
             runner = Runner(
                 config,
-                specs={model_id: served.specs[model_id]},
+                specs={model_id: spec},
                 tier_members={tier: [model_id]},
                 pool=self.pool,
                 start_health_checks=False,
@@ -629,8 +664,11 @@ def create_app(server: MagiServer) -> FastAPI:
     def model_cards() -> list[dict[str, Any]]:
         cards = [_card("auto", f"the served profile, {server.profile_key}")]
         cards += [_card(f"{PROFILE_PREFIX}{n}", "profile") for n in server.profile_names()]
-        for model_id in server.runner.specs:
-            cards.append(_card(model_id, "model", tiers=server.runner.tiers_of(model_id)))
+        for model_id in server.model_ids():
+            if model_id in server.runner.specs:
+                cards.append(_card(model_id, "model", tiers=server.runner.tiers_of(model_id)))
+            else:
+                cards.append(_card(model_id, "model", served_profile=False))
         return cards
 
     @app.get("/v1/models")
