@@ -80,6 +80,61 @@ def test_greetings_and_facts_stay_below_the_development_threshold(scorer: Scorer
         assert scorer.score(prompt).score < 2.0
 
 
+# Short requests to write code: a code artifact or language and a verb asking for it, in
+# few words. They rank above small talk but scored 0.7-3.7, under the development
+# profile's fast-tier max_score 5.0 (issue 14's blind spot).
+TERSE_CODE_REQUESTS = [
+    "Write a function that reverses the words of a sentence",
+    "Implement a stack with max() in Python",
+    "Write a Python script to rename files by date",
+    "Implement binary search",
+    "Write a SQL query that finds duplicate emails",
+    "Create a React component for a todo list",
+    "Write a bash one-liner to count lines in all .py files",
+    "Code a linked list in C",
+    "Write a regex that matches email addresses",
+    "Implement an LRU cache",
+    "Build a REST API in Flask for notes",
+    "Write a program that prints the first 100 primes",
+    "Can you write a function that checks for palindromes?",
+    "Generate a Java class for a bank account",
+    "Make a CLI tool in Go that pings a list of hosts",
+    "write a js function to debounce another function",
+]
+# Small talk and everyday writing that use the same verbs stay on the fast tier.
+SMALL_TALK_WITH_REQUEST_VERBS = [
+    "Write a haiku about autumn",
+    "Write me a thank you note for my aunt",
+    "Can you make me laugh?",
+    "Let's create a fun plan for the weekend!",
+    "I wrote a poem today, want to hear it?",
+    "Make a list of fruits",
+    "Build me a playlist for a road trip",
+    "Write a short birthday message for my friend",
+]
+
+
+@pytest.mark.parametrize("prompt", TERSE_CODE_REQUESTS)
+def test_short_requests_to_write_code_go_past_the_fast_tier(scorer: Scorer, prompt: str) -> None:
+    result = scorer.score(prompt)
+    assert result.score > 5.0, result.explain()
+    assert result.contributions["coding"] > 0
+
+
+@pytest.mark.parametrize("prompt", SMALL_TALK_WITH_REQUEST_VERBS)
+def test_small_talk_with_request_verbs_stays_on_the_fast_tier(scorer: Scorer, prompt: str) -> None:
+    result = scorer.score(prompt)
+    assert result.score <= 5.0, result.explain()
+
+
+def test_easy_shipped_prompts_stay_on_the_fast_tier(scorer: Scorer) -> None:
+    # every easy prompt of data/prompts/*.jsonl, before and after the coding cue
+    sets = [load_labelled(DATA / f"{name}.jsonl") for name in ("labelled", "holdout")]
+    easy = [item.prompt for items in sets for item in items if not item.hard]
+    above = [(p, scorer.score(p).explain()) for p in easy if scorer.score(p).score > 5.0]
+    assert not above
+
+
 # -- the score itself ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     "prompt",

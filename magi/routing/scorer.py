@@ -287,6 +287,23 @@ _MATH_TERMS = _words(
     "invertible linear nonlinear differential stochastic optimisation optimization "
     "closed-form transformation random variables"
 )
+# A request to write code: one of these verbs among the first words (an imperative,
+# "can you write", "I need to write") and another word naming a code artifact or a
+# language (below). Words common in small talk ("go", "class", "library") are left out.
+_CODE_VERBS = _words(
+    "write implement create build code generate make develop rewrite refactor "
+    "port convert add extend fix optimise optimize"
+)
+_CODE_VERB_WINDOW = 5
+_CODE_ARTIFACTS = _words(
+    "function functions method methods script scripts program programs "
+    "query queries regex regexp api endpoint component components module modules "
+    "parser algorithm snippet code cli bot server unittest unit stack queue heap hashmap "
+    "trie linked iterator generator decorator cache lru dataclass struct enum interface "
+    "python java javascript js typescript ts rust golang c++ c# kotlin haskell bash "
+    "shell sql html css react vue django flask node node.js ruby php swift scala perl lua "
+    "powershell quicksort mergesort bfs dfs dijkstra"
+)
 _SIMPLE = _words(
     "hi hello hey thanks thank greetings translate synonym antonym spell joke plural opposite briefly quick"
 )
@@ -320,6 +337,7 @@ _PHRASES: dict[str, tuple[tuple[str, str], ...]] = {
     "say": (("simple", "how do you say"),),
     "mean": (("simple", "what does the word"),),
     "one": (("simple", "in one sentence"), ("simple", "one word"), ("simple", "in one line")),
+    "binary": (("code", "binary search"),),
     "morning": (("simple", "good morning"),),
     "night": (("simple", "good night"),),
     "are": (("simple", "how are you"),),
@@ -384,6 +402,8 @@ class HeuristicScorer:
     multipart  extra sentences and commas (several sub-requests)
     jargon     long technical words and acronyms (TCP, GPU, PostgreSQL)
     simple     greetings, thanks, translate/synonym/spell, "in one sentence": negative
+    coding     a request to write code: a verb (write, implement, create...) and a code
+               artifact or language (function, script, query, Python, SQL...)
     ========== ==========================================================================
 
     The weights are class-level (:attr:`DEFAULT_WEIGHTS`) and can be overridden per
@@ -430,6 +450,9 @@ class HeuristicScorer:
         "jargon_cap": 1.5,
         "simple": -1.0,
         "simple_cap": 2.0,
+        # a request to write code ("Write a function that...", "Implement a stack in
+        # Python"): a few words, but an answer that is a program
+        "coding": 2.7,
         # the raw score mapped to 5.0 on the 0-10 scale
         "half_point": 2.8,
     }
@@ -506,6 +529,13 @@ class HeuristicScorer:
         code_terms = len(vocab & _CODE_TERMS) + phrases["code"]
         math_terms = len(vocab & _MATH_TERMS)
         simple = len(vocab & _SIMPLE) + phrases["simple"]
+        coding = 0
+        verbs = _CODE_VERBS.intersection([t.lower() for t in tokens[:_CODE_VERB_WINDOW]])
+        if verbs:
+            # another word names the artifact ("code a parser", not "code" alone); code
+            # phrases ("binary search") name one too
+            artifacts = vocab & _CODE_ARTIFACTS
+            coding = 1 if phrases["code"] or artifacts - verbs else 0
         jargon = long_words + acronyms
 
         code = min(
@@ -543,6 +573,7 @@ class HeuristicScorer:
             ),
             "jargon": _capped(jargon, w["jargon"], w["jargon_cap"]),
             "simple": _capped(simple, w["simple"], w["simple_cap"]),
+            "coding": coding * w["coding"],
         }
         features = {
             "length_words": n_words,
@@ -561,6 +592,7 @@ class HeuristicScorer:
             "multipart_commas": commas,
             "jargon_terms": jargon,
             "simple_cues": simple,
+            "coding_request": coding,
         }
         total = sum(contributions.values())
         return ComplexityScore(
