@@ -315,18 +315,22 @@ def test_a_body_over_the_limit_is_a_413(server: MagiServerProcess) -> None:
 # -- the model is freed -----------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_client_that_disconnects_mid_stream_cancels_its_answer(server: MagiServerProcess) -> None:
-    before = _metric(server.metrics(), "magi_requests_total", outcome="cancelled")
-    full = server.client().chat.completions.create(
-        model=FAST, messages=[{"role": "user", "content": EASY}], max_tokens=1500
-    )
+    def counted() -> tuple[float, float]:
+        text = server.metrics()
+        cancelled = _metric(text, "magi_requests_total", outcome="cancelled")
+        return cancelled, _metric(text, "magi_tokens_total", model=FAST, kind="completion")
+
+    full = server.client().chat.completions.create(model="auto", messages=_user(EASY), max_tokens=1500)
     full_s = full.model_extra["magi"]["total_s"]
     assert full.usage.completion_tokens == 1500 and full_s > 0.5
+    cancelled, tokens = counted()
     stream = server.client().chat.completions.create(
-        model=FAST, messages=[{"role": "user", "content": EASY}], max_tokens=1500, stream=True
+        model="auto", messages=_user(EASY), max_tokens=1500, stream=True
     )
     for n, _chunk in enumerate(stream):
         if n == 5:
             break
+    assert server.health()["models"][FAST]["in_flight"] == 1  # still answering
     stream.close()  # the client goes away
     gone = time.monotonic()
     while server.health()["models"][FAST]["in_flight"] and time.monotonic() - gone < full_s:
@@ -335,9 +339,10 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_answer(server: MagiSer
     assert server.health()["models"][FAST]["in_flight"] == 0
     assert freed_s < full_s / 2, (freed_s, full_s)  # the answer ended, not ran out
     deadline = time.monotonic() + 10
-    while _metric(server.metrics(), "magi_requests_total", outcome="cancelled") == before:
+    while counted()[0] == cancelled:
         assert time.monotonic() < deadline, "the cancelled answer was never counted"
         time.sleep(0.05)
+    assert counted()[1] - tokens < 1500  # it stopped short of its 1500 tokens
 
 
 # -- health and metrics -------------------------------------------------------------------------
@@ -395,7 +400,7 @@ def test_a_full_queue_is_a_429(tiny: TinyRuntime, tmp_path: Path) -> None:
     small = MagiServerProcess(tiny, tmp_path / "queue.log", *LONG_SERVER, "task.max_queue=1")
     try:
         long = small.client().chat.completions.create(
-            model=FAST, messages=[{"role": "user", "content": EASY}], max_tokens=1500, stream=True
+            model="auto", messages=_user(EASY), max_tokens=1500, stream=True
         )
         next(iter(long))  # admitted and answering
         with pytest.raises(openai.RateLimitError) as caught:
@@ -556,3 +561,29 @@ def test_magi_serve_user_errors_exit_2(tiny_runtime: TinyRuntime, capsys: pytest
         assert main(["serve", "--profile", "fast-only", "--port", port, *options]) == 2
     err = capsys.readouterr().err
     assert f"Could not serve on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_sigterm_lets_an_answer_within_the_grace_period_finish(tiny: TinyRuntime, tmp_path: Path) -> None:
+    process = MagiServerProcess(tiny, tmp_path / "grace.log", *LONG_SERVER, "task.shutdown_grace_s=30")
+    results: list[object] = []
+
+    def ask() -> None:
+        try:
+            results.append(
+                process.client().chat.completions.create(model="auto", messages=_user(EASY), max_tokens=1500)
+            )
+        except openai.APIError as exc:
+            results.append(exc)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    deadline = time.monotonic() + 30
+    while not process.health()["models"][FAST]["in_flight"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert process.terminate(timeout=60) == 0
+    asker.join(10)
+    [answer] = results
+    assert not isinstance(answer, Exception), answer
+    assert answer.usage.completion_tokens == 1500 and answer.choices[0].finish_reason == "length"
