@@ -5,6 +5,8 @@ Times, with ``time.perf_counter_ns`` over many iterations after a warm-up:
 * the heuristic scorer alone,
 * ``Router.decide`` (score + tier + balancer picks + health filter) for a two-tier,
   two-stage profile with load balancing (round-robin by default) and two models per tier,
+* the learned scorer alone (``scorer: learned``, the shipped model; budget p50 under
+  200 us at 2,000 characters, printed, not part of the exit status),
 
 on varied, realistic prompts: 64 different prompts of exactly ``--chars`` characters,
 each the real prompts of ``data/prompts/*.jsonl`` (code, maths, prose, one-liners) in
@@ -54,6 +56,8 @@ from magi.routing import HealthMonitor, Router, get_scorer  # noqa: E402
 #: The length the budget is stated for, and the budget (p50 of ``Router.decide``).
 BUDGET_CHARS = 2000
 BUDGET_P50_US = 100.0
+#: The learned scorer's budget (p50 at ``BUDGET_CHARS``), reported only.
+LEARNED_BUDGET_P50_US = 200.0
 #: Real prompts shorter than this are the short case.
 SHORT_CHARS = 80
 
@@ -180,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         # for comparison, what the same text costs when it never changes
         (f"Router.decide, 1 x {args.chars} chars, again", router.decide, long_prompts[:1]),
         (f"Router.decide, 1 sentence repeated to {args.chars}", router.decide, [repeated(args.chars)]),
+        # the learned scorer (scorer: learned, the shipped model): budget p50 < 200 us at 2,000
+        (f"learned scorer, {long}", get_scorer("learned").score, long_prompts),
+        (f"learned scorer, {short}", get_scorer("learned").score, short_prompts),
     ]
     print(
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -206,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:44} {st['p50']:8.1f} {st['p95']:8.1f} {st['p99']:8.1f} {st['mean']:8.1f} "
             f"{st['p50'] / decide_p50:11.2f}"
         )
+    learned_p50 = stats[-2]["p50"]
+    print(
+        f"learned scorer p50 at {args.chars} chars: {learned_p50:.1f} us "
+        f"(budget < {LEARNED_BUDGET_P50_US:g} us at {BUDGET_CHARS}; not part of the exit status)"
+    )
     if budget is None:
         print(f"Router.decide p50 at {args.chars} chars: {decide_p50:.1f} us (no budget at this length)")
         return 0
