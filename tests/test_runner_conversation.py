@@ -22,6 +22,7 @@ from magi.routing.scorer import get_scorer
 from magi.runtime.backend import stage_settings
 from magi.runtime.runner import fill_refine_template
 from magi.testing.runtime import FAST, REASONER, FaultInjector, TinyRuntime, tagged
+from magi.testing.tiny_gguf import SEED_MODELS, write_chat_model
 
 REFINE = "{prompt} | draft: {draft}"
 HARD = "Prove that the square root of 2 is irrational; explain every step rigorously."
@@ -297,3 +298,43 @@ def test_a_profiles_system_prompt_is_checked(env: TinyRuntime) -> None:
         env.compose("development", "+profile.system_prompt=' '")
     assert "empty" in str(caught.value)
     assert env.compose("development").profile.system_prompt is None
+
+
+def test_two_stage_on_a_chat_template_model_and_a_completion_model(env: TinyRuntime) -> None:
+    """The fast model carries a chat template in its GGUF (llama-cpp-python renders the
+    conversation), the powerful one is completion-style (MAGI's transcript): the draft
+    and the refine each count what their own rendering processes."""
+    spec = SEED_MODELS[FAST]
+    write_chat_model(
+        env.path(FAST),
+        name=spec.name,
+        basename=spec.basename,
+        size_label=spec.size_label,
+        file_type=spec.file_type,
+        finetune=spec.finetune,
+        context_length=spec.context_length,
+    )
+    recorder = FaultInjector()
+    hard = tagged("Prove it", 8.0)
+    conversation = [user("What is 2+2?"), assistant("4"), user(hard)]
+    with _runner(env, recorder, "+profile.system_prompt='Be exact.'") as runner:
+        result = runner.run(conversation)
+        fast, reasoner = recorder.backends[FAST].inner, recorder.backends[REASONER].inner
+        sent_draft, sent_refine = recorder.prompts[FAST][0], recorder.prompts[REASONER][0]
+        draft_settings = stage_settings(runner.specs[FAST].sampling, 5)
+        refine_settings = stage_settings(runner.specs[REASONER].sampling, refine=True)
+        rendered = fast.format_prompt(sent_draft, draft_settings)
+        counted = (
+            fast.count_prompt_tokens(sent_draft, draft_settings),
+            reasoner.count_prompt_tokens(sent_refine, refine_settings),
+        )
+        assert fast.is_chat and not reasoner.is_chat
+
+    draft, refine = result.stages
+    assert (draft.model_id, refine.model_id) == (FAST, REASONER)
+    assert result.messages == [system("Be exact."), *conversation]
+    assert rendered.startswith("<s><|im_start|>system\nBe exact.<|im_end|>\n<|im_start|>user\nWhat is 2+2?")
+    assert rendered.endswith("<|im_start|>assistant\n")
+    assert (draft.prompt_tokens, refine.prompt_tokens) == counted
+    assert sent_refine.last_user == fill_refine_template(REFINE, hard, result.draft or "")
+    assert sent_refine.messages[:-1] == sent_draft.messages[:-1]
