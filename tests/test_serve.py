@@ -248,6 +248,9 @@ def test_model_picks_a_profile_or_one_model(server: MagiServerProcess) -> None:
     coder = client.chat.completions.create(model=CODER, messages=_user(EASY), max_tokens=3)
     assert [s["model_id"] for s in coder.model_extra["magi"]["stages"]] == [CODER]
     assert coder.usage.completion_tokens == 3
+    health = server.health()["models"]  # every runner's view of a model, summed
+    assert health[REASONER]["circuits"] == {"Development": "closed", REASONER: "closed"}
+    assert health[CODER]["requests"] == 1 and "circuits" not in health[CODER]
     other = client.chat.completions.create(model="magi/fast-only", messages=_user(HARD))
     assert other.model == "magi/fast-only" and other.model_extra["magi"]["profile"] == "Fast Only"
 

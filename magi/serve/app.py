@@ -476,26 +476,47 @@ class MagiServer:
 
     # -- status ---------------------------------------------------------------------------
     def models_health(self) -> dict[str, Any]:
-        """``/health/models``: the served runner's models, each with its circuit, whether it
-        is loaded, its last error, requests (circuit verdicts), in flight, and this server's
-        answered stages with their p50 latency (seconds, waiting for the model included)."""
-        models = {}
-        for model_id, status in self.runner.status().items():
-            figures = self.metrics.model_figures(model_id)
-            models[model_id] = {
-                "loaded": status.get("loaded", False),
-                "circuit": status.get("state"),
-                "tiers": status.get("tiers", []),
-                "last_error": status.get("last_error"),
-                "consecutive_failures": status.get("consecutive_failures", 0),
-                "retry_in_s": status.get("retry_in", 0.0),
-                "requests": int(status.get("total_successes", 0)) + int(status.get("total_failures", 0)),
-                "failures": status.get("total_failures", 0),
-                "in_flight": status.get("in_flight", 0),
-                "answered": figures["answered"],
-                "p50_latency_s": figures["p50_latency_s"],
-                "endpoint": self.runner.specs[model_id].url,
-            }
+        """``/health/models``: each model of the served profile, then any other a request
+        named (``model: <id>`` or ``magi/<profile>``), with whether it is loaded, its
+        circuit and last error, and across every runner that has it: requests (circuit
+        verdicts), failures and in flight; plus this server's answered stages on it with
+        their p50 latency (seconds, waiting for the model included).
+
+        Each runner keeps its own circuit per model: ``circuit`` and ``last_error`` are the
+        served profile's for its models, else those of the first runner that has the model;
+        ``circuits`` lists every runner's (by profile name) when there are several."""
+        with self._lock:
+            runners = [self.runner, *self._profiles.values(), *self._models.values()]
+        models: dict[str, dict[str, Any]] = {}
+        for runner in runners:
+            for model_id, status in runner.status().items():
+                verdicts = int(status.get("total_successes", 0)) + int(status.get("total_failures", 0))
+                entry = models.get(model_id)
+                if entry is None:
+                    figures = self.metrics.model_figures(model_id)
+                    models[model_id] = {
+                        "loaded": status.get("loaded", False),
+                        "circuit": status.get("state"),
+                        "tiers": status.get("tiers", []),
+                        "last_error": status.get("last_error"),
+                        "consecutive_failures": status.get("consecutive_failures", 0),
+                        "retry_in_s": status.get("retry_in", 0.0),
+                        "requests": verdicts,
+                        "failures": int(status.get("total_failures", 0)),
+                        "in_flight": int(status.get("in_flight", 0)),
+                        "answered": figures["answered"],
+                        "p50_latency_s": figures["p50_latency_s"],
+                        "endpoint": runner.specs[model_id].url,
+                        "circuits": {runner.profile.name: status.get("state")},
+                    }
+                    continue
+                entry["requests"] += verdicts
+                entry["failures"] += int(status.get("total_failures", 0))
+                entry["in_flight"] += int(status.get("in_flight", 0))
+                entry["circuits"][runner.profile.name] = status.get("state")
+        for entry in models.values():
+            if len(entry["circuits"]) < 2:
+                del entry["circuits"]
         return {"profile": self.profile_key, "models": models}
 
     def close(self, grace_s: float = 5.0) -> None:
