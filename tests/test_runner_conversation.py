@@ -300,6 +300,17 @@ def test_a_profiles_system_prompt_is_checked(env: TinyRuntime) -> None:
     assert env.compose("development").profile.system_prompt is None
 
 
+def test_a_profile_file_sets_the_system_prompt(env: TinyRuntime) -> None:
+    development = env.compose("development").profile.to_yaml_dict()
+    env.write_profile("terse", {**development, "system_prompt": "Answer in one line."})
+    profile = env.compose("terse").profile
+    assert profile.system_prompt == "Answer in one line."
+    assert profile.to_yaml_dict()["system_prompt"] == "Answer in one line."
+    assert "system_prompt" not in development  # unset: the saved file stays as it was
+    with env.runner("terse", "scorer=tagged") as runner:
+        assert runner.run(tagged("Say hi", 1.0)).messages[0] == system("Answer in one line.")
+
+
 def test_two_stage_on_a_chat_template_model_and_a_completion_model(env: TinyRuntime) -> None:
     """The fast model carries a chat template in its GGUF (llama-cpp-python renders the
     conversation), the powerful one is completion-style (MAGI's transcript): the draft
