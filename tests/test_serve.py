@@ -519,6 +519,7 @@ def test_16_clients_10_requests_each_with_one_model_failing(tmp_path: Path) -> N
             thread.join(300)
         assert not any(t.is_alive() for t in threads)
         health = process.health()["models"]
+        text = process.metrics()
     finally:
         assert process.terminate() == 0
     assert len(outcomes) == 160
@@ -526,6 +527,9 @@ def test_16_clients_10_requests_each_with_one_model_failing(tmp_path: Path) -> N
     assert {model for _, model in outcomes} == {REASONER}
     assert health[CODER]["circuit"] == "open" and health[CODER]["last_error"]
     assert health[REASONER]["answered"] == 160
+    assert _metric(text, "magi_circuit_state", model=CODER, state="open") == 1
+    assert _metric(text, "magi_fallbacks_total", model=CODER) >= 1
+    assert _metric(text, "magi_requests_total", model=REASONER, outcome="ok") == 160
 
 
 # -- the pieces, in process --------------------------------------------------------------------

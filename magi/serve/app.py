@@ -315,7 +315,7 @@ class MagiServer:
         self._answers: set[_Answer] = set()
         self.closing = False
         self.metrics = ServeMetrics(
-            self.runner.status, lambda: self.pool.stats, queue_limit=self.options.max_queue
+            self._circuits, lambda: self.pool.stats, queue_limit=self.options.max_queue
         )
 
     # -- what ``model`` names ---------------------------------------------------------
@@ -518,6 +518,12 @@ class MagiServer:
             if len(entry["circuits"]) < 2:
                 del entry["circuits"]
         return {"profile": self.profile_key, "models": models}
+
+    def _circuits(self) -> dict[str, dict[str, Any]]:
+        """Per model, for ``/metrics``: its circuit state (as ``/health/models`` gives it) and
+        whether it is loaded."""
+        health = self.models_health()["models"]
+        return {m: {"state": h["circuit"], "loaded": h["loaded"]} for m, h in health.items()}
 
     def close(self, grace_s: float = 5.0) -> None:
         """Cancel running answers, wait up to ``grace_s`` for their threads, close the models."""
