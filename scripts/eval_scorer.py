@@ -12,11 +12,24 @@ prompt's score and explanation, so misranked prompts are easy to spot.
 ``data/prompts/labelled.jsonl`` is the set the heuristic weights were set on;
 ``data/prompts/holdout.jsonl`` was written after they were fixed and is the honest
 figure.
+
+Two more measures (docs/ROUTING.md):
+
+    python scripts/eval_scorer.py --no-table --outcomes ../shared/data/routellm/dev.jsonl
+    python scripts/eval_scorer.py --no-table --small-talk /tmp/chitchat/dataset.json
+
+``--outcomes`` prints AUC, APGR and CPT on a file of routing outcomes, per bench (as
+``magi scorer eval``). ``--small-talk`` prints the share of small-talk messages at or
+under the threshold (the fast tier): a ``.jsonl``/``.txt`` prompt file, or the
+``dataset.json`` of the PyPI package ``chitchat-dataset`` (MIT; 258,145 messages of
+open-domain chat), which is not shipped: ``pip download --no-deps chitchat-dataset==0.9.0``
+and unzip the wheel.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -27,6 +40,7 @@ except ModuleNotFoundError:  # running from a checkout without `pip install -e .
     sys.path.insert(0, str(ROOT))
 
 from magi.routing.metrics import best_threshold, load_labelled, roc_auc, threshold_accuracy  # noqa: E402
+from magi.routing.outcomes import evaluate_scorers, format_report, load_outcomes  # noqa: E402
 from magi.routing.scorer import get_scorer  # noqa: E402
 
 DEFAULT_SETS = [ROOT / "data/prompts/labelled.jsonl", ROOT / "data/prompts/holdout.jsonl"]
@@ -65,6 +79,28 @@ def evaluate(path: Path, scorer_name: str, threshold: float, table: bool, width:
     return auc
 
 
+def small_talk_messages(path: Path) -> list[str]:
+    """Messages of a small-talk file: chitchat-dataset's ``dataset.json`` (every message
+    of every conversation) or a prompt file (``.jsonl`` with ``prompt``, or ``.txt``)."""
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [m["text"] for chat in data.values() for turn in chat["messages"] for m in turn]
+    from magi.sweeps.prompts import load_prompts
+
+    return [p.prompt for p in load_prompts(path)]
+
+
+def small_talk(path: Path, scorer_name: str, threshold: float) -> None:
+    """Print the share of ``path``'s messages that stay on the fast tier."""
+    scorer = get_scorer(scorer_name)
+    messages = small_talk_messages(path)
+    kept = sum(1 for m in messages if scorer.score(m).score <= threshold)
+    print(
+        f"== {path}\n   {len(messages)} small-talk messages: {kept / len(messages):.2%} "
+        f"at or under {threshold:g} (fast tier), {len(messages) - kept} above\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,10 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-table", dest="table", action="store_false", help="figures only")
     parser.add_argument("--width", type=int, default=60, help="prompt column width")
+    parser.add_argument(
+        "--outcomes", type=Path, action="append", default=[], help="routing-outcome file: AUC/APGR/CPT"
+    )
+    parser.add_argument(
+        "--small-talk", type=Path, action="append", default=[], help="small-talk file: share on the fast tier"
+    )
     args = parser.parse_args(argv)
-    sets = args.sets or [p for p in DEFAULT_SETS if p.exists()]
+    sets = args.sets or ([] if args.outcomes or args.small_talk else [p for p in DEFAULT_SETS if p.exists()])
     for path in sets:
         evaluate(path.resolve(), args.scorer, args.threshold, args.table, args.width)
+    for path in args.outcomes:
+        print(f"== {path}")
+        print(format_report(evaluate_scorers(load_outcomes(path), {args.scorer: get_scorer(args.scorer)})))
+        print()
+    for path in args.small_talk:
+        small_talk(path, args.scorer, args.threshold)
     return 0
 
 

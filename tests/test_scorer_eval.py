@@ -150,3 +150,18 @@ def test_cli_eval_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "Did you mean 'heuristic'" in capsys.readouterr().err
     assert main(["scorer", "eval", str(SAMPLE), "--model", str(tmp_path / "none.json")]) == 2
     assert "none.json" in capsys.readouterr().err
+
+
+def test_eval_scorer_script_reads_outcomes_and_small_talk(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "eval_scorer.py"
+    spec = importlib.util.spec_from_file_location("eval_scorer", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    prompts = Path(__file__).resolve().parents[1] / "data" / "prompts" / "labelled.jsonl"
+    assert module.main(["--no-table", "--outcomes", str(SAMPLE), "--small-talk", str(prompts)]) == 0
+    out = capsys.readouterr().out
+    assert "heuristic    gsm8k" in out and "APGR" in out
+    assert "64 small-talk messages: 50.00% at or under 5" in out  # half of labelled is easy

@@ -18,7 +18,7 @@ answered correctly). Its inputs are
 
 The heuristic scorer itself is not called: at 2,000 characters it costs about as much
 as this whole scorer (docs/ROUTING.md); a first version that used its features took
-2.7-3x the heuristic's time, over the 200 us budget, for no better cross-validated
+2.8-3.2x the heuristic's time, over the 200 us budget, for no better cross-validated
 APGR. Bigrams do not raise it either (5-fold, GSM8K/MMLU: 0.640/0.638 without,
 0.634/0.640 with) and cost more time.
 
