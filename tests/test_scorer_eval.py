@@ -152,7 +152,7 @@ def test_cli_eval_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "none.json" in capsys.readouterr().err
 
 
-def test_eval_scorer_script_reads_outcomes_and_small_talk(capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_scorer_script_reads_outcomes_and_fast_shares(capsys: pytest.CaptureFixture[str]) -> None:
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "eval_scorer.py"
@@ -161,7 +161,7 @@ def test_eval_scorer_script_reads_outcomes_and_small_talk(capsys: pytest.Capture
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     prompts = Path(__file__).resolve().parents[1] / "data" / "prompts" / "labelled.jsonl"
-    assert module.main(["--no-table", "--outcomes", str(SAMPLE), "--small-talk", str(prompts)]) == 0
+    assert module.main(["--no-table", "--outcomes", str(SAMPLE), "--fast-share", str(prompts)]) == 0
     out = capsys.readouterr().out
     assert "heuristic    gsm8k" in out and "APGR" in out
-    assert "64 small-talk messages: 50.00% at or under 5" in out  # half of labelled is easy
+    assert "64 prompts: 50.00% at or under 5" in out  # half of labelled is easy
