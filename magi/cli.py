@@ -663,6 +663,8 @@ def cmd_scorer_train(args: argparse.Namespace) -> int:
     from magi.routing.learned import cross_validate, file_digest, save_model, train
     from magi.routing.outcomes import load_outcomes
 
+    if args.cv < 0 or args.cv == 1:
+        raise MAGIException(f"--cv: cross-validation needs at least 2 folds (or 0 for none), got {args.cv}")
     outcomes = load_outcomes(args.file)
     if args.cv:
         import statistics

@@ -175,3 +175,23 @@ def test_cross_validated_apgr_meets_the_issue_targets() -> None:
     figures = cross_validate(load_outcomes(DEV), folds=5)
     assert statistics.mean(f.apgr for f in figures["gsm8k"]) >= 0.60
     assert statistics.mean(f.apgr for f in figures["mmlu"]) >= 0.58
+
+
+def test_cli_train_unwritable_output_and_bad_folds_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    target = blocker / "model.json"
+    assert main(["scorer", "train", str(SAMPLE), "-o", str(target)]) == 2
+    assert f"{target}: cannot write the learned-scorer model" in capsys.readouterr().err
+    assert main(["scorer", "train", str(SAMPLE), "-o", str(tmp_path / "m.json"), "--cv", "1"]) == 2
+    assert "--cv" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_cross_validation_skips_a_bench_without_both_outcomes() -> None:
+    # one 'tiny' question per fold at most: its folds have no gap to recover
+    data = load_outcomes(SAMPLE) + [Outcome("What is 2+2?", True, True, "tiny")]
+    figures = cross_validate(data, folds=3, min_count=2)
+    assert set(figures) == {"gsm8k", "mmlu"}

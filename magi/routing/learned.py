@@ -189,8 +189,11 @@ def save_model(model: LearnedModel, path: str | Path) -> Path:
     from magi.fileio import atomic_write_text
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(model.to_dict(), sort_keys=True, indent=1) + "\n")
+    try:
+        atomic_write_text(path, json.dumps(model.to_dict(), sort_keys=True, indent=1) + "\n")
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+        raise ScorerModelError(f"{path}: cannot write the learned-scorer model ({problem})") from None
     return path
 
 
@@ -443,16 +446,19 @@ def cross_validate(outcomes: Sequence[Outcome], *, folds: int = 5, **options: An
     from magi.routing.metrics import routing_figures
     from magi.routing.outcomes import groups, split_folds
 
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
     parts = split_folds(outcomes, folds)
     result: dict[str, list[Any]] = {}
-    for k, held in enumerate(parts):
+    for held in parts:
         held_set = set(held)
         training = [o for i, o in enumerate(outcomes) if i not in held_set]
         scorer = LearnedScorer(model=train(training, **options))
         for group, items in groups(outcomes[i] for i in held).items():
             scores = [scorer.score(o.prompt).score for o in items]
-            result.setdefault(group, []).append(
-                routing_figures(scores, [o.weak for o in items], [o.strong for o in items])
-            )
-        del k
+            try:
+                figures = routing_figures(scores, [o.weak for o in items], [o.strong for o in items])
+            except ValueError:
+                continue  # this fold of the group has no gap to recover, or one AUC class is empty
+            result.setdefault(group, []).append(figures)
     return result
