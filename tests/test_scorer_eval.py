@@ -126,7 +126,9 @@ def test_folds_are_by_question_and_stable() -> None:
 
 # -- magi scorer eval ----------------------------------------------------------------
 def test_cli_eval_reports_each_scorer_per_bench(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["scorer", "eval", str(SAMPLE)]) == 0
+    # named: other test modules register scorers of their own in this process, and
+    # without --scorer every registered one is judged
+    assert main(["scorer", "eval", str(SAMPLE), "--scorer", "heuristic", "--scorer", "learned"]) == 0
     out = capsys.readouterr().out
     for scorer in ("heuristic", "learned"):
         for bench in ("gsm8k", "mmlu", "all"):
@@ -165,3 +167,20 @@ def test_eval_scorer_script_reads_outcomes_and_fast_shares(capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "heuristic    gsm8k" in out and "APGR" in out
     assert "64 prompts: 50.00% at or under 5" in out  # half of labelled is easy
+
+
+def test_cli_eval_judges_every_registered_scorer_by_default() -> None:
+    import subprocess
+    import sys
+
+    # a fresh process: only MAGI's own scorers are registered there
+    done = subprocess.run(
+        [sys.executable, "-m", "magi.cli", "scorer", "eval", str(SAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {tuple(line.split()[:2]) for line in done.stdout.splitlines()}
+    assert {("heuristic", "gsm8k"), ("heuristic", "mmlu"), ("learned", "gsm8k"), ("learned", "mmlu")} <= rows
