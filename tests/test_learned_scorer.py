@@ -74,6 +74,27 @@ def test_score_is_ten_times_the_probability_and_explains_itself(model_file: Path
     assert all(n.startswith(("'", "measure ", "open question ")) for n in names[:5])
 
 
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "",
+        " ",
+        "?",
+        "```",
+        "x" * 50_000,
+        "why " * 2000,
+        "\u00e9t\u00e9 \u2211\u222b \u6f22\u5b57",
+        "a_b {};" * 300,
+        "\udc80",
+    ],
+)
+def test_any_text_scores_on_the_scale(model_file: Path, prompt: str) -> None:
+    result = LearnedScorer(model_file).score(prompt)
+    assert 0.0 <= result.score <= 10.0
+    assert result.explain().startswith(f"{result.score:.2f} = ")
+    json.dumps(result.to_dict())
+
+
 def test_same_prompt_same_score(model_file: Path) -> None:
     a, b = LearnedScorer(model_file), LearnedScorer(model_file)
     prompt = "Which of the following is a prime number?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:"
