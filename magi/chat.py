@@ -149,6 +149,7 @@ class ChatSession:
 
         with _sigint(on_interrupt):
             try:
+                check_prompt(text, what="The message")  # named as the user typed it, not by index
                 for event in stream:
                     printer.event(event)
             except KeyboardInterrupt:
