@@ -603,14 +603,15 @@ def cmd_route(args: argparse.Namespace) -> int:
     """Score and route prompts with a profile's tiers; loads no model and reads no model file."""
     from magi.config import compose
     from magi.render import fmt_score
-    from magi.routing import HealthMonitor, Router, get_scorer
+    from magi.routing import HealthMonitor, Router
+    from magi.routing.scorer import config_scorer
     from magi.runtime.resolve import registered_tier_members
 
     conversations = list(zip(args.messages, _conversations(args), strict=True))
     config = compose(args.profile, args.override)
     # No tier members: which models would answer depends on the registry; the tier
     # and the stage plan depend only on the profile and the scorer.
-    router = Router(config.profile, {}, get_scorer(config.scorer), HealthMonitor(), seed=config.runtime.seed)
+    router = Router(config.profile, {}, config_scorer(config), HealthMonitor(), seed=config.runtime.seed)
     decisions = [(repr(prompt), {"prompt": prompt}, router.decide(prompt)) for prompt in args.prompts]
     for path, conv in conversations:
         what = {"messages_file": str(path), "messages": len(conv.messages), "prompt": conv.last_user}

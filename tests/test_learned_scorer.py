@@ -216,3 +216,20 @@ def test_cross_validation_skips_a_bench_without_both_outcomes() -> None:
     data = load_outcomes(SAMPLE) + [Outcome("What is 2+2?", True, True, "tiny")]
     figures = cross_validate(data, folds=3, min_count=2)
     assert set(figures) == {"gsm8k", "mmlu"}
+
+
+def test_the_config_names_the_model_file(model_file: Path, tmp_path: Path, capsys) -> None:
+    """``scorer_options`` reach the scorer everywhere the config's scorer is built: the
+    Runner's router and ``magi route``; a missing file is the route's error, exit 2."""
+    import magi
+    from magi.routing.router import Router
+
+    config = magi.compose("development", ["scorer=learned", f"+scorer_options.path={model_file}"])
+    router = Router.from_config(config, {"fast": [], "powerful": []})
+    assert router.scorer.path == model_file  # type: ignore[attr-defined]
+    learned = ["-o", "scorer=learned", "-o", f"+scorer_options.path={model_file}"]
+    assert main(["route", "--profile", "development", *learned, "Hi"]) == 0
+    assert "scorer learned" in capsys.readouterr().out
+    missing = tmp_path / "nope.json"
+    assert main(["route", "-o", "scorer=learned", "-o", f"+scorer_options.path={missing}", "Hi"]) == 2
+    assert str(missing) in capsys.readouterr().err

@@ -247,6 +247,13 @@ class MagiConfig(MagiModel):
         ),
     )
     scorer: str = Field(default="heuristic", description="Complexity scorer, by registered name.")
+    scorer_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "The scorer's options (its constructor's keyword arguments), e.g. {path: my-router.json} "
+            "for scorer: learned (a model file from `magi scorer train`)."
+        ),
+    )
     prompt: str | None = Field(
         default=None,
         description=(

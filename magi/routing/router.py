@@ -65,7 +65,7 @@ from magi.conversation import Conversation
 from magi.errors import ConfigError, did_you_mean, format_options
 from magi.routing.balancer import Balancer, make_balancer
 from magi.routing.health import HealthMonitor, NoHealthyModelError
-from magi.routing.scorer import ComplexityScore, Scorer, get_scorer
+from magi.routing.scorer import ComplexityScore, Scorer, config_scorer
 
 if TYPE_CHECKING:
     from magi.config.app import MagiConfig
@@ -326,12 +326,12 @@ class Router:
         health: HealthMonitor | None = None,
     ) -> Router:
         """A router for a validated :class:`MagiConfig`: the scorer named by
-        ``config.scorer``, a health monitor from ``config.runtime`` (unless given) and
-        ``runtime.seed`` for random balancing."""
+        ``config.scorer`` (with ``scorer_options``), a health monitor from
+        ``config.runtime`` (unless given) and ``runtime.seed`` for random balancing."""
         return cls(
             config.profile,
             tier_members,
-            get_scorer(config.scorer),
+            config_scorer(config),
             health if health is not None else HealthMonitor.from_config(config),
             seed=config.runtime.seed,
         )

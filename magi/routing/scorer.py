@@ -39,9 +39,12 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from magi.errors import ConfigError, did_you_mean, format_options
+
+if TYPE_CHECKING:
+    from magi.config.app import MagiConfig
 
 MAX_SCORE = 10.0
 """Upper end of the complexity scale; tier thresholds are compared against it."""
@@ -219,6 +222,12 @@ def get_scorer(name: str, **kwargs: Any) -> Scorer:
         return factory(**kwargs)
     except TypeError as exc:
         raise ConfigError([f"scorer: scorer '{name}' does not accept these options: {exc}"]) from exc
+
+
+def config_scorer(config: MagiConfig) -> Scorer:
+    """The scorer a validated config names: ``scorer`` with its ``scorer_options`` (the one
+    place the Runner, its router and ``magi route`` build it from a config)."""
+    return get_scorer(config.scorer, **config.scorer_options)
 
 
 # -- the heuristic scorer -----------------------------------------------------------

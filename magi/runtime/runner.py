@@ -47,7 +47,7 @@ from magi.errors import MAGIException
 from magi.prompt import check_prompt
 from magi.routing.health import Clock, HealthMonitor
 from magi.routing.router import RouteDecision, Router, Stage
-from magi.routing.scorer import get_scorer
+from magi.routing.scorer import config_scorer
 from magi.runtime.backend import (
     Backend,
     DeadlineKind,
@@ -312,7 +312,7 @@ class Runner:
         self.pool.set_limits(self, limits)
         for spec in self.specs.values():
             self.pool.register(spec)
-        self.scorer = get_scorer(config.scorer)
+        self.scorer = config_scorer(config)
         self.health = HealthMonitor.from_config(config, list(self.specs), probe=self._probe, clock=clock)
         self._clock = clock  # also times the stall deadlines: tests pass a manual clock
         self.router = Router(self.profile, self.tier_members, self.scorer, self.health, seed=runtime.seed)
