@@ -11,10 +11,6 @@ ending it early.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,85 +21,12 @@ import openai
 import pytest
 
 from magi.testing.runtime import CODER, FAST, REASONER, TinyRuntime
-from magi.testing.servers import LOOPBACK, free_port
-
-from .conftest import ROOT
+from magi.testing.serve import MagiServerProcess
+from magi.testing.servers import LOOPBACK
 
 EASY = "What is the capital of France?"
 HARD = "Prove that the square root of 2 is irrational; explain every step."
 LONG_SERVER = ["runtime.n_ctx=2048", "runtime.repetition_stop=false"]
-
-
-class MagiServerProcess:
-    """``magi serve`` (or ``python run.py task=serve``) in a subprocess on 127.0.0.1."""
-
-    def __init__(
-        self,
-        tiny: TinyRuntime,
-        log: Path,
-        *overrides: str,
-        profile: str = "development",
-        via: str = "cli",
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.port = free_port()
-        self.log = log
-        options = [*tiny.overrides, *overrides]
-        if via == "cli":
-            cmd = [sys.executable, "-m", "magi.cli", "serve", "--profile", profile, "--port", str(self.port)]
-            cmd += [arg for option in options for arg in ("-o", option)]
-        else:
-            run_dir = log.parent / f"hydra-{self.port}"
-            cmd = [
-                sys.executable,
-                "run.py",
-                "task=serve",
-                f"profile={profile}",
-                f"task.port={self.port}",
-                f"hydra.run.dir={run_dir}",
-                *options,
-            ]
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        if env is None or "MAGI_API_KEYS" not in env:
-            full_env.pop("MAGI_API_KEYS", None)
-        self._out = log.open("wb")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT, env=full_env)
-        self.url = f"http://{LOOPBACK}:{self.port}"
-        deadline = time.monotonic() + 90
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.output()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not answer /health:\n{self.output()[-3000:]}")
-            time.sleep(0.1)
-
-    def client(self, key: str = "none") -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60)
-
-    def output(self) -> str:
-        if not self._out.closed:
-            self._out.flush()
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def health(self, key: str | None = None) -> dict:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.get(self.url + "/health/models", headers=headers, timeout=10).json()
-
-    def metrics(self, key: str | None = None) -> str:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.get(self.url + "/metrics", headers=headers, timeout=10).text
-
-    def terminate(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
-        self._out.close()
-        return code
 
 
 @pytest.fixture(scope="module")

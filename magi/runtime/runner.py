@@ -57,6 +57,7 @@ from magi.runtime.backend import (
     PromptTooLongError,
     stage_settings,
 )
+from magi.runtime.figures import AnswerFigures
 from magi.runtime.pool import ModelPool, PoolLimits
 from magi.runtime.stops import RepetitionStop
 from magi.runtime.trace import Fallback, RunResult, StageName, StageTrace
@@ -316,6 +317,7 @@ class Runner:
         self.health = HealthMonitor.from_config(config, list(self.specs), probe=self._probe, clock=clock)
         self._clock = clock  # also times the stall deadlines: tests pass a manual clock
         self.router = Router(self.profile, self.tier_members, self.scorer, self.health, seed=runtime.seed)
+        self.figures = AnswerFigures()  # latency, speed and tier counts of finished answers
         self._closed = False
         self._lock = threading.Lock()
         if start_health_checks and self.profile.load_balancing.enabled:
@@ -494,6 +496,7 @@ class Runner:
             messages=answered.to_dicts(),
             scored=decision.scored,
         )
+        self.figures.observe(result)
         yield StreamEvent("done", final.stage, final.tier, final.model_id, result=result)
 
     def status(self) -> dict[str, dict[str, object]]:

@@ -480,7 +480,8 @@ class MagiServer:
         named (``model: <id>`` or ``magi/<profile>``), with whether it is loaded, its
         circuit and last error, and across every runner that has it: requests (circuit
         verdicts), failures and in flight; plus this server's answered stages on it with
-        their p50 latency (seconds, waiting for the model included).
+        their p50 and p95 latency (seconds, waiting for the model included) and tokens per
+        second; ``routing``: answered requests per profile and tier (the one that answered).
 
         Each runner keeps its own circuit per model: ``circuit`` and ``last_error`` are the
         served profile's for its models, else those of the first runner that has the model;
@@ -504,8 +505,7 @@ class MagiServer:
                         "requests": verdicts,
                         "failures": int(status.get("total_failures", 0)),
                         "in_flight": int(status.get("in_flight", 0)),
-                        "answered": figures["answered"],
-                        "p50_latency_s": figures["p50_latency_s"],
+                        **figures,  # answered, p50/p95_latency_s, tokens_per_s
                         "endpoint": runner.specs[model_id].url,
                         "circuits": {runner.profile.name: status.get("state")},
                     }
@@ -517,7 +517,7 @@ class MagiServer:
         for entry in models.values():
             if len(entry["circuits"]) < 2:
                 del entry["circuits"]
-        return {"profile": self.profile_key, "models": models}
+        return {"profile": self.profile_key, "models": models, "routing": self.metrics.figures.routing()}
 
     def _circuits(self) -> dict[str, dict[str, Any]]:
         """Per model, for ``/metrics``: its circuit state (as ``/health/models`` gives it) and

@@ -22,9 +22,7 @@ do not share counters.
 
 from __future__ import annotations
 
-import statistics
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from magi.routing.health import CircuitState
 from magi.runtime.backend import EARLY_FINISH_REASONS
+from magi.runtime.figures import AnswerFigures
 from magi.runtime.trace import RunResult
 
 #: Content type of :meth:`ServeMetrics.render`.
@@ -41,9 +40,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-
-#: Latencies kept per model for ``/health/models``' p50.
-LATENCY_WINDOW = 1000
 
 
 def outcome_of(result: RunResult) -> str:
@@ -145,8 +141,7 @@ class ServeMetrics:
         Gauge("magi_queue_limit", "Requests admitted at once (task.max_queue).", registry=r).set(queue_limit)
         r.register(_RunnerCollector(status, pool_stats))
         self._lock = threading.Lock()
-        self._latencies: dict[str, deque[float]] = {}
-        self._stage_counts: dict[str, int] = {}
+        self.figures = AnswerFigures()  # /health/models' latency, speed and routing mix
 
     def observe(self, result: RunResult) -> None:
         """Count one answered request (its outcome from its finish reason)."""
@@ -161,20 +156,16 @@ class ServeMetrics:
             for stage in result.stages:
                 self.tokens.labels(profile, stage.model_id, "prompt").inc(stage.prompt_tokens)
                 self.tokens.labels(profile, stage.model_id, "completion").inc(stage.completion_tokens)
-                window = self._latencies.setdefault(stage.model_id, deque(maxlen=LATENCY_WINDOW))
-                window.append(stage.wait_s + stage.total_s)
-                self._stage_counts[stage.model_id] = self._stage_counts.get(stage.model_id, 0) + 1
+        self.figures.observe(result)
 
     def observe_error(self, profile: str, status: int) -> None:
         """Count a request that got no answer (its HTTP status gives the outcome)."""
         self.requests.labels(profile, "none", "none", error_outcome(status)).inc()
 
     def model_figures(self, model_id: str) -> dict[str, Any]:
-        """Stages this server ran on ``model_id`` and their p50 latency (wait included), seconds."""
-        with self._lock:
-            window = list(self._latencies.get(model_id, ()))
-            count = self._stage_counts.get(model_id, 0)
-        return {"answered": count, "p50_latency_s": statistics.median(window) if window else None}
+        """Stages this server ran on ``model_id``, their p50 and p95 latency (wait included,
+        seconds) and tokens per second (:meth:`AnswerFigures.model`)."""
+        return self.figures.model(model_id)
 
     def render(self) -> bytes:
         """The text exposition of every metric."""
