@@ -133,8 +133,16 @@ def result_figures(
     prompts: Sequence[Any],
     strong_tier: str,
     failures: Sequence[Mapping[str, Any]] = (),
+    *,
+    grades: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """The routing, latency, throughput and quality figures of a bench's prompts.
+
+    ``grades`` are the answered prompts' :class:`~magi.sweeps.graders.Grade` objects
+    (same order; ``None`` for a prompt without a grader): ``quality.mean_grade`` is
+    their mean over every graded prompt, a failed prompt with a grader counting 0
+    and a grade that could not be given (``value`` ``None``, e.g. an unparseable
+    judgement) left out and counted in ``quality.grade_errors``.
 
     ``results`` are the answered prompts' :class:`~magi.runtime.trace.RunResult`
     objects and ``prompts`` the matching :class:`~magi.sweeps.prompts.Prompt` objects
@@ -197,8 +205,45 @@ def result_figures(
             "hits": sum(checked),
             "hit_rate": sum(checked) / n_checked if n_checked else None,
             "failed": failed_checked,
+            **grade_figures(grades or [], failures),
         },
         "errors": error_figures(failures, total),
+    }
+
+
+def grade_figures(grades: Sequence[Any], failures: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The mean grade (``mean_grade``, in [0, 1]) of a bench's answers and its parts:
+    ``graded`` (grades given, failed prompts with a grader included as 0),
+    ``grade_errors`` (answers no grade could be given to), and per grader its count
+    and mean (``by_grader``). ``failures`` are :func:`prompt_failure` records; those
+    whose prompt has a grader (``grader``) count 0.
+
+    Example:
+        >>> from magi.sweeps.graders import Grade
+        >>> grades = [Grade(1.0, "number"), Grade(0.5, "judge"), Grade(None, "judge", error="?")]
+        >>> grade_figures(grades)["mean_grade"], grade_figures(grades)["grade_errors"]
+        (0.75, 1)
+    """
+    values: dict[str, list[float]] = {}
+    errors = 0
+    for grade in grades:
+        if grade is None:
+            continue
+        if grade.value is None:
+            errors += 1
+            continue
+        values.setdefault(grade.grader, []).append(float(grade.value))
+    for failure in failures:
+        if failure.get("grader"):
+            values.setdefault(str(failure["grader"]), []).append(0.0)
+    every = [v for vs in values.values() for v in vs]
+    return {
+        "mean_grade": sum(every) / len(every) if every else None,
+        "graded": len(every),
+        "grade_errors": errors,
+        "by_grader": {
+            name: {"count": len(vs), "mean": sum(vs) / len(vs)} for name, vs in sorted(values.items())
+        },
     }
 
 
@@ -227,6 +272,7 @@ def prompt_failure(
         "id": prompt.id,
         "prompt": text,
         "expected": bool(prompt.expected),
+        "grader": getattr(prompt, "grader_name", None),
         "routed_tier": routed_tier,
         "error_type": type(exc).__name__,
         "status_code": getattr(exc, "status_code", None),

@@ -142,6 +142,10 @@ def _expected_strings(value: Any) -> list[str] | None:
     return out
 
 
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
 def _read_defaults(path: Path, number: int, data: dict[str, Any]) -> dict[str, Any]:
     defaults = data["defaults"]
     if len(data) != 1 or not isinstance(defaults, dict):
@@ -182,9 +186,15 @@ def prompt_from_record(path: Path | str, number: int, data: dict[str, Any]) -> P
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptSetError(f"{path}:{number}: 'prompt' must be a non-empty string")
-    expected = _expected_strings(data.get("expected"))
-    if expected is None:
-        raise PromptSetError(f"{path}:{number}: 'expected' must be a string, a number or a list of them")
+    raw_expected = data.get("expected")
+    expected = _expected_strings(raw_expected)
+    numeric = data.get("grader") == "number"
+    if expected is None or (not numeric and any(not isinstance(e, str) for e in _as_list(raw_expected))):
+        raise PromptSetError(
+            f"{path}:{number}: 'expected' must be a string or a list of strings "
+            "(numbers too with the 'number' grader)",
+            details={"path": str(path), "line": number, "field": "expected"},
+        )
     texts: dict[str, str | None] = {}
     for name in _TEXT_FIELDS:
         value = data.get(name)
