@@ -23,7 +23,7 @@ import math
 import statistics
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,3 +90,23 @@ class AnswerFigures:
         """Answered requests per profile (its display name) and the tier that answered."""
         with self._lock:
             return {profile: dict(tiers) for profile, tiers in self._tiers.items()}
+
+
+def model_health(status: Mapping[str, Any], figures: Mapping[str, Any]) -> dict[str, Any]:
+    """One model's entry of a status page (``/health/models``, :class:`~magi.widgets.HealthView`):
+    a :meth:`Runner.status` entry (the circuit breaker's snapshot, ``loaded``, ``tiers``)
+    with the model's :meth:`AnswerFigures.model`. ``requests`` counts circuit verdicts
+    (successes and failures)."""
+    failures = int(status.get("total_failures", 0))
+    return {
+        "loaded": bool(status.get("loaded", False)),
+        "circuit": status.get("state"),
+        "tiers": list(status.get("tiers", [])),
+        "last_error": status.get("last_error"),
+        "consecutive_failures": int(status.get("consecutive_failures", 0)),
+        "retry_in_s": float(status.get("retry_in", 0.0)),
+        "requests": int(status.get("total_successes", 0)) + failures,
+        "failures": failures,
+        "in_flight": int(status.get("in_flight", 0)),
+        **figures,
+    }

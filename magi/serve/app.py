@@ -55,6 +55,7 @@ from magi.conversation import Conversation, to_conversation
 from magi.errors import MAGIException, did_you_mean, format_options
 from magi.routing.router import conversation_score
 from magi.runtime.backend import ModelSpec
+from magi.runtime.figures import model_health
 from magi.runtime.pool import ModelPool
 from magi.runtime.runner import AnswerStream, Runner, StreamEvent
 from magi.runtime.trace import RunResult
@@ -491,28 +492,17 @@ class MagiServer:
         models: dict[str, dict[str, Any]] = {}
         for runner in runners:
             for model_id, status in runner.status().items():
-                verdicts = int(status.get("total_successes", 0)) + int(status.get("total_failures", 0))
+                health = model_health(status, self.metrics.model_figures(model_id))
                 entry = models.get(model_id)
                 if entry is None:
-                    figures = self.metrics.model_figures(model_id)
                     models[model_id] = {
-                        "loaded": status.get("loaded", False),
-                        "circuit": status.get("state"),
-                        "tiers": status.get("tiers", []),
-                        "last_error": status.get("last_error"),
-                        "consecutive_failures": status.get("consecutive_failures", 0),
-                        "retry_in_s": status.get("retry_in", 0.0),
-                        "requests": verdicts,
-                        "failures": int(status.get("total_failures", 0)),
-                        "in_flight": int(status.get("in_flight", 0)),
-                        **figures,  # answered, p50/p95_latency_s, tokens_per_s
+                        **health,  # + answered, p50/p95_latency_s, tokens_per_s of this server
                         "endpoint": runner.specs[model_id].url,
                         "circuits": {runner.profile.name: status.get("state")},
                     }
                     continue
-                entry["requests"] += verdicts
-                entry["failures"] += int(status.get("total_failures", 0))
-                entry["in_flight"] += int(status.get("in_flight", 0))
+                for summed in ("requests", "failures", "in_flight"):
+                    entry[summed] += health[summed]
                 entry["circuits"][runner.profile.name] = status.get("state")
         for entry in models.values():
             if len(entry["circuits"]) < 2:
