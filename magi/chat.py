@@ -85,6 +85,13 @@ class ChatSession:
             :class:`~magi.testing.runtime.FaultInjector` pool); default: each runner
             has its own, closed with it.
         out: Where answers and notes go.
+
+    Attributes:
+        history: The conversation so far, user and assistant turns (no system prompt:
+            it goes as ``system=``, so ``/system`` changes it for the whole history).
+        last: The last answer's result (``/trace``), a cancelled one's too.
+        failed: Messages that failed (bad input, no model, too long for the context).
+        turns_asked: Messages sent, failed ones included.
     """
 
     runner: Runner
@@ -97,6 +104,7 @@ class ChatSession:
     history: list[dict[str, str]] = field(default_factory=list)
     last: RunResult | None = None
     failed: int = 0
+    turns_asked: int = 0
 
     @classmethod
     def open(
@@ -337,8 +345,9 @@ def chat_loop(session: ChatSession, stdin: TextIO | None = None, *, interactive:
                     break
                 continue
             text = line[1:] if line.startswith("//") else line
-            if not interactive:
-                session._print(f">>> {text}")
+            if not interactive:  # the transcript reads as magi ask's: a blank line between answers
+                session._print(("\n" if session.turns_asked else "") + f">>> {text}")
+            session.turns_asked += 1
             session.say(text)
         except KeyboardInterrupt:  # between answers (opening a profile): back to the prompt
             session._print("\n[interrupted]")

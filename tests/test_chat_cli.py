@@ -188,7 +188,7 @@ from magi.runtime.pool import ModelPool
 from magi.testing.runtime import FAST, FaultInjector
 
 faults = FaultInjector()
-faults.pace(FAST, gap=0.4)  # a slow model: Ctrl-C lands mid-answer
+faults.pace(FAST, gap=float(sys.argv[2]))  # a slow model: Ctrl-C lands mid-answer
 pool = ModelPool(backend_factory=faults)
 with ChatSession.open("fast-only", json.loads(sys.argv[1]), pool=pool) as session:
     code = chat_loop(session)
@@ -228,6 +228,21 @@ class _Terminal:
         return self.screen
 
 
+def _spawn_chat(runtime: TinyRuntime, *, gap: float) -> tuple[int, int]:
+    """The chat on a pty (child pid, the terminal's fd), its fast model ``gap`` s a token."""
+    import pty
+
+    script = runtime.root / "driver.py"
+    script.write_text(DRIVER, encoding="utf-8")
+    overrides = [*runtime.overrides, "runtime.max_tokens=12"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the chat, its terminal the pty
+        os.chdir(runtime.root)
+        argv = [sys.executable, str(script), json.dumps(overrides), str(gap)]
+        os.execve(sys.executable, argv, _env())
+    return pid, fd
+
+
 def _wait(pid: int, *, timeout: float, screen: _Terminal) -> int:
     """The child's wait status, or fail (showing the screen) if it has not ended in ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -242,15 +257,7 @@ def _wait(pid: int, *, timeout: float, screen: _Terminal) -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_chat_in_a_terminal_ctrl_c_stops_an_answer_and_ctrl_d_quits(echo_runtime: TinyRuntime) -> None:
-    import pty
-
-    script = echo_runtime.root / "driver.py"
-    script.write_text(DRIVER, encoding="utf-8")
-    overrides = [*echo_runtime.overrides, "runtime.max_tokens=12"]
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the chat, its terminal the pty
-        os.chdir(echo_runtime.root)
-        os.execve(sys.executable, [sys.executable, str(script), json.dumps(overrides)], _env())
+    pid, fd = _spawn_chat(echo_runtime, gap=0.4)
     term = _Terminal(fd)
     try:
         term.expect("/help lists the commands; Ctrl-D quits.")
