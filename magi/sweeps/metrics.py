@@ -139,10 +139,11 @@ def result_figures(
     """The routing, latency, throughput and quality figures of a bench's prompts.
 
     ``grades`` are the answered prompts' :class:`~magi.sweeps.graders.Grade` objects
-    (same order; ``None`` for a prompt without a grader): ``quality.mean_grade`` is
-    their mean over every graded prompt, a failed prompt with a grader counting 0
-    and a grade that could not be given (``value`` ``None``, e.g. an unparseable
-    judgement) left out and counted in ``quality.grade_errors``.
+    (same order; ``None`` for a prompt without a grader): ``grades.mean_grade``, the
+    quality figure beside ``quality.hit_rate``, is their mean over every graded
+    prompt, a failed prompt with a grader counting 0 and a grade that could not be
+    given (``value`` ``None``, e.g. an unparseable judgement) left out and counted in
+    ``grades.grade_errors`` (see :func:`grade_figures`).
 
     ``results`` are the answered prompts' :class:`~magi.runtime.trace.RunResult`
     objects and ``prompts`` the matching :class:`~magi.sweeps.prompts.Prompt` objects
@@ -205,8 +206,8 @@ def result_figures(
             "hits": sum(checked),
             "hit_rate": sum(checked) / n_checked if n_checked else None,
             "failed": failed_checked,
-            **grade_figures(grades or [], failures),
         },
+        "grades": grade_figures(grades or [], failures),
         "errors": error_figures(failures, total),
     }
 
