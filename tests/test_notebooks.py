@@ -59,7 +59,7 @@ def outputs_text(nb) -> str:  # noqa: ANN001 - nbformat.NotebookNode
 
 
 def test_there_are_notebooks() -> None:
-    assert {p.name for p in SHIPPED} >= {"quickstart.ipynb", "sweeps.ipynb"}
+    assert {p.name for p in SHIPPED} >= {"quickstart.ipynb", "sweeps.ipynb", "serve.ipynb"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -118,3 +118,24 @@ def test_sweeps_notebook_runs_top_to_bottom(
     assert list((tmp_path / "sweep").rglob("summary.csv")), "the sweep left no summary.csv"
     mimes = {m for cell in nb.cells for out in cell.get("outputs", []) for m in out.get("data", {})}
     assert WIDGET_MIME in mimes  # the SweepView was displayed
+
+
+@pytest.mark.slow
+def test_serve_notebook_runs_top_to_bottom(
+    monkeypatch: pytest.MonkeyPatch, echo_seed_models_dir: Path, registry_path: Path
+) -> None:
+    tiny_env(monkeypatch, echo_seed_models_dir, registry_path, "development")
+    monkeypatch.delenv("MAGI_API_KEYS", raising=False)
+    nb = execute(NOTEBOOKS / "serve.ipynb")
+    text = outputs_text(nb)
+    assert "serving profile 'development' at http://127.0.0.1:" in text
+    assert "{'status': 'ok', 'profile': 'development'}" in text
+    assert "[fast] answer qwen3_4p0b_q4km_fast: " in text  # the openai client's answers, traced
+    assert "[powerful] draft qwen3_4p0b_q4km_fast -> refine deepseek_r10528qwen3_8p0b_q4km_powerful" in text
+    assert "streamed " in text
+    mimes = {m for cell in nb.cells for out in cell.get("outputs", []) for m in out.get("data", {})}
+    assert WIDGET_MIME in mimes  # the HealthView was displayed
+    assert "qwen3_4p0b_q4km_fast: circuit closed, loaded True, " in text
+    assert "routing mix of Development: fast " in text
+    assert 'magi_requests_total{model="qwen3_4p0b_q4km_fast"' in text  # /metrics, the same counts
+    assert "server stopped: exit 0" in text
