@@ -410,3 +410,38 @@ def test_run_py_task_messages_answers_the_conversation(tiny_runtime: TinyRuntime
     assert ">>> [4 messages] Why?\n" in proc.stdout
     assert f"[draft · fast · {FAST}]" in proc.stdout and f"[refine · powerful · {REASONER}]" in proc.stdout
     assert "What is the capital of France?" not in proc.stdout  # not the built-in prompts
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+def test_chat_in_a_terminal_second_ctrl_c_abandons_the_answer(echo_runtime: TinyRuntime) -> None:
+    """The model takes 5 s a token: the first Ctrl-C ends the answer at the next one; a
+    second, before that, abandons it at once, nothing of it kept."""
+    pid, fd = _spawn_chat(echo_runtime, gap=5.0)
+    term = _Terminal(fd)
+    try:
+        term.expect("fast-only> ")
+        term.send("Hello\n")
+        term.expect(f"[answer · fast · {FAST}]\n")
+        term.expect(":")
+        time.sleep(0.5)  # into the 5 s wait (a Ctrl-C right after a token ends the answer there)
+        term.send("\x03")
+        time.sleep(0.3)
+        start = time.monotonic()
+        term.send("\x03")
+        term.expect("[stopped; the answer is dropped]", timeout=4)
+        assert time.monotonic() - start < 4  # before the model's next token
+        term.expect("fast-only> ")
+        term.send("/reset\n")
+        term.expect("[conversation reset: 0 turn(s) forgotten]")
+        term.expect("fast-only> ")
+        term.send("\x04")
+        status = _wait(pid, timeout=30, screen=term)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0, term.screen
+        assert "Traceback" not in term.screen
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
