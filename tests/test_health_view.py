@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from magi.runtime.figures import AnswerFigures
 from magi.runtime.runner import Runner
+from magi.runtime.trace import RunResult, StageTrace
 from magi.testing.runtime import FAST, REASONER, FaultInjector, TinyRuntime
 from magi.testing.serve import MagiServerProcess
 from magi.testing.servers import free_port
@@ -192,6 +194,28 @@ def test_a_server_shows_the_same_counts_and_open_circuit(tmp_path: Path, views: 
     assert model_rows(view)[REASONER]["answered"] == "4"
 
 
+def test_a_server_with_keys_is_an_error_line_without_one_and_read_with_it(
+    tmp_path: Path, views: list[HealthView]
+) -> None:
+    tiny = TinyRuntime.create(tmp_path, models=[FAST])
+    server = MagiServerProcess(
+        tiny, tmp_path / "keyed.log", profile="fast-only", env={"MAGI_API_KEYS": "s3cret"}
+    )
+    try:
+        without = HealthView(server.url, autostart=False)
+        keyed = HealthView(server.url, api_key="s3cret", autostart=False)
+        views += [without, keyed]
+        assert without.refresh() is None and status_state(without) == "error"
+        assert "answered 401: Missing or invalid API key" in html.unescape(without.status.value)
+        assert "(pass api_key=...)" in html.unescape(without.status.value)
+        assert keyed.refresh() is not None and status_state(keyed) == "ok"
+        assert model_rows(keyed)[FAST]["data-circuit"] == "closed"
+    finally:
+        assert server.terminate() == 0, server.output()[-3000:]
+    for view in (without, keyed):
+        assert "s3cret" not in view.status.value + view.table.value + repr(view.snapshot)
+
+
 def test_an_unreachable_url_is_an_error_line_not_a_traceback(views: list[HealthView]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     view = HealthView(url, autostart=False, timeout=2)
@@ -204,6 +228,35 @@ def test_an_unreachable_url_is_an_error_line_not_a_traceback(views: list[HealthV
 
 
 # -- the pieces ------------------------------------------------------------------------------------
+def _result(model_id: str, tier: str, total_s: float, *, wait_s: float = 0.0, tokens: int = 10) -> RunResult:
+    stage = StageTrace("answer", tier, model_id, 5, tokens, total_s / 2, total_s, "length", wait_s=wait_s)
+    return RunResult("text", "prompt", "P", 1.0, {}, {}, tier, tier, model_id, False, stages=[stage])
+
+
+def test_answer_figures_give_p50_p95_tokens_per_s_and_the_mix() -> None:
+    figures = AnswerFigures()
+    for i in range(1, 21):  # 10 ms .. 200 ms
+        figures.observe(_result("m", "fast" if i <= 15 else "powerful", 0.01 * i))
+    m = figures.model("m")
+    assert m["answered"] == 20
+    assert m["p50_latency_s"] == pytest.approx(0.105)  # the median of 20
+    assert m["p95_latency_s"] == pytest.approx(0.19)  # nearest rank: the 19th of 20
+    assert m["tokens_per_s"] == pytest.approx(200 / 2.1)  # 200 tokens in 2.1 s of generation
+    assert figures.routing() == {"P": {"fast": 15, "powerful": 5}}
+    assert figures.model("other") == {
+        "answered": 0,
+        "p50_latency_s": None,
+        "p95_latency_s": None,
+        "tokens_per_s": None,
+    }
+    waited = AnswerFigures(window=2)
+    for total in (1.0, 0.1, 0.2):
+        waited.observe(_result("w", "fast", total, wait_s=0.5))
+    w = waited.model("w")
+    assert w["answered"] == 3 and w["p95_latency_s"] == pytest.approx(0.7)  # the last 2, wait included
+    assert w["tokens_per_s"] == pytest.approx(20 / 0.3)  # waiting is not generating
+
+
 @pytest.mark.parametrize(
     "given",
     [
