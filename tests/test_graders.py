@@ -456,7 +456,7 @@ def _bench(env: TinyRuntime, tmp_path: Path, lines: list[dict]) -> tuple[dict, P
 
 
 def test_bench_writes_graded_results_beside_metrics(echo_runtime: TinyRuntime, tmp_path: Path) -> None:
-    from magi.sweeps.bench import read_results
+    from magi.sweeps.bench import headline, read_results
     from magi.testing.runtime import REASONER
 
     metrics, folder = _bench(echo_runtime, tmp_path, BENCH_SET)
@@ -484,6 +484,7 @@ def test_bench_writes_graded_results_beside_metrics(echo_runtime: TinyRuntime, t
     assert (metrics["quality"]["checked"], metrics["quality"]["hit_rate"]) == (4, 0.25)
     saved = json.loads((folder / "metrics.json").read_text())
     assert saved["grades"] == grades
+    assert f"mean grade {grades['mean_grade']:.2f}" in headline(metrics)
 
 
 def test_bench_refuses_a_bad_set_before_any_prompt_runs(echo_runtime: TinyRuntime, tmp_path: Path) -> None:

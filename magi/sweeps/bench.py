@@ -425,8 +425,8 @@ def _routed_tier(runner: Any, prompt: str) -> str | None:
 
 
 def headline(metrics: dict[str, Any]) -> str:
-    """One line for the console: prompts (and failed ones), p50 latency, strong-tier
-    share (of all prompts), loads."""
+    """One line for the console: prompts (and failed ones), the mean grade when the
+    set is graded, p50 latency, strong-tier share (of all prompts), loads."""
     status = metrics.get("status")
     if status not in (STATUS_OK, STATUS_PARTIAL):
         return f"failed: {metrics.get('error', '?')}"
@@ -441,8 +441,11 @@ def headline(metrics: dict[str, Any]) -> str:
             f"partial: {metrics['answered']} of {total} prompts answered, {errors.get('count', 0)} failed "
             f"({metrics.get('error_share') or 0:.0%}; first: {first}); "
         )
+    mean_grade = (metrics.get("grades") or {}).get("mean_grade")
     return prefix + (
-        f"{metrics['answered']} prompts, latency p50 {lat['p50']:.2f} s / p95 {lat['p95']:.2f} s, "
+        f"{metrics['answered']} prompts, "
+        + (f"mean grade {mean_grade:.2f}, " if mean_grade is not None else "")
+        + f"latency p50 {lat['p50']:.2f} s / p95 {lat['p95']:.2f} s, "
         f"{metrics['tokens']['per_s'] or 0:.1f} tok/s, "
         + (f"{share:.0%} {metrics['strong_tier']}, " if share is not None else "")
         + f"{metrics['pool']['loads']} model load(s)"
