@@ -266,9 +266,10 @@ class HealthView(widgets.VBox):
         self.add_class("magi-health")
         with contextlib.suppress(AttributeError):  # the frontend closed the widget: stop too
             self.comm.on_close(lambda _msg: self._stop.set())
-        self._draw()
         if autostart:
             self.start()
+        with self._lock:  # the first read may have drawn already: drawing is idempotent
+            self._draw()
 
     @property
     def where(self) -> str:
