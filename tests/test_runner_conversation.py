@@ -349,3 +349,58 @@ def test_two_stage_on_a_chat_template_model_and_a_completion_model(env: TinyRunt
     assert (draft.prompt_tokens, refine.prompt_tokens) == counted
     assert sent_refine.last_user == fill_refine_template(REFINE, hard, result.draft or "")
     assert sent_refine.messages[:-1] == sent_draft.messages[:-1]
+
+
+#: A chat template that refuses system messages, as several real ones do (Gemma's, Mistral's).
+NO_SYSTEM_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{{ '<|im_start|>assistant\n' }}"
+)
+
+
+def _strict_chat_model(env: TinyRuntime, model_id: str) -> None:
+    spec = SEED_MODELS[model_id]
+    write_chat_model(
+        env.path(model_id),
+        name=spec.name,
+        basename=spec.basename,
+        size_label=spec.size_label,
+        file_type=spec.file_type,
+        finetune=spec.finetune,
+        context_length=spec.context_length,
+        chat_template=NO_SYSTEM_TEMPLATE,
+    )
+
+
+def test_a_chat_template_that_refuses_the_conversation_is_not_a_model_failure(env: TinyRuntime) -> None:
+    """A model whose template refuses a system message is skipped for that request, like a
+    context too small: the tier's other model answers, and no circuit counts a failure."""
+    from magi.testing.runtime import CODER
+
+    _strict_chat_model(env, CODER)
+    conversation = [system("Be brief."), user("Say hi")]
+    with env.runner("production", "runtime.max_tokens=4") as runner:
+        answers = [runner.run(conversation) for _ in range(2)]  # round robin: each model first once
+        status = runner.health.status()
+    assert {a.model_id for a in answers} == {REASONER}
+    assert status[CODER]["total_failures"] == 0 and status[CODER]["state"] == "closed"
+    assert any(
+        f.model_id == CODER and "System role not supported" in f.error
+        for f in answers[0].fallbacks + answers[1].fallbacks
+    )
+
+
+def test_a_conversation_every_model_refuses_is_the_requests_error(env: TinyRuntime) -> None:
+    from magi.testing.runtime import CODER
+
+    _strict_chat_model(env, CODER)
+    _strict_chat_model(env, REASONER)
+    with env.runner("production", "runtime.max_tokens=4") as runner:
+        with pytest.raises(InvalidConversationError, match="System role not supported") as caught:
+            runner.run([system("Be brief."), user("Say hi")])
+        status = runner.health.status()
+        assert runner.run("Say hi").text is not None  # the models still answer what they accept
+    assert caught.value.status_code == 422
+    assert all(s["total_failures"] == 0 for s in status.values())

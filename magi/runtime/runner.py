@@ -60,6 +60,7 @@ from magi.runtime.backend import (
 from magi.runtime.figures import AnswerFigures
 from magi.runtime.pool import ModelPool, PoolLimits
 from magi.runtime.stops import RepetitionStop
+from magi.runtime.templates import ChatTemplateError
 from magi.runtime.trace import Fallback, RunResult, StageName, StageTrace
 
 logger = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ class Runner:
             draft_stage, refine_stage = decision.stages
             try:
                 draft = yield from self._run_stage(draft_stage, *run, fallback=False)
-            except (NoModelAnsweredError, PromptTooLongError) as exc:
+            except (NoModelAnsweredError, PromptTooLongError, ChatTemplateError) as exc:
                 # The draft only speeds things up: without one, the final tier answers alone.
                 logger.warning("No draft (%s); the %s tier answers alone", exc, refine_stage.tier)
             if draft is not None and cancel.is_set():
@@ -664,6 +665,7 @@ class Runner:
         role: StageName = stage.role  # type: ignore[assignment]
         tried: set[str] = set()
         too_long: dict[str, str] = {}
+        refused: dict[str, str] = {}  # models whose chat template refused the conversation
         repetition = self._repetition_stop()
         for tier, model_id in self.router.attempts(stage, fallback=fallback):
             if model_id in tried or not self.health.acquire(model_id):
@@ -750,9 +752,11 @@ class Runner:
                         generation.close()  # an answer ended early frees the model now
                     ended = time.perf_counter()
                     prompt_tokens = backend.count_prompt_tokens(sent, settings)
-            except PromptTooLongError as exc:
+            except (PromptTooLongError, ChatTemplateError) as exc:
+                # the request, not the model: too long for its context, or refused by its chat
+                # template (one without system messages, say); the next model may take it
                 self.health.cancel(model_id)
-                too_long[model_id] = str(exc)
+                (too_long if isinstance(exc, PromptTooLongError) else refused)[model_id] = str(exc)
                 trace.fallbacks.append(Fallback(role, tier, model_id, str(exc)))
                 if any(pieces):  # tokens were shown: the caller discards them
                     yield StreamEvent("restart", role, tier, model_id)
@@ -820,6 +824,12 @@ class Runner:
                 )
             )
             return "".join(pieces)
+        if tried and refused and (too_long.keys() | refused.keys()) == tried:
+            # Every model refused the request itself (its template, or its context): 422
+            raise ChatTemplateError(
+                f"No model that could answer the {role} stage accepts this conversation:\n"
+                + "\n".join(f"  - {model_id}: {error}" for model_id, error in {**too_long, **refused}.items())
+            )
         if tried and too_long.keys() == tried:
             # Every model that was tried refused the prompt's length: the prompt must
             # change (or n_ctx), so say that (422) rather than "models unavailable" (503).
