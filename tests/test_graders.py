@@ -216,6 +216,12 @@ def test_python_has_no_network() -> None:
     assert not passed and "network access is disabled" in cause
 
 
+def test_python_output_is_limited() -> None:
+    """A program that floods stderr is stopped at the file-size limit; the grader's memory is not at stake."""
+    passed, cause = run_python("import sys\nwhile True:\n    sys.stderr.write('x' * 65536)\n", timeout_s=10)
+    assert not passed and cause == "output limit: more than 16 MB written to stderr"
+
+
 def test_python_memory_is_limited() -> None:
     passed, cause = run_python("x = bytearray(4 * 1024 ** 3)\n", timeout_s=5)
     assert not passed and "MemoryError" in cause

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_S = 10.0
 #: Address-space limit of a ``python`` task's process.
 MEMORY_LIMIT_MB = 1024
+#: Largest file a ``python`` task's process may write (its error output included).
+OUTPUT_LIMIT_MB = 16
 #: Longest reason / error text kept with a grade.
 REASON_LIMIT = 1000
 #: Letters the ``choice`` grader understands.
@@ -296,11 +298,18 @@ def extract_code(answer: str, entry_point: str | None = None) -> str:
     return answer
 
 
-#: Runs a task's program (``argv[1]``) with sockets blocked; resource limits are set
-#: by the parent before ``exec`` (:func:`_limits`).
+#: Runs a task's program: ``argv`` is CPU seconds, address-space MB, file-size MB, the program's path.
+#: Limits and the socket block are set here, in the child, before the program runs (not
+#: in a ``preexec_fn``, which is unsafe in a process with threads, as a bench is).
 _HARNESS = """\
-import runpy, socket, sys
+import resource, runpy, socket, sys
 import _socket
+
+cpu, memory_mb, output_mb, program = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024,) * 2)
+resource.setrlimit(resource.RLIMIT_FSIZE, (output_mb * 1024 * 1024,) * 2)
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _blocked(*args, **kwargs):
@@ -316,23 +325,9 @@ socket.socket = _NoSocket
 _socket.socket = _NoSocket
 for _name in ("create_connection", "create_server", "getaddrinfo", "socketpair", "fromfd"):
     setattr(socket, _name, _blocked)
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+sys.argv = [program]
+runpy.run_path(program, run_name="__main__")
 """
-
-
-def _limits(timeout_s: float, memory_mb: int) -> Callable[[], None]:
-    def apply() -> None:  # runs in the child, before exec
-        import resource
-
-        cpu = max(int(math.ceil(timeout_s)) + 1, 1)
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        size = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (size, size))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024 * 1024, 16 * 1024 * 1024))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
 
 
 def python_program(prompt: Prompt, answer: str) -> str:
@@ -369,6 +364,7 @@ def run_python(program: str, *, timeout_s: float, memory_mb: int = MEMORY_LIMIT_
     ``cause`` is "passed", "timeout" (more than ``timeout_s`` seconds of wall time;
     the process group is killed) or the error's last line.
     """
+    cpu = max(int(math.ceil(timeout_s)) + 1, 1)
     with tempfile.TemporaryDirectory(prefix="magi-grade-") as folder:
         harness = Path(folder) / "_magi_harness.py"
         task = Path(folder) / "task.py"
@@ -379,38 +375,53 @@ def run_python(program: str, *, timeout_s: float, memory_mb: int = MEMORY_LIMIT_
             "PYTHONDONTWRITEBYTECODE": "1",
             "HOME": folder,
         }
+        errors = Path(folder) / "stderr.txt"
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", str(harness), str(task)],
-                cwd=folder,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                preexec_fn=_limits(timeout_s, memory_mb),  # noqa: PLW1509 - no threads hold locks here
-                start_new_session=True,
-            )
+            with errors.open("wb") as sink:  # a file: its size is limited too, a pipe's is not
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-I",
+                        str(harness),
+                        str(cpu),
+                        str(memory_mb),
+                        str(OUTPUT_LIMIT_MB),
+                        str(task),
+                    ],
+                    cwd=folder,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=sink,
+                    start_new_session=True,
+                )
         except OSError as exc:
             return False, f"could not start python: {exc}"
         try:
-            _, err = proc.communicate(timeout=timeout_s)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            proc.communicate()
+            proc.wait()
             return False, "timeout"
-        stderr = err.decode("utf-8", "replace")
+        _kill_group(proc)  # what the program left running in the background
+        if errors.stat().st_size >= OUTPUT_LIMIT_MB * 1024 * 1024:
+            return False, f"output limit: more than {OUTPUT_LIMIT_MB} MB written to stderr"
+        with errors.open("rb") as written:
+            written.seek(max(errors.stat().st_size - 65536, 0))
+            stderr = written.read().decode("utf-8", "replace")
         if proc.returncode == 0:
             return True, "passed"
         if proc.returncode == -signal.SIGXCPU:  # its CPU time ran out before the wall clock
             return False, "timeout"
-        return False, _error_line(stderr, proc.returncode)
+        return False, _clip(_error_line(stderr, proc.returncode), 300)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        proc.kill()
+        if proc.returncode is None:
+            proc.kill()
 
 
 def grade_python(prompt: Prompt, answer: str, **_: Any) -> Grade:
