@@ -149,7 +149,9 @@ def circuit_text(entry: Mapping[str, Any]) -> str:
 
 
 def _cell(column: str, text: str, extra: str = "") -> str:
-    style = NUM_STYLE if column in _NUMERIC else CELL_STYLE
+    style = NUM_STYLE + ";white-space:nowrap" if column in _NUMERIC else CELL_STYLE
+    if column == "last error":
+        style += ";max-width:420px;overflow-wrap:anywhere"
     return f'<td style="{style}{extra}">{esc(text)}</td>'
 
 
@@ -163,7 +165,7 @@ def models_html(models: Mapping[str, Mapping[str, Any]]) -> str:
         cells = [
             _cell("model", model_id),
             _cell("tiers", ", ".join(str(t) for t in entry.get("tiers") or []) or "–"),
-            _cell("circuit", circuit_text(entry), f";color:{color};font-weight:600"),
+            _cell("circuit", circuit_text(entry), f";color:{color};font-weight:600;white-space:nowrap"),
             _cell("loaded", "yes" if entry.get("loaded") else "no"),
             _cell("requests", str(entry.get("requests", 0))),
             _cell("failures", str(entry.get("failures", 0))),
@@ -210,7 +212,7 @@ def routing_html(routing: Mapping[str, Mapping[str, int]]) -> str:
             )
     return (
         f'<table class="magi-table magi-health-routing" style="{TABLE_STYLE}">'
-        '<caption style="text-align:left;font-weight:600;padding:2px 0">'
+        '<caption style="text-align:left;font-weight:600;padding:2px 0;white-space:nowrap">'
         "Routing mix (answered requests by the tier that answered)</caption>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
@@ -281,7 +283,7 @@ class HealthView(widgets.VBox):
     def where(self) -> str:
         """What is watched, for the status line."""
         if isinstance(self.source, Runner):
-            return f"Runner of profile {self.source.profile.name!r} (this kernel)"
+            return "a Runner in this kernel"
         return health_url(self.source)
 
     def read(self) -> dict[str, Any]:
