@@ -3,7 +3,7 @@
 
     python scripts/bench_serve.py                          # both parts (about two minutes)
     python scripts/bench_serve.py --only 1 --blocks 4 --requests 10
-    python scripts/bench_serve.py --only 2 --clients 4 --per-client 4 --rounds 3
+    python scripts/bench_serve.py --only 2 --clients 4 --per-client 3 --rounds 5
 
 Both parts use the demo model (Gemma 3 270M Q4_K_M, assembled into ``--models-dir``, a
 temporary folder by default) through the ``demo-single`` profile, greedy (temperature 0),
@@ -26,12 +26,14 @@ every server on 127.0.0.1 only.
    (its default computes every prompt token's logits, which MAGI never does), and
    ``--interrupt_requests False`` (queue, as MAGI does, instead of cutting answers short).
    ``--clients`` concurrent clients send ``--per-client`` ``/v1/completions`` requests
-   each, not streamed, ``--stream-tokens`` tokens, one server at a time, in alternating
+   each, not streamed, ``--throughput-tokens`` tokens, one server at a time, in alternating
    order round by round. llama_cpp.server gets the prompt as MAGI renders it for the model
    (its completion template, ``Q: ...\\nA:``), MAGI's stop sequence and its sampling settings,
-   so both generate the same greedy tokens (the token totals are printed side by side).
-   Reported: requests/s and tokens/s of each, and MAGI ÷ llama_cpp.server (the median of
-   the per-round ratios).
+   so both write the same greedy answers (checked on 40 prompts: 38 the same text). Their
+   usage counts differ: llama_cpp.server's includes the tokens of the stop sequence (2 for
+   an answer that ends at ``\\nQ:``), MAGI's only the answer's, so requests/s is the
+   like-for-like figure. Reported: requests/s and tokens/s (each by its own count) of
+   each, and MAGI ÷ llama_cpp.server (the median of the per-round ratios).
 
 Every request anywhere in a run gets a prompt no earlier request in that process used
 (the prompts of ``data/prompts``, then numbered variants), so neither llama.cpp's prefix
@@ -42,6 +44,7 @@ with the figures: the machine's other work moves them. Exits 1 when a budget is 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -60,7 +63,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import httpx  # noqa: E402
 import openai  # noqa: E402
-from bench_router import real_prompts  # noqa: E402
 
 import magi  # noqa: E402
 from magi.models.demo import DEMO_MODEL_ID, ensure_demo_model  # noqa: E402
@@ -83,10 +85,22 @@ def overrides(models_dir: Path) -> list[str]:
     ]
 
 
+def real_prompts() -> list[str]:
+    """The prompts of ``data/prompts/*.jsonl``, each once (lines without a ``prompt``, such
+    as a file's defaults, are skipped)."""
+    texts: dict[str, None] = {}
+    for path in sorted((ROOT / "data" / "prompts").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            prompt = json.loads(line).get("prompt") if line.strip() else None
+            if isinstance(prompt, str) and prompt.strip():
+                texts[prompt] = None
+    return list(texts)
+
+
 def fresh_prompts() -> Iterator[str]:
     """Prompts never repeated: the real ones, then numbered variants (the number first, so
     no two share more than a few tokens of prefix)."""
-    texts = list(dict.fromkeys(real_prompts()))
+    texts = real_prompts()
     yield from texts
     n = 0
     while True:
@@ -239,32 +253,57 @@ def in_process(runner: Runner, prompt: str, tokens: int) -> Timed:
     return Timed(wall, result.total_s, result.completion_tokens)
 
 
+def served_raw(http: httpx.Client, url: str, prompt: str, tokens: int) -> Timed:
+    """The plain request without the ``openai`` client: what the client itself adds."""
+    body = {"model": "auto", "messages": _user(prompt), "max_tokens": tokens, "temperature": 0}
+    start = time.perf_counter()
+    response = http.post(url + "/v1/chat/completions", json=body)
+    answer = response.json()
+    wall = time.perf_counter() - start
+    return Timed(wall, float(answer["magi"]["total_s"]), int(answer["usage"]["completion_tokens"]))
+
+
+def health(http: httpx.Client, url: str) -> Timed:
+    """``GET /health``: an HTTP round trip through uvicorn and the app, no answer."""
+    start = time.perf_counter()
+    http.get(url + "/health").raise_for_status()
+    return Timed(time.perf_counter() - start, 0.0, 0)
+
+
+#: Part 1's sides; the first two are judged against the budget.
+OVERHEAD_SIDES = ("server", "server, streamed", "in process", "server, httpx", "GET /health")
+
+
 def bench_overhead(
     server: MagiServe, runner: Runner, prompts: Iterator[str], blocks: int, requests: int, tokens: int
 ) -> dict[str, list[Timed]]:
     """Blocks of ``requests`` on each side, one side at a time, the order rotating block by
     block. The plain and the in-process sides answer the same prompts (two processes: each
-    sees them first); the streamed side gets its own, unseen by the server."""
+    sees them first); every other side that answers gets its own, unseen by the server.
+    Beside the budget's sides, for where the time goes: the plain request sent with bare
+    ``httpx`` (the ``openai`` client's share) and ``GET /health`` (HTTP and uvicorn's)."""
     api = client(server.url)
+    http = httpx.Client(trust_env=False, timeout=120)
     served_plain(api, next(prompts), tokens)  # warm-up: the server loads the model
     served_stream(api, next(prompts), tokens)
+    served_raw(http, server.url, next(prompts), tokens)
     in_process(runner, next(prompts), tokens)
-    names = ["server", "server, streamed", "in process"]
-    timed: dict[str, list[Timed]] = {name: [] for name in names}
+    timed: dict[str, list[Timed]] = {name: [] for name in OVERHEAD_SIDES}
     for block in range(blocks):
         shared = take(prompts, requests)
-        own = take(prompts, requests)
         sides: list[tuple[Callable[[str], Timed], list[str]]] = [
             (lambda p: served_plain(api, p, tokens), shared),
-            (lambda p: served_stream(api, p, tokens), own),
+            (lambda p: served_stream(api, p, tokens), take(prompts, requests)),
             (lambda p: in_process(runner, p, tokens), shared),
+            (lambda p: served_raw(http, server.url, p, tokens), take(prompts, requests)),
+            (lambda _: health(http, server.url), shared),
         ]
-        order = [(block + i) % 3 for i in range(3)]
+        order = [(block + i) % len(sides) for i in range(len(sides))]
         if block % 2:
             order.reverse()
         for i in order:
             ask, block_prompts = sides[i]
-            timed[names[i]] += [ask(p) for p in block_prompts]
+            timed[OVERHEAD_SIDES[i]] += [ask(p) for p in block_prompts]
     return timed
 
 
@@ -373,10 +412,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10, help="(1) requests per block")
     parser.add_argument("--tokens", type=int, default=4, help="(1) answer length")
     parser.add_argument("--budget-ms", type=float, default=BUDGET_MS, help="(1) budget of the p50 overhead")
-    parser.add_argument("--rounds", type=int, default=3, help="(2) rounds per server")
+    parser.add_argument("--rounds", type=int, default=5, help="(2) rounds per server")
     parser.add_argument("--clients", type=int, default=4, help="(2) concurrent clients")
-    parser.add_argument("--per-client", type=int, default=4, help="(2) requests per client per round")
-    parser.add_argument("--stream-tokens", type=int, default=16, help="(2) answer length")
+    parser.add_argument("--per-client", type=int, default=3, help="(2) requests per client per round")
+    parser.add_argument("--throughput-tokens", type=int, default=16, help="(2) answer length")
     args = parser.parse_args()
     only = set(args.only or (1, 2))
 
@@ -411,7 +450,7 @@ def main() -> int:
             for name, rows in timed.items():
                 overhead = p50([t.overhead_ms for t in rows])
                 mark = ""
-                if name != "in process":
+                if name in OVERHEAD_SIDES[:2]:
                     mark = f"  {verdict(overhead, args.budget_ms)}; over in process {overhead - base:+.2f} ms"
                     missed |= overhead > args.budget_ms
                 print(
@@ -430,20 +469,21 @@ def main() -> int:
                     args.rounds,
                     args.clients,
                     args.per_client,
-                    args.stream_tokens,
+                    args.throughput_tokens,
                 )
             ours, theirs = rounds["magi serve"], rounds["llama_cpp.server"]
             rps_ratio = p50([a.rps / b.rps for a, b in zip(ours, theirs, strict=True)])
             tps_ratio = p50([a.tps / b.tps for a, b in zip(ours, theirs, strict=True)])
             print(
                 f"2. throughput, {args.clients} clients x {args.per_client} requests, {args.rounds} rounds, "
-                f"{args.stream_tokens}-token answers, /v1/completions; {load()}"
+                f"{args.throughput_tokens}-token answers, /v1/completions; {load()}"
             )
             for name, rows in rounds.items():
                 print(
                     f"   {name:<18} {p50([r.rps for r in rows]):6.2f} requests/s  "
-                    f"{p50([r.tps for r in rows]):6.1f} tokens/s  "
-                    f"(tokens per round {', '.join(str(r.tokens) for r in rows)})"
+                    f"{p50([r.tps for r in rows]):6.1f} tokens/s (medians; per round: "
+                    + ", ".join(f"{r.rps:.2f} req/s {r.tokens} tokens" for r in rows)
+                    + ")"
                 )
             print(
                 f"   MAGI / llama_cpp.server: requests/s {rps_ratio:.3f}, tokens/s {tps_ratio:.3f} (reported)"
