@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import random
@@ -63,12 +62,14 @@ SHORT_CHARS = 80
 
 
 def real_prompts() -> list[str]:
-    """Every prompt of ``data/prompts/*.jsonl`` (124 of them: easy and hard, code, maths, prose)."""
+    """Every prompt of ``data/prompts/*.jsonl`` (easy and hard, code, maths, prose), read
+    as the bench reads prompt sets (:func:`magi.sweeps.prompts.load_prompts`)."""
+    from magi.sweeps.prompts import load_prompts
+
     return [
-        json.loads(line)["prompt"]
+        item.prompt
         for path in sorted((ROOT / "data" / "prompts").glob("*.jsonl"))
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
+        for item in load_prompts(path)
     ]
 
 
