@@ -22,7 +22,7 @@ from magi.routing.scorer import get_scorer
 from magi.runtime.backend import stage_settings
 from magi.runtime.runner import fill_refine_template
 from magi.testing.runtime import FAST, REASONER, FaultInjector, TinyRuntime, tagged
-from magi.testing.tiny_gguf import SEED_MODELS, write_chat_model
+from magi.testing.tiny_gguf import CHAT_MODEL, SEED_MODELS, write_spec
 
 REFINE = "{prompt} | draft: {draft}"
 HARD = "Prove that the square root of 2 is irrational; explain every step rigorously."
@@ -315,16 +315,7 @@ def test_two_stage_on_a_chat_template_model_and_a_completion_model(env: TinyRunt
     """The fast model carries a chat template in its GGUF (llama-cpp-python renders the
     conversation), the powerful one is completion-style (MAGI's transcript): the draft
     and the refine each count what their own rendering processes."""
-    spec = SEED_MODELS[FAST]
-    write_chat_model(
-        env.path(FAST),
-        name=spec.name,
-        basename=spec.basename,
-        size_label=spec.size_label,
-        file_type=spec.file_type,
-        finetune=spec.finetune,
-        context_length=spec.context_length,
-    )
+    write_spec(env.models_dir, SEED_MODELS[FAST], **CHAT_MODEL)
     recorder = FaultInjector()
     hard = tagged("Prove it", 8.0)
     conversation = [user("What is 2+2?"), assistant("4"), user(hard)]
@@ -361,17 +352,7 @@ NO_SYSTEM_TEMPLATE = (
 
 
 def _strict_chat_model(env: TinyRuntime, model_id: str) -> None:
-    spec = SEED_MODELS[model_id]
-    write_chat_model(
-        env.path(model_id),
-        name=spec.name,
-        basename=spec.basename,
-        size_label=spec.size_label,
-        file_type=spec.file_type,
-        finetune=spec.finetune,
-        context_length=spec.context_length,
-        chat_template=NO_SYSTEM_TEMPLATE,
-    )
+    write_spec(env.models_dir, SEED_MODELS[model_id], **{**CHAT_MODEL, "chat_template": NO_SYSTEM_TEMPLATE})
 
 
 def test_a_chat_template_that_refuses_the_conversation_is_not_a_model_failure(env: TinyRuntime) -> None:

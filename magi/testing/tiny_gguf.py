@@ -291,6 +291,14 @@ def _add_metadata(writer: GGUFWriter, key: str, value: MetadataValue) -> None:
         writer.add_string(key, str(value))
 
 
+#: What makes a tiny model a chat model: :data:`TINY_CHAT_TEMPLATE` and its special tokens.
+CHAT_MODEL: dict[str, object] = {
+    "chat_template": TINY_CHAT_TEMPLATE,
+    "special_tokens": CHAT_TOKENS,
+    "eos_token": "<|im_end|>",
+}
+
+
 def write_chat_model(path: Path | str, **kwargs: object) -> Path:
     """A tiny model with :data:`TINY_CHAT_TEMPLATE` and its special tokens (random weights
     by default: greedy answers never end early). ``kwargs`` go to :func:`write_tiny_model`."""
@@ -299,17 +307,22 @@ def write_chat_model(path: Path | str, **kwargs: object) -> Path:
         "basename": "Tiny-Chat",
         "size_label": "1B",
         "finetune": "Instruct",
-        "chat_template": TINY_CHAT_TEMPLATE,
-        "special_tokens": CHAT_TOKENS,
-        "eos_token": "<|im_end|>",
+        **CHAT_MODEL,
     }
     return write_tiny_model(path, **{**defaults, **kwargs})  # type: ignore[arg-type]
 
 
 def write_spec(
-    folder: Path | str, spec: TinyModelSpec, *, echo: bool = False, seed: int = 0, shards: int = 1
+    folder: Path | str,
+    spec: TinyModelSpec,
+    *,
+    echo: bool = False,
+    seed: int = 0,
+    shards: int = 1,
+    **extra: object,
 ) -> Path:
-    """Write the tiny stand-in described by ``spec`` into ``folder``."""
+    """Write the tiny stand-in described by ``spec`` into ``folder``; ``extra`` goes to
+    :func:`write_tiny_model` (``**CHAT_MODEL`` makes it a chat model, say)."""
     return write_tiny_model(
         Path(folder) / spec.filename,
         name=spec.name,
@@ -321,6 +334,7 @@ def write_spec(
         echo=echo,
         seed=seed,
         shards=shards,
+        **extra,  # type: ignore[arg-type]
     )
 
 
