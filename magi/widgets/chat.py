@@ -33,7 +33,10 @@ import ipywidgets as widgets
 from magi.runtime.trace import RunResult
 from magi.widgets.tables import StagePart, answer_html, esc, trace_html
 
-_LABEL_STYLE = {"description_width": "80px"}
+#: The picker's inputs (its own and the chat's) have their labels this wide; widgets
+#: without a label (the buttons, the HTML panes) are indented by :data:`INDENT` to line up.
+LABEL_STYLE = {"description_width": "80px"}
+INDENT = "86px"
 
 #: How an assistant turn is marked while and after it streams (``data-state``).
 TURN_STATES = ("streaming", "done", "stopped", "failed")
@@ -125,6 +128,38 @@ def turn_html(turn: ChatTurn, index: int) -> str:
     )
 
 
+def text_box(
+    description: str, placeholder: str, *, rows: int, value: str = "", tooltip: str | None = None
+) -> widgets.Textarea:
+    """A full-width text area with its label at :data:`LABEL_STYLE`'s width."""
+    return widgets.Textarea(
+        value=value,
+        description=description,
+        placeholder=placeholder,
+        rows=rows,
+        style=LABEL_STYLE,
+        layout=widgets.Layout(width="98%"),
+        tooltip=tooltip,
+    )
+
+
+def primary_button(description: str, icon: str, tooltip: str) -> widgets.Button:
+    """The action button that starts a row under the inputs (Run, Send), indented to them."""
+    return widgets.Button(
+        description=description,
+        icon=icon,
+        button_style="primary",
+        tooltip=tooltip,
+        layout=widgets.Layout(margin=f"0 0 0 {INDENT}"),
+    )
+
+
+def tag(named: Sequence[tuple[widgets.DOMWidget, str]]) -> None:
+    """Give each widget the class ``magi-picker-<name>`` the tests and the page select by."""
+    for widget, name in named:
+        widget.add_class(f"magi-picker-{name}")
+
+
 def chat_html(turns: Sequence[ChatTurn], *, cached: Sequence[str] = ()) -> str:
     """The whole history; ``cached`` holds the HTML of finished turns already drawn
     (a streaming answer redraws only its own turn)."""
@@ -151,43 +186,34 @@ class ChatView(widgets.VBox):
     def __init__(self, system: str = "") -> None:
         self.turns: list[ChatTurn] = []
         self._drawn: list[str] = []  # HTML of the finished turns, in order
-        self.system_text = widgets.Textarea(
-            value=system,
-            description="System",
-            placeholder="Optional system prompt, e.g. Answer in one short sentence. (empty: the profile's)",
+        self.system_text = text_box(
+            "System",
+            "Optional system prompt, e.g. Answer in one short sentence. (empty: the profile's)",
             rows=2,
-            style=_LABEL_STYLE,
-            layout=widgets.Layout(width="98%"),
+            value=system,
             tooltip="Sent with every message of this conversation; overrides the profile's system_prompt",
         )
-        self.history = widgets.HTML(layout=widgets.Layout(margin="4px 0 4px 86px"))
-        self.message_text = widgets.Textarea(
-            description="Message",
-            placeholder="Your message; Send answers it with the whole conversation so far",
-            rows=2,
-            style=_LABEL_STYLE,
-            layout=widgets.Layout(width="98%"),
+        self.history = widgets.HTML(layout=widgets.Layout(margin=f"4px 0 4px {INDENT}"))
+        self.message_text = text_box(
+            "Message", "Your message; Send answers it with the whole conversation so far", rows=2
         )
-        self.send_button = widgets.Button(
-            description="Send",
-            icon="paper-plane",
-            button_style="primary",
-            tooltip="Answer the message with the conversation so far (models stay loaded)",
-            layout=widgets.Layout(margin="0 0 0 86px"),
+        self.send_button = primary_button(
+            "Send", "paper-plane", "Answer the message with the conversation so far (models stay loaded)"
         )
         self.reset_button = widgets.Button(
             description="Reset",
             icon="trash",
             tooltip="Forget the conversation and start a new one (the system prompt stays)",
         )
-        for widget, name in [
-            (self.system_text, "system"),
-            (self.history, "history"),
-            (self.message_text, "message"),
-            (self.send_button, "send"),
-            (self.reset_button, "reset"),
-        ]:
-            widget.add_class(f"magi-picker-{name}")
+        tag(
+            [
+                (self.system_text, "system"),
+                (self.history, "history"),
+                (self.message_text, "message"),
+                (self.send_button, "send"),
+                (self.reset_button, "reset"),
+            ]
+        )
         super().__init__(children=[self.system_text, self.history, self.message_text])
         self.add_class("magi-picker-chat")
         self.draw()

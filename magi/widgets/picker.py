@@ -58,7 +58,7 @@ from magi.errors import ConfigError, MAGIException
 from magi.runtime.pool import ModelPool, shared_pool
 from magi.runtime.runner import Runner, StreamEvent
 from magi.runtime.trace import RunResult
-from magi.widgets.chat import ChatTurn, ChatView
+from magi.widgets.chat import INDENT, LABEL_STYLE, ChatTurn, ChatView, primary_button, tag, text_box
 from magi.widgets.params import parse_overrides
 from magi.widgets.tables import StagePart, answer_html, profile_html, trace_html, validation_html
 
@@ -67,8 +67,6 @@ logger = logging.getLogger(__name__)
 #: Seconds between two redraws of the streaming answer: enough for a smooth stream
 #: without sending one widget message per token at ~100 tokens/s.
 REDRAW_INTERVAL = 0.05
-
-_LABEL_STYLE = {"description_width": "80px"}
 
 
 def default_profile(conf_dir: Path, options: Sequence[str]) -> str:
@@ -174,7 +172,7 @@ class ProfilePicker(widgets.VBox):
             options=names,
             value=profile,
             description="Profile",
-            style=_LABEL_STYLE,
+            style=LABEL_STYLE,
             tooltip="Options of the Hydra 'profile' group (conf/profile/*.yaml)",
         )
         self.refresh_button = widgets.Button(
@@ -182,43 +180,30 @@ class ProfilePicker(widgets.VBox):
             icon="refresh",
             tooltip="Re-read the profile folder: profiles saved with ProfileManager appear",
         )
-        self.profile_view = widgets.HTML(layout=widgets.Layout(margin="4px 0 4px 86px"))
-        self.overrides_text = widgets.Textarea(
-            value="\n".join(overrides),
-            description="Overrides",
-            placeholder=(
-                "One Hydra override per line, e.g.\nprofile.two_stage.enabled=false\nruntime.max_tokens=64"
-            ),
+        self.profile_view = widgets.HTML(layout=widgets.Layout(margin=f"4px 0 4px {INDENT}"))
+        self.overrides_text = text_box(
+            "Overrides",
+            "One Hydra override per line, e.g.\nprofile.two_stage.enabled=false\nruntime.max_tokens=64",
             rows=max(2, min(len(overrides) + 1, 6)),
-            style=_LABEL_STYLE,
-            layout=widgets.Layout(width="98%"),
+            value="\n".join(overrides),
             tooltip="Hydra overrides, one per line; checked as you type",
         )
-        self.validation = widgets.HTML(layout=widgets.Layout(margin="0 0 4px 86px"))
+        self.validation = widgets.HTML(layout=widgets.Layout(margin=f"0 0 4px {INDENT}"))
         self.mode_toggle = widgets.ToggleButtons(
             options=[("Prompt", "prompt"), ("Chat", "chat")],
             value=mode,
             description="Mode",
-            style={**_LABEL_STYLE, "button_width": "90px"},
+            style={**LABEL_STYLE, "button_width": "90px"},
             tooltips=["Answer one prompt", "A conversation: system prompt, history, message"],
             # the label beside its buttons, as for the other inputs (voila stacks them otherwise)
             layout=widgets.Layout(display="flex", flex_flow="row", align_items="center"),
         )
         self.chat = ChatView(system=system)
-        self.prompt_text = widgets.Textarea(
-            value=prompt,
-            description="Prompt",
-            placeholder="Ask something, e.g. Why is the sky blue?",
-            rows=3,
-            style=_LABEL_STYLE,
-            layout=widgets.Layout(width="98%"),
+        self.prompt_text = text_box(
+            "Prompt", "Ask something, e.g. Why is the sky blue?", rows=3, value=prompt
         )
-        self.run_button = widgets.Button(
-            description="Run",
-            icon="play",
-            button_style="primary",
-            tooltip="Answer the prompt with the chosen profile (models stay loaded between runs)",
-            layout=widgets.Layout(margin="0 0 0 86px"),
+        self.run_button = primary_button(
+            "Run", "play", "Answer the prompt with the chosen profile (models stay loaded between runs)"
         )
         self.stop_button = widgets.Button(
             description="Stop",
@@ -237,25 +222,26 @@ class ProfilePicker(widgets.VBox):
             layout=widgets.Layout(display="none", width="240px"),
         )
         self.status = widgets.Label(value="Ready", layout=widgets.Layout(margin="0 0 0 12px"))
-        self.answer = widgets.HTML(layout=widgets.Layout(margin="4px 0 0 86px"))
-        self.trace = widgets.HTML(layout=widgets.Layout(margin="4px 0 0 86px"))
+        self.answer = widgets.HTML(layout=widgets.Layout(margin=f"4px 0 0 {INDENT}"))
+        self.trace = widgets.HTML(layout=widgets.Layout(margin=f"4px 0 0 {INDENT}"))
 
-        for widget, name in [
-            (self.profile_dropdown, "profile"),
-            (self.refresh_button, "refresh"),
-            (self.profile_view, "profile-view"),
-            (self.overrides_text, "overrides"),
-            (self.validation, "validation"),
-            (self.mode_toggle, "mode"),
-            (self.prompt_text, "prompt"),
-            (self.run_button, "run"),
-            (self.stop_button, "stop"),
-            (self.progress, "progress"),
-            (self.status, "status"),
-            (self.answer, "answer"),
-            (self.trace, "trace"),
-        ]:
-            widget.add_class(f"magi-picker-{name}")
+        tag(
+            [
+                (self.profile_dropdown, "profile"),
+                (self.refresh_button, "refresh"),
+                (self.profile_view, "profile-view"),
+                (self.overrides_text, "overrides"),
+                (self.validation, "validation"),
+                (self.mode_toggle, "mode"),
+                (self.prompt_text, "prompt"),
+                (self.run_button, "run"),
+                (self.stop_button, "stop"),
+                (self.progress, "progress"),
+                (self.status, "status"),
+                (self.answer, "answer"),
+                (self.trace, "trace"),
+            ]
+        )
 
         super().__init__(
             children=[
