@@ -630,6 +630,22 @@ async def _until_disconnect(request: Request) -> None:
             return
 
 
+async def _next_unless_gone(answer: _Answer, watcher: asyncio.Future[None]) -> tuple[str, Any] | None:
+    """The answer's next item, or None when the client went away first (``watcher``, an
+    :func:`_until_disconnect`, ended): the answer is then stopped, which frees its model.
+    An ``error`` item is raised."""
+    getter = asyncio.ensure_future(answer.next())
+    done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    if getter not in done:
+        getter.cancel()
+        answer.cancel()
+        return None
+    what, item = getter.result()
+    if what == "error":
+        raise item
+    return what, item
+
+
 # -- the app -------------------------------------------------------------------------------
 Kind = Literal["chat", "completion"]
 
@@ -805,15 +821,10 @@ async def _generate(
     watcher = asyncio.ensure_future(_until_disconnect(request))
     try:
         while True:
-            getter = asyncio.ensure_future(answer.next())
-            done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:  # the client went away: stop the answer, free the model
-                getter.cancel()
-                answer.cancel()
+            got = await _next_unless_gone(answer, watcher)
+            if got is None:
                 return Response(status_code=499)
-            what, item = getter.result()
-            if what == "error":
-                raise item
+            what, item = got
             if what == "event" and item.kind == "done":
                 result: RunResult = item.result
                 return JSONResponse(shape.whole(result), headers=trace_headers(result))
@@ -908,15 +919,10 @@ async def _stream(
     watcher = asyncio.ensure_future(_until_disconnect(request))
     try:
         while True:
-            getter = asyncio.ensure_future(answer.next())
-            done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                answer.cancel()
+            got = await _next_unless_gone(answer, watcher)
+            if got is None:
                 return Response(status_code=499)
-            what, item = getter.result()
-            if what == "error":
-                raise item
+            what, item = got
             head.append((what, item))
             if what == "event" and item.kind == "stage" and first_stage is None:
                 first_stage = item
