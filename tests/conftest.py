@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from magi.testing.runtime import REASONER, TinyRuntime
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
@@ -21,6 +23,16 @@ def conf_dir(tmp_path: Path) -> Path:
     target = tmp_path / "conf"
     shutil.copytree(CONF, target)
     return target
+
+
+@pytest.fixture
+def refine_runtime(tmp_path: Path) -> Iterator[TinyRuntime]:
+    """The seed's models for two-stage tests: the fast model has random weights (a draft
+    is exactly its token budget), the reasoner echoes (its answer repeats the end of what
+    it was sent); see :meth:`TinyRuntime.two_stage`."""
+    env = TinyRuntime.create(tmp_path, echo={REASONER})
+    yield env
+    env.close()
 
 
 @pytest.fixture(autouse=True)

@@ -21,10 +21,9 @@ from magi.routing.router import CONVERSATION_CAP, conversation_score
 from magi.routing.scorer import get_scorer
 from magi.runtime.backend import stage_settings
 from magi.runtime.runner import fill_refine_template
-from magi.testing.runtime import FAST, REASONER, FaultInjector, TinyRuntime, tagged
+from magi.testing.runtime import FAST, REASONER, REFINE_TEMPLATE, FaultInjector, TinyRuntime, tagged
 from magi.testing.tiny_gguf import CHAT_MODEL, SEED_MODELS, write_spec
 
-REFINE = "{prompt} | draft: {draft}"
 HARD = "Prove that the square root of 2 is irrational; explain every step rigorously."
 ANSWER = "Suppose sqrt(2) = p/q in lowest terms; then p^2 = 2 q^2, so p is even, and so is q."
 LABELLED = Path(__file__).resolve().parents[1] / "data" / "prompts" / "labelled.jsonl"
@@ -42,33 +41,13 @@ def system(text: str) -> dict[str, str]:
     return {"role": "system", "content": text}
 
 
-@pytest.fixture
-def env(tmp_path) -> TinyRuntime:
-    env = TinyRuntime.create(tmp_path, echo={REASONER})
-    yield env
-    env.close()
-
-
-def _runner(env: TinyRuntime, recorder: FaultInjector, *overrides: str):
-    return env.runner(
-        "development",
-        "scorer=tagged",
-        "runtime.prompt_template='{prompt}'",
-        f"profile.two_stage.refine_template='{REFINE}'",
-        "profile.two_stage.stage1_max_tokens=5",
-        "runtime.max_tokens=12",
-        *overrides,
-        backend_factory=recorder,
-    )
-
-
 # -- routing ---------------------------------------------------------------------------
-def test_a_one_message_conversation_routes_and_runs_as_its_prompt(env: TinyRuntime) -> None:
+def test_a_one_message_conversation_routes_and_runs_as_its_prompt(refine_runtime: TinyRuntime) -> None:
     plain, listed = FaultInjector(), FaultInjector()
-    with env.runner("development", backend_factory=plain) as runner:
+    with refine_runtime.runner("development", backend_factory=plain) as runner:
         as_prompt = runner.run(HARD)
         decided = runner.route(HARD)
-    with env.runner("development", backend_factory=listed) as runner:
+    with refine_runtime.runner("development", backend_factory=listed) as runner:
         as_messages = runner.run([user(HARD)])
         typed = runner.route([Message("user", HARD)])
     assert decided == typed
@@ -81,8 +60,10 @@ def test_a_one_message_conversation_routes_and_runs_as_its_prompt(env: TinyRunti
     assert plain.prompts == listed.prompts  # the backends were sent the same prompt string
 
 
-def test_a_follow_up_inherits_the_hard_question_and_small_talk_stays_fast(env: TinyRuntime) -> None:
-    with env.runner("development") as runner:
+def test_a_follow_up_inherits_the_hard_question_and_small_talk_stays_fast(
+    refine_runtime: TinyRuntime,
+) -> None:
+    with refine_runtime.runner("development") as runner:
         alone = runner.route("why?")
         follow_up = runner.route([user(HARD), assistant(ANSWER), user("why?")])
         small_talk = runner.route([user("Hi there!"), assistant("Hello!"), user("How are you?")])
@@ -132,10 +113,10 @@ def test_the_conversation_term_is_bounded_and_a_system_prompt_is_not_scored() ->
 
 
 # -- running conversations -------------------------------------------------------------
-def test_multi_turn_run_stream_and_run_many(env: TinyRuntime) -> None:
+def test_multi_turn_run_stream_and_run_many(refine_runtime: TinyRuntime) -> None:
     recorder = FaultInjector()
     conversation = [user("Say hi"), assistant("hi"), user(tagged("Say hi again", 1.0))]
-    with _runner(env, recorder) as runner:
+    with refine_runtime.two_stage(recorder) as runner:
         result = runner.run(conversation)
         stream = runner.stream(conversation)
         events = list(stream)
@@ -159,10 +140,10 @@ def test_multi_turn_run_stream_and_run_many(env: TinyRuntime) -> None:
     assert [r.messages for r in many] == [[user(tagged("Say hi", 1.0))], conversation]
 
 
-def test_system_prompt_precedence(env: TinyRuntime) -> None:
+def test_system_prompt_precedence(refine_runtime: TinyRuntime) -> None:
     recorder = FaultInjector()
     turns = [user(tagged("Say hi", 1.0))]
-    with _runner(env, recorder, "+profile.system_prompt='From the profile.'") as runner:
+    with refine_runtime.two_stage(recorder, "+profile.system_prompt='From the profile.'") as runner:
         assert runner.profile.system_prompt == "From the profile."
         by_profile = runner.run(turns)
         by_call = runner.run(turns, system="From the call.")
@@ -191,11 +172,12 @@ def test_system_prompt_precedence(env: TinyRuntime) -> None:
     assert by_profile.stages[0].prompt_tokens - by_call.stages[0].prompt_tokens == shorter
 
 
-def test_the_models_system_prompt_comes_between_the_calls_and_the_profiles(env: TinyRuntime) -> None:
+def test_the_models_system_prompt_comes_between_the_calls_and_the_profiles(
+    refine_runtime: TinyRuntime,
+) -> None:
     recorder = FaultInjector()
     turns = [user(tagged("Say hi", 1.0))]
-    with _runner(
-        env,
+    with refine_runtime.two_stage(
         recorder,
         "+profile.system_prompt='From the profile.'",
         f"+runtime.models.{FAST}.system_prompt='From the model.'",
@@ -206,11 +188,11 @@ def test_the_models_system_prompt_comes_between_the_calls_and_the_profiles(env: 
     assert by_call.messages[0] == system("From the call.")
 
 
-def test_two_stage_refine_sees_the_conversation_and_the_draft(env: TinyRuntime) -> None:
+def test_two_stage_refine_sees_the_conversation_and_the_draft(refine_runtime: TinyRuntime) -> None:
     recorder = FaultInjector()
     hard = tagged("Prove it", 8.0)
     conversation = [system("Be exact."), user("What is 2+2?"), assistant("4"), user(hard)]
-    with _runner(env, recorder) as runner:
+    with refine_runtime.two_stage(recorder) as runner:
         result = runner.run(conversation)
         backend = runner.pool.backend(REASONER)
         settings = stage_settings(runner.specs[REASONER].sampling, refine=True)
@@ -222,7 +204,7 @@ def test_two_stage_refine_sees_the_conversation_and_the_draft(env: TinyRuntime) 
     sent = recorder.prompts[REASONER][0]
     assert isinstance(sent, Conversation)
     assert sent.messages[:-1] == to_conversation(conversation).messages[:-1]
-    assert sent.last_user == fill_refine_template(REFINE, hard, result.draft or "")
+    assert sent.last_user == fill_refine_template(REFINE_TEMPLATE, hard, result.draft or "")
     assert result.prompt == hard and result.messages == conversation  # not the refine's template
     # the refine processed the conversation and the draft: larger by about the draft
     assert refine.prompt_tokens == backend.count_prompt_tokens(sent, settings)
@@ -230,13 +212,15 @@ def test_two_stage_refine_sees_the_conversation_and_the_draft(env: TinyRuntime) 
     assert draft_only <= grown <= draft_only + len(" | draft: ") + 2
 
 
-def test_the_draft_budget_and_the_refine_fit_count_the_whole_conversation(env: TinyRuntime) -> None:
+def test_the_draft_budget_and_the_refine_fit_count_the_whole_conversation(
+    refine_runtime: TinyRuntime,
+) -> None:
     """n_ctx=256: a 120-character history leaves the 120-token draft less room, and the
     refine must cut the draft; counting only the last message would do neither."""
     recorder = FaultInjector()
     history = [user("a" * 60), assistant("b" * 60)]
     conversation = [*history, user(tagged("Prove it", 8.0))]
-    with _runner(env, recorder, "profile.two_stage.stage1_max_tokens=120") as runner:
+    with refine_runtime.two_stage(recorder, "profile.two_stage.stage1_max_tokens=120") as runner:
         result = runner.run(conversation)
         fast = runner.pool.backend(FAST)
         draft_tokens = fast.count_prompt_tokens(
@@ -266,10 +250,10 @@ BAD = [
     ("request_", "index", "problem"), BAD, ids=["empty", "role", "content", "ends", "system"]
 )
 def test_bad_conversations_are_422_and_never_reach_a_model(
-    env: TinyRuntime, request_, index, problem
+    refine_runtime: TinyRuntime, request_, index, problem
 ) -> None:
     recorder = FaultInjector()
-    with _runner(env, recorder) as runner:
+    with refine_runtime.two_stage(recorder) as runner:
         for call in (runner.run, runner.route, lambda r: list(runner.stream(r))):
             with pytest.raises(InvalidConversationError) as caught:
                 call(request_)
@@ -284,42 +268,42 @@ def test_bad_conversations_are_422_and_never_reach_a_model(
     assert all(s["total_failures"] == 0 and s["state"] == "closed" for s in status.values())
 
 
-def test_a_bad_system_prompt_is_422(env: TinyRuntime) -> None:
+def test_a_bad_system_prompt_is_422(refine_runtime: TinyRuntime) -> None:
     recorder = FaultInjector()
-    with _runner(env, recorder) as runner:
+    with refine_runtime.two_stage(recorder) as runner:
         with pytest.raises(InvalidPromptError) as caught:
             runner.run("Say hi", system="   ")
         assert caught.value.status_code == 422 and "system prompt" in str(caught.value)
     assert recorder.calls == {}
 
 
-def test_a_profiles_system_prompt_is_checked(env: TinyRuntime) -> None:
+def test_a_profiles_system_prompt_is_checked(refine_runtime: TinyRuntime) -> None:
     with pytest.raises(MAGIException, match="system_prompt") as caught:
-        env.compose("development", "+profile.system_prompt=' '")
+        refine_runtime.compose("development", "+profile.system_prompt=' '")
     assert "empty" in str(caught.value)
-    assert env.compose("development").profile.system_prompt is None
+    assert refine_runtime.compose("development").profile.system_prompt is None
 
 
-def test_a_profile_file_sets_the_system_prompt(env: TinyRuntime) -> None:
-    development = env.compose("development").profile.to_yaml_dict()
-    env.write_profile("terse", {**development, "system_prompt": "Answer in one line."})
-    profile = env.compose("terse").profile
+def test_a_profile_file_sets_the_system_prompt(refine_runtime: TinyRuntime) -> None:
+    development = refine_runtime.compose("development").profile.to_yaml_dict()
+    refine_runtime.write_profile("terse", {**development, "system_prompt": "Answer in one line."})
+    profile = refine_runtime.compose("terse").profile
     assert profile.system_prompt == "Answer in one line."
     assert profile.to_yaml_dict()["system_prompt"] == "Answer in one line."
     assert "system_prompt" not in development  # unset: the saved file stays as it was
-    with env.runner("terse", "scorer=tagged") as runner:
+    with refine_runtime.runner("terse", "scorer=tagged") as runner:
         assert runner.run(tagged("Say hi", 1.0)).messages[0] == system("Answer in one line.")
 
 
-def test_two_stage_on_a_chat_template_model_and_a_completion_model(env: TinyRuntime) -> None:
+def test_two_stage_on_a_chat_template_model_and_a_completion_model(refine_runtime: TinyRuntime) -> None:
     """The fast model carries a chat template in its GGUF (llama-cpp-python renders the
     conversation), the powerful one is completion-style (MAGI's transcript): the draft
     and the refine each count what their own rendering processes."""
-    write_spec(env.models_dir, SEED_MODELS[FAST], **CHAT_MODEL)
+    write_spec(refine_runtime.models_dir, SEED_MODELS[FAST], **CHAT_MODEL)
     recorder = FaultInjector()
     hard = tagged("Prove it", 8.0)
     conversation = [user("What is 2+2?"), assistant("4"), user(hard)]
-    with _runner(env, recorder, "+profile.system_prompt='Be exact.'") as runner:
+    with refine_runtime.two_stage(recorder, "+profile.system_prompt='Be exact.'") as runner:
         result = runner.run(conversation)
         fast, reasoner = recorder.backends[FAST].inner, recorder.backends[REASONER].inner
         sent_draft, sent_refine = recorder.prompts[FAST][0], recorder.prompts[REASONER][0]
@@ -338,7 +322,7 @@ def test_two_stage_on_a_chat_template_model_and_a_completion_model(env: TinyRunt
     assert rendered.startswith("<s><|im_start|>system\nBe exact.<|im_end|>\n<|im_start|>user\nWhat is 2+2?")
     assert rendered.endswith("<|im_start|>assistant\n")
     assert (draft.prompt_tokens, refine.prompt_tokens) == counted
-    assert sent_refine.last_user == fill_refine_template(REFINE, hard, result.draft or "")
+    assert sent_refine.last_user == fill_refine_template(REFINE_TEMPLATE, hard, result.draft or "")
     assert sent_refine.messages[:-1] == sent_draft.messages[:-1]
 
 
@@ -351,18 +335,24 @@ NO_SYSTEM_TEMPLATE = (
 )
 
 
-def _strict_chat_model(env: TinyRuntime, model_id: str) -> None:
-    write_spec(env.models_dir, SEED_MODELS[model_id], **{**CHAT_MODEL, "chat_template": NO_SYSTEM_TEMPLATE})
+def _strict_chat_model(refine_runtime: TinyRuntime, model_id: str) -> None:
+    write_spec(
+        refine_runtime.models_dir,
+        SEED_MODELS[model_id],
+        **{**CHAT_MODEL, "chat_template": NO_SYSTEM_TEMPLATE},
+    )
 
 
-def test_a_chat_template_that_refuses_the_conversation_is_not_a_model_failure(env: TinyRuntime) -> None:
+def test_a_chat_template_that_refuses_the_conversation_is_not_a_model_failure(
+    refine_runtime: TinyRuntime,
+) -> None:
     """A model whose template refuses a system message is skipped for that request, like a
     context too small: the tier's other model answers, and no circuit counts a failure."""
     from magi.testing.runtime import CODER
 
-    _strict_chat_model(env, CODER)
+    _strict_chat_model(refine_runtime, CODER)
     conversation = [system("Be brief."), user("Say hi")]
-    with env.runner("production", "runtime.max_tokens=4") as runner:
+    with refine_runtime.runner("production", "runtime.max_tokens=4") as runner:
         answers = [runner.run(conversation) for _ in range(2)]  # round robin: each model first once
         status = runner.health.status()
     assert {a.model_id for a in answers} == {REASONER}
@@ -373,12 +363,12 @@ def test_a_chat_template_that_refuses_the_conversation_is_not_a_model_failure(en
     )
 
 
-def test_a_conversation_every_model_refuses_is_the_requests_error(env: TinyRuntime) -> None:
+def test_a_conversation_every_model_refuses_is_the_requests_error(refine_runtime: TinyRuntime) -> None:
     from magi.testing.runtime import CODER
 
-    _strict_chat_model(env, CODER)
-    _strict_chat_model(env, REASONER)
-    with env.runner("production", "runtime.max_tokens=4") as runner:
+    _strict_chat_model(refine_runtime, CODER)
+    _strict_chat_model(refine_runtime, REASONER)
+    with refine_runtime.runner("production", "runtime.max_tokens=4") as runner:
         with pytest.raises(InvalidConversationError, match="System role not supported") as caught:
             runner.run([system("Be brief."), user("Say hi")])
         status = runner.health.status()

@@ -8,42 +8,19 @@ A :class:`FaultInjector` with no faults records the prompt each model received.
 
 from __future__ import annotations
 
-import pytest
-
 from magi.runtime.runner import fill_refine_template
 from magi.testing import echo_completion
-from magi.testing.runtime import CODER, FAST, REASONER, FaultInjector, TinyRuntime, tagged
+from magi.testing.runtime import CODER, FAST, REASONER, REFINE_TEMPLATE, FaultInjector, TinyRuntime, tagged
 
-REFINE = "{prompt} | draft: {draft}"
 HARD = tagged("Prove it", 8.0)
 EASY = tagged("Say hi", 1.0)
 
 
-@pytest.fixture
-def env(tmp_path) -> TinyRuntime:
-    env = TinyRuntime.create(tmp_path, echo={REASONER})
-    yield env
-    env.close()
-
-
-def _two_stage(env: TinyRuntime, recorder: FaultInjector, *overrides: str):
-    return env.runner(
-        "development",
-        "scorer=tagged",
-        "runtime.prompt_template='{prompt}'",
-        f"profile.two_stage.refine_template='{REFINE}'",
-        "profile.two_stage.stage1_max_tokens=5",
-        "runtime.max_tokens=12",
-        *overrides,
-        backend_factory=recorder,
-    )
-
-
-def test_draft_then_refine_with_trace(env: TinyRuntime) -> None:
+def test_draft_then_refine_with_trace(refine_runtime: TinyRuntime) -> None:
     recorder = FaultInjector()
-    with _two_stage(env, recorder) as runner:
+    with refine_runtime.two_stage(recorder) as runner:
         result = runner.run(HARD)
-        refine_prompt = fill_refine_template(REFINE, HARD, result.draft or "")
+        refine_prompt = fill_refine_template(REFINE_TEMPLATE, HARD, result.draft or "")
         refine_prompt_tokens = runner.pool.backend(REASONER).count_tokens(refine_prompt)
 
     # routing and stage order
@@ -87,40 +64,40 @@ def test_draft_then_refine_with_trace(env: TinyRuntime) -> None:
     assert "draft  fast" in explained and "refine powerful" in explained
 
 
-def test_easy_prompt_gets_one_stage(env: TinyRuntime) -> None:
+def test_easy_prompt_gets_one_stage(refine_runtime: TinyRuntime) -> None:
     recorder = FaultInjector()
-    with _two_stage(env, recorder) as runner:
+    with refine_runtime.two_stage(recorder) as runner:
         result = runner.run(EASY)
     assert (result.routed_tier, result.two_stage, result.draft) == ("fast", False, None)
     assert [(s.stage, s.model_id, s.completion_tokens) for s in result.stages] == [("answer", FAST, 12)]
     assert recorder.prompts == {FAST: [EASY]}
 
 
-def test_draft_budget_wins_over_the_default_answer_length(env: TinyRuntime) -> None:
+def test_draft_budget_wins_over_the_default_answer_length(refine_runtime: TinyRuntime) -> None:
     """runtime.max_tokens is the answer length 'when a stage sets none': a draft budget
     larger than it still applies."""
     recorder = FaultInjector()
-    with _two_stage(
-        env, recorder, "profile.two_stage.stage1_max_tokens=10", "runtime.max_tokens=6"
+    with refine_runtime.two_stage(
+        recorder, "profile.two_stage.stage1_max_tokens=10", "runtime.max_tokens=6"
     ) as runner:
         result = runner.run(HARD)
     assert [s.completion_tokens for s in result.stages] == [10, 6]
     assert [s.max_tokens for s in recorder.settings[FAST]] == [10]
 
 
-def test_per_model_answer_length_wins_over_the_runtime_default(env: TinyRuntime) -> None:
+def test_per_model_answer_length_wins_over_the_runtime_default(refine_runtime: TinyRuntime) -> None:
     recorder = FaultInjector()
-    with _two_stage(
-        env, recorder, f"+runtime.models.{REASONER}.max_tokens=9", "runtime.max_tokens=6"
+    with refine_runtime.two_stage(
+        recorder, f"+runtime.models.{REASONER}.max_tokens=9", "runtime.max_tokens=6"
     ) as runner:
         result = runner.run(HARD)
     assert [s.completion_tokens for s in result.stages] == [5, 9]
 
 
-def test_failed_draft_leaves_the_refine_tier_to_answer_alone(env: TinyRuntime) -> None:
+def test_failed_draft_leaves_the_refine_tier_to_answer_alone(refine_runtime: TinyRuntime) -> None:
     recorder = FaultInjector()
     recorder.fail(FAST)
-    with _two_stage(env, recorder) as runner:
+    with refine_runtime.two_stage(recorder) as runner:
         result = runner.run(HARD)
     assert result.draft is None
     assert [(s.stage, s.model_id) for s in result.stages] == [("refine", REASONER)]
@@ -129,8 +106,8 @@ def test_failed_draft_leaves_the_refine_tier_to_answer_alone(env: TinyRuntime) -
 
 
 # -- streaming ---------------------------------------------------------------------------------
-def test_stream_yields_the_draft_before_the_refine_and_done_last(env: TinyRuntime) -> None:
-    with _two_stage(env, FaultInjector()) as runner:
+def test_stream_yields_the_draft_before_the_refine_and_done_last(refine_runtime: TinyRuntime) -> None:
+    with refine_runtime.two_stage(FaultInjector()) as runner:
         events = list(runner.stream(HARD))
     kinds = [e.kind for e in events]
     assert kinds == ["stage", *["token"] * 5, "stage", *["token"] * 12, "done"]

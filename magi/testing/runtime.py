@@ -290,6 +290,11 @@ class ManualClock:
 
 
 # -- configs over tiny models -------------------------------------------------------------
+#: The refine template of :meth:`TinyRuntime.two_stage`: the prompt, then the draft, short
+#: enough that a test can write out what the refine model was sent.
+REFINE_TEMPLATE = "{prompt} | draft: {draft}"
+
+
 @dataclass
 class TinyRuntime:
     """A folder of tiny stand-ins for the seed's models and configs that use them.
@@ -379,6 +384,21 @@ class TinyRuntime:
             self._pools.append(pool)
         config = self.compose(profile, *overrides)
         return Runner(config, pool=pool, start_health_checks=start_health_checks, clock=clock)
+
+    def two_stage(self, recorder: FaultInjector, *overrides: str) -> Runner:
+        """The development profile as the two-stage tests read it: the tagged scorer, the
+        prompt as written (no template), :data:`REFINE_TEMPLATE`, a 5-token draft and a
+        12-token answer; ``recorder`` records what each model was sent."""
+        return self.runner(
+            "development",
+            "scorer=tagged",
+            "runtime.prompt_template='{prompt}'",
+            f"profile.two_stage.refine_template='{REFINE_TEMPLATE}'",
+            "profile.two_stage.stage1_max_tokens=5",
+            "runtime.max_tokens=12",
+            *overrides,
+            backend_factory=recorder,
+        )
 
     def close(self) -> None:
         """Close the pools :meth:`runner` made for a ``backend_factory``."""
