@@ -26,7 +26,7 @@ from magi.config.base import ConsistencyError, MagiModel, describe_validation_er
 
 #: Shipped prompt sets, relative to the project root (see :func:`magi.sweeps.prompts.resolve_prompt_file`).
 DEFAULT_BENCH_PROMPTS = Path("data/prompts/bench.jsonl")
-DEFAULT_CALIBRATION_PROMPTS = Path("data/prompts/labelled.jsonl")
+DEFAULT_CALIBRATION_PROMPTS = Path("data/prompts/calibration.jsonl")
 DEFAULT_HOLDOUT_PROMPTS = Path("data/prompts/holdout.jsonl")
 
 
@@ -101,16 +101,19 @@ class CalibrateTaskConfig(TaskConfig):
         description="Prompt set the thresholds are fitted on (same formats as task=bench).",
     )
     holdout: Path | None = Field(
-        default=DEFAULT_HOLDOUT_PROMPTS,
-        description="Held-out prompt set the achieved shares are checked on; null: none.",
+        default=None,
+        description=(
+            "Held-out prompt set the achieved shares are checked on (e.g. "
+            "data/prompts/holdout.jsonl); it wins over holdout_fraction. null: a split of 'prompts'."
+        ),
     )
     holdout_fraction: float | None = Field(
-        default=None,
+        default=0.3,
         gt=0,
         lt=1,
         description=(
-            "Instead of a holdout file, hold out this fraction of 'prompts' (a seeded, "
-            "reproducible split) and fit on the rest."
+            "Without a holdout file, hold out this fraction of 'prompts' (a seeded split, "
+            "stratified by label) and fit on the rest; null with no holdout: none."
         ),
     )
     shares: dict[str, float] = Field(
@@ -141,6 +144,33 @@ class CalibrateTaskConfig(TaskConfig):
         if bad:
             raise ValueError(f"shares are fractions between 0 and 1 (got {', '.join(bad)})")
         return value
+
+
+class TiersTaskConfig(TaskConfig):
+    """``task=tiers``: answer every prompt on every tier once, then sweep thresholds offline."""
+
+    name: Literal["tiers"] = "tiers"
+    prompts: Path = Field(
+        default=DEFAULT_BENCH_PROMPTS,
+        description="Prompt set (same formats as task=bench); graded with its graders.",
+    )
+    limit: int | None = Field(default=None, gt=0, description="Use only the first N prompts.")
+    cache_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Folder of the answer cache (tiers-cache.jsonl); default: beside the run folder's "
+            "parent (outputs/), so a rerun with the same models and settings reuses the answers."
+        ),
+    )
+    reuse: bool = Field(default=True, description="Reuse cached answers (false: ask every model again).")
+    thresholds: list[float | list[float]] = Field(
+        default_factory=list,
+        description=(
+            "Extra threshold settings to read off the records: the max_score of each tier but "
+            "the last (a number for two tiers), e.g. [2, 5, 8] or [[2, 6], [4, 8]]."
+        ),
+    )
+    progress: bool = Field(default=True, description="Show a progress bar (tqdm) while prompts run.")
 
 
 class ServeTaskConfig(TaskConfig):
@@ -184,6 +214,7 @@ TASK_SCHEMAS: dict[str, type[TaskConfig]] = {
     "bench": BenchTaskConfig,
     "calibrate": CalibrateTaskConfig,
     "serve": ServeTaskConfig,
+    "tiers": TiersTaskConfig,
 }
 
 
