@@ -704,7 +704,7 @@ def _share(text: str) -> tuple[str, float]:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from magi.sweeps.calibration import calibrate, load_sets, save_calibrated
+    from magi.sweeps.calibration import DEFAULT_HOLDOUT_FRACTION, calibrate, load_sets, save_calibrated
 
     manager = _manager(args)
     profile = manager.load_profile(args.profile)
@@ -713,10 +713,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from magi.config import compose
 
         scorer = compose().scorer
+    fraction = args.holdout_fraction
+    if fraction is None and args.holdout is None and not args.no_holdout:
+        fraction = DEFAULT_HOLDOUT_FRACTION
     fit, held, fit_name, held_name = load_sets(
         args.prompts,
         None if args.no_holdout else args.holdout,
-        args.holdout_fraction,
+        fraction,
         seed=args.seed,
         settings=("--prompts", "--holdout", "--holdout-fraction"),
     )
@@ -740,6 +743,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
+        for warning in report.warnings:  # the text report has them; JSON readers see them here too
+            print(f"warning: {warning}", file=sys.stderr)
     else:
         print(report.to_text())
         if args.dry_run:
@@ -994,9 +999,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompts", default=str(DEFAULT_CALIBRATION_PROMPTS), help="prompt set to fit on (.jsonl or .txt)"
     )
     hold = cal.add_mutually_exclusive_group()
-    hold.add_argument("--holdout", default=str(DEFAULT_HOLDOUT_PROMPTS), help="held-out prompt set")
+    hold.add_argument("--holdout", default=None, help=f"held-out prompt set, e.g. {DEFAULT_HOLDOUT_PROMPTS}")
     hold.add_argument(
-        "--holdout-fraction", type=float, default=None, help="hold out this fraction of --prompts instead"
+        "--holdout-fraction",
+        type=float,
+        default=None,
+        help="hold out this fraction of --prompts, stratified by label (default 0.3 without --holdout)",
     )
     hold.add_argument("--no-holdout", action="store_true", help="report on the calibration set only")
     cal.add_argument("--seed", type=int, default=0, help="seed of the --holdout-fraction split")

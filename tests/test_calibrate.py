@@ -188,3 +188,58 @@ def test_task_calibrate_through_run_py(tmp_path: Path) -> None:
     assert saved.startswith("# Development calibrated:")
     report = json.loads((tmp_path / "run" / "calibration.json").read_text())
     assert abs(report["tiers"][1]["achieved"] - 0.25) <= 1 / 64
+
+
+# -- held-out shares on the default set, and the warning when they miss -------------------
+
+
+def test_default_set_is_large_and_varied() -> None:
+    prompts = load_prompts("data/prompts/calibration.jsonl")
+    kinds = {p.label for p in prompts}
+    assert len(prompts) >= 200 and kinds == {"talk", "fact", "math", "code", "write", "reason"}
+    assert len({p.prompt for p in prompts}) == len(prompts)
+    fit, held = split_holdout(prompts, 0.3, seed=0)
+    assert len(held) == round(0.3 * len(prompts))
+    for kind in kinds:  # stratified: each kind is held out in proportion
+        share = sum(p.label == kind for p in held) / sum(p.label == kind for p in prompts)
+        assert abs(share - 0.3) < 0.05, kind
+
+
+def test_default_split_holds_a_30_percent_target_on_held_out_prompts() -> None:
+    """A 30% powerful target on the default set, over 50 seeded splits: the held-out share
+    centres on the target and most splits land within 5 points; the default split either
+    lands there or warns with the sampling error (±5.8 points at 208/89 prompts)."""
+    profile = magi.compose(profile="development").profile
+    prompts = load_prompts("data/prompts/calibration.jsonl")
+    held_shares = []
+    for seed in range(50):
+        fit, held = split_holdout(prompts, 0.3, seed=seed)
+        report = calibrate(profile, fit, shares={"powerful": 0.3}, holdout=held)
+        assert report.holdout_achieved is not None
+        held_shares.append(report.holdout_achieved["powerful"])
+        miss = abs(report.holdout_achieved["powerful"] - 0.3)
+        assert bool(report.warnings) == (miss > 0.05 + 1e-9), seed
+        if report.warnings:
+            assert "sampling error" in report.warnings[0] and "'powerful'" in report.warnings[0]
+    assert abs(sum(held_shares) / 50 - 0.3) < 0.02
+    assert sum(abs(s - 0.3) <= 0.05 + 1e-9 for s in held_shares) >= 0.6 * 50
+
+
+def test_a_held_out_set_unlike_the_calibration_set_warns_and_says_why(capsys) -> None:
+    """labelled.jsonl -> holdout.jsonl: the old default; the held-out share misses by 20 points."""
+    args = ["calibrate", "development", "--prompts", "data/prompts/labelled.jsonl"]
+    assert cli([*args, "--holdout", "data/prompts/holdout.jsonl", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    warning = next(line for line in out.splitlines() if line.startswith("warning:"))
+    assert "'powerful' gets 10.0% of the held-out prompts against a target of 30%" in warning
+    assert "score lower" in warning and "not like the calibration prompts" in warning
+    assert "-20.0 pts !" in out
+    assert cli([*args, "--holdout", "data/prompts/holdout.jsonl", "--dry-run", "--json"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["warnings"] and data["tiers"][1]["holdout_miss"] == pytest.approx(-0.2)
+    assert captured.err.startswith("warning: 'powerful' gets 10.0%")
+    # no warning on a share within 5 points (the default set's split with seed 1: 25.8%)
+    assert cli(["calibrate", "development", "--seed", "1", "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert abs(data["tiers"][1]["holdout_miss"]) <= 0.05 and not data["warnings"]
