@@ -16,6 +16,8 @@
     magi serve [--profile P] [--port N] serve the profile over the OpenAI API (docs/SERVING.md)
     magi calibrate PROFILE --share powerful=0.3
                                        fit tier thresholds to target shares; save PROFILE-calibrated
+    magi evaluate PROFILE [--prompts FILE] [--limit N]
+                                       answer every prompt on every tier once; sweep thresholds offline
     magi --version                     the installed version
 
 ``discover`` and ``models`` read the ``models:`` section of ``conf/config.yaml``
@@ -752,6 +754,31 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Answer a prompt set on every tier of a profile (magi.sweeps.tiers.evaluate)."""
+    from magi.sweeps.tiers import evaluate
+
+    evaluate(
+        args.profile,
+        args.override,
+        prompts=args.prompts,
+        limit=args.limit,
+        cache_dir=args.cache_dir,
+        output_dir=args.output_dir,
+    )
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0 (got {text!r})")
+    return value
+
+
 def _add_config_options(parser: argparse.ArgumentParser, example: str) -> None:
     """``--profile`` and repeatable ``-o KEY=VALUE``: what ``magi.compose`` takes."""
     parser.add_argument("--profile", default=None, help="profile to use (default: the config's default)")
@@ -1014,6 +1041,29 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--no-overwrite", action="store_true", help="fail if the new profile's file exists")
     cal.add_argument("--json", action="store_true", help="print the report as JSON")
     cal.set_defaults(handler=cmd_calibrate)
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="answer every prompt on every tier of a profile once; sweep thresholds offline",
+        description="Answers each prompt on each tier alone (and through the two-stage path when "
+        "the profile uses it), grades the answers with the prompt set's graders, stores them "
+        "(tiers.jsonl; cached, so a rerun with the same models and settings asks no model) and "
+        "reports quality, share per tier and cost for the profile's thresholds, the quality "
+        "curve, APGR and CPT(50%%/80%%) (tiers_summary.json/.md). Same as python run.py task=tiers.",
+    )
+    evaluate.add_argument("profile", help="profile to evaluate, e.g. development")
+    evaluate.add_argument("--prompts", default=None, help="prompt set (.jsonl, .txt or humaneval)")
+    evaluate.add_argument("--limit", type=_positive_int, default=None, help="only the first N prompts")
+    evaluate.add_argument("--cache-dir", default=None, help="answer cache folder (default: outputs/)")
+    evaluate.add_argument("--output-dir", default=None, help="run folder (default: outputs/<date>/<time>)")
+    evaluate.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra override, repeatable, e.g. -o runtime.max_tokens=64 -o 'task.thresholds=[2,5,8]'",
+    )
+    evaluate.set_defaults(handler=cmd_evaluate)
     return parser
 
 

@@ -255,7 +255,9 @@ def cache_path(settings: TiersTaskConfig, job: JobInfo) -> Path:
 
 
 # -- answering ---------------------------------------------------------------------------
-def run_tiers(config: MagiConfig, job: JobInfo, *, pool: ModelPool | None = None) -> dict[str, Any]:
+def run_tiers(
+    config: MagiConfig, job: JobInfo, *, pool: ModelPool | None = None, setting: str = "task.prompts"
+) -> dict[str, Any]:
     """Answer (or reuse) every prompt on every arm, grade, write the records and the
     summary into ``job.output_dir``; return the summary (:func:`tiers_summary`).
 
@@ -273,7 +275,7 @@ def run_tiers(config: MagiConfig, job: JobInfo, *, pool: ModelPool | None = None
     pool = pool if pool is not None else shared_pool()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    prompts = load_prompts(settings.prompts, limit=settings.limit)
+    prompts = load_prompts(settings.prompts, limit=settings.limit, setting=setting)
     scorer = config_scorer(config)
     scores = {p.id: scorer.score(p.prompt).score for p in prompts}
     specs, members = resolve_models(config)
@@ -714,3 +716,45 @@ def write_summary(folder: Path, summary: Mapping[str, Any]) -> None:
     folder = Path(folder)
     atomic_write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
     atomic_write_text(folder / SUMMARY_MD, f"# Tiers: {summary.get('profile')}\n\n{summary_table(summary)}\n")
+
+
+def evaluate(
+    profile: str,
+    overrides: Sequence[str] = (),
+    *,
+    prompts: str | Path | None = None,
+    limit: int | None = None,
+    cache_dir: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    pool: ModelPool | None = None,
+) -> dict[str, Any]:
+    """``magi evaluate PROFILE``: :func:`run_tiers` on ``profile`` (composed with
+    ``task=tiers`` and ``overrides``) into ``output_dir`` (default
+    ``outputs/<date>/<time>``, as ``run.py``), print the table; return the summary.
+
+    Raises:
+        ConfigError: an unknown profile (the message lists them) or a bad override.
+        PromptSetError: the prompt set is missing or malformed.
+    """
+    from magi.config import compose
+    from magi.sweeps.jobs import current_job
+
+    options = ["task=tiers"]
+    for key, value in (("prompts", prompts), ("cache_dir", cache_dir)):
+        if value is not None:
+            options.append(f"task.{key}={json.dumps(str(value))}")
+    if limit is not None:
+        options.append(f"task.limit={limit}")
+    config = compose(profile, [*options, *overrides])
+    job = current_job()
+    if output_dir is not None:
+        job = JobInfo(output_dir=Path(output_dir).resolve())
+    job.profile_key = profile
+    summary = run_tiers(config, job, pool=pool, setting="--prompts")
+    print(summary_table(summary))
+    print(
+        f"\n{summary['asked']} answer(s) asked, {summary['reused']} reused (cache {summary['cache']}); "
+        f"records and summary in {job.output_dir}",
+        flush=True,
+    )
+    return summary
