@@ -4,6 +4,7 @@ on the tiny test models."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -200,8 +202,9 @@ sys.exit(code)
 class _Terminal:
     """The parent side of a pty: write keys, read the screen until a text appears."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, pid: int) -> None:
         self.fd = fd
+        self.pid = pid  # the chat's; 0 once it has ended
         self.screen = ""
         self.cursor = 0  # where the next expect looks from: after the last match (as pexpect)
 
@@ -254,12 +257,34 @@ def _wait(pid: int, *, timeout: float, screen: _Terminal) -> int:
     raise AssertionError(f"the chat did not end; the screen:\n{screen.screen}")
 
 
+@contextlib.contextmanager
+def _chat_terminal(runtime: TinyRuntime, *, gap: float) -> Iterator[_Terminal]:
+    """The chat on a pty (:func:`_spawn_chat`); a test ends it with :func:`_quit`, else it is
+    killed on the way out."""
+    pid, fd = _spawn_chat(runtime, gap=gap)
+    term = _Terminal(fd, pid)
+    try:
+        yield term
+    finally:
+        if term.pid:
+            os.kill(term.pid, 9)
+            os.waitpid(term.pid, 0)
+        os.close(fd)
+
+
+def _quit(term: _Terminal) -> None:
+    """Ctrl-D at the prompt: the chat ends with status 0 and no traceback."""
+    term.send("\x04")
+    status = _wait(term.pid, timeout=30, screen=term)
+    term.pid = 0
+    assert os.waitstatus_to_exitcode(status) == 0, term.screen
+    assert "Traceback" not in term.screen
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_chat_in_a_terminal_ctrl_c_stops_an_answer_and_ctrl_d_quits(echo_runtime: TinyRuntime) -> None:
-    pid, fd = _spawn_chat(echo_runtime, gap=0.4)
-    term = _Terminal(fd)
-    try:
+    with _chat_terminal(echo_runtime, gap=0.4) as term:
         term.expect("/help lists the commands; Ctrl-D quits.")
         term.expect("fast-only> ")
         term.send("Hello\n")
@@ -289,16 +314,7 @@ def test_chat_in_a_terminal_ctrl_c_stops_an_answer_and_ctrl_d_quits(echo_runtime
         assert "[conversation reset: 2 turn(s) forgotten]" in screen  # the partial turn and "Again"
         assert screen.count(f"[answer · fast · {FAST}]") == 2
         term.expect("fast-only> ")  # keys only once the prompt is up (as a person types)
-        term.send("\x04")  # Ctrl-D
-        status = _wait(pid, timeout=30, screen=term)
-        pid = 0
-        assert os.waitstatus_to_exitcode(status) == 0, term.screen
-        assert "Traceback" not in term.screen
-    finally:
-        if pid:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        os.close(fd)
+        _quit(term)
 
 
 # -- --messages FILE.json: magi route, magi ask, run.py ---------------------------------------------
@@ -417,9 +433,7 @@ def test_run_py_task_messages_answers_the_conversation(tiny_runtime: TinyRuntime
 def test_chat_in_a_terminal_second_ctrl_c_abandons_the_answer(echo_runtime: TinyRuntime) -> None:
     """The model takes 5 s a token: the first Ctrl-C ends the answer at the next one; a
     second, before that, abandons it at once, nothing of it kept."""
-    pid, fd = _spawn_chat(echo_runtime, gap=5.0)
-    term = _Terminal(fd)
-    try:
+    with _chat_terminal(echo_runtime, gap=5.0) as term:
         term.expect("fast-only> ")
         term.send("Hello\n")
         term.expect(f"[answer · fast · {FAST}]\n")
@@ -435,13 +449,4 @@ def test_chat_in_a_terminal_second_ctrl_c_abandons_the_answer(echo_runtime: Tiny
         term.send("/reset\n")
         term.expect("[conversation reset: 0 turn(s) forgotten]")
         term.expect("fast-only> ")
-        term.send("\x04")
-        status = _wait(pid, timeout=30, screen=term)
-        pid = 0
-        assert os.waitstatus_to_exitcode(status) == 0, term.screen
-        assert "Traceback" not in term.screen
-    finally:
-        if pid:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        os.close(fd)
+        _quit(term)
