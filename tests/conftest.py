@@ -16,6 +16,20 @@ CONF = ROOT / "conf"
 
 pytest_plugins = ["magi.testing.fixtures"]
 
+#: Text no scorer may fail on or score off its 0-10 scale: empty, blank, one symbol, very
+#: long, repeated cue words, other scripts, code-like noise, a lone surrogate.
+ODD_PROMPTS = [
+    "",
+    " ",
+    "?",
+    "```",
+    "x" * 50_000,
+    "why " * 2000,
+    "\u00e9t\u00e9 \u2211\u222b \u6f22\u5b57",
+    "a_b fooBar {};" * 300,
+    "\udc80",
+]
+
 
 @pytest.fixture()
 def conf_dir(tmp_path: Path) -> Path:

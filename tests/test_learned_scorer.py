@@ -24,6 +24,8 @@ from magi.routing.learned import (
 from magi.routing.outcomes import Outcome, load_outcomes
 from magi.routing.scorer import available_scorers, get_scorer
 
+from .conftest import ODD_PROMPTS
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "routing" / "outcomes-sample.jsonl"
 DEV = ROOT.parent / "shared" / "data" / "routellm" / "dev.jsonl"
@@ -74,20 +76,7 @@ def test_score_is_ten_times_the_probability_and_explains_itself(model_file: Path
     assert all(n.startswith(("'", "measure ", "open question ")) for n in names[:5])
 
 
-@pytest.mark.parametrize(
-    "prompt",
-    [
-        "",
-        " ",
-        "?",
-        "```",
-        "x" * 50_000,
-        "why " * 2000,
-        "\u00e9t\u00e9 \u2211\u222b \u6f22\u5b57",
-        "a_b {};" * 300,
-        "\udc80",
-    ],
-)
+@pytest.mark.parametrize("prompt", ODD_PROMPTS)
 def test_any_text_scores_on_the_scale(model_file: Path, prompt: str) -> None:
     result = LearnedScorer(model_file).score(prompt)
     assert 0.0 <= result.score <= 10.0

@@ -22,6 +22,8 @@ from magi.routing.scorer import (
     register_scorer,
 )
 
+from .conftest import ODD_PROMPTS
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "prompts"
 
 
@@ -136,19 +138,7 @@ def test_easy_shipped_prompts_stay_on_the_fast_tier(scorer: Scorer) -> None:
 
 
 # -- the score itself ---------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "prompt",
-    [
-        "",
-        " ",
-        "?",
-        "```",
-        "x" * 50_000,
-        "why " * 2000,
-        "\u00e9t\u00e9 \u2211\u222b \u6f22\u5b57",
-        "a_b fooBar {};" * 300,
-    ],
-)
+@pytest.mark.parametrize("prompt", ODD_PROMPTS)
 def test_score_maps_the_raw_sum_onto_the_scale(scorer: Scorer, prompt: str) -> None:
     result = scorer.score(prompt)
     assert 0.0 <= result.score <= 10.0
