@@ -36,7 +36,7 @@ every server on 127.0.0.1 only.
    each, and MAGI ÷ llama_cpp.server (the median of the per-round ratios).
 
 Every request anywhere in a run gets a prompt no earlier request in that process used
-(the prompts of ``data/prompts``, then numbered variants), so neither llama.cpp's prefix
+(the prompts of three files of ``data/prompts``, then numbered variants), so neither llama.cpp's prefix
 reuse nor MAGI's state cache answers a prompt from memory. The load average is printed
 with the figures: the machine's other work moves them. Exits 1 when a budget is missed.
 """
@@ -85,12 +85,16 @@ def overrides(models_dir: Path) -> list[str]:
     ]
 
 
+#: The prompt files of ``data/prompts`` this benchmark reads (named, so a file added there
+#: later does not change its prompts): easy and hard, code, maths, prose.
+PROMPT_FILES = ("bench.jsonl", "holdout.jsonl", "labelled.jsonl")
+
+
 def real_prompts() -> list[str]:
-    """The prompts of ``data/prompts/*.jsonl``, each once (lines without a ``prompt``, such
-    as a file's defaults, are skipped)."""
+    """The prompts of :data:`PROMPT_FILES`, each once."""
     texts: dict[str, None] = {}
-    for path in sorted((ROOT / "data" / "prompts").glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
+    for name in PROMPT_FILES:
+        for line in (ROOT / "data" / "prompts" / name).read_text(encoding="utf-8").splitlines():
             prompt = json.loads(line).get("prompt") if line.strip() else None
             if isinstance(prompt, str) and prompt.strip():
                 texts[prompt] = None
