@@ -360,3 +360,48 @@ def test_headline_says_how_many_prompts_failed() -> None:
     line = headline(data)
     assert line.startswith("partial: 3 of 4 prompts answered, 1 failed (25%; first: arith:")
     assert "latency p50 0.40 s" in line
+
+
+# -- quality in the summary: the mean grade column and the cost-quality panel -----------
+def _graded(profile: str, share: float, mean_grade: float | None, overrides: list[str]) -> dict:
+    data = _fake_metrics(profile, 0.3, share, {})
+    data["overrides"] = overrides
+    data["tokens"] = {"per_s": 50.0, "per_prompt": 12.5}
+    data["grades"] = {"mean_grade": mean_grade, "graded": 4 if mean_grade is not None else 0}
+    return data
+
+
+def test_summary_quality_column_and_cost_quality_plot(tmp_path: Path) -> None:
+    jobs = [
+        _graded("Dev", 0.25, 0.5, ["profile=dev", "profile.tier_config.0.max_score=8"]),
+        _graded("Dev", 0.75, 0.75, ["profile=dev", "profile.tier_config.0.max_score=2"]),
+        _graded("Single", 0.0, None, ["profile=single", "profile.tier_config.0.max_score=2"]),
+    ]
+    summary = SweepSummary.from_metrics([(None, m) for m in jobs], tmp_path)
+    assert [r["quality"] for r in summary.rows] == [0.5, 0.75, None]
+    assert summary.rows[0]["tokens_per_prompt"] == 12.5
+    headers, body = summary._display()
+    col = headers.index("quality")
+    assert [r[col] for r in body] == ["0.50", "0.75", ""]  # blank when ungraded
+    paths = summary.write()
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["quality"] for r in rows] == ["0.5", "0.75", ""]
+    assert "| quality |" in paths["md"].read_text().splitlines()[2]
+    fig = summary.plot()
+    latency, quality = fig.axes
+    assert latency.get_xlabel().startswith("prompts routed to the 'powerful' tier")
+    assert quality.get_ylabel().startswith("quality: mean grade")
+    graded_labels = ["profile=dev max_score=8", "profile=dev max_score=2"]  # the ungraded job: none
+    assert [t.get_text() for t in quality.texts] == graded_labels
+    points = [ln for ln in quality.get_lines() if ln.get_marker() == "o"]
+    assert sorted((ln.get_xdata()[0], ln.get_ydata()[0]) for ln in points) == [(25.0, 0.5), (75.0, 0.75)]
+    curve = next(ln for ln in quality.get_lines() if ln.get_linestyle() == "-")  # Dev's two thresholds
+    assert list(curve.get_xdata()) == [25.0, 75.0] and list(curve.get_ydata()) == [0.5, 0.75]
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ungraded_sweeps_keep_one_plot_and_no_quality_column() -> None:
+    summary = SweepSummary.from_metrics([(None, _fake_metrics("Demo", 0.4, 0.5, {}))])
+    assert summary.rows[0]["quality"] is None and "quality" in summary.columns  # the CSV has it
+    assert "quality" not in summary._display()[0]
+    assert len(summary.plot().axes) == 1

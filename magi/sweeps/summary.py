@@ -11,6 +11,11 @@ is ``status: partial``: its ``error_share`` is shown in every table (the ``error
 column), its ``error`` cell names the first failed prompt and each model's cause,
 and the plot draws it as a red ``X`` labelled with its error share.
 
+Quality is each job's mean grade (``grades.mean_grade`` of its ``metrics.json``, in
+[0, 1]; blank for a job whose prompts have no grader): the ``quality`` column, and
+the plot's second panel, quality against the share of prompts sent to the strongest
+tier (the cost), one labelled point per job, the jobs of one profile joined as a curve.
+
 Example:
     >>> from magi.sweeps.summary import SweepSummary
     >>> summary = SweepSummary.from_sweep_dir("multirun/2025-01-01/12-00-00")  # doctest: +SKIP
@@ -149,6 +154,7 @@ def flatten(metrics: dict[str, Any], job_dir: Path | None, label: str) -> dict[s
     pool = metrics.get("pool") or {}
     memory = metrics.get("memory") or {}
     quality = metrics.get("quality") or {}
+    grades = metrics.get("grades") or {}
     job = metrics.get("job") or {}
     status, failed, error_share, error = _error_figures(metrics)
     row: dict[str, Any] = {
@@ -171,6 +177,9 @@ def flatten(metrics: dict[str, Any], job_dir: Path | None, label: str) -> dict[s
         "ttft_p50_s": ttft.get("p50"),
         "ttft_p95_s": ttft.get("p95"),
         "tokens_per_s": (metrics.get("tokens") or {}).get("per_s"),
+        "tokens_per_prompt": (metrics.get("tokens") or {}).get("per_prompt"),
+        "quality": grades.get("mean_grade"),
+        "graded": grades.get("graded") if grades.get("mean_grade") is not None else None,
     }
     for role, figures in (metrics.get("stages") or {}).items():
         row[f"{role}_p50_s"] = figures.get("p50_s")
@@ -337,7 +346,7 @@ class SweepSummary:
         headers = ["#", "variant", "status", "profile", "prompts", "error %", f"{strong} %", "p50 s", "p95 s"]
         headers += ["TTFT p50 ms", "tok/s", *[f"{r} p50 s" for r in roles], "fallbacks", "errors", "loads"]
         headers += ["peak MB"]
-        headers += ["hits", "error"]
+        headers += ["quality", "hits", "error"]
         body = []
         for row in self.rows:
             body.append(
@@ -358,12 +367,14 @@ class SweepSummary:
                     _fmt(row.get("errors"), "d"),
                     _fmt(row.get("model_loads"), "d"),
                     _fmt(row.get("peak_rss_mb"), ".0f"),
+                    "" if row.get("quality") is None else _fmt(row["quality"], ".2f"),
                     _fmt(row.get("hit_rate"), ".0%"),
                     _first_line(row.get("error") or "", ERROR_WIDTH),
                 ]
             )
-        # Leave out optional columns no row has a value in (hits without 'expected', no errors).
-        optional = ("hits", "error", "fallbacks", "errors")
+        # Leave out optional columns no row has a value in (no grader, hits without
+        # 'expected', no errors); an ungraded row's quality is blank.
+        optional = ("quality", "hits", "error", "fallbacks", "errors")
         keep = [
             i
             for i, h in enumerate(headers)
@@ -421,19 +432,32 @@ class SweepSummary:
             Path(path).write_text(text, encoding="utf-8")
         return text
 
+    @property
+    def graded(self) -> list[dict[str, Any]]:
+        """Rows of finished jobs with a quality figure (a mean grade)."""
+        return [
+            r
+            for r in self.rows
+            if r["status"] in (STATUS_OK, STATUS_PARTIAL) and r.get("quality") is not None
+        ]
+
     def plot(self, path: Path | str | None = None) -> Any:
         """Latency p50 (bar up to p95) against the strong tier's share, one labelled
         point per variant; saved as PNG to ``path`` when given. A variant with failed
         prompts is a red ``X`` whose label gives its error share; failed jobs are
-        named in the title. Returns the matplotlib ``Figure`` (made without pyplot,
-        so no global state and no display backend is touched; Jupyter shows it when
-        it is the cell's value).
+        named in the title. When some jobs were graded, a second panel (``axes[1]``)
+        plots quality (mean grade) against the same share, the cost of routing:
+        one labelled point per graded job, the jobs of one profile joined in order
+        of share (a threshold sweep's curve). Returns the matplotlib ``Figure`` (made
+        without pyplot, so no global state and no display backend is touched;
+        Jupyter shows it when it is the cell's value).
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-        fig = _figure_class()(figsize=(7.5, 4.8), dpi=110)
+        graded = self.graded
+        fig = _figure_class()(figsize=(13.0 if graded else 7.5, 4.8), dpi=110)
         FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
+        ax = fig.add_subplot(1, 2, 1) if graded else fig.add_subplot()
         strong = self.strong_tier
         finished = (STATUS_OK, STATUS_PARTIAL)
         points = [r for r in self.rows if r["status"] in finished and r.get("latency_p50_s") is not None]
@@ -471,10 +495,45 @@ class SweepSummary:
             title += f", {len(self.failed)} failed: " + ", ".join(r["variant"] for r in self.failed)[:60]
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
+        if graded:
+            self._plot_quality(fig.add_subplot(1, 2, 2), graded)
         fig.tight_layout()
         if path is not None:
             fig.savefig(str(path))
         return fig
+
+    def _plot_quality(self, ax: Any, rows: list[dict[str, Any]]) -> None:
+        """Quality (mean grade) against the strong tier's share: the cost–quality panel."""
+        strong = self.strong_tier
+        labels = short_labels([r["variant"] for r in rows])
+        curves: dict[str, list[tuple[float, float]]] = {}
+        for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
+            x, y = 100 * (row.get("strong_share") or 0.0), row["quality"]
+            curves.setdefault(row.get("profile") or "", []).append((x, y))
+            share = row.get("error_share") or 0.0
+            if share:
+                ax.plot([x], [y], "X", color="#cf222e", markersize=9)
+                label += f" ({share:.0%} errors)"
+            else:
+                ax.plot([x], [y], "o", markersize=7)
+            ax.annotate(
+                label,
+                (x, y),
+                textcoords="offset points",
+                xytext=(7, 6) if i % 2 == 0 else (7, -12),
+                fontsize=8,
+                color="#cf222e" if share else None,
+            )
+        for points in curves.values():
+            if len(points) > 1:
+                xs, ys = zip(*sorted(points), strict=True)
+                ax.plot(xs, ys, "-", color="#8c959f", linewidth=1, zorder=0)
+        ax.set_xlim(-5, 105)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel(f"cost: prompts routed to the '{strong}' tier (% of all prompts)")
+        ax.set_ylabel("quality: mean grade (0-1)")
+        ax.set_title(f"quality against cost: {len(rows)} graded variant(s)", fontsize=10)
+        ax.grid(True, alpha=0.3)
 
     def write(self, folder: Path | str | None = None) -> dict[str, Path]:
         """Write ``summary.csv``, ``summary.md`` and ``summary.png`` into ``folder``
@@ -490,7 +549,8 @@ class SweepSummary:
         try:
             self.plot(target / SUMMARY_PNG)
             paths["png"] = target / SUMMARY_PNG
-            markdown += f"\n![latency vs {self.strong_tier} share]({SUMMARY_PNG})\n"
+            what = "latency and quality" if self.graded else "latency"
+            markdown += f"\n![{what} vs {self.strong_tier} share]({SUMMARY_PNG})\n"
         except ImportError:
             markdown += "\n(no plot: install matplotlib, e.g. pip install -e '.[bench]')\n"
         paths["md"].write_text(markdown, encoding="utf-8")
