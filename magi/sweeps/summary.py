@@ -468,7 +468,9 @@ class SweepSummary:
             p95 = row.get("latency_p95_s")
             share = row.get("error_share") or 0.0
             style = (
-                {"fmt": "X", "color": "#cf222e", "markersize": 9} if share else {"fmt": "o", "markersize": 7}
+                {"fmt": "X", "color": "#cf222e", "markersize": 9}
+                if share
+                else {"fmt": "o", "markersize": 7, "color": f"C{i % 10}"}
             )
             ax.errorbar([x], [y], yerr=[[0], [max((p95 or y) - y, 0)]], capsize=4, **style)  # type: ignore[arg-type]
             if share:
@@ -495,14 +497,15 @@ class SweepSummary:
             title += f", {len(self.failed)} failed: " + ", ".join(r["variant"] for r in self.failed)[:60]
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
-        if graded:
-            self._plot_quality(fig.add_subplot(1, 2, 2), graded)
+        if graded:  # a job keeps its colour in both panels
+            colours = {id(row): f"C{i % 10}" for i, row in enumerate(points)}
+            self._plot_quality(fig.add_subplot(1, 2, 2), graded, colours)
         fig.tight_layout()
         if path is not None:
             fig.savefig(str(path))
         return fig
 
-    def _plot_quality(self, ax: Any, rows: list[dict[str, Any]]) -> None:
+    def _plot_quality(self, ax: Any, rows: list[dict[str, Any]], colours: dict[int, str]) -> None:
         """Quality (mean grade) against the strong tier's share: the cost–quality panel."""
         strong = self.strong_tier
         labels = short_labels([r["variant"] for r in rows])
@@ -515,7 +518,7 @@ class SweepSummary:
                 ax.plot([x], [y], "X", color="#cf222e", markersize=9)
                 label += f" ({share:.0%} errors)"
             else:
-                ax.plot([x], [y], "o", markersize=7)
+                ax.plot([x], [y], "o", markersize=7, color=colours.get(id(row)))
             ax.annotate(
                 label,
                 (x, y),
