@@ -107,9 +107,16 @@ def test_settings_for_a_model_that_no_enabled_model_has_are_refused(tiny_runtime
         ("runtime.grammar='answer ::= \"a\"'", "runtime.grammar"),  # no root rule
         ("runtime.grammar=''", "runtime.grammar"),
         ("runtime.type_v=q8_0", "runtime.type_v"),  # a quantised V cache needs flash_attn
+        # the conversation settings
+        ("++runtime.system_prompt=' '", "runtime.system_prompt"),
+        (f"++runtime.models.{FAST}.system_prompt=' '", f"runtime.models.{FAST}.system_prompt"),
+        ("++runtime.system_template='no field'", "runtime.system_template"),
+        ("++runtime.answer_template='no field'", "runtime.answer_template"),
+        ("++runtime.state_cache_mb=-1", "runtime.state_cache_mb"),
+        (f"++runtime.models.{FAST}.system_promt=x", "Did you mean 'system_prompt'"),
     ],
 )
-def test_bad_load_values_are_422_errors_naming_the_field(
+def test_bad_settings_are_422_errors_naming_the_field(
     tiny_runtime: TinyRuntime, override: str, field: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
