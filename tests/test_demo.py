@@ -4,6 +4,7 @@ verification, registration, and the missing-extra errors."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -185,14 +186,22 @@ def test_demo_model_assembles_loads_and_generates(demo_path: Path) -> None:
     assert out["choices"][0]["text"].strip()
 
 
+def _assert_not_put_twice(
+    ensure: Callable[..., Path], path: Path, capsys: pytest.CaptureFixture[str], work: str
+) -> None:
+    """``ensure`` on the folder that holds ``path`` already returns it untouched (the same
+    inode and mtime) and prints no ``work`` line (its progress while writing)."""
+    before = path.stat()
+    again = ensure(path.parent, progress=True)
+    after = again.stat()
+    assert again == path
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert work not in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_demo_model_is_not_copied_twice(demo_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = demo_path.stat()
-    again = ensure_demo_model(demo_path.parent, progress=True)
-    after = again.stat()
-    assert again == demo_path
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert "Assembling" not in capsys.readouterr().err
+    _assert_not_put_twice(ensure_demo_model, demo_path, capsys, "Assembling")
 
 
 @pytest.mark.slow
@@ -332,12 +341,7 @@ def test_gemma_has_no_chat_template(demo_path: Path) -> None:
 
 @pytest.mark.slow
 def test_smollm2_is_not_copied_twice(smollm2_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = smollm2_path.stat()
-    again = ensure_smollm2_model(smollm2_path.parent, progress=True)
-    after = again.stat()
-    assert again == smollm2_path
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert "Copying" not in capsys.readouterr().err
+    _assert_not_put_twice(ensure_smollm2_model, smollm2_path, capsys, "Copying")
 
 
 @pytest.mark.slow
