@@ -126,6 +126,12 @@ def p50(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def quartiles(values: list[float]) -> str:
+    """The first and third quartiles: how much the requests scatter."""
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return f"{q1:.2f}-{q3:.2f}"
+
+
 def client(url: str) -> openai.OpenAI:
     """The official client on loopback: no retries, no proxy from the environment."""
     return openai.OpenAI(
@@ -449,7 +455,7 @@ def main() -> int:
                 f"1. overhead over the Runner in process, {args.blocks} blocks x {args.requests} requests "
                 f"a side, {args.tokens}-token answers; {load()}"
             )
-            head = f"{'wall p50':>10}{'Runner total_s p50':>20}{'wall - total_s p50':>20}{'tokens':>8}"
+            head = f"{'wall p50':>10}{'Runner total_s p50':>20}{'wall - total_s p50 (quartiles)':>32}"
             print(f"   {'':18}{head}")
             for name, rows in timed.items():
                 overhead = p50([t.overhead_ms for t in rows])
@@ -460,7 +466,7 @@ def main() -> int:
                 print(
                     f"   {name:<18}{p50([t.wall for t in rows]) * 1000:>8.1f}ms"
                     f"{p50([t.runner_total for t in rows]) * 1000:>18.1f}ms{overhead:>18.2f}ms"
-                    f"{p50([t.tokens for t in rows]):>8.0f}{mark}"
+                    f" ({quartiles([t.overhead_ms for t in rows])}){mark}"
                 )
         if 2 in only:
             with LlamaServer(spec, work) as llama:
@@ -476,7 +482,8 @@ def main() -> int:
                     args.throughput_tokens,
                 )
             ours, theirs = rounds["magi serve"], rounds["llama_cpp.server"]
-            rps_ratio = p50([a.rps / b.rps for a, b in zip(ours, theirs, strict=True)])
+            rps_ratios = [a.rps / b.rps for a, b in zip(ours, theirs, strict=True)]
+            rps_ratio = p50(rps_ratios)
             tps_ratio = p50([a.tps / b.tps for a, b in zip(ours, theirs, strict=True)])
             print(
                 f"2. throughput, {args.clients} clients x {args.per_client} requests, {args.rounds} rounds, "
