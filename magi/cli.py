@@ -16,6 +16,8 @@
     magi serve [--profile P] [--port N] serve the profile over the OpenAI API (docs/SERVING.md)
     magi calibrate PROFILE --share powerful=0.3
                                        fit tier thresholds to target shares; save PROFILE-calibrated
+    magi calibrate PROFILE --quality 95% --from RUN_DIR
+                                       the cheapest thresholds keeping 95% of the strongest tier's quality
     magi evaluate PROFILE [--prompts FILE] [--limit N]
                                        answer every prompt on every tier once; sweep thresholds offline
     magi --version                     the installed version
@@ -708,6 +710,8 @@ def _share(text: str) -> tuple[str, float]:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from magi.sweeps.calibration import DEFAULT_HOLDOUT_FRACTION, calibrate, load_sets, save_calibrated
 
+    if args.quality is not None or args.tiers_run is not None:
+        return _calibrate_quality(args)
     manager = _manager(args)
     profile = manager.load_profile(args.profile)
     scorer = args.scorer
@@ -777,6 +781,69 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a whole number above 0 (got {text!r})")
     return value
+
+
+def _calibrate_quality(args: argparse.Namespace) -> int:
+    """``magi calibrate PROFILE --quality 95% --from RUN_DIR``."""
+    from magi.errors import ConfigError
+    from magi.sweeps.calibration import (
+        DEFAULT_HOLDOUT_FRACTION,
+        calibrate_quality,
+        parse_quality,
+        read_tiers_run,
+        save_calibrated,
+    )
+
+    problems = []
+    quality = None
+    if args.quality is None:
+        problems.append("--from RUN_DIR is for a quality calibration: give --quality too, e.g. --quality 95%")
+    else:
+        try:
+            quality = parse_quality(args.quality)
+        except ConfigError as exc:
+            problems += exc.problems
+    if args.tiers_run is None:
+        problems.append(
+            "--quality needs --from RUN_DIR, the folder of a task=tiers run "
+            "(magi evaluate PROFILE or python run.py task=tiers profile=PROFILE)"
+        )
+    if args.share:
+        problems.append("--share and --quality are two kinds of calibration: give one")
+    if args.holdout is not None or args.no_holdout:
+        problems.append("--quality holds out part of the run's prompts: --holdout-fraction, not --holdout")
+    if problems:
+        raise ConfigError(problems, headline="Cannot calibrate")
+    assert quality is not None
+    records, summary = read_tiers_run(args.tiers_run)
+    manager = _manager(args)
+    profile = manager.load_profile(args.profile)
+    report = calibrate_quality(
+        profile,
+        records,
+        quality=quality,
+        holdout_fraction=args.holdout_fraction or DEFAULT_HOLDOUT_FRACTION,
+        seed=args.seed,
+        name=args.name,
+        run_dir=str(args.tiers_run),
+        scorer=summary.get("scorer"),
+    )
+    if not args.dry_run:
+        save_calibrated(
+            report,
+            profiles_dir=manager.profiles_dir,
+            source_key=manager.path_for(args.profile).stem,
+            overwrite=not args.no_overwrite,
+        )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+        for warning in report.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    else:
+        print(report.to_text())
+        if args.dry_run:
+            print("\n(dry run: nothing saved)")
+    return EXIT_OK
 
 
 def _add_config_options(parser: argparse.ArgumentParser, example: str) -> None:
@@ -1035,6 +1102,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hold.add_argument("--no-holdout", action="store_true", help="report on the calibration set only")
     cal.add_argument("--seed", type=int, default=0, help="seed of the --holdout-fraction split")
+    cal.add_argument(
+        "--quality",
+        default=None,
+        metavar="FRACTION",
+        help="calibrate for quality instead: the cheapest thresholds keeping this share of the strongest "
+        "tier's quality, e.g. 95%% or 0.95 (needs --from)",
+    )
+    cal.add_argument(
+        "--from",
+        dest="tiers_run",
+        default=None,
+        metavar="RUN_DIR",
+        help="with --quality: a task=tiers run folder (magi evaluate PROFILE) whose graded answers are read",
+    )
     cal.add_argument("--name", default=None, help="name of the new profile (default '<name> calibrated')")
     cal.add_argument("--scorer", default=None, help="registered scorer (default: the config's scorer)")
     cal.add_argument("--dry-run", action="store_true", help="report only; save nothing")

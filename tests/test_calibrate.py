@@ -243,3 +243,186 @@ def test_a_held_out_set_unlike_the_calibration_set_warns_and_says_why(capsys) ->
     assert cli(["calibrate", "development", "--seed", "1", "--dry-run", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert abs(data["tiers"][1]["holdout_miss"]) <= 0.05 and not data["warnings"]
+
+
+# -- calibrating for quality, from the records of a task=tiers run -------------------------
+
+
+def _records(n: int = 40, *, fails_from: float = 6.0, two_stage: bool = False) -> list[dict]:
+    """Synthetic tiers records: prompt i scores i / 4; the fast tier's answer is right
+    below ``fails_from`` and wrong from it on, the strong arm's always right."""
+    strong = "two-stage" if two_stage else "powerful"
+    out = []
+    for i in range(n):
+        score = i / 4
+        for arm, grade, seconds in (("fast", float(score < fails_from), 1.0), (strong, 1.0, 4.0)):
+            out.append(
+                {"id": f"p{i:02d}", "arm": arm, "grade": grade, "score": score, "label": None}
+                | {"total_s": seconds, "prompt_tokens": 10, "completion_tokens": 20}
+            )
+    return out
+
+
+def test_quality_calibration_picks_the_cheapest_thresholds_that_keep_the_target() -> None:
+    from magi.sweeps.calibration import calibrate_quality
+
+    profile = magi.compose(profile="development").profile
+    records = _records()
+    score = {r["id"]: r["score"] for r in records}
+    full = calibrate_quality(profile, records, quality=1.0, run_dir="run")
+    (cut,) = full.thresholds
+    assert full.profile.tier_config[0].max_score == cut
+    assert full.n_fit + full.n_holdout == 40 and full.n_holdout == 12
+    fit = [score[i] for i in full.fit_ids]
+    # the cheapest: every calibration prompt the fast tier gets wrong goes up, nothing more
+    assert all(s <= cut for s in fit if s < 6.0) and all(s > cut for s in fit if s >= 6.0)
+    assert full.fit["relative_quality"] == 1.0
+    assert full.fit["strong_share"] == pytest.approx(sum(s >= 6.0 for s in fit) / len(fit))
+    held = [score[i] for i in full.holdout_ids]
+    assert full.holdout["strong_share"] == pytest.approx(sum(s > cut for s in held) / len(held))
+    assert full.holdout["quality"] == pytest.approx(
+        sum(1.0 if s > cut or s < 6.0 else 0.0 for s in held) / len(held)
+    )
+    text = full.to_text()
+    assert "calibration  28" in text and "holdout      12" in text and "fast 5 -> " in text
+    # a lower target sends fewer prompts up and still keeps it on the calibration part
+    cheaper = calibrate_quality(profile, records, quality=0.9, run_dir="run")
+    assert cheaper.fit["strong_share"] < full.fit["strong_share"]
+    assert 0.9 <= cheaper.fit["relative_quality"] < 1.0 and cheaper.thresholds[0] > cut
+
+
+def test_quality_calibration_reads_the_two_stage_arm_as_the_strong_one() -> None:
+    from magi.sweeps.calibration import calibrate_quality
+
+    profile = magi.compose(profile="development").profile  # refines on powerful
+    report = calibrate_quality(profile, _records(two_stage=True), quality=1.0, run_dir="run")
+    assert report.fit["strong_quality"] == 1.0 and report.fit["relative_quality"] == 1.0
+    data = report.to_dict()
+    assert data["mode"] == "quality" and data["quality_target"] == 1.0
+    assert data["holdout"]["count"] == 12 and "relative_quality" in data["holdout"]
+
+
+def test_quality_calibration_warns_when_the_held_out_part_misses() -> None:
+    from magi.sweeps.calibration import calibrate_quality
+
+    profile = magi.compose(profile="development").profile
+    records = _records()
+    report = calibrate_quality(profile, records, quality=1.0, run_dir="run")
+    assert not report.warnings and report.holdout["relative_quality"] == 1.0
+    # the same split (same seed and order), the held-out prompts' fast answers all wrong:
+    # the thresholds fitted on the other part cannot know, and the report says so
+    held = set(report.holdout_ids)
+    worse = [{**r, "grade": 0.0} if r["arm"] == "fast" and r["id"] in held else r for r in records]
+    again = calibrate_quality(profile, worse, quality=1.0, run_dir="run")
+    assert again.thresholds == report.thresholds and again.fit == report.fit
+    assert again.holdout["relative_quality"] < 1.0
+    (warning,) = again.warnings
+    assert "on the held-out prompts the quality is" in warning and "under the 100% target" in warning
+    assert f"warning: {warning}" in again.to_text()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("95%", 0.95), ("0.95", 0.95), (1, 1.0), ("100%", 1.0)])
+def test_quality_targets_parse(value: object, expected: float) -> None:
+    from magi.sweeps.calibration import parse_quality
+
+    assert parse_quality(value) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("value", ["0", "0%", "120%", "95", "-0.5", "high", "nan"])
+def test_quality_targets_outside_0_1_are_refused(value: str) -> None:
+    from magi.sweeps.calibration import parse_quality
+
+    with pytest.raises(ConfigError, match=r"fraction in \(0, 1\]"):
+        parse_quality(value)
+
+
+def test_quality_calibration_errors_name_the_run(tmp_path: Path) -> None:
+    from magi.sweeps.calibration import calibrate_quality, read_tiers_run
+
+    profile = magi.compose(profile="development").profile
+    with pytest.raises(ConfigError, match="has no answers of powerful"):
+        calibrate_quality(profile, [r for r in _records() if r["arm"] == "fast"], quality=0.9, run_dir="R")
+    with pytest.raises(ConfigError, match="needs at least 4"):
+        calibrate_quality(profile, _records(3), quality=0.9, run_dir="R")
+    with pytest.raises(ConfigError, match=f"run folder not found: {tmp_path / 'none'}"):
+        read_tiers_run(tmp_path / "none")
+    with pytest.raises(ConfigError, match="is not a task=tiers run folder"):
+        read_tiers_run(tmp_path)
+
+
+def test_cli_quality_exit_codes(tmp_path: Path, capsys) -> None:
+    assert cli(["calibrate", "development", "--quality", "120%", "--from", str(tmp_path)]) == 2
+    assert "fraction in (0, 1]" in capsys.readouterr().err
+    assert cli(["calibrate", "development", "--quality", "95%", "--from", str(tmp_path / "gone")]) == 2
+    err = capsys.readouterr().err
+    assert f"run folder not found: {tmp_path / 'gone'}" in err and "Traceback" not in err
+    assert cli(["calibrate", "development", "--quality", "95%"]) == 2
+    assert "--quality needs --from RUN_DIR" in capsys.readouterr().err
+    args = [
+        "calibrate",
+        "development",
+        "--quality",
+        "0.9",
+        "--from",
+        str(tmp_path),
+        "--share",
+        "powerful=0.3",
+    ]
+    assert cli(args) == 2
+    assert "give one" in capsys.readouterr().err
+
+
+def _write_run(folder: Path, records: list[dict]) -> Path:
+    from magi.sweeps.tiers import write_records
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_records(folder, records)
+    (folder / "tiers_summary.json").write_text(json.dumps({"scorer": "heuristic"}))
+    return folder
+
+
+def test_cli_quality_calibration_saves_the_variant(conf_dir: Path, tmp_path: Path, capsys) -> None:
+    run = _write_run(tmp_path / "run", _records())
+    argv = ["--profiles-dir", str(conf_dir / "profile"), "calibrate", "development"]
+    assert cli([*argv, "--quality", "100%", "--from", str(run), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["profile_key"] == "development-calibrated" and Path(data["path"]).is_file()
+    assert data["fit"]["relative_quality"] == 1.0 and data["scorer"] == "heuristic"
+    composed = magi.compose(profile="development-calibrated", conf_dir=conf_dir).profile
+    assert composed.tier_config[0].max_score == data["tiers"][0]["max_score"] < 6.0
+
+
+def test_task_calibrate_for_quality_through_run_py(tmp_path: Path) -> None:
+    run = _write_run(tmp_path / "tiers", _records())
+    profiles = tmp_path / "profiles"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "task=calibrate",
+            "profile=development",
+            "task.quality=0.95",
+            f"task.tiers_run='{run}'",
+            f"task.profiles_dir='{profiles}'",
+            f"hydra.run.dir='{tmp_path / 'out'}'",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "for 95% of the 'powerful' tier's quality" in proc.stdout and "holdout" in proc.stdout
+    report = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert report["mode"] == "quality" and report["fit"]["relative_quality"] >= 0.95
+    assert (profiles / "development-calibrated.yaml").is_file()
+    bad = subprocess.run(
+        [sys.executable, "run.py", "task=calibrate", "profile=development", "task.quality=1.5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "task.quality" in bad.stderr

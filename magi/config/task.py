@@ -134,6 +134,21 @@ class CalibrateTaskConfig(TaskConfig):
     )
     overwrite: bool = Field(default=True, description="Replace an earlier calibrated profile of that name.")
     seed: int = Field(default=0, description="Seed of the holdout_fraction split.")
+    quality: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=(
+            "Calibrate for quality instead of shares: the cheapest thresholds whose quality (mean "
+            "grade) stays within this fraction of always using the strongest tier, e.g. 0.95, read "
+            "off the graded answers of 'tiers_run' (chosen on 1 - holdout_fraction of its prompts, "
+            "reported on the rest). null: calibrate to 'shares'."
+        ),
+    )
+    tiers_run: Path | None = Field(
+        default=None,
+        description="With 'quality': a task=tiers run folder (its tiers.jsonl), e.g. outputs/<date>/<time>.",
+    )
 
     @field_validator("shares")
     @classmethod

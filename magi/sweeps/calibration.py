@@ -255,6 +255,22 @@ class CalibrationReport:
         return self.to_text()
 
 
+def held_out_indices(labels: Sequence[str | None], fraction: float, seed: int = 0) -> set[int]:
+    """Indices of the ``round(fraction * n)`` items held out, in proportion per label
+    (seeded, reproducible; at least one item on each side)."""
+    rng = random.Random(seed)
+    groups: dict[str | None, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    ranked: list[tuple[float, float, int]] = []
+    for members in groups.values():
+        rng.shuffle(members)
+        ranked += [((j + 0.5) / len(members), rng.random(), i) for j, i in enumerate(members)]
+    ranked.sort()
+    n_hold = min(max(round(fraction * len(labels)), 1), len(labels) - 1)
+    return {i for _, _, i in ranked[:n_hold]}
+
+
 def split_holdout(
     prompts: Sequence[Prompt], fraction: float, seed: int = 0
 ) -> tuple[list[Prompt], list[Prompt]]:
@@ -267,17 +283,7 @@ def split_holdout(
     ``calibration.jsonl`` it brings the spread of the held-out share of a 30% target
     over 200 seeds from 5.8 to 4.7 points (standard deviation).
     """
-    rng = random.Random(seed)
-    groups: dict[str | None, list[int]] = {}
-    for i, item in enumerate(prompts):
-        groups.setdefault(item.label, []).append(i)
-    ranked: list[tuple[float, float, int]] = []
-    for members in groups.values():
-        rng.shuffle(members)
-        ranked += [((j + 0.5) / len(members), rng.random(), i) for j, i in enumerate(members)]
-    ranked.sort()
-    n_hold = min(max(round(fraction * len(prompts)), 1), len(prompts) - 1)
-    held = {i for _, _, i in ranked[:n_hold]}
+    held = held_out_indices([p.label for p in prompts], fraction, seed)
     return [p for i, p in enumerate(prompts) if i not in held], [
         p for i, p in enumerate(prompts) if i in held
     ]
@@ -407,8 +413,342 @@ def holdout_warnings(
     return out
 
 
+# -- calibrating for quality: from the answers of a task=tiers run ----------------------------
+
+
+def parse_quality(value: Any, *, setting: str = "--quality") -> float:
+    """A quality target as a fraction in (0, 1]: ``0.95``, ``"0.95"`` or ``"95%"``.
+
+    Raises:
+        ConfigError: not a number, or outside (0, 1] (``95`` without ``%`` is refused
+            rather than guessed).
+    """
+    text = str(value).strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        number = math.nan
+    if not 0 < number <= 1:
+        raise ConfigError(
+            [
+                f"{setting}: a quality target is a fraction in (0, 1] of the strongest tier's quality, "
+                f"e.g. 0.95 or 95% (got {value!r})"
+            ],
+            headline="Cannot calibrate",
+        )
+    return number
+
+
+def read_tiers_run(
+    run_dir: Path | str, *, setting: str = "--from"
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The records (``tiers.jsonl``) and summary (``tiers_summary.json``, ``{}`` if absent)
+    of a ``task=tiers`` run folder.
+
+    Raises:
+        ConfigError: the folder does not exist, or holds no ``tiers.jsonl``, or the
+            records are unreadable; the message names the folder and how to make one.
+    """
+    import json
+
+    from magi.sweeps.tiers import SUMMARY_FILE, TIERS_FILE, read_records
+
+    folder = Path(run_dir).expanduser()
+    how = "make one with: python run.py task=tiers profile=PROFILE (or magi evaluate PROFILE)"
+    if not folder.is_dir():
+        raise ConfigError([f"{setting}: run folder not found: {folder} ({how})"], headline="Cannot calibrate")
+    if not (folder / TIERS_FILE).is_file():
+        raise ConfigError(
+            [f"{setting}: {folder} is not a task=tiers run folder (no {TIERS_FILE} in it; {how})"],
+            headline="Cannot calibrate",
+        )
+    try:
+        records = read_records(folder)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            [f"{setting}: {folder / TIERS_FILE} is unreadable: {exc}"], headline="Cannot calibrate"
+        ) from None
+    summary: dict[str, Any] = {}
+    if (folder / SUMMARY_FILE).is_file():
+        try:
+            summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            summary = {}
+    return records, summary
+
+
+def _quality_candidates(scores: Sequence[float], base: Sequence[float]) -> list[tuple[float, ...]]:
+    """Threshold settings from "everything to the strongest tier" to "nothing": the
+    boundary below the strongest tier at every readable cut between distinct scores
+    (:func:`_nice`; ``0`` below them all when the lowest score is above 0), the earlier
+    tiers keeping ``base`` (their ``max_score``) when it is below the cut."""
+    distinct = sorted(set(scores))
+    cuts: list[float] = [0.0] if distinct[0] > 0 else []
+    cuts += [_nice(a, b) for a, b in zip(distinct, distinct[1:], strict=False)]
+    cuts.append(math.ceil(distinct[-1] * 100) / 100)
+    out = []
+    for cut in cuts:
+        lower = [b for b in base[:-2] if b < cut]
+        if len(lower) == len(base) - 2:  # the intermediate tiers still have room below the cut
+            out.append((*lower, cut))
+    return out
+
+
+def _fmt_quality(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@dataclass
+class QualityCalibrationReport:
+    """Thresholds chosen for a quality target on one part of a ``task=tiers`` run's graded
+    prompts, and what they give on the rest."""
+
+    source: ModelProfile
+    profile: ModelProfile
+    run_dir: str
+    scorer: str
+    target: float
+    strong_tier: str
+    thresholds: tuple[float, ...]
+    n_fit: int
+    n_holdout: int
+    fit: dict[str, Any]
+    holdout: dict[str, Any]
+    fit_ids: list[str] = field(default_factory=list)
+    holdout_ids: list[str] = field(default_factory=list)
+    path: Path | None = None
+    profile_key: str | None = None
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``calibration.json`` and ``--json``."""
+        return {
+            "mode": "quality",
+            "source_profile": self.source.name,
+            "profile": self.profile.name,
+            "profile_key": self.profile_key,
+            "path": str(self.path) if self.path else None,
+            "run_dir": self.run_dir,
+            "scorer": self.scorer,
+            "quality_target": self.target,
+            "strong_tier": self.strong_tier,
+            "tiers": [
+                {"name": new.name, "max_score_before": old.max_score, "max_score": new.max_score}
+                for old, new in zip(self.source.tier_config, self.profile.tier_config, strict=True)
+            ],
+            "fit": {"count": self.n_fit, **self.fit},
+            "holdout": {"count": self.n_holdout, **self.holdout, "ids": self.holdout_ids},
+            "notes": self.notes,
+            "warnings": self.warnings,
+        }
+
+    def to_text(self) -> str:
+        """The chosen thresholds, quality and shares on both parts, and how to use them."""
+        tiers = self.profile.tier_names
+        headers = ["part", "prompts", "quality", f"all {self.strong_tier}", "of strongest"]
+        headers += [f"{t} %" for t in tiers] + ["s/prompt"]
+        rows = []
+        for part, n, figures in (
+            ("calibration", self.n_fit, self.fit),
+            ("holdout", self.n_holdout, self.holdout),
+        ):
+            rows.append(
+                [
+                    part,
+                    str(n),
+                    _fmt_quality(figures["quality"]),
+                    _fmt_quality(figures["strong_quality"]),
+                    f"{figures['relative_quality']:.1%}",
+                    *[f"{100 * figures['tier_share'][t]:.1f}" for t in tiers],
+                    f"{figures['seconds_per_prompt']:.3f}",
+                ]
+            )
+        maxima = ", ".join(
+            f"{new.name} {fmt_score(old.max_score)} -> {fmt_score(new.max_score)}"
+            for old, new in zip(self.source.tier_config, self.profile.tier_config, strict=True)
+            if new.max_score != old.max_score
+        )
+        lines = [
+            f"Calibrated '{self.source.name}' for {self.target:.0%} of the '{self.strong_tier}' tier's "
+            f"quality on the graded answers of {self.run_dir} (scorer {self.scorer})",
+            f"max_score: {maxima or 'unchanged'}",
+            "",
+            table(headers, rows),
+        ]
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"warning: {w}" for w in self.warnings]
+        if self.path is not None:
+            lines += ["", f"Saved profile '{self.profile.name}' to {self.path}"]
+            lines.append(f"Use it: python run.py profile={self.profile_key}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def calibrate_quality(
+    profile: ModelProfile,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    quality: float,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    seed: int = 0,
+    name: str | None = None,
+    run_dir: str = "(records)",
+    scorer: str | None = None,
+    setting: str = "--from",
+) -> QualityCalibrationReport:
+    """The cheapest thresholds (fewest prompts to the strongest tier) whose quality stays
+    within ``quality`` of always using the strongest tier, chosen on a part of the
+    graded prompts of ``records`` (a ``task=tiers`` run's) and reported on the rest.
+
+    Only the boundary below the strongest tier moves; the tiers below it keep their
+    ``max_score`` (a cut that would leave one of them no room is not a candidate). The
+    prompts are split as :func:`split_holdout` splits a prompt set (by label); the
+    quality of a setting is read off the records as :func:`magi.sweeps.tiers.offline_sweep`
+    reads it. "Always the strongest tier" is the strongest tier's answers (through the
+    two-stage path when the profile refines on that tier), the same arm routing uses.
+
+    Raises:
+        ConfigError: the records lack a tier of the profile, have no scores, or too
+            few prompts graded on every arm to split.
+    """
+    from magi.sweeps.tiers import TWO_STAGE, offline_sweep
+
+    if not 0 < quality <= 1:
+        raise ConfigError([f"quality target must be in (0, 1] (got {quality})"], headline="Cannot calibrate")
+    tiers = profile.tier_names
+    if len(tiers) < 2:
+        raise ConfigError(
+            [f"profile '{profile.name}' has one tier ({tiers[0]}): there is no threshold to calibrate"],
+            headline="Cannot calibrate",
+        )
+    arms_present = {str(r.get("arm")) for r in records}
+    ts = profile.two_stage
+    two_stage_tier = ts.stage2_tier if ts.enabled and TWO_STAGE in arms_present else None
+    needed = [t for t in tiers if t != two_stage_tier] + ([TWO_STAGE] if two_stage_tier else [])
+    missing = [a for a in needed if a not in arms_present]
+    if missing:
+        raise ConfigError(
+            [
+                f"{setting}: {run_dir} has no answers of {', '.join(missing)} (arms in it: "
+                f"{', '.join(sorted(arms_present)) or 'none'}); was it made with profile '{profile.name}'?"
+            ],
+            headline="Cannot calibrate",
+        )
+    by_id: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for record in records:
+        by_id.setdefault(str(record["id"]), {})[str(record["arm"])] = record
+    graded = [
+        i
+        for i, arms in by_id.items()
+        if all(a in arms and arms[a].get("grade") is not None for a in needed)
+        and any(arms[a].get("score") is not None for a in arms)
+    ]
+    if len(graded) < 4:
+        raise ConfigError(
+            [
+                f"{setting}: {run_dir} has {len(graded)} prompt(s) graded on every arm "
+                f"({', '.join(needed)}); quality calibration needs at least 4 "
+                "(a graded prompt set: see docs/SWEEPS.md, Graders)"
+            ],
+            headline="Cannot calibrate",
+        )
+    scores = {
+        i: float(next(r["score"] for r in by_id[i].values() if r.get("score") is not None)) for i in graded
+    }
+    labels = [next((r.get("label") for r in by_id[i].values()), None) for i in graded]
+    held_idx = held_out_indices(labels, holdout_fraction, seed)
+    fit_ids = [i for k, i in enumerate(graded) if k not in held_idx]
+    held_ids = [i for k, i in enumerate(graded) if k in held_idx]
+    base = [t.max_score for t in profile.tier_config]
+    always_strong = tuple(-1.0 for _ in tiers[:-1])
+    candidates = _quality_candidates([scores[i] for i in fit_ids], base)
+    kwargs = {"tiers": tiers, "two_stage_tier": two_stage_tier}
+
+    def part(ids: Sequence[str], settings: Sequence[tuple[float, ...]]) -> list[Any]:
+        chosen = set(ids)
+        return offline_sweep(
+            [r for r in records if str(r["id"]) in chosen],
+            {i: scores[i] for i in ids},
+            list(settings),
+            **kwargs,
+        )
+
+    strong_fit, *points = part(fit_ids, [always_strong, *candidates])
+    floor = quality * (strong_fit.quality or 0.0)
+    passing = [
+        (p.strong_share, -(p.quality or 0.0), k)
+        for k, p in enumerate(points)
+        if (p.quality or 0.0) >= floor - _EPS
+    ]
+    best = points[min(passing)[2]] if passing else strong_fit
+    thresholds = best.thresholds if passing else tuple(max(t, 0.0) for t in candidates[0])
+    strong_held, held_point = part(held_ids, [always_strong, thresholds])
+
+    def figures(point: Any, strong: Any) -> dict[str, Any]:
+        rel = (point.quality / strong.quality) if strong.quality else (1.0 if not point.quality else math.inf)
+        return {
+            "quality": point.quality,
+            "strong_quality": strong.quality,
+            "relative_quality": rel,
+            "tier_share": point.tier_share,
+            "strong_share": point.strong_share,
+            "seconds_per_prompt": point.seconds_per_prompt,
+            "strong_seconds_per_prompt": strong.seconds_per_prompt,
+            "tokens": point.prompt_tokens + point.completion_tokens,
+        }
+
+    last = profile.tier_config[-1]
+    new_tiers = [
+        TierConfig(name=t.name, max_score=m, expected_time_seconds=t.expected_time_seconds)
+        for t, m in zip(
+            profile.tier_config,
+            [*thresholds, last.max_score if last.max_score > thresholds[-1] else math.inf],
+            strict=True,
+        )
+    ]
+    data = profile.model_dump()
+    data.update(
+        name=name or f"{profile.name} calibrated",
+        description=(
+            f"{profile.name} with tier thresholds calibrated to {quality:.0%} of the {tiers[-1]} tier's "
+            f"quality on {len(fit_ids)} graded prompts of {Path(run_dir).name} (scorer {scorer or '?'})"
+        ),
+        tier_config=[t.model_dump() for t in new_tiers],
+    )
+    report = QualityCalibrationReport(
+        source=profile,
+        profile=ModelProfile.model_validate(data),
+        run_dir=run_dir,
+        scorer=scorer or "(the run's)",
+        target=quality,
+        strong_tier=tiers[-1],
+        thresholds=tuple(thresholds),
+        n_fit=len(fit_ids),
+        n_holdout=len(held_ids),
+        fit=figures(best, strong_fit),
+        holdout=figures(held_point, strong_held),
+        fit_ids=fit_ids,
+        holdout_ids=held_ids,
+    )
+    if not passing:
+        report.notes.append(
+            f"no threshold keeps {quality:.0%} of the strongest tier's quality on the calibration part "
+            "but sending everything there: the boundary is put below every score it can be put below"
+        )
+    if report.holdout["relative_quality"] < quality - _EPS:
+        report.warnings.append(
+            f"on the held-out prompts the quality is {report.holdout['relative_quality']:.1%} of the "
+            f"'{tiers[-1]}' tier's, under the {quality:.0%} target ({len(held_ids)} prompts; "
+            f"calibration part {report.fit['relative_quality']:.1%}): grade more prompts, or aim higher"
+        )
+    return report
+
+
 def save_calibrated(
-    report: CalibrationReport,
+    report: CalibrationReport | QualityCalibrationReport,
     *,
     profiles_dir: Path | str | None = None,
     source_key: str | None = None,
@@ -471,7 +811,12 @@ __all__ = [
     "DEFAULT_HOLDOUT_FRACTION",
     "HOLDOUT_TOLERANCE",
     "CalibrationReport",
+    "QualityCalibrationReport",
     "calibrate",
+    "calibrate_quality",
+    "held_out_indices",
+    "parse_quality",
+    "read_tiers_run",
     "holdout_warnings",
     "sampling_error",
     "fit_thresholds",

@@ -1,12 +1,15 @@
-"""Task ``calibrate``: fit the profile's tier thresholds to target shares of prompts.
+"""Task ``calibrate``: fit the profile's tier thresholds to target shares of prompts,
+or to a quality target read off a ``task=tiers`` run.
 
     python run.py task=calibrate profile=development                      # powerful 30%
     python run.py task=calibrate profile=development task.shares.powerful=0.2 task.output=dev-20
+    python run.py task=calibrate profile=development task.quality=0.95 task.tiers_run=outputs/D/T
     python run.py profile=development-calibrated prompt="..."             # use the result
 
-Only the scorer runs (no model is loaded). The new profile is saved through the
-ProfileManager into the profile group (``task.profiles_dir`` to put it elsewhere),
-and ``calibration.json`` in the job's folder records targets and achieved shares.
+Only the scorer runs (no model is loaded); a quality calibration reads the stored,
+graded answers of the tiers run and asks no model either. The new profile is saved
+through the ProfileManager into the profile group (``task.profiles_dir`` to put it
+elsewhere), and ``calibration.json`` in the job's folder records the report.
 """
 
 from __future__ import annotations
@@ -23,25 +26,58 @@ def calibrate_task(config: MagiConfig) -> dict[str, Any]:
     """Calibrate, save the variant, print the report; return it as plain data."""
     import json
 
+    from magi.errors import ConfigError
     from magi.fileio import atomic_write_text
-    from magi.sweeps.calibration import calibrate, load_sets, save_calibrated
+    from magi.sweeps.calibration import (
+        DEFAULT_HOLDOUT_FRACTION,
+        CalibrationReport,
+        QualityCalibrationReport,
+        calibrate,
+        calibrate_quality,
+        load_sets,
+        read_tiers_run,
+        save_calibrated,
+    )
     from magi.sweeps.jobs import current_job
 
     settings = config.task if isinstance(config.task, CalibrateTaskConfig) else CalibrateTaskConfig()
     job = current_job()
-    fit, held, fit_name, held_name = load_sets(
-        settings.prompts, settings.holdout, settings.holdout_fraction, seed=settings.seed
-    )
-    report = calibrate(
-        config.profile,
-        fit,
-        shares=settings.shares,
-        scorer=config.scorer,
-        holdout=held,
-        name=settings.output,
-        prompts_file=fit_name,
-        holdout_file=held_name,
-    )
+    report: CalibrationReport | QualityCalibrationReport
+    if settings.quality is not None:
+        if settings.tiers_run is None:
+            raise ConfigError(
+                [
+                    "task.quality needs task.tiers_run=RUN_DIR, the folder of a task=tiers run "
+                    "(python run.py task=tiers profile=PROFILE)"
+                ],
+                headline="Cannot calibrate",
+            )
+        records, summary = read_tiers_run(settings.tiers_run, setting="task.tiers_run")
+        report = calibrate_quality(
+            config.profile,
+            records,
+            quality=settings.quality,
+            holdout_fraction=settings.holdout_fraction or DEFAULT_HOLDOUT_FRACTION,
+            seed=settings.seed,
+            name=settings.output,
+            run_dir=str(settings.tiers_run),
+            scorer=summary.get("scorer"),
+            setting="task.tiers_run",
+        )
+    else:
+        fit, held, fit_name, held_name = load_sets(
+            settings.prompts, settings.holdout, settings.holdout_fraction, seed=settings.seed
+        )
+        report = calibrate(
+            config.profile,
+            fit,
+            shares=settings.shares,
+            scorer=config.scorer,
+            holdout=held,
+            name=settings.output,
+            prompts_file=fit_name,
+            holdout_file=held_name,
+        )
     save_calibrated(
         report,
         profiles_dir=settings.profiles_dir,
