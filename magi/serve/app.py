@@ -630,20 +630,30 @@ async def _until_disconnect(request: Request) -> None:
             return
 
 
-async def _next_unless_gone(answer: _Answer, watcher: asyncio.Future[None]) -> tuple[str, Any] | None:
-    """The answer's next item, or None when the client went away first (``watcher``, an
-    :func:`_until_disconnect`, ended): the answer is then stopped, which frees its model.
-    An ``error`` item is raised."""
-    getter = asyncio.ensure_future(answer.next())
-    done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    if getter not in done:
-        getter.cancel()
+async def _items_unless_gone(answer: _Answer, request: Request) -> AsyncIterator[tuple[str, Any] | None]:
+    """The answer's items as they come, until the client goes away: then one None, the
+    answer stopped (which frees its model). An ``error`` item is raised; the server
+    stopping (a cancelled request) stops the answer too. Use it in ``contextlib.aclosing``
+    so the disconnect watcher ends when the caller stops reading."""
+    watcher = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        while True:
+            getter = asyncio.ensure_future(answer.next())
+            done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                answer.cancel()
+                yield None
+                return
+            what, item = getter.result()
+            if what == "error":
+                raise item
+            yield what, item
+    except asyncio.CancelledError:
         answer.cancel()
-        return None
-    what, item = getter.result()
-    if what == "error":
-        raise item
-    return what, item
+        raise
+    finally:
+        watcher.cancel()
 
 
 # -- the app -------------------------------------------------------------------------------
@@ -818,21 +828,15 @@ async def _generate(
     shape = _Shape(kind, target.name)
     if body.stream:
         return await _stream(server, request, answer, shape, target, conversation, body.include_usage)
-    watcher = asyncio.ensure_future(_until_disconnect(request))
-    try:
-        while True:
-            got = await _next_unless_gone(answer, watcher)
-            if got is None:
+    async with contextlib.aclosing(_items_unless_gone(answer, request)) as items:
+        async for got in items:
+            if got is None:  # the client went away
                 return Response(status_code=499)
             what, item = got
             if what == "event" and item.kind == "done":
                 result: RunResult = item.result
                 return JSONResponse(shape.whole(result), headers=trace_headers(result))
-    except asyncio.CancelledError:  # the server is stopping: stop the answer too
-        answer.cancel()
-        raise
-    finally:
-        watcher.cancel()
+    raise AssertionError("unreachable: the items end only after a None")
 
 
 class _Shape:
@@ -916,11 +920,9 @@ async def _stream(
     answer no model could start is a plain JSON error with its status, not a 200 stream."""
     head: list[tuple[str, Any]] = []
     first_stage: StreamEvent | None = None
-    watcher = asyncio.ensure_future(_until_disconnect(request))
-    try:
-        while True:
-            got = await _next_unless_gone(answer, watcher)
-            if got is None:
+    async with contextlib.aclosing(_items_unless_gone(answer, request)) as items:
+        async for got in items:
+            if got is None:  # the client went away
                 return Response(status_code=499)
             what, item = got
             head.append((what, item))
@@ -928,11 +930,6 @@ async def _stream(
                 first_stage = item
             if what == "end" or (what == "event" and item.kind in ("token", "done")):
                 break
-    except asyncio.CancelledError:
-        answer.cancel()
-        raise
-    finally:
-        watcher.cancel()
 
     async def events() -> AsyncIterator[dict[str, str]]:
         finished = False
