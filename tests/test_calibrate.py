@@ -27,6 +27,8 @@ from magi.sweeps.prompts import Prompt, load_prompts
 
 from .conftest import ROOT
 
+pytest_plugins = ["magi.testing.fixtures"]  # echo_runtime: the tiny echo models
+
 LABELLED = load_prompts("data/prompts/labelled.jsonl")
 
 
@@ -426,3 +428,33 @@ def test_task_calibrate_for_quality_through_run_py(tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "task.quality" in bad.stderr
+
+
+def test_quality_calibration_on_a_tiers_run_of_the_tiny_models(
+    echo_runtime, conf_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """magi evaluate on the tiny echo models (every prompt on fast, powerful and the two-stage
+    path, graded), then magi calibrate --quality on that run folder: a saved, selectable variant."""
+    lines = [
+        {"id": f"hit{i}", "prompt": f"Say hello {i}", "grader": "contains", "expected": [":"]}
+        for i in range(4)
+    ]
+    lines += [
+        {"id": f"num{i}", "prompt": f"What is {i}+2? Prove it.", "grader": "number", "expected": i + 2}
+        for i in range(2)
+    ]
+    prompts = tmp_path / "set.jsonl"
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    options = [arg for o in echo_runtime.overrides for arg in ("-o", o)]
+    run = tmp_path / "run"
+    argv = ["evaluate", "development", "--prompts", str(prompts), *options, "-o", "task.progress=false"]
+    assert cli([*argv, "--output-dir", str(run), "--cache-dir", str(tmp_path / "cache")]) == 0
+    capsys.readouterr()
+    argv = ["--profiles-dir", str(conf_dir / "profile"), "calibrate", "development"]
+    assert cli([*argv, "--quality", "95%", "--from", str(run), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fit"]["count"] + data["holdout"]["count"] == 6
+    assert data["fit"]["relative_quality"] >= 0.95 and data["scorer"] == "heuristic"
+    assert data["fit"]["strong_quality"] is not None and data["holdout"]["relative_quality"] is not None
+    composed = magi.compose(profile="development-calibrated", conf_dir=conf_dir).profile
+    assert composed.tier_config[0].max_score == data["tiers"][0]["max_score"]
