@@ -338,3 +338,15 @@ def test_arms_are_the_tiers_with_models_then_two_stage() -> None:
     assert [a.name for a in profile_arms(_profile(), both)] == ["fast", "powerful"]
     assert [a.name for a in profile_arms(_profile(two_stage=True), {"fast": ["m1"]})] == ["fast"]
     assert profile_arms(_profile(), {}) == []
+
+
+def test_records_as_routing_outcomes() -> None:
+    from magi.sweeps.tiers import tiers_outcomes
+
+    rows = [{**r, "prompt": f"question {r['id']}"} for r in _records()]
+    rows[0]["grade"] = None  # a, fast: not graded, so no outcome
+    assert tiers_outcomes(rows, "fast", "powerful") == [
+        {"prompt": "question b", "weak": True, "strong": True},
+        {"prompt": "question c", "weak": False, "strong": True},
+        {"prompt": "question d", "weak": False, "strong": True},
+    ]

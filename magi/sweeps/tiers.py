@@ -651,6 +651,27 @@ def routellm_figures(
     return {**out, **figures}
 
 
+def tiers_outcomes(
+    records: Sequence[Mapping[str, Any]], weak_arm: str, strong_arm: str
+) -> list[dict[str, Any]]:
+    """The records as routing outcomes in RouteLLM's shape (:mod:`magi.routing.outcomes`):
+    ``{"prompt", "weak", "strong"}`` per prompt graded on both arms, a grade of
+    at least :data:`CORRECT_GRADE` being correct (for ``magi scorer eval``/``train``)."""
+    out = []
+    for arms in _by_prompt(records).values():
+        weak, strong = arms.get(weak_arm), arms.get(strong_arm)
+        if weak is None or strong is None or weak.get("grade") is None or strong.get("grade") is None:
+            continue
+        out.append(
+            {
+                "prompt": weak["prompt"],
+                "weak": float(weak["grade"]) >= CORRECT_GRADE,
+                "strong": float(strong["grade"]) >= CORRECT_GRADE,
+            }
+        )
+    return out
+
+
 # -- output ------------------------------------------------------------------------------
 def summary_table(summary: Mapping[str, Any]) -> str:
     """The Markdown table of a summary: each arm alone, then the sweep points, then the
