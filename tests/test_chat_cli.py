@@ -56,6 +56,15 @@ def _chat(runtime: TinyRuntime, stdin: str | bytes, *args: str) -> subprocess.Co
     )
 
 
+def _run_py(runtime: TinyRuntime, profile: str, messages: Path) -> subprocess.CompletedProcess[str]:
+    """``python run.py profile=<profile> task.messages=<messages>`` over the tiny models."""
+    return subprocess.run(
+        [sys.executable, "run.py", f"profile={profile}", f"task.messages={messages}", *runtime.overrides,
+         f"hydra.run.dir={runtime.root / 'hydra-run'}"],
+        cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=120,
+    )  # fmt: skip
+
+
 def _traces(out: str) -> list[str]:
     """The /trace outputs (RunResult.explain()): a "profile '...': score" line and its indented lines."""
     return re.findall(r"^profile '[^'\n]+': score .*\n(?:  .*\n)*", out, flags=re.MULTILINE)
@@ -365,11 +374,7 @@ def test_run_py_task_messages_bad_input_exits_2(
     messages: list[object], index: int | None, problem: str, tiny_runtime: TinyRuntime
 ) -> None:
     path = _write(tiny_runtime.root, messages)
-    proc = subprocess.run(
-        [sys.executable, "run.py", "profile=fast-only", f"task.messages={path}", *tiny_runtime.overrides,
-         f"hydra.run.dir={tiny_runtime.root / 'hydra-run'}"],
-        cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=120,
-    )  # fmt: skip
+    proc = _run_py(tiny_runtime, "fast-only", path)
     assert proc.returncode == 2, proc.stderr
     assert f"error: {path}" in proc.stderr and problem in proc.stderr
     if index is not None:
@@ -417,11 +422,7 @@ def test_ask_messages_answers_the_conversation(
 
 def test_run_py_task_messages_answers_the_conversation(tiny_runtime: TinyRuntime) -> None:
     path = _write(tiny_runtime.root, CONVERSATION)
-    proc = subprocess.run(
-        [sys.executable, "run.py", "profile=development", f"task.messages={path}", *tiny_runtime.overrides,
-         f"hydra.run.dir={tiny_runtime.root / 'hydra-run'}"],
-        cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=120,
-    )  # fmt: skip
+    proc = _run_py(tiny_runtime, "development", path)
     assert proc.returncode == 0, proc.stderr
     assert ">>> [4 messages] Why?\n" in proc.stdout
     assert f"[draft · fast · {FAST}]" in proc.stdout and f"[refine · powerful · {REASONER}]" in proc.stdout
