@@ -208,11 +208,16 @@ def test_default_set_is_large_and_varied() -> None:
 
 
 def test_default_split_holds_a_30_percent_target_on_held_out_prompts() -> None:
-    """A 30% powerful target on the default set, over 50 seeded splits: the held-out share
-    centres on the target and most splits land within 5 points; the default split either
-    lands there or warns with the sampling error (±5.8 points at 208/89 prompts)."""
+    """A 30% powerful target on the default set: the default split (seed 0) lands within 5
+    points on the held-out part, with no warning; over 50 seeded splits the held-out share
+    centres on the target, most land within 5 points (86% of 200 seeds, see docs/SWEEPS.md),
+    and exactly those that do not warn, with the sampling error (±3.1 points at 424/182)."""
     profile = magi.compose(profile="development").profile
     prompts = load_prompts("data/prompts/calibration.jsonl")
+    fit, held = load_sets("data/prompts/calibration.jsonl", None, 0.3)[:2]
+    default = calibrate(profile, fit, shares={"powerful": 0.3}, holdout=held)
+    assert default.holdout_achieved is not None and not default.warnings
+    assert abs(default.holdout_achieved["powerful"] - 0.3) <= 0.05
     held_shares = []
     for seed in range(50):
         fit, held = split_holdout(prompts, 0.3, seed=seed)
@@ -224,7 +229,7 @@ def test_default_split_holds_a_30_percent_target_on_held_out_prompts() -> None:
         if report.warnings:
             assert "sampling error" in report.warnings[0] and "'powerful'" in report.warnings[0]
     assert abs(sum(held_shares) / 50 - 0.3) < 0.02
-    assert sum(abs(s - 0.3) <= 0.05 + 1e-9 for s in held_shares) >= 0.6 * 50
+    assert sum(abs(s - 0.3) <= 0.05 + 1e-9 for s in held_shares) >= 0.75 * 50
 
 
 def test_a_held_out_set_unlike_the_calibration_set_warns_and_says_why(capsys) -> None:
