@@ -432,6 +432,25 @@ def test_summary_of_a_partial_bench_marks_its_errors(echo_runtime: TinyRuntime, 
     assert any(line.get_marker() == "X" for line in ax.get_lines())  # and drawn as an X
 
 
+def test_summary_of_a_graded_bench_has_its_quality(echo_runtime: TinyRuntime, tmp_path: Path) -> None:
+    """The tiny-model bench's grades (contains ':'; the failed prompt counts 0) are the
+    summary's quality column and a point of the cost-quality panel."""
+    from magi.sweeps.summary import SweepSummary
+
+    metrics, folder = _bench_with_faults(echo_runtime, tmp_path)
+    assert metrics["grades"]["mean_grade"] == 0.75
+    summary = SweepSummary.from_metrics([(folder, metrics)], folder.parent)
+    (row,) = summary.rows
+    assert row["quality"] == 0.75 and row["graded"] == 4
+    headers, body = summary._display()
+    assert body[0][headers.index("quality")] == "0.75"
+    assert read_csv(summary.write()["csv"])[0]["quality"] == "0.75"
+    latency, quality = summary.plot().axes
+    (point,) = [ln for ln in quality.get_lines() if ln.get_marker() == "X"]  # partial: a red X
+    assert (point.get_xdata()[0], point.get_ydata()[0]) == (25.0, 0.75)
+    assert quality.texts[0].get_text() == "profile=development (25% errors)"
+
+
 @pytest.mark.slow
 def test_multirun_with_a_failing_prompt_marks_the_rows_and_exits_non_zero(
     seed_models_dir: Path, tmp_path: Path
