@@ -350,3 +350,12 @@ def test_records_as_routing_outcomes() -> None:
         {"prompt": "question c", "weak": False, "strong": True},
         {"prompt": "question d", "weak": False, "strong": True},
     ]
+
+
+def test_a_prompt_id_used_twice_is_refused(echo_runtime: TinyRuntime, tmp_path: Path) -> None:
+    from magi.sweeps.prompts import PromptSetError
+
+    prompts = _write_set(tmp_path, [SET[0], {**SET[1], "id": "hit"}], name="twice.jsonl")
+    config = echo_runtime.compose("development", "task=tiers", f"task.prompts='{prompts}'")
+    with pytest.raises(PromptSetError, match="twice.jsonl: prompt id 'hit' is used twice"):
+        run_tiers(config, JobInfo(output_dir=tmp_path / "run"), pool=ModelPool())

@@ -57,7 +57,7 @@ from magi.runtime.backend import ModelSpec
 from magi.runtime.pool import ModelPool, shared_pool
 from magi.sweeps.graders import Grade, JudgeAsk, grade_answer
 from magi.sweeps.jobs import JobInfo
-from magi.sweeps.prompts import Prompt, load_prompts
+from magi.sweeps.prompts import Prompt, PromptSetError, load_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,8 @@ def run_tiers(
     summary into ``job.output_dir``; return the summary (:func:`tiers_summary`).
 
     Raises:
-        PromptSetError: the prompt set is missing or malformed (before any model runs).
+        PromptSetError: the prompt set is missing or malformed, or uses an id twice
+            (before any model runs).
         ConfigError: the profile's models cannot be resolved, or no tier has a model.
     """
     from magi.config.task import BenchTaskConfig
@@ -276,6 +277,15 @@ def run_tiers(
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     prompts = load_prompts(settings.prompts, limit=settings.limit, setting=setting)
+    seen: set[str] = set()
+    for item in prompts:
+        if item.id in seen:  # records are per (prompt id, arm): a second one would hide the first
+            raise PromptSetError(
+                f"{settings.prompts}: prompt id '{item.id}' is used twice; task=tiers keys its records "
+                f"by prompt id (give each line its own 'id')",
+                details={"path": str(settings.prompts), "field": "id", "id": item.id},
+            )
+        seen.add(item.id)
     scorer = config_scorer(config)
     scores = {p.id: scorer.score(p.prompt).score for p in prompts}
     specs, members = resolve_models(config)
