@@ -463,3 +463,16 @@ def test_quality_calibration_on_a_tiers_run_of_the_tiny_models(
     assert data["fit"]["strong_quality"] is not None and data["holdout"]["relative_quality"] is not None
     composed = magi.compose(profile="development-calibrated", conf_dir=conf_dir).profile
     assert composed.tier_config[0].max_score == data["tiers"][0]["max_score"]
+
+
+def test_quality_calibration_when_the_strongest_tier_gets_nothing_right() -> None:
+    """No ratio to report (0 of 0), a note instead, and the cheapest thresholds."""
+    from magi.sweeps.calibration import calibrate_quality
+
+    profile = magi.compose(profile="development").profile
+    records = [{**r, "grade": 0.0} for r in _records()]
+    report = calibrate_quality(profile, records, quality=0.95, run_dir="run")
+    assert report.fit["relative_quality"] is None and report.fit["strong_share"] == 0.0
+    assert report.notes and "every threshold keeps that" in report.notes[0] and not report.warnings
+    calibration_row = next(ln for ln in report.to_text().splitlines() if ln.startswith("calibration "))
+    assert calibration_row.split()[4] == "-"

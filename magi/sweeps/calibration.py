@@ -560,7 +560,7 @@ class QualityCalibrationReport:
                     str(n),
                     _fmt_quality(figures["quality"]),
                     _fmt_quality(figures["strong_quality"]),
-                    f"{figures['relative_quality']:.1%}",
+                    "-" if figures["relative_quality"] is None else f"{figures['relative_quality']:.1%}",
                     *[f"{100 * figures['tier_share'][t]:.1f}" for t in tiers],
                     f"{figures['seconds_per_prompt']:.3f}",
                 ]
@@ -689,7 +689,8 @@ def calibrate_quality(
     strong_held, held_point = part(held_ids, [always_strong, thresholds])
 
     def figures(point: Any, strong: Any) -> dict[str, Any]:
-        rel = (point.quality / strong.quality) if strong.quality else (1.0 if not point.quality else math.inf)
+        # no ratio when the strongest tier got nothing right: any threshold "keeps" 0
+        rel = point.quality / strong.quality if strong.quality and point.quality is not None else None
         return {
             "quality": point.quality,
             "strong_quality": strong.quality,
@@ -739,11 +740,19 @@ def calibrate_quality(
             f"no threshold keeps {quality:.0%} of the strongest tier's quality on the calibration part "
             "but sending everything there: the boundary is put below every score it can be put below"
         )
-    if report.holdout["relative_quality"] < quality - _EPS:
+    if not strong_fit.quality:
+        report.notes.append(
+            f"the '{tiers[-1]}' tier's answers to the calibration part have quality "
+            f"{_fmt_quality(strong_fit.quality)}: every threshold keeps that, so the cheapest (nothing to "
+            f"'{tiers[-1]}') is chosen; grade more prompts, or prompts the strongest tier gets right"
+        )
+    held_ratio = report.holdout["relative_quality"]
+    if held_ratio is not None and held_ratio < quality - _EPS:
         report.warnings.append(
             f"on the held-out prompts the quality is {report.holdout['relative_quality']:.1%} of the "
             f"'{tiers[-1]}' tier's, under the {quality:.0%} target ({len(held_ids)} prompts; "
-            f"calibration part {report.fit['relative_quality']:.1%}): grade more prompts, or aim higher"
+            f"calibration part {report.fit['relative_quality'] or 0.0:.1%}): grade more prompts, "
+            "or aim higher"
         )
     return report
 
