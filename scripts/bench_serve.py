@@ -498,7 +498,8 @@ def main() -> int:
                 )
             print(
                 f"   MAGI / llama_cpp.server: requests/s {rps_ratio:.3f} "
-                f"(per round {', '.join(f'{r:.2f}' for r in rps_ratios)}), tokens/s {tps_ratio:.3f} (reported)"
+                f"(per round {', '.join(f'{r:.2f}' for r in rps_ratios)}), "
+                f"tokens/s {tps_ratio:.3f} (reported)"
             )
     finally:
         server.stop()
