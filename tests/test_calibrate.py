@@ -453,7 +453,12 @@ def test_quality_calibration_on_a_tiers_run_of_the_tiny_models(
     options = [arg for o in echo_runtime.overrides for arg in ("-o", o)]
     run = tmp_path / "run"
     argv = ["evaluate", "development", "--prompts", str(prompts), *options, "-o", "task.progress=false"]
-    assert cli([*argv, "--output-dir", str(run), "--cache-dir", str(tmp_path / "cache")]) == 0
+    try:
+        assert cli([*argv, "--output-dir", str(run), "--cache-dir", str(tmp_path / "cache")]) == 0
+    finally:
+        from magi.runtime.pool import shared_pool
+
+        shared_pool().close()  # the models magi evaluate loaded
     capsys.readouterr()
     argv = ["--profiles-dir", str(conf_dir / "profile"), "calibrate", "development"]
     assert cli([*argv, "--quality", "95%", "--from", str(run), "--json"]) == 0
