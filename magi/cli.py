@@ -785,6 +785,7 @@ def _positive_int(text: str) -> int:
 
 def _calibrate_quality(args: argparse.Namespace) -> int:
     """``magi calibrate PROFILE --quality 95% --from RUN_DIR``."""
+    from magi.config import compose
     from magi.errors import ConfigError
     from magi.sweeps.calibration import (
         DEFAULT_HOLDOUT_FRACTION,
@@ -826,7 +827,8 @@ def _calibrate_quality(args: argparse.Namespace) -> int:
         seed=args.seed,
         name=args.name,
         run_dir=str(args.tiers_run),
-        scorer=summary.get("scorer"),
+        scorer=args.scorer or compose().scorer,
+        run_scorer=summary.get("scorer"),
     )
     if not args.dry_run:
         save_calibrated(

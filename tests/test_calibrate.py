@@ -481,3 +481,32 @@ def test_quality_calibration_when_the_strongest_tier_gets_nothing_right() -> Non
     assert report.notes and "every threshold keeps that" in report.notes[0] and not report.warnings
     calibration_row = next(ln for ln in report.to_text().splitlines() if ln.startswith("calibration "))
     assert calibration_row.split()[4] == "-"
+
+
+def test_quality_calibration_scores_again_with_another_scorer() -> None:
+    """Thresholds are on the scale of the scorer that will route: the records' prompts are
+    scored again when it is not the run's scorer."""
+    from magi.routing.scorer import ComplexityScore, register_scorer
+    from magi.sweeps.calibration import calibrate_quality
+
+    @register_scorer("calibrate-test-length")
+    class LengthScorer:
+        name = "calibrate-test-length"
+
+        def score(self, prompt: str) -> ComplexityScore:
+            return ComplexityScore(len(prompt) / 10, {}, {"length": len(prompt) / 10})
+
+    profile = magi.compose(profile="development").profile
+    # stored scores say nothing (all 0); the prompt's length says where fast fails
+    records = [{**r, "score": 0.0, "prompt": "x" * (int(r["score"] * 4) + 1)} for r in _records()]
+    stored = calibrate_quality(profile, records, quality=1.0, run_scorer="heuristic")
+    # one stored score, 0: no cut sends anything up, and the report says what the lowest gives
+    assert stored.thresholds == (0.0,) and stored.fit["strong_share"] == 0.0
+    assert stored.fit["relative_quality"] < 1.0 and "lowest cut there is (0;" in stored.notes[0]
+    again = calibrate_quality(
+        profile, records, quality=1.0, scorer="calibrate-test-length", run_scorer="heuristic"
+    )
+    assert again.scorer == "calibrate-test-length" and again.fit["relative_quality"] == 1.0
+    assert 0 < again.fit["strong_share"] < 1.0 and 2.4 < again.thresholds[0] <= 2.5
+    with pytest.raises(ConfigError, match="keep no prompt text"):
+        calibrate_quality(profile, _records(), quality=1.0, scorer="calibrate-test-length", run_scorer="x")

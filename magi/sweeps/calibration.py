@@ -598,6 +598,7 @@ def calibrate_quality(
     name: str | None = None,
     run_dir: str = "(records)",
     scorer: str | None = None,
+    run_scorer: str | None = None,
     setting: str = "--from",
 ) -> QualityCalibrationReport:
     """The cheapest thresholds (fewest prompts to the strongest tier) whose quality stays
@@ -610,6 +611,11 @@ def calibrate_quality(
     quality of a setting is read off the records as :func:`magi.sweeps.tiers.offline_sweep`
     reads it. "Always the strongest tier" is the strongest tier's answers (through the
     two-stage path when the profile refines on that tier), the same arm routing uses.
+
+    The prompts' scores are the ones stored in the records when ``scorer`` (the scorer
+    the thresholds are for) is the run's (``run_scorer``) or not given; otherwise the
+    records' prompt texts are scored again with ``scorer``, so the thresholds are on
+    the scale of the scorer that will route.
 
     Raises:
         ConfigError: the records lack a tier of the profile, have no scores, or too
@@ -659,6 +665,20 @@ def calibrate_quality(
     scores = {
         i: float(next(r["score"] for r in by_id[i].values() if r.get("score") is not None)) for i in graded
     }
+    if scorer is not None and scorer != run_scorer:
+        rater = get_scorer(scorer)
+        texts = {
+            i: next((r.get("prompt") for r in by_id[i].values() if r.get("prompt")), None) for i in graded
+        }
+        if any(t is None for t in texts.values()):
+            raise ConfigError(
+                [
+                    f"{setting}: {run_dir} was scored by {run_scorer or 'an unknown scorer'} and its records "
+                    f"keep no prompt text to score with {scorer}: calibrate with --scorer {run_scorer}"
+                ],
+                headline="Cannot calibrate",
+            )
+        scores = {i: rater.score(str(texts[i])).score for i in graded}
     labels = [next((r.get("label") for r in by_id[i].values()), None) for i in graded]
     held_idx = held_out_indices(labels, holdout_fraction, seed)
     fit_ids = [i for k, i in enumerate(graded) if k not in held_idx]
@@ -684,8 +704,12 @@ def calibrate_quality(
         for k, p in enumerate(points)
         if (p.quality or 0.0) >= floor - _EPS
     ]
-    best = points[min(passing)[2]] if passing else strong_fit
-    thresholds = best.thresholds if passing else tuple(max(t, 0.0) for t in candidates[0])
+    if passing:
+        best = points[min(passing)[2]]
+        thresholds = best.thresholds
+    else:  # the lowest cut there is (a max_score is at least 0): what it gives is reported
+        thresholds = candidates[0]
+        (best,) = part(fit_ids, [thresholds])
     strong_held, held_point = part(held_ids, [always_strong, thresholds])
 
     def figures(point: Any, strong: Any) -> dict[str, Any]:
@@ -716,7 +740,8 @@ def calibrate_quality(
         name=name or f"{profile.name} calibrated",
         description=(
             f"{profile.name} with tier thresholds calibrated to {quality:.0%} of the {tiers[-1]} tier's "
-            f"quality on {len(fit_ids)} graded prompts of {Path(run_dir).name} (scorer {scorer or '?'})"
+            f"quality on {len(fit_ids)} graded prompts of {Path(run_dir).name} "
+            f"(scorer {scorer or run_scorer or '?'})"
         ),
         tier_config=[t.model_dump() for t in new_tiers],
     )
@@ -724,7 +749,7 @@ def calibrate_quality(
         source=profile,
         profile=ModelProfile.model_validate(data),
         run_dir=run_dir,
-        scorer=scorer or "(the run's)",
+        scorer=scorer or run_scorer or "(the run's)",
         target=quality,
         strong_tier=tiers[-1],
         thresholds=tuple(thresholds),
@@ -738,7 +763,8 @@ def calibrate_quality(
     if not passing:
         report.notes.append(
             f"no threshold keeps {quality:.0%} of the strongest tier's quality on the calibration part "
-            "but sending everything there: the boundary is put below every score it can be put below"
+            "but sending everything there: the boundary is put at the lowest cut there is "
+            f"({fmt_score(thresholds[-1])}; a max_score is at least 0, so prompts scoring 0 stay below it)"
         )
     if not strong_fit.quality:
         report.notes.append(

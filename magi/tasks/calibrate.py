@@ -61,7 +61,8 @@ def calibrate_task(config: MagiConfig) -> dict[str, Any]:
             seed=settings.seed,
             name=settings.output,
             run_dir=str(settings.tiers_run),
-            scorer=summary.get("scorer"),
+            scorer=config.scorer,
+            run_scorer=summary.get("scorer"),
             setting="task.tiers_run",
         )
     else:
