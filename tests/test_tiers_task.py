@@ -359,3 +359,34 @@ def test_a_prompt_id_used_twice_is_refused(echo_runtime: TinyRuntime, tmp_path: 
     config = echo_runtime.compose("development", "task=tiers", f"task.prompts='{prompts}'")
     with pytest.raises(PromptSetError, match="twice.jsonl: prompt id 'hit' is used twice"):
         run_tiers(config, JobInfo(output_dir=tmp_path / "run"), pool=ModelPool())
+
+
+@pytest.mark.slow
+def test_task_tiers_through_run_py(echo_runtime: TinyRuntime, tmp_path: Path) -> None:
+    """``python run.py task=tiers`` writes the records and the summary into Hydra's run folder,
+    with the cache beside the run folder's parent; a bad prompt set exits 2 naming the line."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    prompts = _write_set(tmp_path, SET)
+    run_dir = tmp_path / "outputs" / "day" / "run1"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "run.py", "task=tiers", "profile=development", *echo_runtime.overrides, *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+            timeout=300,
+        )
+
+    proc = run(f"task.prompts='{prompts}'", "task.progress=false", f"hydra.run.dir='{run_dir}'")
+    assert proc.returncode == 0, proc.stderr
+    assert "| all two-stage |" in proc.stdout and "6 answer(s) asked, 0 reused" in proc.stdout
+    assert len(read_records(run_dir)) == 6 and (run_dir / SUMMARY_MD).is_file()
+    assert (tmp_path / "outputs" / CACHE_FILE).is_file()
+    bad = _write_set(tmp_path, [{"prompt": "2+2?", "grader": "number"}], name="bad.jsonl")
+    proc = run(f"task.prompts='{bad}'", f"hydra.run.dir='{tmp_path / 'run2'}'")
+    assert proc.returncode == 2 and "bad.jsonl:1: the 'number' grader needs 'expected'" in proc.stderr
