@@ -510,3 +510,27 @@ def test_quality_calibration_scores_again_with_another_scorer() -> None:
     assert 0 < again.fit["strong_share"] < 1.0 and 2.4 < again.thresholds[0] <= 2.5
     with pytest.raises(ConfigError, match="keep no prompt text"):
         calibrate_quality(profile, _records(), quality=1.0, scorer="calibrate-test-length", run_scorer="x")
+
+
+def test_quality_calibration_with_three_tiers_moves_the_top_boundary_only() -> None:
+    from magi.sweeps.calibration import calibrate_quality
+
+    base = magi.compose(profile="development").profile
+    data = base.model_dump()
+    data["two_stage"]["enabled"] = False
+    data["tier_config"] = [
+        {"name": "fast", "max_score": 2.0},
+        {"name": "medium", "max_score": 6.0},
+        {"name": "powerful", "max_score": math.inf},
+    ]
+    profile = ModelProfile.model_validate(data)
+    records = _records()
+    records += [
+        {**r, "arm": "medium", "grade": float(r["score"] < 8.0)} for r in records if r["arm"] == "fast"
+    ]
+    report = calibrate_quality(profile, records, quality=1.0, run_dir="run")
+    fast, medium, powerful = report.profile.tier_config
+    assert fast.max_score == 2.0 and powerful.max_score == math.inf
+    assert 6.0 <= medium.max_score < 8.0  # wrong medium answers (score >= 8) go up, no more
+    assert report.fit["relative_quality"] == 1.0
+    assert set(report.fit["tier_share"]) == {"fast", "medium", "powerful"}
