@@ -685,7 +685,8 @@ def calibrate_quality(
     held_ids = [i for k, i in enumerate(graded) if k in held_idx]
     base = [t.max_score for t in profile.tier_config]
     always_strong = tuple(-1.0 for _ in tiers[:-1])
-    candidates = _quality_candidates([scores[i] for i in fit_ids], base)
+    # (no cut above the middle tiers' max_score: only the profile's own thresholds are left)
+    candidates = _quality_candidates([scores[i] for i in fit_ids], base) or [tuple(base[:-1])]
     kwargs = {"tiers": tiers, "two_stage_tier": two_stage_tier}
 
     def part(ids: Sequence[str], settings: Sequence[tuple[float, ...]]) -> list[Any]:
