@@ -241,6 +241,8 @@ def test_summary_points_curve_and_routellm_figures() -> None:
     strong = [STRONG_GRADES[i] >= 0.5 for i in SCORES]
     assert figures["apgr"] == pytest.approx(routing_figures(list(SCORES.values()), weak, strong).apgr)
     assert (figures["weak"], figures["strong"], figures["prompts"]) == ("fast", "powerful", 4)
+    # graded: the area under the curve above is 0.828125; (0.828125 - 0.5) / (0.875 - 0.5)
+    assert figures["graded_apgr"] == pytest.approx(0.875)
 
 
 def test_apgr_of_synthetic_outcomes_matches_routing_figures() -> None:
@@ -262,6 +264,7 @@ def test_apgr_of_synthetic_outcomes_matches_routing_figures() -> None:
         assert summary["routellm"][name] == pytest.approx(getattr(expected, name)), name
     # with 0/1 grades the offline curve is RouteLLM's quality curve
     curve = [(p["strong_share"], p["quality"]) for p in summary["curve"]]
+    assert summary["routellm"]["graded_apgr"] == pytest.approx(expected.apgr)  # 0/1 grades: the same
     expected_curve = quality_curve(list(scores.values()), weak, strong)
     assert [x for x, _ in curve] == pytest.approx([x for x, _ in expected_curve])
     assert [y for _, y in curve] == pytest.approx([y for _, y in expected_curve])

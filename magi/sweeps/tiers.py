@@ -613,7 +613,25 @@ def tiers_summary(
     summary["curve"] = [{"strong_share": p.strong_share, **p.to_dict()} for p in curve]
     weak_arm, strong_arm = tiers[0], (TWO_STAGE if two_stage_tier == tiers[-1] else tiers[-1])
     summary["routellm"] = routellm_figures(records, scores, weak_arm, strong_arm)
+    summary["routellm"]["graded_apgr"] = graded_apgr([(p.strong_share, p.quality) for p in curve])
     return summary
+
+
+def graded_apgr(curve: Sequence[tuple[float, float | None]]) -> float | None:
+    """APGR read on a curve of *mean grades* (partial credit kept, no 0.5 cut):
+    ``(area under the curve - quality at share 0) / (quality at share 1 - quality at
+    share 0)``, the area by trapezoids over the strong share from 0 to 1. With 0/1
+    grades and two tiers it is :func:`magi.routing.metrics.apgr`; with more tiers its
+    ends are the curve's (the lower tiers placed by the profile's thresholds).
+    ``None`` when a point has no graded prompt or there is no gap to recover."""
+    if len(curve) < 2 or any(q is None for _, q in curve):
+        return None
+    points = [(float(x), float(q)) for x, q in curve if q is not None]
+    low, high = points[0][1], points[-1][1]
+    if high <= low:
+        return None
+    area = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False))
+    return (area - low) / (high - low)
 
 
 def routellm_figures(
@@ -739,6 +757,8 @@ def summary_table(summary: Mapping[str, Any]) -> str:
                 f"CPT(80%) {figures['cpt80']:.1%}, AUC "
                 + ("-" if figures["auc"] is None else f"{figures['auc']:.3f}")
             )
+        if figures.get("graded_apgr") is not None:
+            lines.append(f"APGR on mean grades (partial credit kept): {figures['graded_apgr']:.3f}")
     return "\n".join(lines)
 
 
