@@ -534,3 +534,20 @@ def test_quality_calibration_with_three_tiers_moves_the_top_boundary_only() -> N
     assert 6.0 <= medium.max_score < 8.0  # wrong medium answers (score >= 8) go up, no more
     assert report.fit["relative_quality"] == 1.0
     assert set(report.fit["tier_share"]) == {"fast", "medium", "powerful"}
+
+
+def test_quality_calibration_with_no_cut_above_the_middle_tiers_keeps_the_profile() -> None:
+    from magi.sweeps.calibration import calibrate_quality
+
+    data = magi.compose(profile="development").profile.model_dump()
+    data["two_stage"]["enabled"] = False
+    data["tier_config"] = [
+        {"name": "fast", "max_score": 9.9},  # above every score (they go up to 9.75)
+        {"name": "medium", "max_score": 9.95},
+        {"name": "powerful", "max_score": math.inf},
+    ]
+    profile = ModelProfile.model_validate(data)
+    records = _records()
+    records += [{**r, "arm": "medium"} for r in records if r["arm"] == "fast"]
+    report = calibrate_quality(profile, records, quality=0.9, run_dir="run")
+    assert report.thresholds == (9.9, 9.95) and report.fit["tier_share"]["fast"] == 1.0
