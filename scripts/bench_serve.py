@@ -285,20 +285,29 @@ OVERHEAD_SIDES = ("server", "server, streamed", "in process", "server, httpx", "
 
 
 def bench_overhead(
-    server: MagiServe, runner: Runner, prompts: Iterator[str], blocks: int, requests: int, tokens: int
+    server: MagiServe,
+    runner: Runner,
+    prompts: Iterator[str],
+    blocks: int,
+    requests: int,
+    tokens: int,
+    long_tokens: int = 0,
 ) -> dict[str, list[Timed]]:
     """Blocks of ``requests`` on each side, one side at a time, the order rotating block by
     block. The plain and the in-process sides answer the same prompts (two processes: each
     sees them first); every other side that answers gets its own, unseen by the server.
     Beside the budget's sides, for where the time goes: the plain request sent with bare
-    ``httpx`` (the ``openai`` client's share) and ``GET /health`` (HTTP and uvicorn's)."""
+    ``httpx`` (the ``openai`` client's share) and ``GET /health`` (HTTP and uvicorn's);
+    with ``long_tokens``, the bare request again with answers that long (does the overhead
+    grow per token, or is it per request?)."""
     api = client(server.url)
     http = httpx.Client(trust_env=False, timeout=120)
     served_plain(api, next(prompts), tokens)  # warm-up: the server loads the model
     served_stream(api, next(prompts), tokens)
     served_raw(http, server.url, next(prompts), tokens)
     in_process(runner, next(prompts), tokens)
-    timed: dict[str, list[Timed]] = {name: [] for name in OVERHEAD_SIDES}
+    names = [*OVERHEAD_SIDES, *([f"httpx, {long_tokens} tok"] if long_tokens else [])]
+    timed: dict[str, list[Timed]] = {name: [] for name in names}
     for block in range(blocks):
         shared = take(prompts, requests)
         sides: list[tuple[Callable[[str], Timed], list[str]]] = [
@@ -308,12 +317,14 @@ def bench_overhead(
             (lambda p: served_raw(http, server.url, p, tokens), take(prompts, requests)),
             (lambda _: health(http, server.url), shared),
         ]
+        if long_tokens:
+            sides.append((lambda p: served_raw(http, server.url, p, long_tokens), take(prompts, requests)))
         order = [(block + i) % len(sides) for i in range(len(sides))]
         if block % 2:
             order.reverse()
         for i in order:
             ask, block_prompts = sides[i]
-            timed[OVERHEAD_SIDES[i]] += [ask(p) for p in block_prompts]
+            timed[names[i]] += [ask(p) for p in block_prompts]
     return timed
 
 
@@ -421,6 +432,9 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=4, help="(1) blocks per side")
     parser.add_argument("--requests", type=int, default=10, help="(1) requests per block")
     parser.add_argument("--tokens", type=int, default=4, help="(1) answer length")
+    parser.add_argument(
+        "--long-tokens", type=int, default=0, help="(1) also time bare-httpx requests of this length"
+    )
     parser.add_argument("--budget-ms", type=float, default=BUDGET_MS, help="(1) budget of the p50 overhead")
     parser.add_argument("--rounds", type=int, default=5, help="(2) rounds per server")
     parser.add_argument("--clients", type=int, default=4, help="(2) concurrent clients")
@@ -449,7 +463,9 @@ def main() -> int:
     try:
         if 1 in only:
             with Runner(config, start_health_checks=False) as runner:
-                timed = bench_overhead(server, runner, prompts, args.blocks, args.requests, args.tokens)
+                timed = bench_overhead(
+                    server, runner, prompts, args.blocks, args.requests, args.tokens, args.long_tokens
+                )
             base = p50([t.overhead_ms for t in timed["in process"]])
             print(
                 f"1. overhead over the Runner in process, {args.blocks} blocks x {args.requests} requests "
@@ -466,7 +482,8 @@ def main() -> int:
                 print(
                     f"   {name:<18}{p50([t.wall for t in rows]) * 1000:>8.1f}ms"
                     f"{p50([t.runner_total for t in rows]) * 1000:>18.1f}ms{overhead:>18.2f}ms"
-                    f" ({quartiles([t.overhead_ms for t in rows])}){mark}"
+                    f" ({quartiles([t.overhead_ms for t in rows])}),"
+                    f" {p50([t.tokens for t in rows]):.0f} tok{mark}"
                 )
         if 2 in only:
             with LlamaServer(spec, work) as llama:
