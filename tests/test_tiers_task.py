@@ -142,6 +142,20 @@ def test_a_rerun_reuses_the_stored_answers_and_asks_no_model(
     assert injector.calls == {FAST: 2, REASONER: 4}  # the two-stage arm's drafts
 
 
+def test_changed_grading_fields_regrade_the_stored_answer_without_asking(
+    echo_runtime: TinyRuntime, tmp_path: Path
+) -> None:
+    _run(echo_runtime, tmp_path, "run1", "profile.two_stage.enabled=false")
+    SET[0]["expected"] = ["zzz"]  # the echo answer ':::' no longer contains it
+    try:
+        summary, folder, injector = _run(echo_runtime, tmp_path, "run2", "profile.two_stage.enabled=false")
+    finally:
+        SET[0]["expected"] = [":"]
+    assert injector.calls == {} and summary["asked"] == 0
+    hits = [r for r in read_records(folder) if r["id"] == "hit"]
+    assert [(r["grade"], r["expected"], r["cached"]) for r in hits] == [(0.0, ["zzz"], True)] * 2
+
+
 def test_reuse_false_asks_again(echo_runtime: TinyRuntime, tmp_path: Path) -> None:
     _run(echo_runtime, tmp_path, "run1", "profile.two_stage.enabled=false")
     summary, _, injector = _run(

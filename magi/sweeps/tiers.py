@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -243,8 +244,14 @@ class AnswerCache:
     def put(self, record: dict[str, Any]) -> None:
         self.records[record["key"]] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        # one write on an O_APPEND descriptor: jobs of a parallel sweep sharing the cache
+        # append whole lines, never interleaved halves
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
 
 def cache_path(settings: TiersTaskConfig, job: JobInfo) -> Path:
@@ -373,7 +380,8 @@ def _answer_arm(
                     if row.get("grade_key") != grade_key(item) and row.get("answer") is not None:
                         row.update(_graded(item, row["answer"], judge))
                         row["grade_key"] = grade_key(item)
-                    row.update({"id": item.id, "label": item.label, "cached": True})
+                    expected = list(item.expected) or (item.reference if item.reference else None)
+                    row.update({"id": item.id, "label": item.label, "expected": expected, "cached": True})
                     rows.append(row)
                     bar.update()
                     continue
