@@ -407,3 +407,26 @@ def test_task_tiers_through_run_py(echo_runtime: TinyRuntime, tmp_path: Path) ->
     bad = _write_set(tmp_path, [{"prompt": "2+2?", "grader": "number"}], name="bad.jsonl")
     proc = run(f"task.prompts='{bad}'", f"hydra.run.dir='{tmp_path / 'run2'}'")
     assert proc.returncode == 2 and "bad.jsonl:1: the 'number' grader needs 'expected'" in proc.stderr
+
+
+def test_three_tiers_curve_moves_the_boundary_below_the_strongest() -> None:
+    profile = ModelProfile(
+        name="p3",
+        enabled_models=["m1", "m2", "m3"],
+        tier_config=[
+            {"name": "fast", "max_score": 2.0},
+            {"name": "mid", "max_score": 5.0},
+            {"name": "powerful"},
+        ],
+    )
+    rows = _records() + [{**r, "arm": "mid", "grade": 0.5} for r in _records() if r["arm"] == "fast"]
+    summary = tiers_summary(rows, SCORES, profile=profile)
+    assert summary["tiers"] == ["fast", "mid", "powerful"]
+    # the profile: a (1) fast, b (3) mid, c (6) and d (9) powerful
+    assert summary["points"][0]["tier_share"] == {"fast": 0.25, "mid": 0.25, "powerful": 0.5}
+    shares = [(p["thresholds"], p["tier_share"]) for p in summary["curve"]]
+    assert shares[0] == ([2.0, 9.0], {"fast": 0.25, "mid": 0.75, "powerful": 0.0})
+    assert shares[2] == ([2.0, 4.5], {"fast": 0.25, "mid": 0.25, "powerful": 0.5})
+    assert shares[3] == ([2.0, 2.0], {"fast": 0.25, "mid": 0.0, "powerful": 0.75})
+    assert shares[-1] == ([0.0, 0.0], {"fast": 0.0, "mid": 0.0, "powerful": 1.0})
+    assert (summary["routellm"]["weak"], summary["routellm"]["strong"]) == ("fast", "powerful")
