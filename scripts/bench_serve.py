@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,7 +60,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import httpx  # noqa: E402
 import openai  # noqa: E402
@@ -428,7 +428,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", type=int, choices=(1, 2), action="append", help="run only this part")
-    parser.add_argument("--models-dir", type=Path, default=None, help="where to assemble the demo model")
+    parser.add_argument(
+        "--models-dir", type=Path, default=None, help="where to assemble the demo model (kept)"
+    )
     parser.add_argument("--blocks", type=int, default=4, help="(1) blocks per side")
     parser.add_argument("--requests", type=int, default=10, help="(1) requests per block")
     parser.add_argument("--tokens", type=int, default=4, help="(1) answer length")
@@ -520,6 +522,8 @@ def main() -> int:
             )
     finally:
         server.stop()
+        if args.models_dir is None:  # the model copy is big; the servers' logs stay
+            shutil.rmtree(models_dir, ignore_errors=True)
     return 1 if missed else 0
 
 
