@@ -335,6 +335,15 @@ def test_evaluate_on_tiny_models(
     argv = ["evaluate", "development", "--prompts", str(prompts), "--limit", "1", *options]
     argv += ["--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
     argv += ["-o", "task.progress=false"]
+    try:
+        _evaluate_twice(main, argv, tmp_path, capsys)
+    finally:
+        from magi.runtime.pool import shared_pool
+
+        shared_pool().close()  # the models magi evaluate loaded (else freed at interpreter exit)
+
+
+def _evaluate_twice(main, argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| all fast |" in out and "3 answer(s) asked, 0 reused" in out
