@@ -640,9 +640,10 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def cmd_scorer_eval(args: argparse.Namespace) -> int:
-    """AUC, APGR and CPT of scorers on a file of routing outcomes (magi.routing.outcomes)."""
+    """AUC, APGR and CPT of scorers on a file of routing outcomes or a task=tiers run
+    folder (magi.routing.outcomes)."""
     from magi.routing.learned import DEFAULT_MODEL
-    from magi.routing.outcomes import evaluate_scorers, format_report, load_outcomes
+    from magi.routing.outcomes import evaluate_scorers, format_report, load_outcomes, run_arms
     from magi.routing.scorer import available_scorers, get_scorer
 
     outcomes = load_outcomes(args.file)
@@ -656,7 +657,10 @@ def cmd_scorer_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({n: {g: f.to_dict() for g, f in r.items()} for n, r in report.items()}, indent=2))
     else:
-        print(f"{args.file}: {len(outcomes)} prompts with outcomes")
+        arms = ""
+        if Path(args.file).is_dir():
+            arms = " (weak arm {!r}, strong arm {!r})".format(*run_arms(args.file))
+        print(f"{args.file}: {len(outcomes)} prompts with outcomes{arms}")
         if "learned" in scorers:
             print(f"learned scorer's model: {scorers['learned'].path}")
         print(format_report(report))
@@ -666,7 +670,7 @@ def cmd_scorer_eval(args: argparse.Namespace) -> int:
 def cmd_scorer_train(args: argparse.Namespace) -> int:
     """Train the learned scorer on routing outcomes and write its model file."""
     from magi.routing.learned import cross_validate, file_digest, save_model, train
-    from magi.routing.outcomes import load_outcomes
+    from magi.routing.outcomes import load_outcomes, outcome_source
 
     if args.cv < 0 or args.cv == 1:
         raise MAGIException(f"--cv: cross-validation needs at least 2 folds (or 0 for none), got {args.cv}")
@@ -683,7 +687,9 @@ def cmd_scorer_train(args: argparse.Namespace) -> int:
                 f"CPT80 {statistics.mean(f.cpt80 for f in folds):.1%}, "
                 f"AUC {statistics.mean(f.auc for f in folds):.3f}"
             )
-    model = train(outcomes, trained_on={"file": Path(args.file).name, "sha256": file_digest(args.file)})
+    source = outcome_source(args.file)  # a run folder's tiers.jsonl: named "<run>/tiers.jsonl"
+    name = source.name if source == Path(args.file) else f"{Path(args.file).resolve().name}/{source.name}"
+    model = train(outcomes, trained_on={"file": name, "sha256": file_digest(source)})
     path = save_model(model, args.output)
     print(
         f"wrote {path}: trained on {model.trained_on['prompts']} prompts "
@@ -1048,12 +1054,15 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = scorer.add_subparsers(dest="action", required=True, metavar="ACTION")
     seval = ssub.add_parser(
         "eval",
-        help="AUC, APGR and CPT(50%%/80%%) of each scorer on a file of prompts with outcomes",
+        help="AUC, APGR and CPT(50%%/80%%) of each scorer on prompts with outcomes (file or tiers run)",
         description='FILE is JSON lines {"prompt", "weak": bool, "strong": bool, "bench"?} '
-        "(RouteLLM's outcome format): whether the weak and the strong model answered correctly. "
+        "(RouteLLM's outcome format): whether the weak and the strong model answered correctly; "
+        "or the folder of a task=tiers run (magi evaluate), whose weakest tier and strongest arm "
+        "(the two-stage path when it refines on the strongest tier) are the weak and the strong "
+        "model, a grade of at least 0.5 correct. "
         "Reports each scorer per bench (gsm8k, mmlu/... as mmlu) and on all prompts.",
     )
-    seval.add_argument("file", help="outcome file (.jsonl)")
+    seval.add_argument("file", metavar="FILE", help="outcome file (.jsonl) or task=tiers run folder")
     seval.add_argument(
         "--scorer", action="append", help="registered scorer to judge (repeat; default: every one)"
     )
@@ -1064,12 +1073,13 @@ def build_parser() -> argparse.ArgumentParser:
     seval.set_defaults(handler=cmd_scorer_eval)
     strain = ssub.add_parser(
         "train",
-        help="train the learned scorer on a file of outcomes and write its model (JSON)",
+        help="train the learned scorer on outcomes (file or tiers run) and write its model (JSON)",
         description="Fits a logistic regression predicting where the weak tier fails and the strong "
-        "one succeeds (magi.routing.learned); deterministic. --cv K first reports K-fold "
+        "one succeeds (magi.routing.learned); deterministic. FILE_OR_RUN is an outcome file or "
+        "a task=tiers run folder, as for `magi scorer eval`. --cv K first reports K-fold "
         "cross-validated APGR/CPT per bench (folds by question).",
     )
-    strain.add_argument("file", help="outcome file (.jsonl)")
+    strain.add_argument("file", metavar="FILE_OR_RUN", help="outcome file (.jsonl) or task=tiers run folder")
     strain.add_argument("-o", "--output", required=True, help="model file to write (.json)")
     strain.add_argument("--cv", type=int, default=0, metavar="K", help="report K-fold cross-validation first")
     strain.set_defaults(handler=cmd_scorer_train)

@@ -184,3 +184,146 @@ def test_cli_eval_judges_every_registered_scorer_by_default() -> None:
     assert done.returncode == 0, done.stderr
     rows = {tuple(line.split()[:2]) for line in done.stdout.splitlines()}
     assert {("heuristic", "gsm8k"), ("heuristic", "mmlu"), ("learned", "gsm8k"), ("learned", "mmlu")} <= rows
+
+
+# -- a task=tiers run folder as outcomes -----------------------------------------------
+def _tiers_run(folder: Path, *, two_stage: bool) -> Path:
+    """A run folder written as run_tiers writes one (records, then tiers_summary's
+    summary) for three prompts: the fast tier answers 'a' only; powerful alone answers
+    'a' and 'b'; the two-stage path answers 'a' and 'c'."""
+    from magi.config.profile import ModelProfile
+    from magi.sweeps.tiers import TWO_STAGE, tiers_summary, write_records, write_summary
+
+    grades = {"fast": [1.0, 0.0, 0.0], "powerful": [1.0, 1.0, 0.0], TWO_STAGE: [1.0, 0.0, 1.0]}
+    records = [
+        {"id": i, "prompt": f"question {i}", "arm": arm, "grade": g, "total_s": 1.0}
+        for arm, row in grades.items()
+        if two_stage or arm != TWO_STAGE
+        for i, g in zip("abc", row, strict=True)
+    ]
+    profile = ModelProfile(
+        name="p",
+        enabled_models=["m1", "m2"],
+        tier_config=[{"name": "fast", "max_score": 5.0}, {"name": "powerful"}],
+        two_stage={"enabled": two_stage},
+    )
+    folder.mkdir(parents=True)
+    write_records(folder, records)
+    write_summary(folder, tiers_summary(records, {"a": 1.0, "b": 2.0, "c": 3.0}, profile=profile))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("two_stage", "strong_arm", "strong"),
+    [(False, "powerful", [True, True, False]), (True, "two-stage", [True, False, True])],
+)
+def test_a_tiers_run_folder_reads_as_weakest_against_strongest_arm(
+    tmp_path: Path, two_stage: bool, strong_arm: str, strong: list[bool]
+) -> None:
+    from magi.routing.outcomes import outcome_source, run_arms
+
+    folder = _tiers_run(tmp_path / "run", two_stage=two_stage)
+    # the two-stage arm is the strong one when the profile refines on its strongest tier
+    assert run_arms(folder) == ("fast", strong_arm)
+    assert load_outcomes(folder) == [
+        Outcome(f"question {i}", weak, s)
+        for i, weak, s in zip("abc", [True, False, False], strong, strict=True)
+    ]
+    assert outcome_source(folder) == folder / "tiers.jsonl" and outcome_source(SAMPLE) == SAMPLE
+
+
+def test_a_folder_that_is_not_a_usable_run_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["scorer", "eval", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{tmp_path / 'empty'}: not a task=tiers run folder (no tiers.jsonl)" in err
+        and "Traceback" not in err
+    )
+    assert main(["scorer", "train", str(tmp_path / "empty"), "-o", str(tmp_path / "m.json")]) == 2
+    assert "no tiers.jsonl" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
+
+    folder = _tiers_run(tmp_path / "run", two_stage=False)
+    lines = (folder / "tiers.jsonl").read_text(encoding="utf-8").splitlines()
+    (folder / "tiers.jsonl").write_text(
+        "\n".join([*lines[:2], '{"id": "x"}', *lines[2:]]) + "\n", encoding="utf-8"
+    )
+    with pytest.raises(OutcomeFileError, match=r"tiers\.jsonl:3: not a task=tiers record"):
+        load_outcomes(folder)
+    (folder / "tiers_summary.json").unlink()
+    with pytest.raises(OutcomeFileError, match=r"tiers_summary\.json: no such file"):
+        load_outcomes(folder)
+
+    from magi.sweeps.tiers import write_summary
+
+    write_summary(folder, {"profile": "p", "tiers": ["fast"]})  # a one-tier profile: no figures
+    with pytest.raises(
+        OutcomeFileError, match=r"no weak and strong arm to compare \(tiers answered: \['fast'\]\)"
+    ):
+        load_outcomes(folder)
+
+
+def test_scorer_eval_and_train_on_a_tiers_run_of_the_tiny_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`magi evaluate` on tiny models (random weights on the fast tier, echo weights on
+    the powerful one: the echo answers '::::::::'), then both scorer commands on its folder."""
+    import hashlib
+
+    from magi.routing.learned import load_model
+    from magi.runtime.pool import shared_pool
+    from magi.sweeps.tiers import SUMMARY_FILE, TIERS_FILE
+    from magi.testing.runtime import CODER, REASONER, TinyRuntime
+
+    env = TinyRuntime.create(tmp_path, echo={REASONER, CODER})
+    prompts = tmp_path / "set.jsonl"
+    lines = [
+        {"id": "hit", "prompt": "Say hello", "grader": "contains", "expected": [":::"]},  # powerful only
+        {
+            "id": "num",
+            "prompt": "What is 2+2? Explain step by step and prove it.",
+            "grader": "number",
+            "expected": 4,
+        },
+    ]
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    run = tmp_path / "run"
+    argv = ["evaluate", "development", "--prompts", str(prompts), "--output-dir", str(run)]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "-o", "task.progress=false"]
+    try:
+        assert main([*argv, *(arg for o in env.overrides for arg in ("-o", o))]) == 0
+    finally:
+        shared_pool().close()  # the models magi evaluate loaded
+    capsys.readouterr()
+    figures = json.loads((run / SUMMARY_FILE).read_text(encoding="utf-8"))["routellm"]
+    assert (figures["weak"], figures["strong"]) == ("fast", "two-stage")  # development refines on powerful
+
+    assert main(["scorer", "eval", str(run), "--scorer", "heuristic"]) == 0
+    out = capsys.readouterr().out
+    assert f"{run}: 2 prompts with outcomes (weak arm 'fast', strong arm 'two-stage')" in out
+    assert any(line.split()[:3] == ["heuristic", "all", "2"] for line in out.splitlines()), out
+    assert main(["scorer", "eval", str(run), "--scorer", "heuristic", "--json"]) == 0
+    heuristic = json.loads(capsys.readouterr().out)["heuristic"]["all"]
+    # the heuristic scores the small talk that needs the strong tier below the arithmetic
+    # both tiers miss: the reversed router of two prompts, as the run's own figures say
+    for name in ("apgr", "cpt50", "cpt80", "auc", "weak_accuracy", "strong_accuracy"):
+        assert heuristic[name] == pytest.approx(figures[name]), name
+    assert (heuristic["weak_accuracy"], heuristic["strong_accuracy"], heuristic["apgr"]) == (0.0, 0.5, 0.25)
+
+    model_path = tmp_path / "learned.json"
+    assert main(["scorer", "train", str(run), "-o", str(model_path)]) == 0
+    assert "trained on 2 prompts (1 where the weak tier fails" in capsys.readouterr().out
+    model = load_model(model_path)
+    digest = hashlib.sha256((run / TIERS_FILE).read_bytes()).hexdigest()
+    assert dict(model.trained_on) == {
+        "file": "run/tiers.jsonl",
+        "sha256": digest,
+        "prompts": 2,
+        "positives": 1,
+    }
+    argv = ["scorer", "eval", str(run), "--scorer", "learned", "--model", str(model_path), "--json"]
+    assert main(argv) == 0
+    learned = json.loads(capsys.readouterr().out)["learned"]["all"]
+    assert learned["auc"] == 1.0 and learned["apgr"] == 0.75  # on its own training prompts: 'hit' first

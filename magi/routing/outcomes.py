@@ -9,6 +9,13 @@ An outcome file is JSON lines in RouteLLM's shape, one prompt a line:
 :attr:`Outcome.group`). ``magi scorer eval`` judges scorers on such a file and ``magi
 scorer train`` fits the learned scorer from one (:mod:`magi.routing.learned`).
 
+A ``task=tiers`` run folder (``magi evaluate``, :mod:`magi.sweeps.tiers`) is read as
+outcomes too: its ``tiers.jsonl`` records give, per prompt graded on both, whether the
+weakest tier's arm and the strongest tier's arm answered correctly (a grade of at least
+:data:`magi.sweeps.tiers.CORRECT_GRADE`) — the same two arms as the run's RouteLLM
+figures (``tiers_summary.json``: the two-stage arm when the profile refines on the
+strongest tier).
+
 ``data/routing/outcomes-sample.jsonl`` is a small sample of the RouteLLM data for tests
 and examples (its ``README.md`` says where it comes from).
 """
@@ -55,14 +62,17 @@ class Outcome:
 
 
 def load_outcomes(path: str | Path) -> list[Outcome]:
-    """Read an outcome file (see the module docstring).
+    """Read an outcome file, or a ``task=tiers`` run folder (:func:`load_run_outcomes`);
+    see the module docstring.
 
     Raises:
         OutcomeFileError: the file is missing or not UTF-8, or a line is not a JSON
             object with a string ``prompt`` and booleans ``weak`` and ``strong`` (the
-            message names the file and line).
+            message names the file and line); or the folder is not a usable run.
     """
     path = Path(path)
+    if path.is_dir():
+        return load_run_outcomes(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -92,6 +102,94 @@ def load_outcomes(path: str | Path) -> list[Outcome]:
     if not items:
         raise OutcomeFileError(f"{path}: no outcomes in the file")
     return items
+
+
+def outcome_source(path: str | Path) -> Path:
+    """The file outcomes are read from: ``path`` itself, or a run folder's ``tiers.jsonl``."""
+    from magi.sweeps.tiers import TIERS_FILE
+
+    path = Path(path)
+    return path / TIERS_FILE if path.is_dir() else path
+
+
+def run_arms(folder: str | Path) -> tuple[str, str]:
+    """The ``(weak, strong)`` arms of a ``task=tiers`` run: those its summary's RouteLLM
+    figures compare (:func:`magi.sweeps.tiers.tiers_summary` chose them from the profile:
+    the weakest tier, and the strongest tier or the two-stage path refining on it).
+
+    Raises:
+        OutcomeFileError: the folder has no ``tiers.jsonl`` or no readable summary, or
+            the run answered fewer than two tiers.
+    """
+    from magi.sweeps.tiers import SUMMARY_FILE, TIERS_FILE
+
+    folder = Path(folder)
+    if not (folder / TIERS_FILE).is_file():
+        raise OutcomeFileError(
+            f"{folder}: not a task=tiers run folder (no {TIERS_FILE}); give an outcome file (.jsonl) "
+            f"or the output folder of `magi evaluate` / `python run.py task=tiers`",
+            status_code=404,
+        )
+    path = folder / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutcomeFileError(
+            f"{path}: no such file; it names the run's weak and strong arms (rerun the task: "
+            f"stored answers are reused)",
+            status_code=404,
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OutcomeFileError(f"{path}: cannot read the run's summary ({exc})") from None
+    figures = summary.get("routellm") if isinstance(summary, dict) else None
+    if not isinstance(figures, dict) or not figures.get("weak") or not figures.get("strong"):
+        tiers = summary.get("tiers") if isinstance(summary, dict) else None
+        raise OutcomeFileError(
+            f"{path}: the run has no weak and strong arm to compare (tiers answered: {tiers or 'none'}); "
+            f"outcomes need a profile with two tiers or more"
+        )
+    return str(figures["weak"]), str(figures["strong"])
+
+
+def load_run_outcomes(folder: str | Path) -> list[Outcome]:
+    """The outcomes of a ``task=tiers`` run folder: per prompt graded on both arms of
+    :func:`run_arms`, whether each answered correctly
+    (:func:`magi.sweeps.tiers.tiers_outcomes`); ``bench`` is left empty.
+
+    Raises:
+        OutcomeFileError: see :func:`run_arms`; or ``tiers.jsonl`` has a line that is
+            not a record (named), or no prompt is graded on both arms.
+    """
+    from magi.sweeps.tiers import read_records, tiers_outcomes
+
+    folder = Path(folder)
+    weak, strong = run_arms(folder)
+    path = outcome_source(folder)
+    try:
+        records = read_records(folder)
+        rows = tiers_outcomes(records, weak, strong)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OutcomeFileError(f"{path}: cannot read the run's records ({exc})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise OutcomeFileError(f"{_bad_record(path)}: not a task=tiers record ({exc!r})") from None
+    if not rows:
+        raise OutcomeFileError(f"{path}: no prompt is graded on both the {weak!r} and the {strong!r} arm")
+    return [Outcome(r["prompt"], r["weak"], r["strong"]) for r in rows]
+
+
+def _bad_record(path: Path) -> str:
+    """``path:line`` of the first line of ``path`` that is not a record with an ``id``,
+    an ``arm`` and a ``prompt`` (``path`` alone when every line is one)."""
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            return f"{path}:{number}"
+        if not isinstance(data, dict) or not all(k in data for k in ("id", "arm", "prompt")):
+            return f"{path}:{number}"
+    return str(path)
 
 
 def groups(outcomes: Iterable[Outcome]) -> dict[str, list[Outcome]]:
