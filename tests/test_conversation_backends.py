@@ -413,6 +413,22 @@ def test_the_cache_keeps_within_its_budget_and_drops_states_it_supersedes(tiny_m
         backend.close()
 
 
+def test_the_cache_keeps_at_most_max_states(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each generation compares its prompt with every saved state, so their number is
+    bounded whatever their size (MAX_STATES): the least recently used goes first."""
+    from magi.runtime import llama
+
+    monkeypatch.setattr(llama, "MAX_STATES", 3)
+    backend = _backend(tiny_model)
+    try:
+        for topic in ("rocks", "snow", "mice", "wind", "rain"):
+            "".join(backend.stream(f"Tell me about {topic}.", GREEDY.model_copy(update={"max_tokens": 1})))
+        cache = backend.state_cache
+        assert cache is not None and len(cache) == 3 and cache.size_bytes < cache.capacity_bytes
+    finally:
+        backend.close()
+
+
 # -- remote backends ------------------------------------------------------------------------
 def _remote(url: str, api: str) -> RemoteBackend:
     return RemoteBackend(ModelSpec(f"remote_{api}", remote=RemoteSettings(url=url, model="tiny", api=api)))

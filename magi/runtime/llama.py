@@ -177,6 +177,11 @@ class _SavedState(NamedTuple):
     prompt_tokens: int  # how many of them were the prompt of the generation that left it
 
 
+#: Most saved states one model keeps (least recently used dropped first), whatever their
+#: size: each next generation compares its prompt with every state (about 5 µs a state).
+MAX_STATES = 64
+
+
 class StateCache:
     """Saved llama.cpp states of one model, by the tokens each one holds, within a byte
     budget (least recently used dropped first). See the module docstring for why MAGI
@@ -206,11 +211,13 @@ class StateCache:
         prefix with them if it shares more than the live one. Returns the prefix length
         llama.cpp can re-use (the rest of the prompt is processed)."""
         import llama_cpp
+        import numpy as np
 
-        live = common_prefix(llm._input_ids, tokens)
+        prompt = np.asarray(tokens, dtype=np.intc)  # once, not once per saved state
+        live = common_prefix(llm._input_ids, prompt)
         best, best_key = live, None
         for key, state in self._states.items():
-            shared = common_prefix(state.tokens, tokens)
+            shared = common_prefix(state.tokens, prompt)
             if shared > best:
                 best, best_key = shared, key
         if best_key is None:
@@ -251,7 +258,7 @@ class StateCache:
         for old_key in superseded:
             del self._states[old_key]
         self._states[key] = _SavedState(tokens, ctypes.string_at(buffer, written), min(prompt_tokens, n))
-        while self.size_bytes > self.capacity_bytes:
+        while self.size_bytes > self.capacity_bytes or len(self._states) > MAX_STATES:
             self._states.popitem(last=False)
 
     def clear(self) -> None:
