@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from magi.testing.tiny_gguf import SEED_MODELS, write_spec, write_tiny_model
+from magi.testing.tiny_gguf import SEED_MODELS, make_demo_stand_ins, write_spec
 
 from .conftest import CONF, ROOT
 
@@ -135,15 +135,13 @@ def _sandbox(root: Path) -> dict[str, str]:
 
 
 def _tiny_sandbox(root: Path) -> dict[str, str]:
-    """The sandbox with tiny stand-ins of the seed's three models and of the demo model
+    """The sandbox with tiny stand-ins of the seed's three models and of the demo pair
     (same ids), ``models.demo`` off and generations of a few tokens (conf/config.yaml)."""
     env = _sandbox(root)
     models = root / "models"
     for i, spec in enumerate(SEED_MODELS.values()):
         write_spec(models, spec, seed=i)
-    write_tiny_model(
-        models / "gemma-3-270m-q4_k_m.gguf", name="Gemma 3 270m", basename="gemma-3", size_label="270M"
-    )
+    make_demo_stand_ins(models)
     config_file = root / "conf" / "config.yaml"
     config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     config["models"]["demo"] = False

@@ -90,7 +90,8 @@ def test_bench_runtime_reports_the_overhead_and_fails_a_missed_budget(tmp_path: 
         command = [sys.executable, "scripts/bench_runtime.py", "--models-dir", str(tmp_path), *args]
         return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
-    quick = ("--rounds", "1", "--tokens", "32", "--only", "1")
+    # the median of 5 rounds: one round alone scatters by about the budget's 1% on a busy machine
+    quick = ("--rounds", "5", "--tokens", "32", "--only", "1")
     proc = bench(*quick)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "its own create_completion stream, in the same run (32-32 tokens)" in proc.stdout

@@ -13,7 +13,7 @@ from magi.models.registry import ModelRegistry
 from magi.models.tiers import assign_tier, check_tier_matching, model_tiers, profile_tier_models
 from magi.profiles import ProfileManager
 from magi.testing.fixtures import build_registry
-from magi.testing.tiny_gguf import write_tiny_model
+from magi.testing.tiny_gguf import make_demo_stand_ins
 
 DEFAULT = {"fast": 6.0, "powerful": math.inf}
 
@@ -123,23 +123,7 @@ def test_absent_model(seed_registry: ModelRegistry) -> None:
 def test_demo_profiles_route_on_stand_ins_of_the_demo_pair(tmp_path: Path) -> None:
     """The demo profiles match a registry holding models with the demo pair's ids (tiny
     stand-ins with the real files' names and metadata)."""
-    write_tiny_model(
-        tmp_path / "gemma-3-270m-q4_k_m.gguf",
-        name="Gemma 3 270m",
-        basename="gemma-3",
-        size_label="270M",
-        file_type="Q4_K_M",
-        context_length=32768,
-    )
-    write_tiny_model(
-        tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf",
-        name="Smollm2 135M 8k Lc100K Mix1 Ep2",
-        basename="smollm2",
-        finetune="8k-lc100k-mix1-ep2",
-        size_label="135M",
-        file_type="Q4_1",
-        context_length=8192,
-    )
+    make_demo_stand_ins(tmp_path)
     registry = build_registry(tmp_path)
     manager = ProfileManager()
     assert profile_tier_models(manager.load_profile("demo"), registry) == {

@@ -338,6 +338,37 @@ def write_spec(
     )
 
 
+#: The bundled demo pair (:data:`magi.models.demo.DEMO_MODELS`), with the metadata the real
+#: files carry, keyed by the id discovery derives for them; SmolLM2 is a chat model.
+DEMO_STAND_INS: dict[str, TinyModelSpec] = {
+    "smollm2_135m_q41_fast": TinyModelSpec(
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        name="Smollm2 135M 8k Lc100K Mix1 Ep2",
+        basename="smollm2",
+        size_label="135M",
+        file_type="Q4_1",
+        finetune="8k-lc100k-mix1-ep2",
+        context_length=8192,
+    ),
+    "gemma3_270m_q4km_fast": TinyModelSpec(
+        filename="gemma-3-270m-q4_k_m.gguf",
+        name="Gemma 3 270m",
+        basename="gemma-3",
+        size_label="270M",
+        context_length=32768,
+    ),
+}
+
+
+def make_demo_stand_ins(folder: Path | str) -> dict[str, Path]:
+    """Write tiny stand-ins of the demo pair (same ids, SmolLM2 with a chat template), so
+    the ``demo`` profiles run on tiny models; returns ``{model_id: path}``."""
+    return {
+        model_id: write_spec(folder, spec, seed=10 + i, **(CHAT_MODEL if "smollm2" in model_id else {}))
+        for i, (model_id, spec) in enumerate(DEMO_STAND_INS.items())
+    }
+
+
 def make_seed_models(folder: Path | str, *, echo: bool = False) -> dict[str, Path]:
     """Write tiny stand-ins of the seed's three models; returns ``{model_id: path}``.
 
