@@ -358,3 +358,38 @@ def test_table_says_how_each_stage_ended(echo_runtime: TinyRuntime) -> None:
     assert row.split()[header.split().index("ended") + len(EASY.split()) - 1] == "repetition"
     (row,) = _table_rows(routing_table([short]))
     assert row.split()[header.split().index("ended") + len(EASY.split()) - 1] == "length"
+
+
+def test_a_closed_pipe_ends_magi_quietly(tmp_path: Path) -> None:
+    """``magi ask ... | head -1``: the reader goes away mid-answer; magi stops the answer,
+    frees the model and exits without a traceback (it hung in Runner.close before)."""
+    tiny = TinyRuntime.create(tmp_path)
+    options = [arg for override in tiny.overrides for arg in ("-o", override)]
+    command = [
+        sys.executable,
+        "-m",
+        "magi.cli",
+        "ask",
+        "--profile",
+        "development",
+        *options,
+        "-o",
+        "runtime.max_tokens=200",
+        "Tell me a long story.",
+        "And another one.",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()  # the first line, then the reader is gone
+        proc.stdout.close()
+        try:
+            status = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("magi kept running after its reader closed the pipe") from None
+        err = proc.stderr.read().decode()
+    assert "Traceback" not in err, err
+    assert status == 1

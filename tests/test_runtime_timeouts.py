@@ -424,3 +424,45 @@ def test_readme_command_1_exits_0_with_a_core_kept_busy() -> None:
     print(summary)  # e.g. "python run.py with 1 busy process(es) on 2 core(s): exit 0 in 137.4 s"
     assert proc.returncode == 0 and summary.startswith("python run.py with 1 busy"), proc.stdout[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _closes_within(seconds: float, body: object) -> bool:
+    """Run ``body`` in a thread; whether it finished within ``seconds`` (a hang is a failure,
+    not a stuck test run)."""
+    import threading
+
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            body()  # type: ignore[operator]
+        finally:
+            done.set()
+
+    threading.Thread(target=target, daemon=True).start()
+    return done.wait(seconds)
+
+
+def test_closing_a_runner_ends_an_answer_left_unfinished(tiny_runtime: TinyRuntime) -> None:
+    """A stream abandoned inside ``with Runner`` (a ``break``, an exception in the loop, a
+    closed pipe in ``magi ask | head``) holds its model's lease; closing the runner ends it
+    instead of waiting for it forever."""
+
+    def abandon_by_break() -> None:
+        with tiny_runtime.runner("development", "runtime.max_tokens=200") as runner:
+            stream = runner.stream("Tell me a long story.")
+            for event in stream:
+                if event.kind == "token":
+                    break
+
+    def abandon_by_exception() -> None:
+        with tiny_runtime.runner("development", "runtime.max_tokens=200") as runner:
+            try:
+                for event in runner.stream("Tell me a long story."):
+                    if event.kind == "token":
+                        raise BrokenPipeError(32, "Broken pipe")
+            except BrokenPipeError:
+                pass
+
+    assert _closes_within(60, abandon_by_break), "Runner.close waited for an abandoned stream"
+    assert _closes_within(60, abandon_by_exception), "Runner.close waited for an abandoned stream"

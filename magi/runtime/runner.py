@@ -37,6 +37,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -321,6 +322,10 @@ class Runner:
         self.figures = AnswerFigures()  # latency, speed and tier counts of finished answers
         self._closed = False
         self._lock = threading.Lock()
+        #: Answers handed out and not yet garbage: an abandoned one (a ``break`` out of its
+        #: loop, a closed pipe) still holds its model's lease, which would keep ``close``
+        #: waiting for the pool forever.
+        self._streams: weakref.WeakSet[AnswerStream] = weakref.WeakSet()
         if start_health_checks and self.profile.load_balancing.enabled:
             self.health.start()
 
@@ -430,7 +435,9 @@ class Runner:
         422 before any model is asked.
         """
         event = cancel if cancel is not None else threading.Event()
-        return AnswerStream(self._events(request, system, event, sampling), event)
+        stream = AnswerStream(self._events(request, system, event, sampling), event)
+        self._streams.add(stream)  # weakly: closing the runner ends the ones still open
+        return stream
 
     def _events(
         self,
@@ -512,11 +519,18 @@ class Runner:
         return [t for t, members in self.tier_members.items() if model_id in members]
 
     def close(self) -> None:
-        """Stop health checks; close the models if the pool is this runner's own."""
+        """End the answers still open (cancelled), stop health checks, and close the models
+        if the pool is this runner's own."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        for stream in list(self._streams):
+            stream.cancel()  # one running in another thread ends at its next token
+            try:
+                stream.close()  # one suspended between events ends now, its lease released
+            except ValueError:  # "generator already executing": the cancel above ends it
+                pass
         self.health.stop()
         self.pool.release_limits(self)
         if self._owns_pool:
