@@ -694,7 +694,7 @@ def cmd_scorer_train(args: argparse.Namespace) -> int:
     print(
         f"wrote {path}: trained on {model.trained_on['prompts']} prompts "
         f"({model.trained_on['positives']} where the weak tier fails and the strong one succeeds), "
-        f"{len(model.ngrams)} words; use it with scorer=learned (path {path})"
+        f"{len(model.ngrams)} words; use it with scorer=learned +scorer_options.path={path}"
     )
     return EXIT_OK
 
@@ -1141,7 +1141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the profile uses it), grades the answers with the prompt set's graders, stores them "
         "(tiers.jsonl; cached, so a rerun with the same models and settings asks no model) and "
         "reports quality, share per tier and cost for the profile's thresholds, the quality "
-        "curve, APGR and CPT(50%%/80%%) (tiers_summary.json/.md). Same as python run.py task=tiers.",
+        "curve, APGR and CPT(50%/80%) (tiers_summary.json/.md). Same as python run.py task=tiers.",
     )
     evaluate.add_argument("profile", help="profile to evaluate, e.g. development")
     evaluate.add_argument("--prompts", default=None, help="prompt set (.jsonl, .txt or humaneval)")

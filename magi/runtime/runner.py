@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -527,10 +528,10 @@ class Runner:
             self._closed = True
         for stream in list(self._streams):
             stream.cancel()  # one running in another thread ends at its next token
-            try:
-                stream.close()  # one suspended between events ends now, its lease released
-            except ValueError:  # "generator already executing": the cancel above ends it
-                pass
+            # one suspended between events ends now, its lease released; "generator already
+            # executing" (another thread is in it): the cancel above ends it
+            with contextlib.suppress(ValueError):
+                stream.close()
         self.health.stop()
         self.pool.release_limits(self)
         if self._owns_pool:
