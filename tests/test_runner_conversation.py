@@ -375,3 +375,9 @@ def test_a_conversation_every_model_refuses_is_the_requests_error(refine_runtime
         assert runner.run("Say hi").text is not None  # the models still answer what they accept
     assert caught.value.status_code == 422
     assert all(s["total_failures"] == 0 for s in status.values())
+
+
+def test_the_profile_system_prompt_is_overridden_like_every_field(tiny_runtime: TinyRuntime) -> None:
+    """conf/config.yaml declares it under ``profile:``, so no ``+`` is needed (README)."""
+    config = tiny_runtime.compose("development", "profile.system_prompt='Be brief.'")
+    assert config.profile.system_prompt == "Be brief."
