@@ -325,6 +325,21 @@ def test_evaluate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert exit_info.value.code == 2
 
 
+def test_thresholds_that_do_not_fit_the_profile_are_refused_before_any_answer(
+    echo_runtime: TinyRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from magi.cli import main
+
+    prompts = _write_set(tmp_path, SET)
+    options = [arg for o in echo_runtime.overrides for arg in ("-o", o)]
+    out = tmp_path / "run"
+    argv = ["evaluate", "development", "--prompts", str(prompts), "--output-dir", str(out), *options]
+    assert main([*argv, "-o", "task.thresholds=[[2,6]]"]) == 2  # development has two tiers: one cut
+    err = capsys.readouterr().err
+    assert "task.thresholds" in err and "[2.0, 6.0]" in err and "Traceback" not in err
+    assert not out.exists()  # refused before any model was asked or anything written
+
+
 def test_evaluate_on_tiny_models(
     echo_runtime: TinyRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

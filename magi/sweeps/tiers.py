@@ -107,6 +107,25 @@ class Arm:
         return self.name == TWO_STAGE
 
 
+def threshold_cut(setting: float | Sequence[float]) -> tuple[float, ...]:
+    """One threshold setting as a tuple: a number for two tiers, a list for more."""
+    return (float(setting),) if isinstance(setting, int | float) else tuple(float(t) for t in setting)
+
+
+def check_thresholds(settings: Sequence[float | Sequence[float]], tiers: Sequence[str]) -> None:
+    """Refuse ``task.thresholds`` that do not fit the tiers (one cut fewer than tiers),
+    before any model is asked (422 naming the setting)."""
+    for setting in settings:
+        cut = threshold_cut(setting)
+        if len(cut) != len(tiers) - 1:
+            raise ConfigError(
+                [
+                    f"task.thresholds: {list(cut)} has {len(cut)} threshold(s); the tiers with models "
+                    f"({', '.join(tiers)}) need {len(tiers) - 1} (a number for two tiers, a list for more)"
+                ]
+            )
+
+
 def profile_arms(profile: ModelProfile, members: Mapping[str, Sequence[str]]) -> list[Arm]:
     """The profile's tiers that have models, in order, then the two-stage path when
     the profile enables it (and both of its tiers have models)."""
@@ -299,6 +318,7 @@ def run_tiers(
     arms = profile_arms(config.profile, members)
     if not arms:
         raise ConfigError([f"profile '{config.profile.name}': no tier has a model to answer with"])
+    check_thresholds(settings.thresholds, [a.name for a in arms if a.name != TWO_STAGE])
     cache = AnswerCache(cache_path(settings, job)) if settings.reuse else None
     job.output_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
@@ -523,7 +543,7 @@ def offline_sweep(
         raise ValueError("no prompt has both records and a score")
     points = []
     for setting in thresholds:
-        cut = (float(setting),) if isinstance(setting, int | float) else tuple(float(t) for t in setting)
+        cut = threshold_cut(setting)
         if len(cut) != len(tiers) - 1:
             raise ValueError(f"{len(tiers)} tiers need {len(tiers) - 1} threshold(s), got {list(cut)}")
         counts = dict.fromkeys(tiers, 0)
