@@ -340,6 +340,23 @@ def test_thresholds_that_do_not_fit_the_profile_are_refused_before_any_answer(
     assert not out.exists()  # refused before any model was asked or anything written
 
 
+def test_an_explicit_run_folder_keeps_its_cache_beside_it(
+    echo_runtime: TinyRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--output-dir runs/a``: the answer cache is ``runs/tiers-cache.jsonl``, found by the
+    next run in ``runs/`` (it went two levels up, outside the folder the user named)."""
+    from magi.cli import main
+
+    prompts = _write_set(tmp_path, SET)
+    options = [arg for o in echo_runtime.overrides for arg in ("-o", o)]
+    runs = tmp_path / "work" / "runs"
+    argv = ["evaluate", "development", "--prompts", str(prompts), "--limit", "1", *options]
+    assert main([*argv, "--output-dir", str(runs / "a")]) == 0
+    assert (runs / CACHE_FILE).is_file() and not (tmp_path / CACHE_FILE).exists()
+    assert main([*argv, "--output-dir", str(runs / "b")]) == 0
+    assert "0 answer(s) asked" in capsys.readouterr().out
+
+
 def test_evaluate_on_tiny_models(
     echo_runtime: TinyRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -819,6 +819,8 @@ def evaluate(
     from magi.sweeps.jobs import current_job
 
     options = ["task=tiers"]
+    if cache_dir is None and output_dir is not None:
+        cache_dir = Path(output_dir).resolve().parent  # beside the run folder the caller named
     for key, value in (("prompts", prompts), ("cache_dir", cache_dir)):
         if value is not None:
             options.append(f"task.{key}={json.dumps(str(value))}")
