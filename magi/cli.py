@@ -1146,7 +1146,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("profile", help="profile to evaluate, e.g. development")
     evaluate.add_argument("--prompts", default=None, help="prompt set (.jsonl, .txt or humaneval)")
     evaluate.add_argument("--limit", type=_positive_int, default=None, help="only the first N prompts")
-    evaluate.add_argument("--cache-dir", default=None, help="answer cache folder (default: beside the run folder: outputs/, or the --output-dir parent)")
+    evaluate.add_argument(
+        "--cache-dir", default=None, help="answer cache folder (default: beside the run folder: outputs/)"
+    )
     evaluate.add_argument("--output-dir", default=None, help="run folder (default: outputs/<date>/<time>)")
     evaluate.add_argument(
         "-o",
