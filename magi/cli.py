@@ -46,6 +46,7 @@ from magi.prompt import escaped_byte
 if TYPE_CHECKING:
     from magi.config.app import MagiConfig
     from magi.conversation import Conversation
+    from magi.profiles import ProfileManager
     from magi.routing.router import RouteDecision, Stage
 
 EXIT_OK = 0
@@ -714,7 +715,7 @@ def _share(text: str) -> tuple[str, float]:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from magi.sweeps.calibration import DEFAULT_HOLDOUT_FRACTION, calibrate, load_sets, save_calibrated
+    from magi.sweeps.calibration import DEFAULT_HOLDOUT_FRACTION, calibrate, load_sets
 
     if args.quality is not None or args.tiers_run is not None:
         return _calibrate_quality(args)
@@ -746,6 +747,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         holdout_file=held_name,
         setting="--share",
     )
+    return _save_and_show(args, manager, report)
+
+
+def _save_and_show(args: argparse.Namespace, manager: ProfileManager, report: Any) -> int:
+    """What ``magi calibrate`` does with a report, for shares and quality alike: save it as
+    ``<profile>-calibrated`` unless ``--dry-run``, then print it (text, or ``--json``)."""
+    from magi.sweeps.calibration import save_calibrated
+
     if not args.dry_run:
         save_calibrated(
             report,
@@ -798,7 +807,6 @@ def _calibrate_quality(args: argparse.Namespace) -> int:
         calibrate_quality,
         parse_quality,
         read_tiers_run,
-        save_calibrated,
     )
 
     problems = []
@@ -836,22 +844,7 @@ def _calibrate_quality(args: argparse.Namespace) -> int:
         scorer=args.scorer or compose().scorer,
         run_scorer=summary.get("scorer"),
     )
-    if not args.dry_run:
-        save_calibrated(
-            report,
-            profiles_dir=manager.profiles_dir,
-            source_key=manager.path_for(args.profile).stem,
-            overwrite=not args.no_overwrite,
-        )
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
-        for warning in report.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-    else:
-        print(report.to_text())
-        if args.dry_run:
-            print("\n(dry run: nothing saved)")
-    return EXIT_OK
+    return _save_and_show(args, manager, report)
 
 
 def _add_config_options(parser: argparse.ArgumentParser, example: str) -> None:
