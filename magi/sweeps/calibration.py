@@ -164,6 +164,16 @@ def routed_shares(profile: ModelProfile, scores: Sequence[float]) -> tuple[dict[
     return ({t: c / n if n else 0.0 for t, c in counts.items()}, counts)
 
 
+def _report_footer(report: CalibrationReport | QualityCalibrationReport) -> list[str]:
+    """The lines every calibration report ends with: its notes and warnings, and where the
+    calibrated profile was saved and how to run it."""
+    lines = [f"note: {n}" for n in report.notes] + [f"warning: {w}" for w in report.warnings]
+    if report.path is not None:
+        lines += ["", f"Saved profile '{report.profile.name}' to {report.path}"]
+        lines.append(f"Use it: python run.py profile={report.profile_key}")
+    return lines
+
+
 @dataclass
 class CalibrationReport:
     """The calibrated profile and how close it comes to the targets."""
@@ -245,12 +255,7 @@ class CalibrationReport:
             "",
             table(headers, rows),
         ]
-        lines += [f"note: {n}" for n in self.notes]
-        lines += [f"warning: {w}" for w in self.warnings]
-        if self.path is not None:
-            lines += ["", f"Saved profile '{self.profile.name}' to {self.path}"]
-            lines.append(f"Use it: python run.py profile={self.profile_key}")
-        return "\n".join(lines)
+        return "\n".join(lines + _report_footer(self))
 
     def __str__(self) -> str:
         return self.to_text()
@@ -577,12 +582,7 @@ class QualityCalibrationReport:
             "",
             table(headers, rows),
         ]
-        lines += [f"note: {n}" for n in self.notes]
-        lines += [f"warning: {w}" for w in self.warnings]
-        if self.path is not None:
-            lines += ["", f"Saved profile '{self.profile.name}' to {self.path}"]
-            lines.append(f"Use it: python run.py profile={self.profile_key}")
-        return "\n".join(lines)
+        return "\n".join(lines + _report_footer(self))
 
     def __str__(self) -> str:
         return self.to_text()
