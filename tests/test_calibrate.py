@@ -388,6 +388,22 @@ def _write_run(folder: Path, records: list[dict]) -> Path:
     return folder
 
 
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [("{not json", "not valid JSON"), ('["a list"]', "not a task=tiers record"), ('{"id": "x"}', "'arm'")],
+)
+def test_cli_quality_a_malformed_record_is_named_by_file_and_line(
+    tmp_path: Path, capsys, bad: str, problem: str
+) -> None:
+    run = _write_run(tmp_path / "run", _records())
+    path = run / "tiers.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join([*lines[:2], "", bad, *lines[2:]]) + "\n", encoding="utf-8")
+    assert cli(["calibrate", "development", "--quality", "95%", "--from", str(run), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:4: " in err and problem in err and "Traceback" not in err, err
+
+
 def test_cli_quality_calibration_saves_the_variant(conf_dir: Path, tmp_path: Path, capsys) -> None:
     run = _write_run(tmp_path / "run", _records())
     argv = ["--profiles-dir", str(conf_dir / "profile"), "calibrate", "development"]

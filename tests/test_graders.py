@@ -356,6 +356,24 @@ def test_unknown_grader_suggests_the_closest(tmp_path: Path) -> None:
     assert all(name in str(info.value) for name in GRADERS)
 
 
+@pytest.mark.parametrize("expected", [4, [4, 4.0], "4"])
+def test_unknown_grader_with_a_numeric_expected_names_the_grader_not_expected(
+    tmp_path: Path, expected: object
+) -> None:
+    # a typo of 'number' with a number in 'expected': the typo is the mistake, not the number
+    path = _set(
+        tmp_path,
+        {"prompt": "Say 1", "expected": "1"},
+        {"prompt": "2+2?", "grader": "numbr", "expected": expected},
+    )
+    with pytest.raises(PromptSetError) as info:
+        load_prompts(path)
+    message = str(info.value)
+    assert f"{path}:2: unknown grader 'numbr'. Did you mean 'number'?" in message
+    assert all(name in message for name in GRADERS) and "'expected' must be" not in message
+    assert info.value.details["field"] == "grader"
+
+
 def test_defaults_line_sets_the_grader_and_a_line_overrides_it(tmp_path: Path) -> None:
     path = _set(
         tmp_path,

@@ -160,7 +160,7 @@ def load_run_outcomes(folder: str | Path) -> list[Outcome]:
         OutcomeFileError: see :func:`run_arms`; or ``tiers.jsonl`` has a line that is
             not a record (named), or no prompt is graded on both arms.
     """
-    from magi.sweeps.tiers import read_records, tiers_outcomes
+    from magi.sweeps.tiers import RecordError, read_records, tiers_outcomes
 
     folder = Path(folder)
     weak, strong = run_arms(folder)
@@ -170,6 +170,8 @@ def load_run_outcomes(folder: str | Path) -> list[Outcome]:
         rows = tiers_outcomes(records, weak, strong)
     except (OSError, UnicodeDecodeError) as exc:
         raise OutcomeFileError(f"{path}: cannot read the run's records ({exc})") from None
+    except RecordError as exc:  # names the file and the line
+        raise OutcomeFileError(str(exc)) from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise OutcomeFileError(f"{_bad_record(path)}: not a task=tiers record ({exc!r})") from None
     if not rows:

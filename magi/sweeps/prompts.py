@@ -187,6 +187,9 @@ def prompt_from_record(path: Path | str, number: int, data: dict[str, Any]) -> P
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptSetError(f"{path}:{number}: 'prompt' must be a non-empty string")
+    grader = data.get("grader")
+    if isinstance(grader, str):  # a misspelt grader is the mistake, whatever else the line has
+        _check_grader_name(grader, path, number)
     raw_expected = data.get("expected")
     expected = _expected_strings(raw_expected)
     numeric = data.get("grader") == "number"
@@ -223,6 +226,25 @@ def prompt_from_record(path: Path | str, number: int, data: dict[str, Any]) -> P
     return item
 
 
+def _check_grader_name(name: str, path: Path | str, number: int) -> None:
+    """Refuse a grader name that is not one of :data:`magi.sweeps.graders.GRADERS`
+    (did-you-mean, the valid names; 422 naming ``path`` and the line)."""
+    from magi.sweeps.graders import GRADERS
+
+    if name not in GRADERS:
+        raise PromptSetError(
+            f"{path}:{number}: unknown grader '{name}'.{did_you_mean(name, list(GRADERS))} "
+            f"Graders: {format_options(GRADERS)}",
+            details={
+                "path": str(path),
+                "line": number,
+                "grader": name,
+                "field": "grader",
+                "available": sorted(GRADERS),
+            },
+        )
+
+
 def check_grader(item: Prompt, path: Path | str, number: int) -> None:
     """Refuse a prompt its grader cannot grade: an unknown grader (did-you-mean), a
     field it needs that is missing, or one it cannot read (a ``number`` that is no
@@ -238,12 +260,7 @@ def check_grader(item: Prompt, path: Path | str, number: int) -> None:
         return
     where = f"{path}:{number}"
     details: dict[str, object] = {"path": str(path), "line": number, "grader": name}
-    if name not in GRADERS:
-        raise PromptSetError(
-            f"{where}: unknown grader '{name}'.{did_you_mean(name, list(GRADERS))} "
-            f"Graders: {format_options(GRADERS)}",
-            details={**details, "field": "grader", "available": sorted(GRADERS)},
-        )
+    _check_grader_name(name, path, number)
 
     def refuse(field_name: str, problem: str) -> PromptSetError:
         return PromptSetError(

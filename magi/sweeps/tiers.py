@@ -447,10 +447,35 @@ def write_records(folder: Path, records: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
+class RecordError(ValueError):
+    """A line of ``tiers.jsonl`` that is not a record; the message names the file and line."""
+
+
 def read_records(folder: Path) -> list[dict[str, Any]]:
-    """The records of a ``task=tiers`` run folder (``tiers.jsonl``)."""
+    """The records of a ``task=tiers`` run folder (``tiers.jsonl``).
+
+    Raises:
+        RecordError: a line is not JSON, or not an object with an ``id`` and an
+            ``arm`` (the message is ``<path>:<line>: ...``).
+    """
     path = Path(folder) / TIERS_FILE
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise RecordError(f"{path}:{number}: not a task=tiers record (a JSON {type(record).__name__})")
+        missing = [k for k in ("id", "arm") if k not in record]
+        if missing:
+            raise RecordError(
+                f"{path}:{number}: not a task=tiers record (no {' and no '.join(repr(k) for k in missing)})"
+            )
+        records.append(record)
+    return records
 
 
 # -- the offline sweep -----------------------------------------------------------------
