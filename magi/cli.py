@@ -721,11 +721,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _calibrate_quality(args)
     manager = _manager(args)
     profile = manager.load_profile(args.profile)
-    scorer = args.scorer
-    if scorer is None:
-        from magi.config import compose
-
-        scorer = compose().scorer
+    scorer = _calibration_scorer(args.scorer)
     fraction = args.holdout_fraction
     if fraction is None and args.holdout is None and not args.no_holdout:
         fraction = DEFAULT_HOLDOUT_FRACTION
@@ -748,6 +744,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         setting="--share",
     )
     return _save_and_show(args, manager, report)
+
+
+def _calibration_scorer(name: str | None) -> Any:
+    """The scorer ``magi calibrate`` fits thresholds for: the config's, built with its
+    ``scorer_options`` (:func:`~magi.routing.scorer.config_scorer`), or ``--scorer NAME``
+    with that scorer's defaults when it is another one."""
+    from magi.config import compose
+    from magi.routing.scorer import config_scorer, get_scorer
+
+    config = compose()
+    if name is None or name == config.scorer:
+        return config_scorer(config)
+    return get_scorer(name)
 
 
 def _save_and_show(args: argparse.Namespace, manager: ProfileManager, report: Any) -> int:
@@ -800,7 +809,6 @@ def _positive_int(text: str) -> int:
 
 def _calibrate_quality(args: argparse.Namespace) -> int:
     """``magi calibrate PROFILE --quality 95% --from RUN_DIR``."""
-    from magi.config import compose
     from magi.errors import ConfigError
     from magi.sweeps.calibration import (
         DEFAULT_HOLDOUT_FRACTION,
@@ -841,7 +849,7 @@ def _calibrate_quality(args: argparse.Namespace) -> int:
         seed=args.seed,
         name=args.name,
         run_dir=str(args.tiers_run),
-        scorer=args.scorer or compose().scorer,
+        scorer=_calibration_scorer(args.scorer),
         run_scorer=summary.get("scorer"),
     )
     return _save_and_show(args, manager, report)
@@ -1122,7 +1130,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --quality: a task=tiers run folder (magi evaluate PROFILE) whose graded answers are read",
     )
     cal.add_argument("--name", default=None, help="name of the new profile (default '<name> calibrated')")
-    cal.add_argument("--scorer", default=None, help="registered scorer (default: the config's scorer)")
+    cal.add_argument(
+        "--scorer",
+        default=None,
+        help="registered scorer (default: the config's scorer, with its scorer_options)",
+    )
     cal.add_argument("--dry-run", action="store_true", help="report only; save nothing")
     cal.add_argument("--no-overwrite", action="store_true", help="fail if the new profile's file exists")
     cal.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -567,3 +567,47 @@ def test_quality_calibration_with_no_cut_above_the_middle_tiers_keeps_the_profil
     records += [{**r, "arm": "medium"} for r in records if r["arm"] == "fast"]
     report = calibrate_quality(profile, records, quality=0.9, run_dir="run")
     assert report.thresholds == (9.9, 9.95) and report.fit["tier_share"]["fast"] == 1.0
+
+
+def test_calibrate_scores_with_the_configs_scorer_options(
+    conf_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`magi calibrate` (shares and quality) builds the config's scorer with its
+    scorer_options (config_scorer): a learned scorer's model file is the config's, not the
+    shipped one."""
+    from magi.routing.learned import LearnedScorer
+    from magi.sweeps.calibration import calibrate_quality
+
+    sample = ROOT / "data" / "routing" / "outcomes-sample.jsonl"
+    model = tmp_path / "mine.json"
+    assert cli(["scorer", "train", str(sample), "-o", str(model)]) == 0
+    config = conf_dir / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    assert "\nscorer: heuristic" in text and "\nscorer_options: {}" in text
+    text = text.replace("\nscorer: heuristic", "\nscorer: learned")
+    config.write_text(text.replace("\nscorer_options: {}", f"\nscorer_options: {{path: '{model}'}}"))
+    monkeypatch.setenv("MAGI_CONF_DIR", str(conf_dir))
+    capsys.readouterr()
+    profile = magi.compose(profile="development").profile
+    mine, shipped = LearnedScorer(model), LearnedScorer()
+
+    argv = ["--profiles-dir", str(conf_dir / "profile"), "calibrate", "development", "--dry-run", "--json"]
+    assert cli([*argv, "--share", "powerful=0.3"]) == 0
+    got = json.loads(capsys.readouterr().out)["tiers"][0]["max_score"]
+    fit, held, _, _ = load_sets(str(ROOT / "data/prompts/calibration.jsonl"), None, 0.3)
+    expected = calibrate(profile, fit, shares={"powerful": 0.3}, scorer=mine, holdout=held)
+    other = calibrate(profile, fit, shares={"powerful": 0.3}, scorer=shipped, holdout=held)
+    assert got == expected.profile.tier_config[0].max_score != other.profile.tier_config[0].max_score
+
+    prompts = [p.prompt for p in LABELLED[:40]]
+    records = [
+        {**r, "prompt": prompts[int(r["id"][1:])], "grade": float(r["arm"] != "fast" or k % 3 != 0)}
+        for k, r in enumerate(_records())
+    ]
+    run = _write_run(tmp_path / "run", records)  # scored by the heuristic, its summary says
+    assert cli([*argv, "--quality", "90%", "--from", str(run)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    expected_q = calibrate_quality(profile, records, quality=0.9, scorer=mine, run_scorer="heuristic")
+    other_q = calibrate_quality(profile, records, quality=0.9, scorer=shipped, run_scorer="heuristic")
+    assert data["scorer"] == "learned"
+    assert data["tiers"][0]["max_score"] == expected_q.thresholds[0] != other_q.thresholds[0]

@@ -44,7 +44,7 @@ from typing import Any
 from magi.config.profile import ModelProfile, TierConfig
 from magi.errors import ConfigError, ProfileExistsError
 from magi.render import fmt_score, table
-from magi.routing.scorer import MAX_SCORE, get_scorer
+from magi.routing.scorer import MAX_SCORE, Scorer, get_scorer
 from magi.sweeps.prompts import Prompt
 
 _EPS = 1e-9
@@ -295,12 +295,20 @@ def split_holdout(
     ]
 
 
+def _rater(scorer: str | Scorer) -> tuple[Scorer, str]:
+    """The scorer to score with and its name: ``scorer`` itself when built, else the
+    registered scorer of that name with its defaults."""
+    if isinstance(scorer, str):
+        return get_scorer(scorer), scorer
+    return scorer, scorer.name
+
+
 def calibrate(
     profile: ModelProfile,
     prompts: Sequence[Prompt],
     *,
     shares: Mapping[str, float],
-    scorer: str = "heuristic",
+    scorer: str | Scorer = "heuristic",
     holdout: Sequence[Prompt] | None = None,
     name: str | None = None,
     prompts_file: str = "(prompts)",
@@ -311,11 +319,13 @@ def calibrate(
 
     The last tier keeps its ``max_score`` (the catch-all, usually ``.inf``) unless it
     would no longer be above the new boundaries, in which case it becomes ``.inf``.
+    ``scorer`` is a built scorer (a config's: :func:`magi.routing.scorer.config_scorer`,
+    with its ``scorer_options``) or a registered name (built with its defaults).
     """
     if not prompts:
         raise ConfigError(["no prompts to calibrate on"], headline="Cannot calibrate")
     targets = target_shares(profile, shares, setting=setting)
-    rater = get_scorer(scorer)
+    rater, scorer = _rater(scorer)
     scores = [rater.score(p.prompt).score for p in prompts]
     tiers = profile.tier_names
     cumulative = []
@@ -457,7 +467,7 @@ def read_tiers_run(
     """
     import json
 
-    from magi.sweeps.tiers import SUMMARY_FILE, TIERS_FILE, read_records
+    from magi.sweeps.tiers import SUMMARY_FILE, TIERS_FILE, RecordError, read_records
 
     folder = Path(run_dir).expanduser()
     how = "make one with: python run.py task=tiers profile=PROFILE (or magi evaluate PROFILE)"
@@ -470,6 +480,8 @@ def read_tiers_run(
         )
     try:
         records = read_records(folder)
+    except RecordError as exc:  # names the file and the line
+        raise ConfigError([f"{setting}: {exc}"], headline="Cannot calibrate") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(
             [f"{setting}: {folder / TIERS_FILE} is unreadable: {exc}"], headline="Cannot calibrate"
@@ -597,7 +609,7 @@ def calibrate_quality(
     seed: int = 0,
     name: str | None = None,
     run_dir: str = "(records)",
-    scorer: str | None = None,
+    scorer: str | Scorer | None = None,
     run_scorer: str | None = None,
     setting: str = "--from",
 ) -> QualityCalibrationReport:
@@ -615,7 +627,10 @@ def calibrate_quality(
     The prompts' scores are the ones stored in the records when ``scorer`` (the scorer
     the thresholds are for) is the run's (``run_scorer``) or not given; otherwise the
     records' prompt texts are scored again with ``scorer``, so the thresholds are on
-    the scale of the scorer that will route.
+    the scale of the scorer that will route. A built scorer (``scorer`` as
+    :func:`magi.routing.scorer.config_scorer` makes it, with the config's
+    ``scorer_options``) scores the texts again whenever the records keep them, since
+    options such as a learned model's file are not in the run's record of its scorer.
 
     Raises:
         ConfigError: the records lack a tier of the profile, have no scores, or too
@@ -665,12 +680,14 @@ def calibrate_quality(
     scores = {
         i: float(next(r["score"] for r in by_id[i].values() if r.get("score") is not None)) for i in graded
     }
-    if scorer is not None and scorer != run_scorer:
-        rater = get_scorer(scorer)
-        texts = {
-            i: next((r.get("prompt") for r in by_id[i].values() if r.get("prompt")), None) for i in graded
-        }
-        if any(t is None for t in texts.values()):
+    texts = {i: next((r.get("prompt") for r in by_id[i].values() if r.get("prompt")), None) for i in graded}
+    has_texts = all(t is not None for t in texts.values())
+    built = scorer is not None and not isinstance(scorer, str)
+    rater: Scorer | None = None
+    if scorer is not None:
+        rater, scorer = _rater(scorer)
+    if rater is not None and (scorer != run_scorer or (has_texts and built)):
+        if not has_texts:
             raise ConfigError(
                 [
                     f"{setting}: {run_dir} was scored by {run_scorer or 'an unknown scorer'} and its records "

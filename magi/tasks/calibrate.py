@@ -28,6 +28,7 @@ def calibrate_task(config: MagiConfig) -> dict[str, Any]:
 
     from magi.errors import ConfigError
     from magi.fileio import atomic_write_text
+    from magi.routing.scorer import config_scorer
     from magi.sweeps.calibration import (
         DEFAULT_HOLDOUT_FRACTION,
         CalibrationReport,
@@ -61,7 +62,7 @@ def calibrate_task(config: MagiConfig) -> dict[str, Any]:
             seed=settings.seed,
             name=settings.output,
             run_dir=str(settings.tiers_run),
-            scorer=config.scorer,
+            scorer=config_scorer(config),
             run_scorer=summary.get("scorer"),
             setting="task.tiers_run",
         )
@@ -73,7 +74,7 @@ def calibrate_task(config: MagiConfig) -> dict[str, Any]:
             config.profile,
             fit,
             shares=settings.shares,
-            scorer=config.scorer,
+            scorer=config_scorer(config),
             holdout=held,
             name=settings.output,
             prompts_file=fit_name,
