@@ -644,10 +644,22 @@ def cmd_scorer_eval(args: argparse.Namespace) -> int:
     """AUC, APGR and CPT of scorers on a file of routing outcomes or a task=tiers run
     folder (magi.routing.outcomes)."""
     from magi.routing.learned import DEFAULT_MODEL
-    from magi.routing.outcomes import evaluate_scorers, format_report, load_outcomes, run_arms
+    from magi.routing.outcomes import (
+        OutcomeFileError,
+        evaluate_scorers,
+        format_report,
+        load_outcomes,
+        report_groups,
+        run_arms,
+        unscored_groups,
+    )
     from magi.routing.scorer import available_scorers, get_scorer
 
     outcomes = load_outcomes(args.file)
+    unscored = unscored_groups(outcomes)
+    why = [f"{group}: {reason}" for group, reason in unscored.items()]
+    if len(unscored) == len(report_groups(outcomes)):
+        raise OutcomeFileError(f"{args.file}: nothing to score ({len(outcomes)} prompts): " + "; ".join(why))
     scorers = {}
     for name in args.scorer or available_scorers():
         if name != "learned":
@@ -655,8 +667,11 @@ def cmd_scorer_eval(args: argparse.Namespace) -> int:
         elif args.scorer or args.model is not None or DEFAULT_MODEL.exists():
             scorers[name] = get_scorer(name, path=args.model)
     report = evaluate_scorers(outcomes, scorers)
+    notes = [f"{group}: not scored: {reason}" for group, reason in unscored.items()]
     if args.json:
         print(json.dumps({n: {g: f.to_dict() for g, f in r.items()} for n, r in report.items()}, indent=2))
+        for note in notes:
+            print(note, file=sys.stderr)
     else:
         arms = ""
         if Path(args.file).is_dir():
@@ -665,17 +680,30 @@ def cmd_scorer_eval(args: argparse.Namespace) -> int:
         if "learned" in scorers:
             print(f"learned scorer's model: {scorers['learned'].path}")
         print(format_report(report))
+        for note in notes:
+            print(note)
     return EXIT_OK
 
 
 def cmd_scorer_train(args: argparse.Namespace) -> int:
     """Train the learned scorer on routing outcomes and write its model file."""
-    from magi.routing.learned import cross_validate, file_digest, save_model, train
+    from magi.routing.learned import (
+        TrainingDataError,
+        check_trainable,
+        cross_validate,
+        file_digest,
+        save_model,
+        train,
+    )
     from magi.routing.outcomes import load_outcomes, outcome_source
 
     if args.cv < 0 or args.cv == 1:
         raise MAGIException(f"--cv: cross-validation needs at least 2 folds (or 0 for none), got {args.cv}")
     outcomes = load_outcomes(args.file)
+    try:  # refused, not warned about: a model of one class would look trained and route blindly
+        check_trainable(outcomes)
+    except TrainingDataError as exc:
+        raise TrainingDataError(f"{args.file}: {exc}; no model written") from None
     if args.cv:
         import statistics
 

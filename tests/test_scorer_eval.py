@@ -327,3 +327,63 @@ def test_scorer_eval_and_train_on_a_tiers_run_of_the_tiny_models(
     assert main(argv) == 0
     learned = json.loads(capsys.readouterr().out)["learned"]["all"]
     assert learned["auc"] == 1.0 and learned["apgr"] == 0.75  # on its own training prompts: 'hit' first
+
+
+# -- no weak/strong gap -------------------------------------------------------------------
+def _outcome_file(path: Path, rows: list[tuple[str, bool, bool]]) -> Path:
+    lines = [
+        {"bench": b, "prompt": f"{b} question {k}", "weak": w, "strong": s}
+        for k, (b, w, s) in enumerate(rows)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_eval_without_a_gap_says_so_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # both tiers right on three prompts, both wrong on one: nothing where routing up pays off
+    path = _outcome_file(tmp_path / "same.jsonl", [("gsm8k", True, True)] * 3 + [("gsm8k", False, False)])
+    assert main(["scorer", "eval", str(path), "--scorer", "heuristic"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: nothing to score" in err and "Traceback" not in err
+    assert (
+        "gsm8k: no prompt where the weak tier fails and the strong one succeeds (weak 75.0%, strong 75.0%)"
+        in err
+    )
+    assert "APGR and CPT are undefined" in err and "AUC" in err
+    assert main(["scorer", "eval", str(path), "--scorer", "heuristic", "--json"]) == 2
+    assert "nothing to score" in capsys.readouterr().err
+
+
+def test_eval_names_each_group_without_a_gap_and_scores_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [("gsm8k", False, True), ("gsm8k", True, True), ("gsm8k", False, False)]
+    rows += [("mmlu/x", False, True), ("mmlu/x", True, False), ("mmlu/y", True, False)]  # weak wins
+    path = _outcome_file(tmp_path / "mixed.jsonl", rows)
+    assert main(["scorer", "eval", str(path), "--scorer", "heuristic"]) == 0
+    out = capsys.readouterr().out
+    rows_out = {tuple(line.split()[:2]) for line in out.splitlines()}
+    assert ("heuristic", "gsm8k") in rows_out and ("heuristic", "mmlu") not in rows_out
+    assert (
+        "mmlu: not scored: the strong tier is not better than the weak one (weak 66.7%, strong 33.3%)" in out
+    )
+    assert main(["scorer", "eval", str(path), "--scorer", "heuristic", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "all: not scored: the strong tier is not better" in out  # 3 of 6 right on each
+    assert set(json.loads(captured.out)["heuristic"]) == {"gsm8k"}
+    assert "mmlu: not scored" in captured.err
+
+
+def test_train_without_a_gap_is_refused_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _outcome_file(tmp_path / "same.jsonl", [("gsm8k", True, True), ("gsm8k", False, False)] * 3)
+    model = tmp_path / "m.json"
+    assert main(["scorer", "train", str(path), "-o", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: nothing to learn: no prompt of 6 where the weak tier fails" in err
+    assert "no model written" in err and not model.exists() and "Traceback" not in err
+    # every prompt a positive: nothing to tell them from
+    path = _outcome_file(tmp_path / "all.jsonl", [("gsm8k", False, True)] * 4)
+    assert main(["scorer", "train", str(path), "-o", str(model)]) == 2
+    assert "every prompt" in capsys.readouterr().err and not model.exists()

@@ -77,6 +77,40 @@ class ScorerModelError(MAGIException):
     status_code = 422
 
 
+class TrainingDataError(MAGIException):
+    """Outcomes a model cannot be learned from: no prompt where the weak tier fails and
+    the strong one succeeds, or nothing else (:func:`check_trainable`)."""
+
+    status_code = 422
+
+
+def check_trainable(outcomes: Sequence[Outcome]) -> None:
+    """Refuse outcomes with one class only. With no positive (no prompt where routing up
+    pays off) the fit drives every weight to "never": the model would score every prompt
+    alike and route nothing by what it asks, yet look trained; with positives only there
+    is nothing to tell them from.
+
+    Raises:
+        TrainingDataError: one class is empty (the message says which and what to do).
+    """
+    if not outcomes:
+        raise TrainingDataError("no outcomes to train on")
+    positives = sum(o.upgrade_helps for o in outcomes)
+    n = len(outcomes)
+    weak, strong = sum(o.weak for o in outcomes) / n, sum(o.strong for o in outcomes) / n
+    if positives == 0:
+        raise TrainingDataError(
+            f"nothing to learn: no prompt of {n} where the weak tier fails and the strong one succeeds "
+            f"(weak {weak:.1%}, strong {strong:.1%} correct), so a model would score every prompt alike; "
+            "train on outcomes where the tiers differ (more or harder prompts, or tiers further apart)"
+        )
+    if positives == n:
+        raise TrainingDataError(
+            f"nothing to learn: every prompt ({n}) is one where the weak tier fails and the strong one "
+            "succeeds, so there is nothing to tell them from; add prompts both tiers answer alike"
+        )
+
+
 # -- features ---------------------------------------------------------------------
 _MEASURES = (
     "chars",
@@ -360,9 +394,11 @@ def train(
     ``l2`` is the penalty on the weights' squares (summed, not averaged, over the
     prompts: larger data weighs more against it). Deterministic: the same outcomes and
     options give the same model.
+
+    Raises:
+        TrainingDataError: see :func:`check_trainable`.
     """
-    if not outcomes:
-        raise ValueError("no outcomes to train on")
+    check_trainable(outcomes)
     labels = np.asarray([o.upgrade_helps for o in outcomes], dtype=float)
     token_lists = [_tokens(o.prompt) for o in outcomes]
     gram_sets = [_ngrams(t) if bigrams else set(t) for t in token_lists]
@@ -453,6 +489,10 @@ def cross_validate(outcomes: Sequence[Outcome], *, folds: int = 5, **options: An
     for held in parts:
         held_set = set(held)
         training = [o for i, o in enumerate(outcomes) if i not in held_set]
+        try:
+            check_trainable(training)
+        except TrainingDataError:
+            continue  # the other folds hold no positive (or nothing else): no model for this fold
         scorer = LearnedScorer(model=train(training, **options))
         for group, items in groups(outcomes[i] for i in held).items():
             scores = [scorer.score(o.prompt).score for o in items]

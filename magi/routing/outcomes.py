@@ -219,29 +219,71 @@ def split_folds(outcomes: Sequence[Outcome], folds: int) -> list[list[int]]:
 
 
 # -- judging scorers ----------------------------------------------------------------
-def evaluate_scorers(outcomes: Sequence[Outcome], scorers: Mapping[str, Scorer]) -> dict[str, dict[str, Any]]:
-    """The routing figures (:func:`~magi.routing.metrics.routing_figures`) of each scorer
-    on each benchmark group of ``outcomes``, and on all of them together when there are
-    several groups: ``{scorer: {group: RoutingFigures}}``. A group where the strong tier
-    is not better than the weak one has no gap to recover and is left out.
-    """
-    from magi.routing.metrics import routing_figures
+def gap_problem(outcomes: Sequence[Outcome]) -> str | None:
+    """Why no routing figures can be computed on ``outcomes`` (a sentence saying what it
+    means for AUC, APGR and CPT), or ``None`` when they can: there must be a prompt where
+    the weak tier fails and the strong one succeeds, the strong tier must be right more
+    often than the weak one, and (for the AUC) not every prompt may be such a prompt."""
+    n = len(outcomes)
+    if not n:
+        return "no prompts"
+    weak = sum(o.weak for o in outcomes) / n
+    strong = sum(o.strong for o in outcomes) / n
+    helps = sum(o.upgrade_helps for o in outcomes)
+    accuracy = f"(weak {weak:.1%}, strong {strong:.1%})"
+    if helps == 0:
+        return (
+            f"no prompt where the weak tier fails and the strong one succeeds {accuracy}: there is "
+            "no quality gap to recover, so APGR and CPT are undefined, and AUC has no such prompt "
+            "to rank first"
+        )
+    if strong <= weak:
+        return (
+            f"the strong tier is not better than the weak one {accuracy}: there is no quality gap "
+            "to recover, so APGR and CPT are undefined"
+        )
+    if helps == n:
+        return (
+            "every prompt is one where the weak tier fails and the strong one succeeds: AUC has "
+            "no other prompt to rank them against"
+        )
+    return None
 
+
+def report_groups(outcomes: Sequence[Outcome]) -> dict[str, list[Outcome]]:
+    """The groups :func:`evaluate_scorers` reports: each benchmark group, and ``all`` of
+    them together when there are several."""
     parts = groups(outcomes)
     if len(parts) > 1:
         parts["all"] = list(outcomes)
+    return parts
+
+
+def unscored_groups(outcomes: Sequence[Outcome]) -> dict[str, str]:
+    """``{group: why}`` for each group of :func:`report_groups` that no scorer can be
+    judged on (:func:`gap_problem`)."""
+    problems = {group: gap_problem(items) for group, items in report_groups(outcomes).items()}
+    return {group: why for group, why in problems.items() if why is not None}
+
+
+def evaluate_scorers(outcomes: Sequence[Outcome], scorers: Mapping[str, Scorer]) -> dict[str, dict[str, Any]]:
+    """The routing figures (:func:`~magi.routing.metrics.routing_figures`) of each scorer
+    on each group of :func:`report_groups`: ``{scorer: {group: RoutingFigures}}``. A group
+    with no gap to recover (:func:`unscored_groups` says why) is left out.
+    """
+    from magi.routing.metrics import routing_figures
+
+    skipped = unscored_groups(outcomes)
+    parts = {g: items for g, items in report_groups(outcomes).items() if g not in skipped}
     report: dict[str, dict[str, Any]] = {}
     for name, scorer in scorers.items():
         scores = {id(o): scorer.score(o.prompt).score for o in outcomes}
-        figures: dict[str, Any] = {}
-        for group, items in parts.items():
-            try:
-                figures[group] = routing_figures(
-                    [scores[id(o)] for o in items], [o.weak for o in items], [o.strong for o in items]
-                )
-            except ValueError:
-                continue  # no gap to recover, or one AUC class empty
-        report[name] = figures
+        report[name] = {
+            group: routing_figures(
+                [scores[id(o)] for o in items], [o.weak for o in items], [o.strong for o in items]
+            )
+            for group, items in parts.items()
+        }
     return report
 
 
