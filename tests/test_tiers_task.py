@@ -290,6 +290,31 @@ def test_routellm_figures_without_a_gap_say_why() -> None:
     assert "no performance gap" in figures["error"]
 
 
+def test_the_cost_quality_plot_draws_the_curve_and_the_points(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plot needs the bench extra")
+    from magi.sweeps.tiers import SUMMARY_PNG, plot_tiers, write_summary
+
+    summary = tiers_summary(_records(), SCORES, profile=_profile(), thresholds=[2.0])
+    write_summary(tmp_path, summary)
+    assert (tmp_path / SUMMARY_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    share_ax, time_ax = plot_tiers(summary).axes
+    curve, *dots, random_router = share_ax.lines
+    assert list(curve.get_xdata()) == [0.0, 25.0, 50.0, 75.0, 100.0]
+    assert list(curve.get_ydata()) == [0.5, 0.75, 1.0, 0.875, 0.875]
+    assert [(d.get_xdata()[0], d.get_ydata()[0]) for d in dots] == [
+        (100 * p["strong_share"], p["quality"]) for p in summary["points"]
+    ]
+    assert [t.get_text() for t in share_ax.texts] == ["profile", "thresholds=2.0"]
+    assert list(random_router.get_ydata()) == [0.5, 0.875]
+    assert f"APGR {summary['routellm']['apgr']:.3f}" in share_ax.get_title()
+    seconds = sorted(p["seconds_per_prompt"] for p in summary["curve"])
+    assert sorted(time_ax.lines[0].get_xdata()) == pytest.approx(seconds)
+    one_tier = tmp_path / "one"
+    one_tier.mkdir()
+    write_summary(one_tier, {"profile": "p", "tiers": ["fast"]})  # no curve: no plot
+    assert not (one_tier / SUMMARY_PNG).exists() and (one_tier / SUMMARY_FILE).exists()
+
+
 def test_the_two_stage_arm_is_the_strong_one_when_the_strongest_tier_refines() -> None:
     rows = _records() + [{**r, "arm": TWO_STAGE} for r in _records() if r["arm"] == "powerful"]
     summary = tiers_summary(rows, SCORES, profile=_profile(two_stage=True))

@@ -30,7 +30,8 @@ curve is a profile one could deploy.
 
 Files in the run folder: :data:`TIERS_FILE` (one record per prompt and arm),
 :data:`SUMMARY_FILE` (per arm, the sweep points, the curve, the RouteLLM figures)
-and :data:`SUMMARY_MD` (the table printed at the end).
+and :data:`SUMMARY_MD` (the table printed at the end); :data:`SUMMARY_PNG`, the
+cost-quality plot (:func:`plot_tiers`), when matplotlib (the ``bench`` extra) is there.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ TIERS_FILE = "tiers.jsonl"
 SUMMARY_FILE = "tiers_summary.json"
 #: The same as a Markdown table.
 SUMMARY_MD = "tiers_summary.md"
+#: The cost-quality plot of a run (:func:`plot_tiers`), when matplotlib is installed.
+SUMMARY_PNG = "tiers.png"
 #: The answer cache, in ``task.cache_dir`` (default: beside the run folder's parent).
 CACHE_FILE = "tiers-cache.jsonl"
 #: A grade of at least this counts as a correct answer in the RouteLLM figures.
@@ -816,10 +819,79 @@ def summary_table(summary: Mapping[str, Any]) -> str:
 
 
 def write_summary(folder: Path, summary: Mapping[str, Any]) -> None:
-    """Write :data:`SUMMARY_FILE` and :data:`SUMMARY_MD` into ``folder``."""
+    """Write :data:`SUMMARY_FILE` and :data:`SUMMARY_MD` into ``folder``, and
+    :data:`SUMMARY_PNG` (:func:`plot_tiers`) when the summary has a curve and
+    matplotlib is installed."""
     folder = Path(folder)
     atomic_write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
     atomic_write_text(folder / SUMMARY_MD, f"# Tiers: {summary.get('profile')}\n\n{summary_table(summary)}\n")
+    if summary.get("curve"):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:  # the bench extra is missing: the table and the JSON say it all
+            return
+        plot_tiers(summary, folder / SUMMARY_PNG)
+
+
+def plot_tiers(summary: Mapping[str, Any], path: Path | str | None = None) -> Any:
+    """The cost-quality plot of a tiers run: quality (mean grade) against the share of
+    prompts sent to the strongest tier (left) and against the answer seconds per prompt
+    (right), the curve of every cut (:func:`tiers_summary`'s ``curve``) as a line, the
+    profile's thresholds and ``task.thresholds`` as labelled points on it; the left
+    panel's dashed line is a random router (APGR 0.5), its title the RouteLLM figures.
+    Saved as PNG to ``path`` when given; returns the matplotlib ``Figure`` (no pyplot).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from magi.sweeps.summary import _figure_class
+
+    curve = [p for p in summary.get("curve") or [] if p.get("quality") is not None]
+    points = [p for p in summary.get("points") or [] if p.get("quality") is not None]
+    tiers = summary.get("tiers") or ["?"]
+    fig = _figure_class()(figsize=(12.0, 4.6), dpi=110)
+    FigureCanvasAgg(fig)
+    share_ax, time_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for ax, key, scale in ((share_ax, "strong_share", 100.0), (time_ax, "seconds_per_prompt", 1.0)):
+        line = sorted((scale * p[key], p["quality"]) for p in curve)
+        if line:
+            xs, ys = zip(*line, strict=True)
+            ax.plot(xs, ys, "-", color="#8c959f", linewidth=1, marker=".", markersize=4, zorder=1)
+        for i, p in enumerate(points):
+            x, y = scale * p[key], p["quality"]
+            ax.plot([x], [y], "o", markersize=7, color=f"C{i % 10}", zorder=2)
+            ax.annotate(
+                p["label"],
+                (x, y),
+                textcoords="offset points",
+                xytext=(7, 6 if i % 2 == 0 else -12),
+                fontsize=8,
+            )
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel("quality: mean grade (0-1)")
+        ax.grid(True, alpha=0.3)
+    if curve:
+        low, high = min(curve, key=lambda p: p["strong_share"]), max(curve, key=lambda p: p["strong_share"])
+        share_ax.plot(
+            [0, 100], [low["quality"], high["quality"]], "--", color="#d0d7de", linewidth=1, zorder=0
+        )
+    share_ax.set_xlim(-5, 105)
+    share_ax.set_xlabel(f"prompts routed to the '{tiers[-1]}' tier (% of all prompts)")
+    time_ax.set_xlabel("cost: answer seconds per prompt")
+    figures = summary.get("routellm") or {}
+    arms = f"{figures.get('weak', tiers[0])} vs {figures.get('strong', tiers[-1])}"
+    if figures.get("apgr") is not None:
+        title = (
+            f"{arms}, {figures['prompts']} prompts: APGR {figures['apgr']:.3f}, "
+            f"CPT(50%) {figures['cpt50']:.1%}, CPT(80%) {figures['cpt80']:.1%}"
+        )
+    else:
+        title = f"{arms}: {figures.get('error', 'no figures')}"
+    share_ax.set_title(title, fontsize=9)
+    time_ax.set_title(f"Tiers: {summary.get('profile')}, quality against time", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(str(path))
+    return fig
 
 
 def evaluate(
