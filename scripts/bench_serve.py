@@ -69,9 +69,17 @@ from magi.models.demo import DEMO_MODEL_ID, ensure_demo_model  # noqa: E402
 from magi.runtime.backend import ModelSpec  # noqa: E402
 from magi.runtime.resolve import resolve_models  # noqa: E402
 from magi.runtime.runner import Runner  # noqa: E402
+from magi.testing.runtime import FAST, TinyRuntime  # noqa: E402
 from magi.testing.servers import LOOPBACK, LlamaServerProcess, free_port  # noqa: E402
+from magi.testing.tiny_gguf import SEED_MODELS, write_spec  # noqa: E402
 
 PROFILE = "demo-single"
+#: ``--tiny``: the profile of one tiny generated model (random weights: every answer has
+#: exactly its ``max_tokens`` tokens).
+TINY_PROFILE = "fast-only"
+#: Its shape (20 MB of F32 weights): a 4-token answer takes about as long as the demo
+#: model's (0.05-0.3 s on one thread here), so the server waits as long for it.
+TINY_SHAPE: dict[str, Any] = {"n_layer": 6, "n_embd": 256, "n_head": 8, "n_head_kv": 4, "n_ff": 768}
 BUDGET_MS = 5.0
 
 
@@ -145,10 +153,10 @@ def client(url: str) -> openai.OpenAI:
 class MagiServe:
     """``magi serve --profile demo-single`` in a subprocess on 127.0.0.1, a free port."""
 
-    def __init__(self, options: list[str], log: Path) -> None:
+    def __init__(self, options: list[str], log: Path, profile: str = PROFILE) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
-        self.command = [sys.executable, "-m", "magi.cli", "serve", "--profile", PROFILE]
+        self.command = [sys.executable, "-m", "magi.cli", "serve", "--profile", profile]
         self.command += ["--host", LOOPBACK, "--port", str(self.port)]
         self.command += [arg for option in options for arg in ("-o", option)]
         self.log = log
@@ -437,6 +445,11 @@ def main() -> int:
     parser.add_argument(
         "--long-tokens", type=int, default=0, help="(1) also time bare-httpx requests of this length"
     )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a tiny generated model (fast-only profile, random weights) instead of the demo model",
+    )
     parser.add_argument("--budget-ms", type=float, default=BUDGET_MS, help="(1) budget of the p50 overhead")
     parser.add_argument("--rounds", type=int, default=5, help="(2) rounds per server")
     parser.add_argument("--clients", type=int, default=4, help="(2) concurrent clients")
@@ -447,20 +460,26 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="magi-bench-serve-"))
     models_dir = args.models_dir or work / "models"
-    model = ensure_demo_model(models_dir, progress=False)
-    options = overrides(models_dir)
-    config = magi.compose(profile=PROFILE, overrides=options)
-    spec = resolve_models(config)[0][DEMO_MODEL_ID]
+    if args.tiny:  # the server's own cost is the same; the model's time is tiny
+        tiny = TinyRuntime.create(work / "tiny", models=[])
+        write_spec(tiny.models_dir, SEED_MODELS[FAST], **TINY_SHAPE)
+        profile, model_id, options = TINY_PROFILE, FAST, [*tiny.overrides, "runtime.n_ctx=2048"]
+        model = tiny.path(FAST)
+    else:
+        model = ensure_demo_model(models_dir, progress=False)
+        profile, model_id, options = PROFILE, DEMO_MODEL_ID, overrides(models_dir)
+    config = magi.compose(profile=profile, overrides=options)
+    spec = resolve_models(config)[0][model_id]
     if spec.path is None or spec.path.resolve() != model.resolve():
-        raise SystemExit(f"the profile's {DEMO_MODEL_ID} is {spec.path}, not the demo file {model}")
+        raise SystemExit(f"the profile's {model_id} is {spec.path}, not the model file {model}")
     load_settings = spec.load
     print(
-        f"demo model {model.name}; n_ctx {load_settings.n_ctx}, threads {load_settings.n_threads}, "
+        f"{'tiny' if args.tiny else 'demo'} model {model.name} ({profile}); n_ctx {load_settings.n_ctx}, threads {load_settings.n_threads}, "
         f"batch threads {load_settings.n_threads_batch}, n_batch {load_settings.n_batch}; {load()}"
     )
     prompts = fresh_prompts()
     missed = False
-    server = MagiServe(options, work / "magi-serve.log")
+    server = MagiServe(options, work / "magi-serve.log", profile)
     print("magi serve:", " ".join(server.command))
     try:
         if 1 in only:
