@@ -474,7 +474,8 @@ def main() -> int:
         raise SystemExit(f"the profile's {model_id} is {spec.path}, not the model file {model}")
     load_settings = spec.load
     print(
-        f"{'tiny' if args.tiny else 'demo'} model {model.name} ({profile}); n_ctx {load_settings.n_ctx}, threads {load_settings.n_threads}, "
+        f"{'tiny' if args.tiny else 'demo'} model {model.name} ({profile}); n_ctx {load_settings.n_ctx}, "
+        f"threads {load_settings.n_threads}, "
         f"batch threads {load_settings.n_threads_batch}, n_batch {load_settings.n_batch}; {load()}"
     )
     prompts = fresh_prompts()
