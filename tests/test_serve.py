@@ -192,7 +192,7 @@ def test_unknown_model_is_a_404_naming_the_options(server: MagiServerProcess) ->
 @pytest.mark.parametrize(
     ("messages", "param", "words"),
     [
-        ([], None, "empty"),
+        ([], "messages", "empty"),
         ([{"role": "bogus", "content": "x"}], "messages[0]", "role 'bogus'"),
         ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "messages[1]", "user"),
         ([{"role": "user", "content": 3}], "messages[0]", "content"),
@@ -224,6 +224,35 @@ def test_bad_fields_are_a_422_naming_the_field(server: MagiServerProcess, fields
     response = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["param"].startswith(param)
+
+
+def test_malformed_json_is_a_400_saying_where(server: MagiServerProcess) -> None:
+    for route in ("/v1/chat/completions", "/v1/completions"):
+        response = httpx.post(
+            server.url + route,
+            content=b'{"model": "auto", "messages": [',
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["type"], error["param"]) == ("invalid_request_error", None)
+        assert "not valid JSON" in error["message"] and "line 1 column 32" in error["message"]
+    not_an_object = httpx.post(server.url + "/v1/chat/completions", json=["x"], timeout=30)
+    assert not_an_object.status_code == 400
+    assert "a JSON object" in not_an_object.json()["error"]["message"]
+
+
+def test_unknown_routes_and_methods_get_the_openai_error_body(server: MagiServerProcess) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        server.client().embeddings.create(model="auto", input="x")
+    error = caught.value.body
+    assert (error["type"], error["code"]) == ("not_found_error", "unknown_route")
+    assert "POST /v1/embeddings" in error["message"] and "/v1/chat/completions" in error["message"]
+    response = httpx.get(server.url + "/v1/chat/completions", timeout=30)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    error = response.json()["error"]
+    assert error["code"] == "method_not_allowed" and "GET /v1/chat/completions" in error["message"]
 
 
 def test_a_body_over_the_limit_is_a_413(server: MagiServerProcess) -> None:
@@ -289,6 +318,50 @@ def test_health_and_metrics(server: MagiServerProcess) -> None:
     assert _metric(text, "magi_model_loads_total", model=FAST) >= 1
 
 
+def test_refused_requests_are_counted_by_outcome(server: MagiServerProcess) -> None:
+    def counts() -> dict[str, float]:
+        text = server.metrics()
+        outcomes = ("not_found", "invalid", "too_large")
+        return {o: _metric(text, "magi_requests_total", outcome=o) for o in outcomes} | {
+            "invalid, Development": _metric(
+                text, "magi_requests_total", outcome="invalid", profile="Development"
+            )
+        }
+
+    before = counts()
+    client = server.client()
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=_user(EASY))
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt=EASY)
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model="auto", messages=_user(EASY), temperature=5)
+    malformed = httpx.post(
+        server.url + "/v1/chat/completions", content=b"{", headers={"content-type": "application/json"}
+    )
+    assert malformed.status_code == 400
+    too_big = {"model": "auto", "messages": [{"role": "user", "content": "x" * 30_000}]}
+    assert httpx.post(server.url + "/v1/chat/completions", json=too_big, timeout=30).status_code == 413
+    assert httpx.get(server.url + "/v1/nothing-here").status_code == 404  # not a request for an answer
+    after = counts()
+    grown = {name: after[name] - before[name] for name in after}
+    assert grown == {"not_found": 2, "invalid": 2, "too_large": 1, "invalid, Development": 1}
+
+
+def test_models_lists_only_the_servable_profiles(server: MagiServerProcess) -> None:
+    """The tiny runtime has the seed's three models, not the demo ones, and no endpoints:
+    the demo profiles and scale-out cannot be served, so they are not listed, and asking
+    for one is a 404 that says why."""
+    ids = [m.id for m in server.client().models.list().data]
+    assert {"magi/development", "magi/fast-only", "magi/production"} <= set(ids)
+    assert not {"magi/demo", "magi/demo-single", "magi/scale-out"} & set(ids)
+    with pytest.raises(openai.NotFoundError) as caught:
+        server.client().chat.completions.create(model="magi/scale-out", messages=_user(EASY))
+    message = caught.value.body["message"]
+    assert "magi/scale-out cannot be served" in message and "lan_fast_a" in message
+    assert "magi/fast-only" in message  # what can be
+
+
 # -- servers of their own ------------------------------------------------------------------------
 def test_api_keys_are_required_when_set_and_never_shown(tiny: TinyRuntime, tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.txt"
@@ -308,6 +381,8 @@ def test_api_keys_are_required_when_set_and_never_shown(tiny: TinyRuntime, tmp_p
         assert httpx.get(keyed.url + "/health/models").status_code == 401
         assert httpx.get(keyed.url + "/health").status_code == 200  # liveness needs no key
         shown = keyed.metrics("env-key-abc") + json.dumps(keyed.health("env-key-abc"))
+        # 3 wrong keys on an answer route counted; the GET routes' 401s are not answers asked for
+        assert _metric(shown, "magi_requests_total", outcome="unauthorized") == 3
     finally:
         assert keyed.terminate() == 0
     log = keyed.output()
@@ -333,6 +408,7 @@ def test_a_full_queue_is_a_429(tiny: TinyRuntime, tmp_path: Path) -> None:
             small.client().chat.completions.create(model="auto", messages=_user(EASY))
         assert caught.value.response.headers["retry-after"] == "1"
         assert "task.max_queue=1" in caught.value.message
+        assert _metric(small.metrics(), "magi_requests_total", outcome="queue_full") == 1
         long.close()
         deadline = time.monotonic() + 10
         while True:  # the place is given back when the cancelled answer ends

@@ -28,10 +28,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import math
+import queue
 import signal
 import threading
 import time
@@ -39,14 +41,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from magi.config.app import MagiConfig
 from magi.config.model_settings import SamplingSettings
@@ -65,6 +69,8 @@ from magi.serve.metrics import CONTENT_TYPE, ServeMetrics
 
 logger = logging.getLogger(__name__)
 
+#: The routes that answer (their requests are counted in /metrics, refused ones too).
+GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions")
 #: ``model`` values that mean the served profile.
 AUTO_NAMES = ("auto", "magi/auto", "magi")
 PROFILE_PREFIX = "magi/"
@@ -187,7 +193,7 @@ class ChatCompletionRequest(_GenerationRequest):
                     texts.append(part.get("text"))
                 item["content"] = "\n".join(str(t) for t in texts)
             messages.append({"role": item.get("role"), "content": item.get("content")})
-        return to_conversation(messages, what="The messages")
+        return _checked(messages, "messages", "The messages")
 
 
 class CompletionRequest(_GenerationRequest):
@@ -205,7 +211,23 @@ class CompletionRequest(_GenerationRequest):
                     param="prompt",
                 )
             prompt = prompt[0]
-        return to_conversation(prompt, what="The prompt")
+        return _checked(prompt, "prompt", "The prompt")
+
+
+def _checked(request: Any, field: str, what: str) -> Conversation:
+    """:func:`~magi.conversation.to_conversation`'s check; an error that names no message
+    (an empty list, say) names the field."""
+    try:
+        return to_conversation(request, what=what)
+    except MAGIException as exc:
+        if exc.details.get("index") is not None:
+            raise
+        raise ServeError(str(exc), status_code=exc.status_code or 422, param=field) from None
+
+
+_Request = TypeVar("_Request", bound=_GenerationRequest)
+#: A profile that can be served: its config, model specs and tier members.
+_Resolved = tuple[MagiConfig, dict[str, ModelSpec], dict[str, list[str]]]
 
 
 # -- the server's state --------------------------------------------------------------------
@@ -217,12 +239,43 @@ class Target:
     name: str
 
 
-class _Answer:
-    """One answer running in its own thread: events are handed to the event loop.
+class _Workers:
+    """Daemon threads that run answers (llama.cpp blocks), kept for the next one: a thread is
+    started only when every one is busy, so a request does not wait for a new thread to be
+    scheduled, and the event loop never waits for one to start."""
 
-    The thread iterates :meth:`Runner.stream`; ``on_end`` runs in the thread when it is
-    over (result or error), so metrics and the queue slot never depend on the client
-    still listening. :meth:`cancel` ends the answer at its next token.
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1  # that idle thread takes this job
+        self._jobs.put(job)
+        if spawn:
+            threading.Thread(target=self._work, name="magi-serve-answer", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            self._jobs.get()()  # a job never raises (_Answer.run catches everything)
+            with self._lock:
+                self._idle += 1
+
+
+class _Answer:
+    """One answer running on a worker thread; its events are handed to the event loop.
+
+    The thread iterates :meth:`Runner.stream` and appends what the request reads to a
+    deque; the loop is woken once for what has piled up since it last read (one
+    ``call_soon_threadsafe``, not one per token). A request that is not streamed reads
+    only the end (``tokens=False``), so its loop is not woken per token while the model
+    writes. ``on_end`` runs in the thread when it is over (result or error), so metrics
+    and the queue slot never depend on the client still listening. :meth:`cancel` ends
+    the answer at its next token; :meth:`gone` (the client went away) also wakes the
+    reader, whose :meth:`next` then returns ``("gone", None)``.
     """
 
     def __init__(
@@ -230,28 +283,46 @@ class _Answer:
         stream: AnswerStream,
         loop: asyncio.AbstractEventLoop,
         on_end: Callable[[RunResult | None, BaseException | None], None],
+        *,
+        tokens: bool = True,
     ) -> None:
         self.stream = stream
         self._loop = loop
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._on_end = on_end
-        self.thread = threading.Thread(target=self._run, name="magi-serve-answer", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
+        self._tokens = tokens
+        self._items: collections.deque[tuple[str, Any]] = collections.deque()
+        self._lock = threading.Lock()
+        self._woken = False  # a wake-up is scheduled on the loop already
+        self._waiter: asyncio.Future[None] | None = None
+        self._gone = False
+        self.finished = threading.Event()
 
     def _put(self, item: tuple[str, Any]) -> None:
+        with self._lock:
+            self._items.append(item)
+            if self._woken:
+                return
+            self._woken = True
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(self._wake)
 
-    def _run(self) -> None:
+    def _wake(self) -> None:
+        """(In the loop.) Wake the reader waiting in :meth:`next`."""
+        with self._lock:
+            self._woken = False
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def run(self) -> None:
         result: RunResult | None = None
         error: BaseException | None = None
         try:
             for event in self.stream:
                 if event.kind == "done":
                     result = event.result
-                self._put(("event", event))
+                    self._put(("event", event))
+                elif self._tokens:
+                    self._put(("event", event))
         except BaseException as exc:  # noqa: BLE001 - handed to the request, which answers it
             error = exc
             self._put(("error", exc))
@@ -262,10 +333,29 @@ class _Answer:
                 self._on_end(result, error)
             except Exception:  # noqa: BLE001 - bookkeeping must not kill the thread silently
                 logger.exception("bookkeeping after an answer failed")
+            self.finished.set()
 
     async def next(self) -> tuple[str, Any]:
-        """The next ``("event", StreamEvent)``, ``("error", exc)`` or ``("end", None)``."""
-        return await self._queue.get()
+        """The next ``("event", StreamEvent)``, ``("error", exc)`` or ``("end", None)``;
+        ``("gone", None)`` once :meth:`gone` was called."""
+        while True:
+            if self._gone:
+                return ("gone", None)
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def gone(self) -> None:
+        """(In the loop.) The client went away: stop the answer, wake the reader."""
+        self._gone = True
+        self.cancel()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def cancel(self) -> None:
         self.stream.cancel()
@@ -309,11 +399,14 @@ class MagiServer:
         self.pool = pool if pool is not None else ModelPool()
         self.runner = Runner(config, pool=self.pool)
         self._profiles: dict[str, Runner] = {}
+        #: Per profile: its config and resolved models, or why it cannot be served.
+        self._profile_checks: dict[str, _Resolved | str] = {}
         self._models: dict[str, Runner] = {}
         self._registry_specs: dict[str, tuple[ModelSpec, str]] | None = None
         self._lock = threading.Lock()
         self._admitted = 0
         self._answers: set[_Answer] = set()
+        self._workers = _Workers()
         self.closing = False
         self.metrics = ServeMetrics(
             self._circuits, lambda: self.pool.stats, queue_limit=self.options.max_queue
@@ -321,7 +414,11 @@ class MagiServer:
 
     # -- what ``model`` names ---------------------------------------------------------
     def profile_names(self) -> list[str]:
-        """The profiles of the config folder (``magi/<name>``), the served one first."""
+        """The profiles a request may name (``magi/<name>``): the served one first, then
+        each of the config folder that can be served (:meth:`unservable`)."""
+        return [n for n in self._all_profiles() if self.unservable(n) is None]
+
+    def _all_profiles(self) -> list[str]:
         from magi.config.compose import list_profiles
 
         try:
@@ -329,6 +426,33 @@ class MagiServer:
         except Exception:  # noqa: BLE001 - listing must not fail the models route
             names = []
         return [self.profile_key, *(n for n in names if n != self.profile_key)]
+
+    def unservable(self, key: str) -> str | None:
+        """Why profile ``key`` cannot be served, or None when it can: composed with the
+        server's overrides, its models resolve (each is in the registry or the endpoints,
+        as a :class:`Runner` needs them). Checked once per profile."""
+        if key == self.profile_key:
+            return None
+        with self._lock:
+            known = self._profile_checks.get(key)
+        if known is None:
+            from magi.config.compose import compose
+            from magi.runtime.resolve import resolve_models
+
+            try:
+                config = compose(key, self.overrides, conf_dir=self.conf_dir)
+                known = (config, *resolve_models(config))
+            except Exception as exc:  # noqa: BLE001 - any reason is shown, never raised
+                known = str(exc) or type(exc).__name__
+            with self._lock:
+                self._profile_checks.setdefault(key, known)
+        return known if isinstance(known, str) else None
+
+    async def target_async(self, model: str) -> Target:
+        """:meth:`target` off the event loop when it may compose profiles (first use)."""
+        if model in AUTO_NAMES or model in self.runner.specs:
+            return self.target(model)
+        return await asyncio.to_thread(self.target, model)
 
     def target(self, model: str) -> Target:
         """The runner for a request's ``model`` (see the module docstring).
@@ -341,11 +465,18 @@ class MagiServer:
             return Target(self.runner, served)
         if model in self.runner.specs or model in self.model_ids():
             return Target(self._model_runner(model), model)
+        options = ["auto", *(f"{PROFILE_PREFIX}{n}" for n in self.profile_names()), *self.model_ids()]
         if model.startswith(PROFILE_PREFIX):
             key = model[len(PROFILE_PREFIX) :]
-            if key in self.profile_names():
-                return Target(self._profile_runner(key), model)
-        options = ["auto", *(f"{PROFILE_PREFIX}{n}" for n in self.profile_names()), *self.model_ids()]
+            if key in self._all_profiles():
+                why = self.unservable(key)
+                if why is None:
+                    return Target(self._profile_runner(key), model)
+                raise ServeError(
+                    f"{model} cannot be served: {why}\nAvailable: {format_options(options)}",
+                    status_code=404,
+                    param="model",
+                )
         raise ServeError(
             f"Model {model!r} not found.{did_you_mean(model, options)} Available: {format_options(options)}",
             status_code=404,
@@ -383,10 +514,11 @@ class MagiServer:
         with self._lock:
             runner = self._profiles.get(key)
             if runner is None:
-                from magi.config.compose import compose
-
-                config = compose(key, self.overrides, conf_dir=self.conf_dir)
-                runner = self._profiles[key] = Runner(config, pool=self.pool)
+                checked = self._profile_checks[key]  # unservable(key) was None
+                assert not isinstance(checked, str)
+                config, specs, members = checked
+                runner = Runner(config, specs=specs, tier_members=members, pool=self.pool)
+                self._profiles[key] = runner
             return runner
 
     def _model_runner(self, model_id: str) -> Runner:
@@ -452,9 +584,16 @@ class MagiServer:
             self._admitted -= 1
             self.metrics.in_flight.set(self._admitted)
 
-    def start(self, target: Target, conversation: Conversation, sampling: Mapping[str, object]) -> _Answer:
-        """Start answering in a thread (the caller holds a queue place; it is released
-        when the answer's thread ends)."""
+    def start(
+        self,
+        target: Target,
+        conversation: Conversation,
+        sampling: Mapping[str, object],
+        *,
+        tokens: bool = True,
+    ) -> _Answer:
+        """Start answering on a worker thread (the caller holds a queue place; it is
+        released when the answer ends). ``tokens=False``: only the end is handed over."""
         stream = target.runner.stream(conversation, sampling=sampling)
         profile = target.runner.profile.name
 
@@ -469,10 +608,10 @@ class MagiServer:
                     self._answers.discard(answer)
                 self.release()
 
-        answer = _Answer(stream, asyncio.get_running_loop(), on_end)
+        answer = _Answer(stream, asyncio.get_running_loop(), on_end, tokens=tokens)
         with self._lock:
             self._answers.add(answer)
-        answer.start()
+        self._workers.submit(answer.run)
         return answer
 
     # -- status ---------------------------------------------------------------------------
@@ -524,7 +663,7 @@ class MagiServer:
             answer.cancel()
         deadline = time.monotonic() + grace_s
         for answer in answers:
-            answer.thread.join(max(0.0, deadline - time.monotonic()))
+            answer.finished.wait(max(0.0, deadline - time.monotonic()))
         for runner in [self.runner, *self._profiles.values(), *self._models.values()]:
             runner.close()
         if self._owns_pool:
@@ -636,16 +775,13 @@ async def _items_unless_gone(answer: _Answer, request: Request) -> AsyncIterator
     stopping (a cancelled request) stops the answer too. Use it in ``contextlib.aclosing``
     so the disconnect watcher ends when the caller stops reading."""
     watcher = asyncio.ensure_future(_until_disconnect(request))
+    watcher.add_done_callback(lambda task: None if task.cancelled() else answer.gone())
     try:
         while True:
-            getter = asyncio.ensure_future(answer.next())
-            done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                answer.cancel()
+            what, item = await answer.next()
+            if what == "gone":
                 yield None
                 return
-            what, item = getter.result()
             if what == "error":
                 raise item
             yield what, item
@@ -677,17 +813,38 @@ def create_app(server: MagiServer) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        return JSONResponse(error_body(422, message, param=param), status_code=422)
+        return _error_response(_invalid_field(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's 404 (no such route) and 405 (not that method) in OpenAI's body."""
+        asked = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            routes = [
+                f"{method} {route.path}"
+                for route in app.routes
+                if isinstance(route, APIRoute)
+                for method in sorted(route.methods)
+            ]
+            message, code = f"Unknown route {asked}. Routes: {', '.join(routes)}.", "unknown_route"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message, code = f"{asked} is not allowed; use {allowed}.", "method_not_allowed"
+        else:
+            message, code = str(exc.detail), None
+        body = error_body(exc.status_code, message, code=code)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
         return _error_response(exc)
 
-    app.add_middleware(_Guard, keys=server.keys, limit=server.options.max_body_bytes)
+    app.add_middleware(
+        _Guard,
+        keys=server.keys,
+        limit=server.options.max_body_bytes,
+        on_refused=lambda status: server.metrics.observe_error("none", status),
+    )
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -726,13 +883,15 @@ def create_app(server: MagiServer) -> FastAPI:
         server.target(model)  # raises the 404 naming the options
         raise AssertionError("unreachable")
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        return await _generate(server, request, body, "chat")
+    # The body is read and checked by _generate (not FastAPI's validation): a malformed
+    # body is a 400, a bad field a 422 naming it, each counted in /metrics.
+    @app.post(GENERATION_ROUTES[0])
+    async def chat_completions(request: Request) -> Response:
+        return await _generate(server, request, "chat")
 
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, request: Request) -> Response:
-        return await _generate(server, request, body, "completion")
+    @app.post(GENERATION_ROUTES[1])
+    async def completions(request: Request) -> Response:
+        return await _generate(server, request, "completion")
 
     return app
 
@@ -742,10 +901,18 @@ class _Guard:
     the body's size (its declared length, and the bytes as they arrive: a chunked body
     over the limit is refused too, 413)."""
 
-    def __init__(self, app: Any, *, keys: APIKeys, limit: int) -> None:
+    def __init__(
+        self, app: Any, *, keys: APIKeys, limit: int, on_refused: Callable[[int], None] = lambda _: None
+    ) -> None:
         self.app = app
         self.keys = keys
         self.limit = limit
+        self._on_refused = on_refused  # a request for an answer refused here (401, 413)
+
+    async def _refuse(self, exc: ServeError, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("method") == "POST" and scope.get("path") in GENERATION_ROUTES:
+            self._on_refused(exc.status_code)
+        await _error_response(exc)(scope, receive, send)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -756,7 +923,7 @@ class _Guard:
             exc = ServeError(
                 "Missing or invalid API key: send 'Authorization: Bearer <key>'.", status_code=401
             )
-            await _error_response(exc)(scope, receive, send)
+            await self._refuse(exc, scope, receive, send)
             return
         if scope.get("method") != "POST":
             await self.app(scope, receive, send)
@@ -767,7 +934,7 @@ class _Guard:
         )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limit:
-            await _error_response(too_big)(scope, receive, send)
+            await self._refuse(too_big, scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -778,7 +945,7 @@ class _Guard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await _error_response(too_big)(scope, receive, send)
+                await self._refuse(too_big, scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -811,17 +978,58 @@ def _version() -> str:
     return installed_version()
 
 
-async def _generate(
-    server: MagiServer, request: Request, body: ChatCompletionRequest | CompletionRequest, kind: Kind
-) -> Response:
-    """Answer one request: checks (422/404) before it takes a queue place (429)."""
-    body.check_supported()
-    conversation = body.conversation()
-    sampling = body.sampling()
-    target = server.target(body.model)
-    server.admit()
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON body: 400 for one that is not a JSON object."""
+    raw = await request.body()
     try:
-        answer = server.start(target, conversation, sampling)
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ServeError(f"The request body is not valid JSON: {exc}.", status_code=400) from None
+    if not isinstance(data, dict):
+        raise ServeError(
+            f"The request body must be a JSON object (got {type(data).__name__}).", status_code=400
+        )
+    return data
+
+
+def _validated(model: type[_Request], data: dict[str, Any]) -> _Request:
+    """``data`` as ``model``: a 422 naming the first field at fault."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid_field(exc.errors()) from None
+
+
+def _invalid_field(errors: Sequence[Any]) -> ServeError:
+    """The 422 of a body's validation errors: the first one, its field as ``param``."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    return ServeError(message, status_code=422, param=param)
+
+
+async def _generate(server: MagiServer, request: Request, kind: Kind) -> Response:
+    """Answer one request: checks (400/404/422) before it takes a queue place (429). A
+    request refused before its answer starts is counted here (its outcome by status);
+    one refused later, by the answer's end."""
+    profile = "none"
+    try:
+        data = await _json_body(request)
+        model = data.get("model", "auto")
+        if isinstance(model, str):  # else the validation names the field
+            target = await server.target_async(model)
+            profile = target.runner.profile.name
+        body = _validated(ChatCompletionRequest if kind == "chat" else CompletionRequest, data)
+        body.check_supported()
+        conversation = body.conversation()
+        sampling = body.sampling()
+        server.admit()
+    except MAGIException as exc:
+        server.metrics.observe_error(profile, status_of(exc))
+        raise
+    try:
+        answer = server.start(target, conversation, sampling, tokens=body.stream)
     except BaseException:
         server.release()
         raise

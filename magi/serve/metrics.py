@@ -5,7 +5,11 @@ or a prompt):
 
 * ``magi_requests_total{profile, tier, model, outcome}``: outcome ``ok``, ``ended_early``
   (time budget, stall, repetition), ``cancelled`` (the client went away), or for a
-  request that got no answer ``client_error`` (4xx), ``unavailable`` (503), ``error``;
+  request that got no answer, refused before its answer started or failed after, by its
+  status: ``invalid`` (400, 422), ``unauthorized`` (401), ``not_found`` (404),
+  ``too_large`` (413), ``queue_full`` (429), ``client_error`` (another 4xx),
+  ``unavailable`` (503), ``error``; tier and model are ``none`` then, and profile too
+  when the request named none that can be served (or was refused before it was read);
 * ``magi_request_seconds``, ``magi_time_to_first_token_seconds`` and
   ``magi_completion_tokens`` histograms ``{profile, tier}``; ``magi_tokens_total{profile,
   model, kind}`` (prompt and completion tokens);
@@ -49,10 +53,23 @@ def outcome_of(result: RunResult) -> str:
     return "ended_early" if result.finish_reason in EARLY_FINISH_REASONS else "ok"
 
 
+#: The outcome label of a request that got no answer, by its HTTP status.
+ERROR_OUTCOMES: dict[int, str] = {
+    400: "invalid",
+    401: "unauthorized",
+    404: "not_found",
+    413: "too_large",
+    422: "invalid",
+    429: "queue_full",
+    503: "unavailable",
+}
+
+
 def error_outcome(status: int) -> str:
-    """The outcome label of a request that got no answer, by its HTTP status."""
-    if status == 503:
-        return "unavailable"
+    """The outcome label of a request that got no answer, by its HTTP status
+    (:data:`ERROR_OUTCOMES`, else ``client_error`` for a 4xx, ``error``)."""
+    if status in ERROR_OUTCOMES:
+        return ERROR_OUTCOMES[status]
     return "client_error" if 400 <= status < 500 else "error"
 
 
