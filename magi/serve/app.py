@@ -47,10 +47,10 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from magi.config.app import MagiConfig
 from magi.config.model_settings import SamplingSettings
@@ -823,8 +823,9 @@ def create_app(server: MagiServer) -> FastAPI:
             routes = [
                 f"{method} {route.path}"
                 for route in app.routes
-                if isinstance(route, APIRoute)
-                for method in sorted(route.methods)
+                if isinstance(route, Route) and route.include_in_schema
+                for method in sorted(route.methods or ())
+                if method != "HEAD"
             ]
             message, code = f"Unknown route {asked}. Routes: {', '.join(routes)}.", "unknown_route"
         elif exc.status_code == 405:
@@ -883,15 +884,17 @@ def create_app(server: MagiServer) -> FastAPI:
         server.target(model)  # raises the 404 naming the options
         raise AssertionError("unreachable")
 
-    # The body is read and checked by _generate (not FastAPI's validation): a malformed
-    # body is a 400, a bad field a 422 naming it, each counted in /metrics.
-    @app.post(GENERATION_ROUTES[0])
+    # Plain Starlette routes: _generate reads and checks the body itself (a malformed body
+    # is a 400, a bad field a 422 naming it, each counted in /metrics), so FastAPI's
+    # per-request dependency solving and validation are skipped.
     async def chat_completions(request: Request) -> Response:
         return await _generate(server, request, "chat")
 
-    @app.post(GENERATION_ROUTES[1])
     async def completions(request: Request) -> Response:
         return await _generate(server, request, "completion")
+
+    app.add_route(GENERATION_ROUTES[0], chat_completions, methods=["POST"])
+    app.add_route(GENERATION_ROUTES[1], completions, methods=["POST"])
 
     return app
 
