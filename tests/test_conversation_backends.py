@@ -371,6 +371,26 @@ def test_switching_back_to_a_conversation_reuses_its_prefix(
         off.close()
 
 
+def test_a_conversation_going_on_saves_nothing_until_another_takes_the_model(plain: LlamaBackend) -> None:
+    """The live state serves the next turn of its own conversation, so it is saved only
+    when a prompt that would overwrite it arrives: a turn costs no copy of the KV cache
+    (18 KB a token on Gemma 3 270M) unless conversations alternate."""
+    plain.load()
+    cache = plain.state_cache
+    assert cache is not None
+    conv: list[dict[str, str]] = [{"role": "user", "content": "Tell me about the sea, please."}]
+    for turn in range(2):
+        answer = "".join(plain.stream(conv, GREEDY))
+        conv += [{"role": "assistant", "content": answer}, {"role": "user", "content": f"More {turn}?"}]
+        assert len(cache) == 0  # nothing copied: the live state is this conversation's
+    held = plain._llm.n_tokens
+    "".join(plain.stream("Something else entirely.", GREEDY))  # another conversation
+    assert len(cache) == 1 and cache.size_bytes > 0  # the first one's state, kept before it was overwritten
+    counter = EvalCounter(plain._llm)
+    processed = counter.prompt_part(lambda: "".join(plain.stream(conv, GREEDY)))
+    assert cache.hits == 1 and processed < plain.count_prompt_tokens(conv, GREEDY) - held // 2
+
+
 def test_an_answer_ended_early_is_saved_too(plain: LlamaBackend) -> None:
     """llama-cpp-python saves a streamed generation's state only after its closing chunk;
     MAGI saves it when the stream is closed early (the runner's stop, budget, cancel)."""
@@ -379,9 +399,9 @@ def test_an_answer_ended_early_is_saved_too(plain: LlamaBackend) -> None:
     [next(stream) for _ in range(3)]
     stream.close()
     cache = plain.state_cache
-    assert cache is not None and len(cache) == 1
     held = plain._llm.n_tokens
     "".join(plain.stream("Something else entirely.", GREEDY))  # another conversation
+    assert cache is not None and len(cache) == 1  # the early-ended answer's state, kept
     counter = EvalCounter(plain._llm)
     again = counter.prompt_part(lambda: "".join(plain.stream("Tell me a long story about the sea.", GREEDY)))
     assert cache.hits == 1 and again == 1  # the prompt was held: one token replayed for its logits
@@ -394,21 +414,26 @@ def test_the_cache_keeps_within_its_budget_and_drops_states_it_supersedes(tiny_m
         backend.load()
         cache = backend.state_cache
         assert cache is not None
-        conv: list[dict[str, str]] = [{"role": "user", "content": "Sea?"}]
-        for turn in range(3):  # one conversation growing: each state starts with the one before
-            answer = "".join(backend.stream(conv, GREEDY))
-            conv += [{"role": "assistant", "content": answer}, {"role": "user", "content": f"More {turn}?"}]
-        assert len(cache) == 1  # each turn's state superseded the one before
+        sea = [{"role": "user", "content": "Sea?"}]
+        first = "".join(backend.stream(sea, GREEDY))
+        "".join(backend.stream("Tell me about rocks.", GREEDY))  # saves the sea's first turn
+        first_turn = set(cache._states)
+        on = [*sea, {"role": "assistant", "content": first}, {"role": "user", "content": "More?"}]
+        "".join(backend.stream(on, GREEDY))  # restores it (and saves the rocks' state)
+        "".join(backend.stream("Tell me about snow.", GREEDY))  # saves the sea's second turn
+        # restored: the sea's first turn, then the rocks' "Tell me about " for the snow
+        assert cache.hits == 2 and len(cache) == 2  # rocks, and the sea's second turn:
+        assert not first_turn & set(cache._states)  # it superseded the first
         cache.clear()
-        "".join(backend.stream("Tell me about rocks.", GREEDY))
+        "".join(backend.stream("Tell me about rocks.", GREEDY))  # saves the snow's state
         cache.capacity_bytes = int(cache.size_bytes * 2.5)  # room for two such states
-        for topic in ("snow", "mice", "wind"):
+        for topic in ("mice", "wind", "haze"):  # each saves the one before (no first letters shared)
             "".join(backend.stream(f"Tell me about {topic}.", GREEDY))
             assert cache.size_bytes <= cache.capacity_bytes
-        assert len(cache) == 2  # the least recently used went first
-        counter = EvalCounter(backend._llm)
+        assert len(cache) == 2  # mice and wind: the least recently used went first
+        counter, hits = EvalCounter(backend._llm), cache.hits
         assert counter.prompt_part(lambda: "".join(backend.stream("Tell me about mice.", GREEDY))) == 1
-        assert cache.hits == 1
+        assert cache.hits == hits + 1
     finally:
         backend.close()
 

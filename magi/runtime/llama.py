@@ -18,9 +18,11 @@ the template's tokens included, for chat and completion models alike.
 **Conversation states.** llama.cpp re-uses the longest common prefix of the tokens it
 processed last, so a conversation's next turn processes only what is new. When two
 conversations alternate on one model, each would start over; :class:`StateCache` keeps
-the model's state (KV cache) after each generation, up to ``state_cache_mb``, and
-restores the one sharing the longest prefix with the next prompt when it beats the live
-state. It is MAGI's own rather than ``llama_cpp.LlamaRAMCache``: llama-cpp-python's
+the model's states (KV cache), up to ``state_cache_mb``, and restores the one sharing the
+longest prefix with the next prompt when it beats the live state. A state is saved only
+when it is about to be lost: the live state left by a generation is copied when the next
+prompt on that model does not continue it (another conversation), so a conversation
+going on alone copies nothing. It is MAGI's own rather than ``llama_cpp.LlamaRAMCache``: llama-cpp-python's
 streaming path saves the state only after the closing chunk (an answer the runner ends
 early, by a stop, the budget or cancelling, is never saved), and its ``save_state``
 copies ``scores[:n_tokens]``, up to ``n_batch`` x ``n_vocab`` floats (512 MB a state on
@@ -173,7 +175,7 @@ def common_prefix(a: Any, b: Any) -> int:
 
 class _SavedState(NamedTuple):
     tokens: Any  # numpy intc array: the tokens the state holds
-    data: bytes  # llama_state_get_data's bytes
+    data: bytearray  # llama_state_get_data's bytes (writable: restored without a copy)
     prompt_tokens: int  # how many of them were the prompt of the generation that left it
 
 
@@ -198,6 +200,8 @@ class StateCache:
         self.capacity_bytes = capacity_bytes
         self._states: collections.OrderedDict[bytes, _SavedState] = collections.OrderedDict()
         self.hits = 0
+        #: The prompt length of the generation that left the live state (:meth:`left`).
+        self._live_prompt = 0
 
     def __len__(self) -> int:
         return len(self._states)
@@ -206,25 +210,38 @@ class StateCache:
     def size_bytes(self) -> int:
         return sum(state.tokens.nbytes + len(state.data) for state in self._states.values())
 
+    def left(self, prompt_tokens: int) -> None:
+        """After a generation (finished or ended early) whose prompt was ``prompt_tokens``
+        long: the live state is its, saved by :meth:`restore` if another prompt comes."""
+        self._live_prompt = prompt_tokens
+
     def restore(self, llm: Any, tokens: list[int]) -> int:
-        """Before a generation on ``tokens``: load the saved state sharing the longest
-        prefix with them if it shares more than the live one. Returns the prefix length
-        llama.cpp can re-use (the rest of the prompt is processed)."""
+        """Before a generation on ``tokens``: save the live state if ``tokens`` does not
+        continue it (it would be overwritten), then load the saved state sharing the
+        longest prefix with them if it shares more than the live one. Returns the prefix
+        length llama.cpp can re-use (the rest of the prompt is processed)."""
         import llama_cpp
         import numpy as np
 
         prompt = np.asarray(tokens, dtype=np.intc)  # once, not once per saved state
         live = common_prefix(llm._input_ids, prompt)
-        best, best_key = live, None
-        for key, state in self._states.items():
-            shared = common_prefix(state.tokens, prompt)
+        best, chosen = live, None
+        for key, saved in self._states.items():
+            shared = common_prefix(saved.tokens, prompt)
             if shared > best:
-                best, best_key = shared, key
-        if best_key is None:
+                best, chosen = shared, key
+        state = None
+        if chosen is not None:
+            state = self._states[chosen]
+            self._states.move_to_end(chosen)  # used: the live state's save evicts others first
+        if llm.n_tokens and live < min(self._live_prompt, llm.n_tokens):
+            # another conversation: the live one's whole prompt is not this one's start, so
+            # this generation overwrites it. (A live state whose prompt this one continues
+            # needs no copy: the state this one leaves would supersede it, see save.)
+            self.save(llm, self._live_prompt)
+        if state is None:
             return live
-        state = self._states[best_key]
-        self._states.move_to_end(best_key)
-        buffer = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+        buffer = (ctypes.c_uint8 * len(state.data)).from_buffer(state.data)  # no copy
         if llama_cpp.llama_state_set_data(llm._ctx.ctx, buffer, len(state.data)) != len(state.data):
             llm.reset()  # a partial restore: start over rather than trust the KV cache
             return 0
@@ -236,7 +253,7 @@ class StateCache:
 
     def save(self, llm: Any, prompt_tokens: int) -> None:
         """Keep ``llm``'s current state, left by a generation (finished or ended early)
-        whose prompt was ``prompt_tokens`` long."""
+        whose prompt was ``prompt_tokens`` long (:meth:`restore` calls it when needed)."""
         import llama_cpp
 
         n = llm.n_tokens
@@ -250,14 +267,17 @@ class StateCache:
         size = llama_cpp.llama_state_get_size(llm._ctx.ctx)
         if size + tokens.nbytes > self.capacity_bytes:
             return
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_get_data(llm._ctx.ctx, buffer, size)
+        data = bytearray(size)  # written in place: one copy of the state, not two
+        view = (ctypes.c_uint8 * size).from_buffer(data)
+        written = llama_cpp.llama_state_get_data(llm._ctx.ctx, view, size)
+        del view  # releases the bytearray, so it can be cut to what was written
+        del data[written:]
         superseded = [
             k for k, old in self._states.items() if common_prefix(old.tokens, tokens) >= old.prompt_tokens
         ]
         for old_key in superseded:
             del self._states[old_key]
-        self._states[key] = _SavedState(tokens, ctypes.string_at(buffer, written), min(prompt_tokens, n))
+        self._states[key] = _SavedState(tokens, data, min(prompt_tokens, n))
         while self.size_bytes > self.capacity_bytes or len(self._states) > MAX_STATES:
             self._states.popitem(last=False)
 
@@ -508,9 +528,9 @@ class LlamaBackend:
             raise BackendError(f"Model '{self.spec.model_id}' failed to generate: {exc}") from exc
         finally:
             # also when the caller stops reading (an answer ended early): llama-cpp-python
-            # saves nothing then. The conversation's next turn starts from this state.
+            # saves nothing then. The next generation saves this state if it needs to.
             if cache is not None and self._llm is llm:
-                cache.save(llm, len(tokens))
+                cache.left(len(tokens))
 
     def probe(self) -> None:
         """Healthy when loaded and able to tokenize; an unloaded model needs a GGUF file.
