@@ -22,6 +22,7 @@ from magi.config.model_settings import (
     LoadSettings,
     ModelOverrides,
     SamplingSettings,
+    default_extra_bufts,
     merge,
     placement,
 )
@@ -232,6 +233,29 @@ def test_logit_bias_and_penalties_reach_the_sampler(tiny_model: Path) -> None:
         backend.close()
     assert biased == piece * 5 != free
     assert penalised != biased  # once written, the token's presence penalty outweighs its bias
+
+
+def test_extra_buffers_reach_llama_cpp_and_are_off_by_default_where_amx_kernels_crash(
+    tiny_model: Path, tiny_runtime: TinyRuntime
+) -> None:
+    """llama.cpp's extra weight buffers (repacking, AMX) are a model parameter that
+    ``Llama(...)`` does not take: the backend sets it. Left unset, it is off only on a
+    build with AMX kernels, which crash on quantised models (llama.cpp #20824: SmolLM2 and
+    Gemma segfault on their first token on such a machine), and on everywhere else."""
+    amx = "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode()
+    assert default_extra_bufts() is (not amx)
+    with tiny_runtime.runner("fast-only") as runner:
+        assert runner.specs[FAST].load.use_extra_bufts is (not amx)
+    for setting in (False, True):
+        backend = _backend(tiny_model, use_extra_bufts=setting)
+        assert "use_extra_bufts" not in backend.llama_kwargs()  # not a Llama() argument
+        backend.load()
+        try:
+            assert backend._llm.model_params.use_extra_bufts is setting
+            assert _text(backend, max_tokens=3)
+        finally:
+            backend.close()
+    assert llama_cpp.llama_model_default_params().use_extra_bufts is True  # llama.cpp's own, untouched
 
 
 # -- defaults --------------------------------------------------------------------------

@@ -253,6 +253,14 @@ class LoadSettings(MagiModel):
         ),
     )
 
+    use_extra_bufts: bool | None = Field(
+        default=None,
+        description=(
+            "llama.cpp's extra weight buffers (weights repacked for faster CPU kernels, AMX); a "
+            "model parameter MAGI sets, not a Llama() argument. Unset: on, except with a llama.cpp "
+            "build that has AMX kernels, which crash on quantised models (llama.cpp #20824)."
+        ),
+    )
     state_cache_mb: float = Field(
         default=256.0,
         ge=0,
@@ -264,7 +272,7 @@ class LoadSettings(MagiModel):
     )
 
     #: Fields that are MAGI's own and not passed to ``Llama(...)``.
-    MAGI_FIELDS: ClassVar[tuple[str, ...]] = ("state_cache_mb",)
+    MAGI_FIELDS: ClassVar[tuple[str, ...]] = ("state_cache_mb", "use_extra_bufts")
 
     @model_validator(mode="after")
     def _quantised_v_needs_flash_attn(self) -> LoadSettings:
@@ -499,6 +507,27 @@ def gpu_offload_supported() -> bool:
 def default_gpu_layers() -> int:
     """``runtime.n_gpu_layers`` left unset: all layers (-1) when llama.cpp can offload, else 0."""
     return -1 if gpu_offload_supported() else 0
+
+
+@functools.lru_cache(maxsize=1)
+def amx_kernels() -> bool:
+    """Whether the installed llama.cpp was built with its AMX kernels (``-march=native`` on an
+    Intel CPU with AMX, e.g. Sapphire Rapids): they segfault on quantised models' first token
+    (llama.cpp #20824; SmolLM2 Q4_1 and Gemma 3 Q4_K_M here, in llama-cpp-python 0.3.36)."""
+    try:
+        import llama_cpp
+
+        return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode(errors="replace")
+    except Exception:  # no llama_cpp: nothing is loaded in-process anyway
+        return False
+
+
+def default_extra_bufts() -> bool:
+    """``runtime.use_extra_bufts`` left unset: llama.cpp's extra buffers on (its default),
+    off with a build that has AMX kernels, which would use them and crash. Building without
+    them (``CMAKE_ARGS="-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8"``, as CI
+    does) keeps the repacked CPU kernels on."""
+    return not amx_kernels()
 
 
 def placement(n_gpu_layers: int, n_layers: int | None) -> str:

@@ -133,6 +133,33 @@ def quiet_llama_logs() -> None:
 
 
 @contextlib.contextmanager
+def model_params(use_extra_bufts: bool | None) -> Iterator[None]:
+    """Within it, ``Llama(...)`` loads with ``use_extra_bufts`` (None: llama.cpp's default).
+
+    ``Llama`` takes no such argument: its constructor starts from
+    ``llama_model_default_params()``, which returns the setting here. Held under
+    :data:`FD_SWAP_LOCK`, so no other MAGI load sees it; restored on the way out.
+    """
+    if use_extra_bufts is None:
+        yield
+        return
+    import llama_cpp.llama_cpp as bindings
+
+    defaults = bindings.llama_model_default_params
+
+    def with_setting() -> Any:
+        params = defaults()
+        params.use_extra_bufts = use_extra_bufts
+        return params
+
+    bindings.llama_model_default_params = with_setting
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = defaults
+
+
+@contextlib.contextmanager
 def prompt_lookup(llm: Any, num_pred_tokens: int) -> Iterator[None]:
     """Prompt-lookup decoding on ``llm`` for one generation (0: leave it off).
 
@@ -329,7 +356,8 @@ class LlamaBackend:
             with FD_SWAP_LOCK:  # loads run one at a time: the errors logged are this one's
                 _recent_errors.clear()
                 try:
-                    self._llm = llama_cpp.Llama(**self.llama_kwargs())
+                    with model_params(self.spec.load.use_extra_bufts):
+                        self._llm = llama_cpp.Llama(**self.llama_kwargs())
                 finally:
                     reasons = [e for e in _recent_errors if e]
         except (ValueError, RuntimeError, OSError, TemplateError) as exc:

@@ -24,6 +24,7 @@ from magi.config.endpoints import EndpointConfig, redact_url
 from magi.config.model_settings import (
     LoadSettings,
     SamplingSettings,
+    default_extra_bufts,
     default_gpu_layers,
     gpu_offload_supported,
     merge,
@@ -62,7 +63,8 @@ def default_batch_threads() -> int:
 def resolve_load(load: LoadSettings, context_length: int | None) -> LoadSettings:
     """``load`` with MAGI's choices filled in: threads (:func:`default_threads`,
     :func:`default_batch_threads`), GPU layers (all when llama.cpp can offload, else 0),
-    and ``n_ctx`` capped at the model's trained context."""
+    extra buffers (:func:`default_extra_bufts`) and ``n_ctx`` capped at the model's
+    trained context."""
     n_ctx = min(load.n_ctx, context_length) if context_length else load.n_ctx
     return load.model_copy(
         update={
@@ -70,6 +72,9 @@ def resolve_load(load: LoadSettings, context_length: int | None) -> LoadSettings
             "n_threads": load.n_threads or default_threads(),
             "n_threads_batch": load.n_threads_batch or default_batch_threads(),
             "n_gpu_layers": default_gpu_layers() if load.n_gpu_layers is None else load.n_gpu_layers,
+            "use_extra_bufts": (
+                default_extra_bufts() if load.use_extra_bufts is None else load.use_extra_bufts
+            ),
         }
     )
 
