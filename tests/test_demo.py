@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from magi.config.app import ModelsConfig
+from magi.config.model_settings import default_extra_bufts
 from magi.models import demo
 from magi.models.demo import (
     DEMO_MODEL_ID,
@@ -25,6 +26,7 @@ from magi.models.demo import (
     smollm2_available,
 )
 from magi.models.discovery import ModelDiscoveryService
+from magi.runtime.llama import model_params
 
 
 @pytest.fixture
@@ -177,7 +179,8 @@ def test_demo_model_assembles_loads_and_generates(demo_path: Path) -> None:
     assert demo_path.name == package.MODEL_NAME
     assert sha256_file(demo_path) == package.EXPECTED_SHA256
     assert [p.name for p in demo_path.parent.iterdir()] == [demo_path.name]  # no temporary left behind
-    llm = llama_cpp.Llama(model_path=str(demo_path), n_ctx=512, n_threads=2, verbose=False, seed=0)
+    with model_params(default_extra_bufts()):  # no AMX kernels: they crash (llama.cpp #20824)
+        llm = llama_cpp.Llama(model_path=str(demo_path), n_ctx=512, n_threads=2, verbose=False, seed=0)
     try:
         out = llm.create_completion("The capital of France is", max_tokens=8, temperature=0.0)
     finally:
@@ -313,7 +316,8 @@ def test_smollm2_is_copied_checked_and_generates_from_its_chat_template(smollm2_
     assert sha256_file(smollm2_path) == expected == sha256_file(source)
     assert smollm2_path.stat().st_size == 98_362_432
     assert [p.name for p in smollm2_path.parent.iterdir()] == [smollm2_path.name]  # no temporary left
-    llm = llama_cpp.Llama(model_path=str(smollm2_path), n_ctx=512, n_threads=2, verbose=False, seed=0)
+    with model_params(default_extra_bufts()):  # no AMX kernels: they crash (llama.cpp #20824)
+        llm = llama_cpp.Llama(model_path=str(smollm2_path), n_ctx=512, n_threads=2, verbose=False, seed=0)
     try:
         assert "<|im_start|>" in llm.metadata["tokenizer.chat_template"]  # an instruct model
         question = "What is the capital of France?"
