@@ -6,8 +6,8 @@
 * :mod:`magi.serve.metrics`: ``/metrics`` in Prometheus' format.
 * :mod:`magi.serve.errors`: errors in OpenAI's format.
 
-Needs the ``server`` extra (FastAPI, uvicorn, sse-starlette) and ``serve``
-(prometheus-client): ``pip install -e '.[server,serve]'``.
+Needs the ``server`` extra (FastAPI, uvicorn; httptools and uvloop make it faster) and
+``serve`` (prometheus-client): ``pip install -e '.[server,serve]'``.
 """
 
 from magi.serve.app import MagiServer, create_app, serve

@@ -13,10 +13,10 @@ Routes (docs/SERVING.md):
 * ``GET /health`` (liveness, never needs a key), ``GET /health/models`` (per model:
   loaded, circuit, last error, requests, p50 latency), ``GET /metrics`` (Prometheus).
 
-Errors have OpenAI's body (:mod:`magi.serve.errors`). Answers run in a thread each
-(llama.cpp blocks); a client that goes away cancels its answer
-(:meth:`~magi.runtime.runner.AnswerStream.cancel`), which frees the model at its next
-token. At most ``task.max_queue`` requests are admitted at once (answering or waiting
+Errors have OpenAI's body (:mod:`magi.serve.errors`). Answers run on worker threads
+(llama.cpp blocks), reused from one request to the next; a client that goes away
+cancels its answer (:meth:`~magi.runtime.runner.AnswerStream.cancel`), which frees the
+model at its next token. At most ``task.max_queue`` requests are admitted at once (answering or waiting
 for a model); more get 429 at once rather than waiting unseen.
 
 Example:
@@ -46,9 +46,8 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
@@ -310,8 +309,8 @@ class _Answer:
         """(In the loop.) Wake the reader waiting in :meth:`next`."""
         with self._lock:
             self._woken = False
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _resolve(self._waiter, True)
 
     def run(self) -> None:
         result: RunResult | None = None
@@ -335,30 +334,43 @@ class _Answer:
                 logger.exception("bookkeeping after an answer failed")
             self.finished.set()
 
-    async def next(self) -> tuple[str, Any]:
+    async def next(self, timeout: float | None = None) -> tuple[str, Any]:
         """The next ``("event", StreamEvent)``, ``("error", exc)`` or ``("end", None)``;
-        ``("gone", None)`` once :meth:`gone` was called."""
+        ``("gone", None)`` once :meth:`gone` was called; ``("idle", None)`` when nothing
+        came for ``timeout`` seconds."""
         while True:
             if self._gone:
                 return ("gone", None)
             with self._lock:
                 if self._items:
                     return self._items.popleft()
-            self._waiter = self._loop.create_future()
+            waiter = self._waiter = self._loop.create_future()
+            timer = None
+            if timeout is not None:
+                timer = self._loop.call_later(timeout, _resolve, waiter, False)
             try:
-                await self._waiter
+                woken = await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not woken and not self._items and not self._gone:
+                return ("idle", None)
 
     def gone(self) -> None:
         """(In the loop.) The client went away: stop the answer, wake the reader."""
         self._gone = True
         self.cancel()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _resolve(self._waiter, True)
 
     def cancel(self) -> None:
         self.stream.cancel()
+
+
+def _resolve(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
 
 
 class MagiServer:
@@ -408,6 +420,7 @@ class MagiServer:
         self._answers: set[_Answer] = set()
         self._workers = _Workers()
         self.closing = False
+        self.draining = False  # SIGTERM came: no new answers, the running ones get the grace period
         self.metrics = ServeMetrics(
             self._circuits, lambda: self.pool.stats, queue_limit=self.options.max_queue
         )
@@ -568,7 +581,7 @@ class MagiServer:
     def admit(self) -> None:
         """Take a place in the bounded queue, or refuse the request (429)."""
         with self._lock:
-            if self.closing:
+            if self.closing or self.draining:
                 raise ServeError("The server is shutting down.", status_code=503, code="shutting_down")
             if self._admitted >= self.options.max_queue:
                 raise ServeError(
@@ -653,6 +666,26 @@ class MagiServer:
         whether it is loaded."""
         health = self.models_health()["models"]
         return {m: {"state": h["circuit"], "loaded": h["loaded"]} for m, h in health.items()}
+
+    def drain(self, grace_s: float) -> None:
+        """The server is stopping (SIGTERM): refuse new answers (503) and cancel the ones
+        still running after ``grace_s`` seconds; a cancelled answer ends at its next token
+        and its response completes (a stream with its last chunk and ``[DONE]``), so the
+        connections close before uvicorn's own deadline."""
+        with self._lock:
+            if self.draining:
+                return
+            self.draining = True
+
+        def cancel_running() -> None:
+            with self._lock:
+                answers = list(self._answers)
+            for answer in answers:
+                answer.cancel()
+
+        timer = threading.Timer(grace_s, cancel_running)
+        timer.daemon = True
+        timer.start()
 
     def close(self, grace_s: float = 5.0) -> None:
         """Cancel running answers, wait up to ``grace_s`` for their threads, close the models."""
@@ -769,27 +802,18 @@ async def _until_disconnect(request: Request) -> None:
             return
 
 
-async def _items_unless_gone(answer: _Answer, request: Request) -> AsyncIterator[tuple[str, Any] | None]:
-    """The answer's items as they come, until the client goes away: then one None, the
-    answer stopped (which frees its model). An ``error`` item is raised; the server
-    stopping (a cancelled request) stops the answer too. Use it in ``contextlib.aclosing``
-    so the disconnect watcher ends when the caller stops reading."""
+def _watch(answer: _Answer, request: Request) -> asyncio.Future[None]:
+    """A task that tells ``answer`` when its client goes away (:meth:`_Answer.gone`: the
+    answer stops, which frees its model, and its reader gets ``("gone", None)``). Cancel
+    it when the response is done."""
+
+    def went(task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            answer.gone()
+
     watcher = asyncio.ensure_future(_until_disconnect(request))
-    watcher.add_done_callback(lambda task: None if task.cancelled() else answer.gone())
-    try:
-        while True:
-            what, item = await answer.next()
-            if what == "gone":
-                yield None
-                return
-            if what == "error":
-                raise item
-            yield what, item
-    except asyncio.CancelledError:
-        answer.cancel()
-        raise
-    finally:
-        watcher.cancel()
+    watcher.add_done_callback(went)
+    return watcher
 
 
 # -- the app -------------------------------------------------------------------------------
@@ -849,9 +873,10 @@ def create_app(server: MagiServer) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        status = "shutting_down" if server.closing else "ok"
+        stopping = server.closing or server.draining
         return JSONResponse(
-            {"status": status, "profile": server.profile_key}, status_code=503 if server.closing else 200
+            {"status": "shutting_down" if stopping else "ok", "profile": server.profile_key},
+            status_code=503 if stopping else 200,
         )
 
     @app.get("/health/models")
@@ -1037,17 +1062,24 @@ async def _generate(server: MagiServer, request: Request, kind: Kind) -> Respons
         server.release()
         raise
     shape = _Shape(kind, target.name)
+    watcher = _watch(answer, request)
     if body.stream:
-        return await _stream(server, request, answer, shape, target, conversation, body.include_usage)
-    async with contextlib.aclosing(_items_unless_gone(answer, request)) as items:
-        async for got in items:
-            if got is None:  # the client went away
+        return await _stream(answer, watcher, shape, target, conversation, body.include_usage)
+    try:
+        while True:  # tokens=False: the done event, or an error
+            what, item = await answer.next()
+            if what == "gone":
                 return Response(status_code=499)
-            what, item = got
+            if what == "error":
+                raise item
             if what == "event" and item.kind == "done":
                 result: RunResult = item.result
                 return JSONResponse(shape.whole(result), headers=trace_headers(result))
-    raise AssertionError("unreachable: the items end only after a None")
+    except asyncio.CancelledError:  # the server is stopping
+        answer.cancel()
+        raise
+    finally:
+        watcher.cancel()
 
 
 class _Shape:
@@ -1114,14 +1146,30 @@ class _Shape:
         return None
 
 
-def _sse(data: Mapping[str, Any] | str) -> dict[str, str]:
-    return {"data": data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))}
+#: Seconds without an event after which a stream gets a comment line (``: ping``), so
+#: proxies and clients see the connection alive while a model is awaited.
+PING_S = 15.0
+
+
+class _EventStream(StreamingResponse):
+    """``text/event-stream``: the chunks as they come, nothing per chunk but the send (no
+    task group, no timeout scope: the client going away is :func:`_watch`'s, the server
+    stopping cancels the request's task)."""
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.stream_response(send)
+
+
+def _sse(data: Mapping[str, Any] | str) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {text}\n\n".encode()
 
 
 async def _stream(
-    server: MagiServer,
-    request: Request,
     answer: _Answer,
+    watcher: asyncio.Future[None],
     shape: _Shape,
     target: Target,
     conversation: Conversation,
@@ -1131,25 +1179,37 @@ async def _stream(
     answer no model could start is a plain JSON error with its status, not a 200 stream."""
     head: list[tuple[str, Any]] = []
     first_stage: StreamEvent | None = None
-    async with contextlib.aclosing(_items_unless_gone(answer, request)) as items:
-        async for got in items:
-            if got is None:  # the client went away
+    try:
+        while True:
+            what, item = await answer.next()
+            if what == "gone":
+                watcher.cancel()
                 return Response(status_code=499)
-            what, item = got
+            if what == "error":
+                raise item
             head.append((what, item))
             if what == "event" and item.kind == "stage" and first_stage is None:
                 first_stage = item
             if what == "end" or (what == "event" and item.kind in ("token", "done")):
                 break
+    except BaseException:
+        watcher.cancel()
+        answer.cancel()
+        raise
 
-    async def events() -> AsyncIterator[dict[str, str]]:
+    async def chunks() -> AsyncIterator[bytes]:
         finished = False
         try:
             role = {"role": "assistant", "content": ""} if shape.kind == "chat" else {"content": ""}
             yield _sse(shape.chunk(role))
-            pending = list(head)
+            pending = collections.deque(head)
             while True:
-                what, item = pending.pop(0) if pending else await answer.next()
+                what, item = pending.popleft() if pending else await answer.next(timeout=PING_S)
+                if what == "idle":
+                    yield b": ping\n\n"
+                    continue
+                if what == "gone":
+                    return
                 if what == "end":
                     break
                 if what == "error":
@@ -1169,17 +1229,16 @@ async def _stream(
             yield _sse("[DONE]")
             finished = True
         finally:
+            watcher.cancel()
             if not finished:  # the client went away or the server is stopping
                 answer.cancel()
 
-    headers = _route_headers(target.runner, conversation, first_stage)
-    return EventSourceResponse(
-        events(),
-        headers=headers,
-        sep="\n",
-        ping=15,
-        shutdown_grace_period=server.options.shutdown_grace_s,
-    )
+    headers = {
+        **_route_headers(target.runner, conversation, first_stage),
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # nginx: pass each event on as it comes
+    }
+    return _EventStream(chunks(), headers=headers)
 
 
 # -- running it -----------------------------------------------------------------------------
@@ -1210,8 +1269,14 @@ def serve(
         f"http://{options.host}:{options.port}/v1 (API keys: {'on' if server.keys.enabled else 'off'})",
         flush=True,
     )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            server.drain(options.shutdown_grace_s)
+            super().handle_exit(sig, frame)
+
     app = create_app(server)
-    uv = uvicorn.Server(
+    uv = Server(
         uvicorn.Config(
             app,
             host=options.host,
