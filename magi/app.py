@@ -34,7 +34,7 @@ from magi.config.compose import (
     to_container,
     validate_config,
 )
-from magi.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, MAGIException
+from magi.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USER_ERROR, MAGIException
 from magi.sweeps.launchers import check_launcher
 from magi.tasks import get_task
 
@@ -65,6 +65,8 @@ def main(cfg: DictConfig) -> Any:
             return fail_job(exc, job, task=OmegaConf.select(cfg, "task.name", default=None))
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except BrokenPipeError:
+        sys.exit(reader_gone())
     except Exception as exc:
         if job.multirun:
             return fail_job(exc, job, task=OmegaConf.select(cfg, "task.name", default=None))
@@ -110,6 +112,18 @@ def launch(hydra_main: Callable[[], Any], argv: Sequence[str] | None = None) -> 
         hydra_main()
     except KeyboardInterrupt:
         interrupted()
+
+
+def reader_gone() -> int:
+    """After the reader of stdout went away (``run.py | head``, ``magi ask ... | head``): the
+    answer was stopped and its model freed on the way out; point stdout at /dev/null so the
+    final flush cannot fail again. Returns the exit status, as Python's docs advise for
+    SIGPIPE: the output was cut short."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_PARTIAL
 
 
 def interrupted() -> None:

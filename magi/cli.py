@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magi.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USER_ERROR, MAGIException
+from magi.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, MAGIException
 from magi.prompt import escaped_byte
 
 if TYPE_CHECKING:
@@ -1241,15 +1241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # the reader went away (magi ask ... | head): the answer was stopped and its model
-        # freed on the way out; point stdout at /dev/null so the final flush cannot fail
-        # again, and exit as Python's docs advise for SIGPIPE
-        import os
+    except BrokenPipeError:  # the reader went away (magi ask ... | head)
+        from magi.app import reader_gone
 
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_PARTIAL
+        return reader_gone()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -167,6 +167,34 @@ def test_run_py_answers_the_builtin_prompts_on_tiny_models(tiny_runtime: TinyRun
     assert "Traceback" not in proc.stderr
 
 
+def test_run_py_with_its_reader_gone_ends_quietly(tiny_runtime: TinyRuntime) -> None:
+    """``python run.py | head -1``: the first line read, then the pipe closed. run.py stops
+    as ``magi`` does (exit 1, no traceback); Hydra printed "Error executing job" and the
+    BrokenPipeError, and Python a second one at exit."""
+    run_dir = tiny_runtime.root / "hydra-run-pipe"
+    command = [
+        sys.executable,
+        "run.py",
+        "profile=development",
+        f"hydra.run.dir={run_dir}",
+        "runtime.max_tokens=200",
+        *tiny_runtime.overrides,
+    ]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        try:
+            status = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("run.py kept running after its reader closed the pipe") from None
+        err = proc.stderr.read().decode()
+    assert "Traceback" not in err and "Error executing job" not in err and "BrokenPipe" not in err, err
+    assert status == 1
+
+
 def test_run_py_answers_one_prompt_with_the_echo_model(echo_runtime: TinyRuntime) -> None:
     proc = _run(
         "run.py",
