@@ -30,6 +30,21 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _reader_gone(command: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``command``, read its first line, close the pipe (``| head -1``): (status, stderr)."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()  # the first line, then the reader is gone
+        proc.stdout.close()
+        try:
+            status = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"{command[1]} kept running after its reader closed the pipe") from None
+        return status, proc.stderr.read().decode()
+
+
 # -- magi route ------------------------------------------------------------------------------
 def test_route_prints_score_reasons_tier_and_stage_plan(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["route", "--profile", "development", EASY, HARD]) == 0
@@ -180,17 +195,7 @@ def test_run_py_with_its_reader_gone_ends_quietly(tiny_runtime: TinyRuntime) -> 
         "runtime.max_tokens=200",
         *tiny_runtime.overrides,
     ]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(ROOT)}
-    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.readline()
-        proc.stdout.close()
-        try:
-            status = proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise AssertionError("run.py kept running after its reader closed the pipe") from None
-        err = proc.stderr.read().decode()
+    status, err = _reader_gone(command, ROOT)
     assert "Traceback" not in err and "Error executing job" not in err and "BrokenPipe" not in err, err
     assert status == 1
 
@@ -406,18 +411,6 @@ def test_a_closed_pipe_ends_magi_quietly(tmp_path: Path) -> None:
         "Tell me a long story.",
         "And another one.",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    ) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.readline()  # the first line, then the reader is gone
-        proc.stdout.close()
-        try:
-            status = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise AssertionError("magi kept running after its reader closed the pipe") from None
-        err = proc.stderr.read().decode()
+    status, err = _reader_gone(command, tmp_path)
     assert "Traceback" not in err, err
     assert status == 1
