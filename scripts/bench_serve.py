@@ -23,8 +23,9 @@ every server on 127.0.0.1 only.
    ``--budget-ms`` (5 ms) for the plain and the streamed request **sent with bare
    httpx**: the server's own cost. The ``openai`` client's sides are reported beside them
    with what that client adds by itself, measured against a trivial server (a subprocess
-   that answers every request with the same canned bytes, no work): its ``openai`` side
-   less its bare ``httpx`` side. That cost is the client's, paid against any
+   that answers every request with the same bytes, a plain and a streamed answer of
+   ``magi serve`` recorded at the start, and does no work): its ``openai`` side less its
+   bare ``httpx`` side. That cost is the client's, paid against any
    OpenAI-compatible server, so it is not judged. Also reported: ``GET /health`` (an HTTP
    round trip through uvicorn and the app, no answer) and, on the prompts the bare
    ``httpx`` side and the Runner in process both answer, the median per-prompt ratio of
@@ -313,39 +314,6 @@ def health(http: httpx.Client, url: str) -> Timed:
     return Timed(time.perf_counter() - start, 0.0, 0)
 
 
-#: What the trivial server answers: a chat completion and a stream shaped as magi serve's
-#: (the fields the sides read), each the same bytes every time.
-_CANNED_TRACE = {"total_s": 0.0, "stages": [{"completion_tokens": 4}]}
-CANNED = json.dumps(
-    {
-        "id": "chatcmpl-0",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "auto",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Paris."},
-                "finish_reason": "length",
-            }
-        ],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14},
-        "magi": _CANNED_TRACE,
-    }
-)
-_CHUNK = {"id": "chatcmpl-0", "object": "chat.completion.chunk", "created": 0, "model": "auto"}
-CANNED_STREAM = (
-    "".join(
-        f"data: {json.dumps({**_CHUNK, 'choices': choices, **more})}\n\n"
-        for choices, more in [
-            ([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}], {}),
-            *[([{"index": 0, "delta": {"content": t}, "finish_reason": None}], {}) for t in "Pari"],
-            ([{"index": 0, "delta": {}, "finish_reason": "length"}], {"magi": _CANNED_TRACE}),
-        ]
-    )
-    + "data: [DONE]\n\n"
-)
-
 TRIVIAL_SERVER = """
 import http.server, sys
 plain, stream = sys.argv[1].encode(), sys.argv[2].encode()
@@ -369,14 +337,14 @@ server.serve_forever()
 
 
 class TrivialServer:
-    """A subprocess answering every POST with :data:`CANNED` (or :data:`CANNED_STREAM`
+    """A subprocess answering every POST with the same bytes, ``plain`` (or ``stream``
     when the body asks for a stream): the clients' own cost, without a server's work."""
 
-    def __init__(self) -> None:
+    def __init__(self, plain: str, stream: str) -> None:
         port = free_port()
         self.url = f"http://{LOOPBACK}:{port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", TRIVIAL_SERVER, CANNED, CANNED_STREAM, str(port)],
+            [sys.executable, "-c", TRIVIAL_SERVER, plain, stream, str(port)],
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
@@ -424,11 +392,15 @@ def bench_overhead(
     processes: each sees them first); every other side that answers gets its own, unseen
     by the server. With ``long_tokens``, the bare request again with answers that long
     (does the overhead grow per token, or is it per request?)."""
-    trivial = TrivialServer()
-    api, trivial_api = client(server.url), client(trivial.url)
     http = httpx.Client(trust_env=False, timeout=120)
+    canned = []  # magi serve's own answers, plain and streamed, for the trivial server
+    for stream in (False, True):  # also the warm-up: the server loads the model
+        body = {"model": "auto", "messages": _user(next(prompts)), "max_tokens": tokens, "stream": stream}
+        canned.append(http.post(server.url + "/v1/chat/completions", json=body).text)
+    trivial = TrivialServer(*canned)
+    api, trivial_api = client(server.url), client(trivial.url)
     try:
-        for warm in (served_raw, served_raw_stream):  # the server loads the model
+        for warm in (served_raw, served_raw_stream):
             warm(http, server.url, next(prompts), tokens)
             warm(http, trivial.url, "", tokens)
         for warm_api in (served_plain, served_stream):
