@@ -688,6 +688,7 @@ def cmd_scorer_eval(args: argparse.Namespace) -> int:
 def cmd_scorer_train(args: argparse.Namespace) -> int:
     """Train the learned scorer on routing outcomes and write its model file."""
     from magi.routing.learned import (
+        FEW_POSITIVES,
         TrainingDataError,
         check_trainable,
         cross_validate,
@@ -725,6 +726,14 @@ def cmd_scorer_train(args: argparse.Namespace) -> int:
         f"({model.trained_on['positives']} where the weak tier fails and the strong one succeeds), "
         f"{len(model.ngrams)} words; use it with scorer=learned +scorer_options.path={path}"
     )
+    positives = model.trained_on["positives"]
+    if positives < FEW_POSITIVES:
+        print(
+            f"warning: only {positives} prompt{'s' if positives != 1 else ''} where the weak tier fails and "
+            f"the strong one succeeds: the model learns {'them' if positives != 1 else 'it'}, not what makes "
+            f"a prompt need the strong tier (a few hundred graded prompts where the tiers differ are needed)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

@@ -84,6 +84,11 @@ class TrainingDataError(MAGIException):
     status_code = 422
 
 
+#: Fewer prompts than this where routing up pays off: ``magi scorer train`` warns that
+#: the model learns those few prompts rather than what makes a prompt need the strong tier.
+FEW_POSITIVES = 10
+
+
 def check_trainable(outcomes: Sequence[Outcome]) -> None:
     """Refuse outcomes with one class only. With no positive (no prompt where routing up
     pays off) the fit drives every weight to "never": the model would score every prompt
