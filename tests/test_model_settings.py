@@ -258,6 +258,29 @@ def test_extra_buffers_reach_llama_cpp_and_are_off_by_default_where_amx_kernels_
     assert llama_cpp.llama_model_default_params().use_extra_bufts is True  # llama.cpp's own, untouched
 
 
+def test_top_k_min_p_and_frequency_penalty_reach_the_sampler(tiny_model: Path) -> None:
+    """Hot sampling on random weights writes something else from greedy; top_k 1 or min_p 1
+    leave only the likeliest token, so the answer is greedy's again. A frequency penalty
+    outweighs a bias once the token has been written."""
+    backend = _backend(tiny_model)
+    backend.load()
+    try:
+        greedy = _text(backend, max_tokens=8)
+        hot = {"temperature": 5.0, "seed": 7, "max_tokens": 8}
+        free = _text(backend, **hot)
+        top_1 = _text(backend, **hot, top_k=1)
+        min_p_1 = _text(backend, **hot, top_k=0, min_p=1.0)
+        token = backend._llm.tokenize(b"z", add_bos=False)[-1]
+        piece = backend._llm.detokenize([token]).decode()
+        biased = _text(backend, max_tokens=4, logit_bias={token: 100.0})
+        penalised = _text(backend, max_tokens=4, logit_bias={token: 100.0}, frequency_penalty=200.0)
+    finally:
+        backend.close()
+    assert free != greedy
+    assert top_1 == greedy and min_p_1 == greedy
+    assert biased == piece * 4 != penalised
+
+
 # -- defaults --------------------------------------------------------------------------
 def test_thread_defaults_leave_a_core_free(tiny_runtime: TinyRuntime) -> None:
     assert default_threads() == default_batch_threads() == max(1, usable_cores() - 1)
