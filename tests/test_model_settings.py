@@ -343,6 +343,12 @@ def test_the_pool_budgets_gpu_memory_apart_from_host_memory() -> None:
     assert pool.loaded_gpu_memory_mb == 300
 
 
+def test_the_gpu_memory_budget_reaches_the_pool_from_the_config(tiny_runtime: TinyRuntime) -> None:
+    with tiny_runtime.runner("fast-only", "runtime.gpu_memory_budget_mb=640") as runner:
+        assert runner.pool.limits.gpu_memory_budget_mb == 640
+        assert runner.pool.limits.memory_budget_mb == runner.config.runtime.memory_budget_mb
+
+
 def test_trace_table_and_models_list_say_where_each_model_runs(
     tiny_runtime: TinyRuntime, capsys: pytest.CaptureFixture[str]
 ) -> None:
