@@ -24,8 +24,9 @@ every server on 127.0.0.1 only.
    httpx**: the server's own cost. The ``openai`` client's sides are reported beside them
    with what that client adds by itself, measured against a trivial server (a subprocess
    that answers every request with the same bytes, a plain and a streamed answer of
-   ``magi serve`` recorded at the start, and does no work): its ``openai`` side less its
-   bare ``httpx`` side. That cost is the client's, paid against any
+   ``magi serve`` recorded at the start, after waiting as long as that answer took, and
+   does no other work): its ``openai`` side less its bare ``httpx`` side, each less the
+   wait. That cost is the client's, paid against any
    OpenAI-compatible server, so it is not judged. Also reported: ``GET /health`` (an HTTP
    round trip through uvicorn and the app, no answer) and, on the prompts the bare
    ``httpx`` side and the Runner in process both answer, the median per-prompt ratio of
@@ -315,8 +316,8 @@ def health(http: httpx.Client, url: str) -> Timed:
 
 
 TRIVIAL_SERVER = """
-import http.server, sys
-plain, stream = sys.argv[1].encode(), sys.argv[2].encode()
+import http.server, sys, time
+plain, stream, delay = sys.argv[1].encode(), sys.argv[2].encode(), float(sys.argv[4])
 class Canned(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -324,6 +325,7 @@ class Canned(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         asked_stream = b'"stream":true' in body.replace(b" ", b"")
         data, kind = (stream, "text/event-stream") if asked_stream else (plain, "application/json")
+        time.sleep(delay)
         self.send_response(200)
         self.send_header("content-type", kind)
         self.send_header("content-length", str(len(data)))
@@ -338,13 +340,17 @@ server.serve_forever()
 
 class TrivialServer:
     """A subprocess answering every POST with the same bytes, ``plain`` (or ``stream``
-    when the body asks for a stream): the clients' own cost, without a server's work."""
+    when the body asks for a stream), after waiting as long as the answer in ``plain``
+    took (its ``magi.total_s``): the clients' own cost, without a server's work, after
+    the same wait (a client that has slept for a model's time pays more to wake up and
+    parse than one asking in a tight loop)."""
 
     def __init__(self, plain: str, stream: str) -> None:
         port = free_port()
         self.url = f"http://{LOOPBACK}:{port}"
+        self.delay = float(json.loads(plain)["magi"]["total_s"])
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", TRIVIAL_SERVER, plain, stream, str(port)],
+            [sys.executable, "-c", TRIVIAL_SERVER, plain, stream, str(port), str(self.delay)],
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
@@ -386,7 +392,7 @@ def bench_overhead(
     requests: int,
     tokens: int,
     long_tokens: int = 0,
-) -> dict[str, list[Timed]]:
+) -> tuple[dict[str, list[Timed]], float]:
     """Blocks of ``requests`` on each side, one side at a time, the order rotating block by
     block. The bare ``httpx`` side and the in-process side answer the same prompts (two
     processes: each sees them first); every other side that answers gets its own, unseen
@@ -435,7 +441,7 @@ def bench_overhead(
                 timed[names[i]] += [ask(p) for p in block_prompts]
     finally:
         trivial.stop()
-    return timed
+    return timed, trivial.delay * 1000
 
 
 # -- 2. throughput --------------------------------------------------------------------------
@@ -533,8 +539,9 @@ def verdict(value: float, budget: float) -> str:
     return f"(budget <= {budget:g} ms)" if value <= budget else f"MISSED (budget <= {budget:g} ms)"
 
 
-def report_overhead(timed: dict[str, list[Timed]], args: argparse.Namespace) -> bool:
-    """Print part 1; True when a judged side misses the budget."""
+def report_overhead(timed: dict[str, list[Timed]], delay_ms: float, args: argparse.Namespace) -> bool:
+    """Print part 1 (``delay_ms``: the trivial server's wait); True when a judged side
+    misses the budget."""
     base = p50([t.overhead_ms for t in timed["in process"]])
     print(
         f"1. overhead over the Runner in process, {args.blocks} blocks x {args.requests} requests "
@@ -563,12 +570,12 @@ def report_overhead(timed: dict[str, list[Timed]], args: argparse.Namespace) -> 
     )
     for kind in ("", ", streamed"):
         served = p50([t.overhead_ms for t in timed[f"server, openai{kind}"]])
-        trivial_openai = p50([t.wall * 1000 for t in timed[f"trivial, openai{kind}"]])
-        trivial_httpx = p50([t.wall * 1000 for t in timed[f"trivial, httpx{kind}"]])
+        trivial_openai = p50([t.wall * 1000 - delay_ms for t in timed[f"trivial, openai{kind}"]])
+        trivial_httpx = p50([t.wall * 1000 - delay_ms for t in timed[f"trivial, httpx{kind}"]])
         print(
             f"     server, openai{kind:<10} {served:6.2f} ms, of which the client's own about "
-            f"{trivial_openai - trivial_httpx:.2f} ms (a round trip to the trivial server: "
-            f"openai {trivial_openai:.2f} ms, httpx {trivial_httpx:.2f} ms)"
+            f"{trivial_openai - trivial_httpx:.2f} ms (the trivial server, wall less its "
+            f"{delay_ms:.0f} ms wait: openai {trivial_openai:.2f} ms, httpx {trivial_httpx:.2f} ms)"
         )
     ratios = [
         a.runner_total / b.runner_total
@@ -636,10 +643,10 @@ def main() -> int:
     try:
         if 1 in only:
             with Runner(config, start_health_checks=False) as runner:
-                timed = bench_overhead(
+                timed, delay_ms = bench_overhead(
                     server, runner, prompts, args.blocks, args.requests, args.tokens, args.long_tokens
                 )
-            missed = report_overhead(timed, args)
+            missed = report_overhead(timed, delay_ms, args)
         if 2 in only:
             with LlamaServer(spec, work) as llama:
                 print("llama_cpp.server:", " ".join(llama.command()))
