@@ -353,6 +353,28 @@ _PHRASES: dict[str, tuple[tuple[str, str], ...]] = {
     "joke": (("simple", "tell me a joke"),),
 }
 _PHRASE_KEYS = frozenset(_PHRASES)
+_PHRASE_GROUP_NAMES = ("reasoning", "comparison", "constraints", "code", "steps", "simple")
+# the same phrases with their group as an index into a list of counts
+_PHRASE_GROUPS: dict[str, tuple[tuple[int, str], ...]] = {
+    key: tuple((_PHRASE_GROUP_NAMES.index(group), phrase) for group, phrase in phrases)
+    for key, phrases in _PHRASES.items()
+}
+# Every word any lexicon or phrase key holds: a prompt's distinct tokens are cut to these
+# once, and the groups are counted on that small set.
+_LEXICON = frozenset().union(
+    _REASONING_STRONG,
+    _REASONING_WEAK,
+    _COMPARISON,
+    _CONSTRAINTS,
+    _STEPS,
+    _CONNECTORS,
+    _CODE_SYNTAX,
+    _CODE_TERMS,
+    _MATH_TERMS,
+    _CODE_ARTIFACTS,
+    _SIMPLE,
+    _PHRASE_KEYS,
+)
 
 # Tokenising = mapping punctuation to spaces, then str.split(): both run in C, three
 # times faster than a findall. '+', '#', '-' and '_' stay, keeping "c++", "c#",
@@ -371,6 +393,15 @@ _CODE_CHARS = str.maketrans("", "", "{};_")
 _MATH_CHARS = str.maketrans(
     "", "", "=^\\$\u2211\u222b\u221a\u2264\u2265\u2260\u03c0\u221e\u2202\u2208\u2200\u2203\u00d7\u00f7"
 )
+# The same for ASCII prompts (most of them), as bytes: a 256-byte table is five times
+# faster than str.translate's mapping. _SEPARATOR_BYTES maps what _SEPARATORS maps; the
+# counted characters (questions, commas, code and ASCII maths characters) are kept alone
+# by deleting the others, and sentence ends become one two-byte substring.
+_SEPARATOR_BYTES = bytes(ord(" ") if i in _SEPARATORS else i for i in range(256))
+_CODE_BYTES = b"{};_"
+_MATH_BYTES = b"=^\\$"
+_UNCOUNTED_BYTES = bytes(i for i in range(256) if bytes([i]) not in b"?," + _CODE_BYTES + _MATH_BYTES)
+_SENTENCE_BYTES = bytes.maketrans(b"?!\n", b".. ")
 
 
 def to_scale(raw: float, half_point: float) -> float:
@@ -490,61 +521,84 @@ class HeuristicScorer:
     def score(self, prompt: str) -> ComplexityScore:
         """Rate ``prompt``; see the class docstring for the cue groups."""
         w = self.weights
-        tokens = prompt.translate(_SEPARATORS).split()
+        ascii_bytes = prompt.encode("ascii") if prompt.isascii() else None
+        if ascii_bytes is not None:
+            # the same characters mapped, through a 256-byte table: five times faster
+            tokens = ascii_bytes.translate(_SEPARATOR_BYTES).decode("ascii").split()
+        else:
+            tokens = prompt.translate(_SEPARATORS).split()
         n_words = len(tokens)
         cased = set(tokens)
         # Only distinct tokens with capitals are lower-cased (cheaper than lowering the
         # prompt and tokenising twice); they are also the acronyms (TCP) and the mixed-case
-        # names (PostgreSQL, fooBar). The lexicons are lower case, so keeping the cased
-        # originals in the vocabulary does not disturb the intersections below.
-        capitalised = [t for t in cased if not t.islower()]
-        vocab = cased.union([t.lower() for t in capitalised])
-        acronyms = mixed_case = 0
-        for tok in capitalised:
-            if tok.isupper():
-                acronyms += len(tok) > 1
-            elif tok[0].isalpha() and not tok.istitle():
-                mixed_case += 1
-        long_words = len([t for t in cased if len(t) > 10])
+        # names (PostgreSQL, fooBar). One pass over the distinct tokens picks them and the
+        # long words: each pass costs about 30 ns a token, the most of any step.
+        odd = [t for t in cased if len(t) > 10 or not t.islower()]
+        # The vocabulary is only ever intersected with the lexicons (lower case), so it is
+        # cut to the lexicon words once and every group is counted on that small set.
+        hits = cased & _LEXICON
+        acronyms = mixed_case = long_words = 0
+        if odd:
+            long_words = len([t for t in odd if len(t) > 10])
+            capitalised = [t for t in odd if not t.islower()]
+            hits.update(_LEXICON.intersection(map(str.lower, capitalised)))
+            for tok in capitalised:
+                if tok.isupper():
+                    acronyms += len(tok) > 1
+                elif tok[0].isalpha() and not tok.istitle():
+                    mixed_case += 1
 
-        phrases = {"reasoning": 0, "comparison": 0, "constraints": 0, "code": 0, "steps": 0, "simple": 0}
-        keys = vocab & _PHRASE_KEYS
+        phrase_counts = [0, 0, 0, 0, 0, 0]  # in the order of _PHRASE_GROUP_NAMES
+        keys = hits & _PHRASE_KEYS
         if keys:
             low = prompt.lower()
             for key in keys:
-                for group, phrase in _PHRASES[key]:
+                for group, phrase in _PHRASE_GROUPS[key]:
                     if phrase in low:
-                        phrases[group] += 1
+                        phrase_counts[group] += 1
+        phrase_reasoning, phrase_comparison, phrase_constraints, phrase_code, phrase_steps, phrase_simple = (
+            phrase_counts
+        )
 
-        questions = prompt.count("?")
         list_lines = len(_LIST_ITEM_RE.findall(prompt)) + (_FIRST_LIST_ITEM_RE.match(prompt) is not None)
         fence_marks = prompt.count("```")
         fences = (fence_marks + 1) // 2
-        # braces, semicolons and underscores (snake_case), capped so prose with a few
-        # semicolons does not read as code
-        code_chars = len(prompt) - len(prompt.translate(_CODE_CHARS))
         code_ops = len(_CODE_OPERATOR_RE.findall(prompt))
-        math_chars = len(prompt) - len(prompt.translate(_MATH_CHARS))
-        sentences = len(_SENTENCE_END_RE.findall(prompt))
-        commas = prompt.count(",")
+        if ascii_bytes is not None:
+            # the characters counted, alone: one C pass deletes the others
+            counted = ascii_bytes.translate(None, _UNCOUNTED_BYTES)
+            questions = counted.count(b"?")
+            commas = counted.count(b",")
+            code_chars = len(counted) - len(counted.translate(None, _CODE_BYTES))
+            math_chars = len(counted) - len(counted.translate(None, _MATH_BYTES))
+            # "[.?!][ \n]" as one two-byte substring (the two never overlap)
+            sentences = ascii_bytes.translate(_SENTENCE_BYTES).count(b". ")
+        else:
+            questions = prompt.count("?")
+            commas = prompt.count(",")
+            # braces, semicolons and underscores (snake_case), capped so prose with a few
+            # semicolons does not read as code
+            code_chars = len(prompt) - len(prompt.translate(_CODE_CHARS))
+            math_chars = len(prompt) - len(prompt.translate(_MATH_CHARS))
+            sentences = len(_SENTENCE_END_RE.findall(prompt))
 
-        reasoning_strong = len(vocab & _REASONING_STRONG)
-        reasoning_weak = len(vocab & _REASONING_WEAK) + phrases["reasoning"]
-        comparison = len(vocab & _COMPARISON) + phrases["comparison"]
-        constraints = len(vocab & _CONSTRAINTS) + phrases["constraints"]
-        steps = len(vocab & _STEPS) + phrases["steps"] + list_lines
-        connectors = len(vocab & _CONNECTORS)
-        code_syntax = len(vocab & _CODE_SYNTAX) + mixed_case + min(code_chars, 6) + code_ops
-        code_terms = len(vocab & _CODE_TERMS) + phrases["code"]
-        math_terms = len(vocab & _MATH_TERMS)
-        simple = len(vocab & _SIMPLE) + phrases["simple"]
+        reasoning_strong = len(hits & _REASONING_STRONG)
+        reasoning_weak = len(hits & _REASONING_WEAK) + phrase_reasoning
+        comparison = len(hits & _COMPARISON) + phrase_comparison
+        constraints = len(hits & _CONSTRAINTS) + phrase_constraints
+        steps = len(hits & _STEPS) + phrase_steps + list_lines
+        connectors = len(hits & _CONNECTORS)
+        code_syntax = len(hits & _CODE_SYNTAX) + mixed_case + min(code_chars, 6) + code_ops
+        code_terms = len(hits & _CODE_TERMS) + phrase_code
+        math_terms = len(hits & _MATH_TERMS)
+        simple = len(hits & _SIMPLE) + phrase_simple
         coding = 0
-        verbs = _CODE_VERBS.intersection([t.lower() for t in tokens[:_CODE_VERB_WINDOW]])
+        verbs = _CODE_VERBS.intersection(map(str.lower, tokens[:_CODE_VERB_WINDOW]))
         if verbs:
             # another word names the artifact ("code a parser", not "code" alone); code
             # phrases ("binary search") name one too
-            artifacts = vocab & _CODE_ARTIFACTS
-            coding = 1 if phrases["code"] or artifacts - verbs else 0
+            artifacts = hits & _CODE_ARTIFACTS
+            coding = 1 if phrase_code or artifacts - verbs else 0
         jargon = long_words + acronyms
 
         code = min(
