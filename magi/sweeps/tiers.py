@@ -841,6 +841,8 @@ def plot_tiers(summary: Mapping[str, Any], path: Path | str | None = None) -> An
     panel's dashed line is a random router (APGR 0.5), its title the RouteLLM figures.
     Saved as PNG to ``path`` when given; returns the matplotlib ``Figure`` (no pyplot).
     """
+    import textwrap
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     from magi.sweeps.summary import _figure_class
@@ -886,7 +888,7 @@ def plot_tiers(summary: Mapping[str, Any], path: Path | str | None = None) -> An
         )
     else:
         title = f"{arms}: {figures.get('error', 'no figures')}"
-    share_ax.set_title(title, fontsize=9)
+    share_ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)  # a no-gap reason is long
     time_ax.set_title(f"Tiers: {summary.get('profile')}, quality against time", fontsize=9)
     fig.tight_layout()
     if path is not None:
