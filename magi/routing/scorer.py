@@ -354,11 +354,18 @@ _PHRASES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 _PHRASE_KEYS = frozenset(_PHRASES)
 _PHRASE_GROUP_NAMES = ("reasoning", "comparison", "constraints", "code", "steps", "simple")
-# the same phrases with their group as an index into a list of counts
-_PHRASE_GROUPS: dict[str, tuple[tuple[int, str], ...]] = {
-    key: tuple((_PHRASE_GROUP_NAMES.index(group), phrase) for group, phrase in phrases)
+# The same phrases with their group as an index into a list of counts, and their inner
+# words ("would" in "how would you"): between two spaces, an inner word is a whole token
+# wherever the phrase occurs, so a prompt without it as a word cannot hold the phrase,
+# and the substring scan (about 1 us on 2,000 characters) is skipped.
+_PHRASE_GROUPS: dict[str, tuple[tuple[int, str, frozenset[str]], ...]] = {
+    key: tuple(
+        (_PHRASE_GROUP_NAMES.index(group), phrase, frozenset(phrase.split(" ")[1:-1]))
+        for group, phrase in phrases
+    )
     for key, phrases in _PHRASES.items()
 }
+_PHRASE_INNER_WORDS = frozenset().union(*(inner for group in _PHRASE_GROUPS.values() for *_, inner in group))
 # Every word any lexicon or phrase key holds: a prompt's distinct tokens are cut to these
 # once, and the groups are counted on that small set.
 _LEXICON = frozenset().union(
@@ -374,6 +381,7 @@ _LEXICON = frozenset().union(
     _CODE_ARTIFACTS,
     _SIMPLE,
     _PHRASE_KEYS,
+    _PHRASE_INNER_WORDS,
 )
 
 # Tokenising = mapping punctuation to spaces, then str.split(): both run in C, three
@@ -553,15 +561,15 @@ class HeuristicScorer:
         if keys:
             low = prompt.lower()
             for key in keys:
-                for group, phrase in _PHRASE_GROUPS[key]:
-                    if phrase in low:
+                for group, phrase, inner in _PHRASE_GROUPS[key]:
+                    if inner <= hits and phrase in low:
                         phrase_counts[group] += 1
         phrase_reasoning, phrase_comparison, phrase_constraints, phrase_code, phrase_steps, phrase_simple = (
             phrase_counts
         )
 
         list_lines = len(_LIST_ITEM_RE.findall(prompt)) + (_FIRST_LIST_ITEM_RE.match(prompt) is not None)
-        fence_marks = prompt.count("```")
+        fence_marks = prompt.count("```") if "`" in prompt else 0
         fences = (fence_marks + 1) // 2
         code_ops = len(_CODE_OPERATOR_RE.findall(prompt))
         if ascii_bytes is not None:
