@@ -390,7 +390,11 @@ def _write_run(folder: Path, records: list[dict]) -> Path:
 
 @pytest.mark.parametrize(
     ("bad", "problem"),
-    [("{not json", "not valid JSON"), ('["a list"]', "not a task=tiers record"), ('{"id": "x"}', "'arm'")],
+    [
+        ("{not json", "not valid JSON"),
+        ('["a list"]', "expected a task=tiers record (a JSON object), got list"),
+        ('{"id": "x"}', "'arm'"),
+    ],
 )
 def test_cli_quality_a_malformed_record_is_named_by_file_and_line(
     tmp_path: Path, capsys, bad: str, problem: str

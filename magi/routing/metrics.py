@@ -23,7 +23,6 @@ tie): a constant scorer, like a random router, scores APGR 0.5.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,15 +233,14 @@ def load_labelled(path: str | Path) -> list[LabelledPrompt]:
 
     Raises ``ValueError`` naming the file and line of the first malformed entry.
     """
+    from magi.sweeps.prompts import json_object
+
     path = Path(path)
     items: list[LabelledPrompt] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        data = json_object(path, number, line, ValueError)
         prompt, label = data.get("prompt"), data.get("label")
         if not isinstance(prompt, str) or label not in LABELS:
             raise ValueError(

@@ -79,16 +79,13 @@ def load_outcomes(path: str | Path) -> list[Outcome]:
         raise OutcomeFileError(f"{path}: no such outcome file", status_code=404) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise OutcomeFileError(f"{path}: cannot read the outcome file ({exc})") from None
+    from magi.sweeps.prompts import json_object
+
     items: list[Outcome] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise OutcomeFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(data, dict):
-            raise OutcomeFileError(f"{path}:{number}: expected a JSON object, got {type(data).__name__}")
+        data = json_object(path, number, line, OutcomeFileError)
         prompt, weak, strong = data.get("prompt"), data.get("weak"), data.get("strong")
         bench = data.get("bench", "")
         if not isinstance(prompt, str) or not isinstance(weak, bool) or not isinstance(strong, bool):

@@ -164,15 +164,23 @@ def _read_defaults(path: Path, number: int, data: dict[str, Any]) -> dict[str, A
     return defaults
 
 
-def _parse_jsonl_line(path: Path, number: int, line: str, defaults: dict[str, Any] | None = None) -> Prompt:
+def json_object(
+    path: Path | str, number: int, line: str, error: type[Exception], what: str = "a JSON object"
+) -> dict[str, Any]:
+    """The JSON object on line ``number`` of the JSON-lines file ``path`` (prompt sets,
+    outcome files, ``tiers.jsonl``), else ``error`` naming the file and line: not JSON
+    (with the column), or not an object (``expected <what>, got list``)."""
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise PromptSetError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        raise error(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):
-        raise PromptSetError(
-            f"{path}:{number}: expected a JSON object with a 'prompt', got {type(data).__name__}"
-        )
+        raise error(f"{path}:{number}: expected {what}, got {type(data).__name__}")
+    return data
+
+
+def _parse_jsonl_line(path: Path, number: int, line: str, defaults: dict[str, Any] | None = None) -> Prompt:
+    data = json_object(path, number, line, PromptSetError, "a JSON object with a 'prompt'")
     return prompt_from_record(path, number, {**(defaults or {}), **data})
 
 

@@ -461,17 +461,14 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
         RecordError: a line is not JSON, or not an object with an ``id`` and an
             ``arm`` (the message is ``<path>:<line>: ...``).
     """
+    from magi.sweeps.prompts import json_object
+
     path = Path(folder) / TIERS_FILE
     records = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise RecordError(f"{path}:{number}: not a task=tiers record (a JSON {type(record).__name__})")
+        record = json_object(path, number, line, RecordError, "a task=tiers record (a JSON object)")
         missing = [k for k in ("id", "arm") if k not in record]
         if missing:
             raise RecordError(
