@@ -371,24 +371,41 @@ def test_switching_back_to_a_conversation_reuses_its_prefix(
         off.close()
 
 
-def test_a_conversation_going_on_saves_nothing_until_another_takes_the_model(plain: LlamaBackend) -> None:
-    """The live state serves the next turn of its own conversation, so it is saved only
-    when a prompt that would overwrite it arrives: a turn costs no copy of the KV cache
-    (18 KB a token on Gemma 3 270M) unless conversations alternate."""
+def test_a_single_prompt_is_saved_only_when_another_takes_the_model(plain: LlamaBackend) -> None:
+    """A prompt without history (a one-off question, a conversation's first turn) leaves
+    its state live and copies nothing (18 KB a token on Gemma 3 270M, inside the answer's
+    time): it is saved only when a prompt that would overwrite it arrives."""
     plain.load()
     cache = plain.state_cache
     assert cache is not None
-    conv: list[dict[str, str]] = [{"role": "user", "content": "Tell me about the sea, please."}]
-    for turn in range(2):
-        answer = "".join(plain.stream(conv, GREEDY))
-        conv += [{"role": "assistant", "content": answer}, {"role": "user", "content": f"More {turn}?"}]
-        assert len(cache) == 0  # nothing copied: the live state is this conversation's
+    first = [{"role": "user", "content": "Tell me about the sea, please."}]
+    answer = "".join(plain.stream(first, GREEDY))
+    assert len(cache) == 0  # nothing copied: the live state is this prompt's
     held = plain._llm.n_tokens
     "".join(plain.stream("Something else entirely.", GREEDY))  # another conversation
     assert len(cache) == 1 and cache.size_bytes > 0  # the first one's state, kept before it was overwritten
+    on = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "More?"}]
     counter = EvalCounter(plain._llm)
-    processed = counter.prompt_part(lambda: "".join(plain.stream(conv, GREEDY)))
-    assert cache.hits == 1 and processed < plain.count_prompt_tokens(conv, GREEDY) - held // 2
+    processed = counter.prompt_part(lambda: "".join(plain.stream(on, GREEDY)))
+    assert cache.hits == 1 and processed < plain.count_prompt_tokens(on, GREEDY) - held // 2
+
+
+def test_a_follow_up_turn_is_saved_when_its_answer_ends(plain: LlamaBackend) -> None:
+    """A conversation in progress will likely have a next turn, maybe after another
+    conversation: its state is copied when its answer ends (after the last token), so the
+    turn that switches back only restores it (not copy, then restore, before its first
+    token: scripts/bench_turns.py's interleaved case)."""
+    plain.load()
+    cache = plain.state_cache
+    assert cache is not None
+    conv = [{"role": "user", "content": "Sea?"}]
+    answer = "".join(plain.stream(conv, GREEDY))
+    conv += [{"role": "assistant", "content": answer}, {"role": "user", "content": "More?"}]
+    "".join(plain.stream(conv, GREEDY))
+    assert len(cache) == 1  # saved as its answer ended
+    saved = cache.size_bytes
+    "".join(plain.stream("Something else entirely.", GREEDY))  # its own state is not saved
+    assert len(cache) == 1 and cache.size_bytes == saved
 
 
 def test_an_answer_ended_early_is_saved_too(plain: LlamaBackend) -> None:

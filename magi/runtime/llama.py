@@ -20,10 +20,11 @@ the template's tokens included, for chat and completion models alike.
 processed last, so a conversation's next turn processes only what is new. When two
 conversations alternate on one model, each would start over; :class:`StateCache` keeps
 the model's states (KV cache), up to ``state_cache_mb``, and restores the one sharing the
-longest prefix with the next prompt when it beats the live state. A state is saved only
-when it is about to be lost: the live state left by a generation is copied when the next
-prompt on that model does not continue it (another conversation), so a conversation
-going on alone copies nothing. It is MAGI's own rather than ``llama_cpp.LlamaRAMCache``: llama-cpp-python's
+longest prefix with the next prompt when it beats the live state. A conversation in
+progress (one with history) is saved as its answer ends, after the last token, so switching
+back to it costs a restore only; any other prompt's state (a one-off question, a first turn)
+is saved only when the next prompt on that model would overwrite it, so a single answer
+copies nothing. It is MAGI's own rather than ``llama_cpp.LlamaRAMCache``: llama-cpp-python's
 streaming path saves the state only after the closing chunk (an answer the runner ends
 early, by a stop, the budget or cancelling, is never saved), and its ``save_state``
 copies ``scores[:n_tokens]``, up to ``n_batch`` x ``n_vocab`` floats (512 MB a state on
@@ -534,10 +535,16 @@ class LlamaBackend:
             kwargs["stop"] = [*(kwargs["stop"] or []), *rendered.stop]
         if rendered.stopping_criteria is not None:
             kwargs["stopping_criteria"] = rendered.stopping_criteria
+        # a conversation in progress (it has history) will likely have a next turn, maybe
+        # after another conversation: its state is saved as its answer ends, after the last
+        # token, rather than before the first token of the turn that switches back
+        in_progress = bool(as_conversation(request).history)
         with prompt_lookup(llm, settings.prompt_lookup):
-            yield from self._generate(llm, tokens, kwargs)
+            yield from self._generate(llm, tokens, kwargs, save=in_progress)
 
-    def _generate(self, llm: Any, tokens: list[int], kwargs: dict[str, Any]) -> Iterator[str]:
+    def _generate(
+        self, llm: Any, tokens: list[int], kwargs: dict[str, Any], *, save: bool = False
+    ) -> Iterator[str]:
         cache = self.state_cache
         if cache is not None:
             cache.restore(llm, tokens)
@@ -557,9 +564,12 @@ class LlamaBackend:
             raise BackendError(f"Model '{self.spec.model_id}' failed to generate: {exc}") from exc
         finally:
             # also when the caller stops reading (an answer ended early): llama-cpp-python
-            # saves nothing then. The next generation saves this state if it needs to.
+            # saves nothing then. Unless saved now, the next generation saves this state if
+            # it would overwrite it.
             if cache is not None and self._llm is llm:
                 cache.left(len(tokens))
+                if save:
+                    cache.save(llm, len(tokens))
 
     def probe(self) -> None:
         """Healthy when loaded and able to tokenize; an unloaded model needs a GGUF file.
