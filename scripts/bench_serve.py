@@ -354,7 +354,7 @@ class TrivialServer:
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
-        with httpx.Client(trust_env=False, timeout=1) as http:
+        with httpx.Client(trust_env=False, timeout=self.delay + 1) as http:
             while True:
                 try:
                     http.post(self.url + "/v1/chat/completions", json={})
@@ -399,12 +399,17 @@ def bench_overhead(
     by the server. With ``long_tokens``, the bare request again with answers that long
     (does the overhead grow per token, or is it per request?)."""
     http = httpx.Client(trust_env=False, timeout=120)
+    served_raw(http, server.url, next(prompts), tokens)  # warm-up: the server loads the model
     canned = []  # magi serve's own answers, plain and streamed, for the trivial server
-    for stream in (False, True):  # also the warm-up: the server loads the model
+    for stream in (False, True):
         body = {"model": "auto", "messages": _user(next(prompts)), "max_tokens": tokens, "stream": stream}
         canned.append(http.post(server.url + "/v1/chat/completions", json=body).text)
     trivial = TrivialServer(*canned)
     api, trivial_api = client(server.url), client(trivial.url)
+
+    def waited(timed: Timed) -> Timed:  # the trivial server's wait is its "answer"
+        return Timed(timed.wall, trivial.delay, timed.tokens)
+
     try:
         for warm in (served_raw, served_raw_stream):
             warm(http, server.url, next(prompts), tokens)
@@ -424,10 +429,10 @@ def bench_overhead(
                 (lambda p: served_stream(api, p, tokens), take(prompts, requests)),
                 (lambda p: in_process(runner, p, tokens), shared),
                 (lambda _: health(http, server.url), shared),
-                (lambda p: served_raw(http, trivial.url, p, tokens), shared),
-                (lambda p: served_raw_stream(http, trivial.url, p, tokens), shared),
-                (lambda p: served_plain(trivial_api, p, tokens), shared),
-                (lambda p: served_stream(trivial_api, p, tokens), shared),
+                (lambda p: waited(served_raw(http, trivial.url, p, tokens)), shared),
+                (lambda p: waited(served_raw_stream(http, trivial.url, p, tokens)), shared),
+                (lambda p: waited(served_plain(trivial_api, p, tokens)), shared),
+                (lambda p: waited(served_stream(trivial_api, p, tokens)), shared),
             ]
             if long_tokens:
                 sides.append(
@@ -570,8 +575,8 @@ def report_overhead(timed: dict[str, list[Timed]], delay_ms: float, args: argpar
     )
     for kind in ("", ", streamed"):
         served = p50([t.overhead_ms for t in timed[f"server, openai{kind}"]])
-        trivial_openai = p50([t.wall * 1000 - delay_ms for t in timed[f"trivial, openai{kind}"]])
-        trivial_httpx = p50([t.wall * 1000 - delay_ms for t in timed[f"trivial, httpx{kind}"]])
+        trivial_openai = p50([t.overhead_ms for t in timed[f"trivial, openai{kind}"]])
+        trivial_httpx = p50([t.overhead_ms for t in timed[f"trivial, httpx{kind}"]])
         print(
             f"     server, openai{kind:<10} {served:6.2f} ms, of which the client's own about "
             f"{trivial_openai - trivial_httpx:.2f} ms (the trivial server, wall less its "

@@ -292,7 +292,7 @@ class _Answer:
         self._items: collections.deque[tuple[str, Any]] = collections.deque()
         self._lock = threading.Lock()
         self._woken = False  # a wake-up is scheduled on the loop already
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
         self._gone = False
         self.finished = threading.Event()
 
@@ -463,7 +463,8 @@ class MagiServer:
 
     async def target_async(self, model: str) -> Target:
         """:meth:`target` off the event loop when it may compose profiles (first use)."""
-        if model in AUTO_NAMES or model in self.runner.specs:
+        served = (f"{PROFILE_PREFIX}{self.profile_key}", self.profile_key)
+        if model in AUTO_NAMES or model in served or model in self.runner.specs or model in self._models:
             return self.target(model)
         return await asyncio.to_thread(self.target, model)
 
@@ -478,7 +479,6 @@ class MagiServer:
             return Target(self.runner, served)
         if model in self.runner.specs or model in self.model_ids():
             return Target(self._model_runner(model), model)
-        options = ["auto", *(f"{PROFILE_PREFIX}{n}" for n in self.profile_names()), *self.model_ids()]
         if model.startswith(PROFILE_PREFIX):
             key = model[len(PROFILE_PREFIX) :]
             if key in self._all_profiles():
@@ -486,15 +486,20 @@ class MagiServer:
                 if why is None:
                     return Target(self._profile_runner(key), model)
                 raise ServeError(
-                    f"{model} cannot be served: {why}\nAvailable: {format_options(options)}",
+                    f"{model} cannot be served: {why}\nAvailable: {format_options(self._options())}",
                     status_code=404,
                     param="model",
                 )
+        options = self._options()
         raise ServeError(
             f"Model {model!r} not found.{did_you_mean(model, options)} Available: {format_options(options)}",
             status_code=404,
             param="model",
         )
+
+    def _options(self) -> list[str]:
+        """What ``model`` may be, for messages."""
+        return ["auto", *(f"{PROFILE_PREFIX}{n}" for n in self.profile_names()), *self.model_ids()]
 
     def model_ids(self) -> list[str]:
         """Every model a request may name alone: the served profile's, then the others of
@@ -897,16 +902,17 @@ def create_app(server: MagiServer) -> FastAPI:
                 cards.append(_card(model_id, "model", served_profile=False))
         return cards
 
+    # Listing composes each profile of the config folder on first use: off the loop.
     @app.get("/v1/models")
     async def list_models() -> JSONResponse:
-        return JSONResponse({"object": "list", "data": model_cards()})
+        return JSONResponse({"object": "list", "data": await asyncio.to_thread(model_cards)})
 
     @app.get("/v1/models/{model:path}")
     async def get_model(model: str) -> JSONResponse:
-        for card in model_cards():
+        for card in await asyncio.to_thread(model_cards):
             if card["id"] == model:
                 return JSONResponse(card)
-        server.target(model)  # raises the 404 naming the options
+        await server.target_async(model)  # raises the 404 naming the options
         raise AssertionError("unreachable")
 
     # Plain Starlette routes: _generate reads and checks the body itself (a malformed body
