@@ -56,7 +56,10 @@ For runners, one stage with failover (the health monitor records every outcome):
 from __future__ import annotations
 
 import math
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -87,6 +90,64 @@ CONVERSATION_LENGTH = 0.5
 CONVERSATION_LENGTH_SCALE = 4000.0
 #: The most the conversation adds to the last user message's score.
 CONVERSATION_CAP = 4.0
+#: The earlier turns' scores are remembered per scorer, for texts of this many characters
+#: in all (the least recently used forgotten first), so each request of a conversation
+#: scores one new message instead of re-scoring up to ``CONVERSATION_LOOKBACK`` turns.
+TURN_CACHE_CHARS = 2_000_000
+
+
+class TurnScores:
+    """Scores of texts a scorer has already rated, bounded by their total length
+    (least recently used first out); thread-safe. Scorers are deterministic, so a
+    remembered score is the score the scorer would give again."""
+
+    def __init__(self, max_chars: int = TURN_CACHE_CHARS) -> None:
+        self.max_chars = max_chars
+        self._scores: OrderedDict[str, float] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def get(self, text: str) -> float | None:
+        """The remembered score of ``text``, or None."""
+        with self._lock:
+            value = self._scores.get(text)
+            if value is not None:
+                self._scores.move_to_end(text)
+            return value
+
+    def put(self, text: str, value: float) -> None:
+        """Remember ``text``'s score (a text longer than ``max_chars`` is not kept)."""
+        if len(text) > self.max_chars:
+            return
+        with self._lock:
+            if text in self._scores:
+                self._scores.move_to_end(text)
+                return
+            self._scores[text] = value
+            self._chars += len(text)
+            while self._chars > self.max_chars:
+                old, _ = self._scores.popitem(last=False)
+                self._chars -= len(old)
+
+
+_turn_scores: weakref.WeakKeyDictionary[Scorer, TurnScores] = weakref.WeakKeyDictionary()
+_turn_scores_lock = threading.Lock()
+
+
+def turn_scores(scorer: Scorer) -> TurnScores | None:
+    """The remembered turn scores of ``scorer`` (one cache per scorer object, gone with
+    it); None for a scorer that cannot be weakly referenced or hashed (never cached)."""
+    try:
+        with _turn_scores_lock:
+            cache = _turn_scores.get(scorer)
+            if cache is None:
+                cache = _turn_scores[scorer] = TurnScores()
+    except TypeError:
+        return None
+    return cache
 
 
 def conversation_score(scorer: Scorer, conversation: Conversation) -> ComplexityScore:
@@ -111,8 +172,10 @@ def conversation_score(scorer: Scorer, conversation: Conversation) -> Complexity
     1.0 on its own ("thanks!", "ok", a greeting) never leaves a fast tier whose
     ``max_score`` is 5.0, however hard the conversation was. Assistant turns are not scored
     (they are the models' own text; a long answer does not make the question hard).
-    Deterministic, and cheap: at most ``1 + CONVERSATION_LOOKBACK`` scorer calls and a
-    sum of lengths. A conversation of one user turn (a system prompt or not) scores
+    Deterministic, and cheap: the earlier turns' scores are remembered per scorer
+    (:func:`turn_scores`), so a request scores its last user message and looks up the
+    others (at most ``1 + CONVERSATION_LOOKBACK`` scorer calls when none is remembered),
+    plus a sum of lengths. A conversation of one user turn (a system prompt or not) scores
     exactly as its message does, with no ``conversation`` term: a plain prompt routes
     as it always did.
 
@@ -136,13 +199,21 @@ def conversation_score(scorer: Scorer, conversation: Conversation) -> Complexity
     sometimes answered by the hard tier.
     """
     last = scorer.score(conversation.last_user)
+    cache = turn_scores(scorer)
+    if cache is not None:
+        # the next request of this conversation finds this message among the earlier ones
+        cache.put(conversation.last_user, last.score)
     history = conversation.history
     if not history:
         return last
     earlier = [m.content for m in history if m.role == "user"][-CONVERSATION_LOOKBACK:]
     inherited, hardest, source = 0.0, 0.0, 0
     for distance, text in enumerate(reversed(earlier)):
-        value = scorer.score(text).score
+        value = cache.get(text) if cache is not None else None
+        if value is None:
+            value = scorer.score(text).score
+            if cache is not None:
+                cache.put(text, value)
         gain = CONVERSATION_SHARE * CONVERSATION_DECAY**distance * max(0.0, value - last.score)
         if gain > inherited:
             inherited, hardest, source = gain, value, distance + 1
