@@ -553,7 +553,7 @@ class HeuristicScorer:
             for tok in capitalised:
                 if tok.isupper():
                     acronyms += len(tok) > 1
-                elif tok[0].isalpha() and not tok.istitle():
+                elif not tok.istitle() and tok[0].isalpha():  # most are titles: one call
                     mixed_case += 1
 
         phrase_counts = [0, 0, 0, 0, 0, 0]  # in the order of _PHRASE_GROUP_NAMES
