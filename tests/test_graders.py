@@ -372,6 +372,9 @@ def test_unknown_grader_with_a_numeric_expected_names_the_grader_not_expected(
     assert f"{path}:2: unknown grader 'numbr'. Did you mean 'number'?" in message
     assert all(name in message for name in GRADERS) and "'expected' must be" not in message
     assert info.value.details["field"] == "grader"
+    path = _set(tmp_path, {"prompt": "2+2?", "grader": 5, "expected": 4})
+    with pytest.raises(PromptSetError, match=r"set\.jsonl:1: 'grader' must be a string, got int"):
+        load_prompts(path)
 
 
 def test_defaults_line_sets_the_grader_and_a_line_overrides_it(tmp_path: Path) -> None:

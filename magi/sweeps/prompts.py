@@ -195,9 +195,14 @@ def prompt_from_record(path: Path | str, number: int, data: dict[str, Any]) -> P
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptSetError(f"{path}:{number}: 'prompt' must be a non-empty string")
-    grader = data.get("grader")
-    if isinstance(grader, str):  # a misspelt grader is the mistake, whatever else the line has
+    grader = data.get("grader")  # a misspelt grader is the mistake, whatever else the line has
+    if isinstance(grader, str):
         _check_grader_name(grader, path, number)
+    elif grader is not None:
+        raise PromptSetError(
+            f"{path}:{number}: 'grader' must be a string, got {type(grader).__name__}",
+            details={"path": str(path), "line": number, "field": "grader"},
+        )
     raw_expected = data.get("expected")
     expected = _expected_strings(raw_expected)
     numeric = data.get("grader") == "number"
