@@ -615,3 +615,37 @@ def test_calibrate_scores_with_the_configs_scorer_options(
     other_q = calibrate_quality(profile, records, quality=0.9, scorer=shipped, run_scorer="heuristic")
     assert data["scorer"] == "learned"
     assert data["tiers"][0]["max_score"] == expected_q.thresholds[0] != other_q.thresholds[0]
+
+
+def test_task_calibrate_scores_with_the_configs_scorer_options(tmp_path: Path) -> None:
+    """``task=calibrate`` builds the scorer from the config with its scorer_options
+    (config_scorer): a learned scorer's own model file, not the shipped one."""
+    from magi.routing.learned import LearnedScorer
+
+    model = tmp_path / "mine.json"
+    assert cli(["scorer", "train", str(ROOT / "data/routing/outcomes-sample.jsonl"), "-o", str(model)]) == 0
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "task=calibrate",
+            "profile=development",
+            "task.shares.powerful=0.3",
+            "scorer=learned",
+            f"+scorer_options.path='{model}'",
+            f"task.profiles_dir='{tmp_path / 'profiles'}'",
+            f"hydra.run.dir='{tmp_path / 'run'}'",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads((tmp_path / "run" / "calibration.json").read_text())["tiers"][0]["max_score"]
+    profile = magi.compose(profile="development").profile
+    fit, held, _, _ = load_sets(str(ROOT / "data/prompts/calibration.jsonl"), None, 0.3)
+    mine = calibrate(profile, fit, shares={"powerful": 0.3}, scorer=LearnedScorer(model), holdout=held)
+    shipped = calibrate(profile, fit, shares={"powerful": 0.3}, scorer=LearnedScorer(), holdout=held)
+    assert got == mine.profile.tier_config[0].max_score != shipped.profile.tier_config[0].max_score
