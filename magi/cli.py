@@ -1098,7 +1098,9 @@ def build_parser() -> argparse.ArgumentParser:
         "or the folder of a task=tiers run (magi evaluate), whose weakest tier and strongest arm "
         "(the two-stage path when it refines on the strongest tier) are the weak and the strong "
         "model, a grade of at least 0.5 correct. "
-        "Reports each scorer per bench (gsm8k, mmlu/... as mmlu) and on all prompts.",
+        "Reports each scorer per bench (gsm8k, mmlu/... as mmlu) and on all prompts; a bench with "
+        "no weak/strong gap (no prompt where the weak model fails and the strong one succeeds) is "
+        "named and left out, and exit 2 when no bench has one.",
     )
     seval.add_argument("file", metavar="FILE", help="outcome file (.jsonl) or task=tiers run folder")
     seval.add_argument(
@@ -1115,7 +1117,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fits a logistic regression predicting where the weak tier fails and the strong "
         "one succeeds (magi.routing.learned); deterministic. FILE_OR_RUN is an outcome file or "
         "a task=tiers run folder, as for `magi scorer eval`. --cv K first reports K-fold "
-        "cross-validated APGR/CPT per bench (folds by question).",
+        "cross-validated APGR/CPT per bench (folds by question). Outcomes with no prompt where the "
+        "weak tier fails and the strong one succeeds (or only such prompts) are refused (exit 2, "
+        "nothing written); fewer than 10 such prompts is a warning.",
     )
     strain.add_argument("file", metavar="FILE_OR_RUN", help="outcome file (.jsonl) or task=tiers run folder")
     strain.add_argument("-o", "--output", required=True, help="model file to write (.json)")
