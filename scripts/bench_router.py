@@ -17,9 +17,14 @@ words and flatters it). Prints p50/p95/p99/mean.
 
 Two comparison rows time the first of those prompts again and again, and one sentence
 repeated to length: both are cheaper than the varied prompts (the CPU learns a
-repeated input), which is why the budget is judged on the varied ones. The cases take
-turns in blocks, so load from other processes falls on all alike; the last column is
-each p50 ÷ that of ``Router.decide`` on the varied prompts.
+repeated input), which is why the budget is judged on the varied ones. Two more route
+10-turn conversations whose user turns are those prompts (the conversation rule reads
+the 8 earlier ones): with the earlier turns' scores remembered, as in a running
+service where the earlier requests scored them, and re-scored every time (a scorer
+that cannot be cached); each request's texts are fresh string copies, as a server
+parses them, so hashing them is timed too. The cases take turns in blocks, so load
+from other processes falls on all alike; the last column is each p50 ÷ that of
+``Router.decide`` on the varied prompts.
 
 Exits 1 when ``Router.decide`` misses the budget (p50 at 2,000 characters, or at
 ``--chars`` when ``--budget-us`` is given), so a regression is visible. On a busy
@@ -42,6 +47,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -50,7 +56,9 @@ except ModuleNotFoundError:  # running from a checkout without `pip install -e .
     sys.path.insert(0, str(ROOT))
 
 from magi.config.profile import STRATEGIES, ModelProfile  # noqa: E402
+from magi.conversation import Conversation, Message  # noqa: E402
 from magi.routing import HealthMonitor, Router, get_scorer  # noqa: E402
+from magi.routing.scorer import ComplexityScore, Scorer  # noqa: E402
 
 #: The length the budget is stated for, and the budget (p50 of ``Router.decide``).
 BUDGET_CHARS = 2000
@@ -100,14 +108,58 @@ def repeated(chars: int) -> str:
     return (sentence * (chars // len(sentence) + 1))[:chars]
 
 
-def timings(func: Callable[[str], object], prompts: Sequence[str], iterations: int, warmup: int) -> list[int]:
-    """Nanoseconds of ``func(prompt)`` per iteration, taking the prompts in turn."""
+def conversations(users: Sequence[str], turns: int = 10) -> list[Conversation]:
+    """One conversation per prompt of ``users``: it and the next ``turns - 1`` prompts as
+    the user turns, a short assistant answer between them."""
+    result = []
+    for i in range(len(users)):
+        messages: list[Message] = []
+        for k in range(turns):
+            if k:
+                messages.append(Message("assistant", f"Answer {k}: it depends on the details."))
+            messages.append(Message("user", users[(i + k) % len(users)]))
+        result.append(Conversation(tuple(messages)))
+    return result
+
+
+def fresh(conversation: Conversation) -> Conversation:
+    """The same conversation made of new string objects (their hashes not yet computed),
+    as a server builds each request from the JSON it parsed."""
+    return Conversation(tuple(Message(m.role, (m.content + " ")[:-1]) for m in conversation.messages))
+
+
+class Uncached:
+    """The heuristic scorer behind an object that cannot be weakly referenced, so the
+    router remembers no turn scores for it: every request re-scores the earlier turns."""
+
+    __slots__ = ("inner",)
+    name = "heuristic"
+
+    def __init__(self) -> None:
+        self.inner = get_scorer("heuristic")
+
+    def score(self, prompt: str) -> ComplexityScore:
+        return self.inner.score(prompt)
+
+
+Prepare = Callable[[Any], Any] | None
+
+
+def timings(
+    func: Callable[[Any], object],
+    prompts: Sequence[Any],
+    iterations: int,
+    warmup: int,
+    prepare: Prepare = None,
+) -> list[int]:
+    """Nanoseconds of ``func(prompt)`` per iteration, taking the prompts in turn
+    (``prepare(prompt)`` first, untimed, when given)."""
     for i in range(warmup):
-        func(prompts[i % len(prompts)])
+        func(prompts[i % len(prompts)] if prepare is None else prepare(prompts[i % len(prompts)]))
     samples: list[int] = []
     clock = time.perf_counter_ns
     for i in range(iterations):
-        prompt = prompts[i % len(prompts)]
+        prompt = prompts[i % len(prompts)] if prepare is None else prepare(prompts[i % len(prompts)])
         start = clock()
         func(prompt)
         samples.append(clock() - start)
@@ -123,7 +175,7 @@ def summary(samples: list[int]) -> dict[str, float]:
     return {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "mean": statistics.fmean(ordered) / 1000}
 
 
-def make_router(strategy: str = "round_robin") -> Router:
+def make_router(strategy: str = "round_robin", scorer: Scorer | None = None) -> Router:
     profile = ModelProfile.model_validate(
         {
             "name": "Bench",
@@ -137,7 +189,8 @@ def make_router(strategy: str = "round_robin") -> Router:
         }
     )
     members = {"fast": ["fast_a", "fast_b"], "powerful": ["powerful_a", "powerful_b"]}
-    return Router(profile, members, get_scorer("heuristic"), HealthMonitor(profile.enabled_models))
+    scorer = scorer if scorer is not None else get_scorer("heuristic")
+    return Router(profile, members, scorer, HealthMonitor(profile.enabled_models))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,17 +230,24 @@ def main(argv: list[str] | None = None) -> int:
     router = make_router(args.strategy)
     short = f"{len(short_prompts)} real, median {statistics.median(map(len, short_prompts)):.0f} chars"
     long = f"{len(long_prompts)} x {args.chars} chars"
-    cases: list[tuple[str, Callable[[str], object], list[str]]] = [
-        (f"scorer, {long}", scorer.score, long_prompts),
-        (f"Router.decide, {long}", router.decide, long_prompts),
-        (f"scorer, {short}", scorer.score, short_prompts),
-        (f"Router.decide, {short}", router.decide, short_prompts),
+    chats = conversations(long_prompts)
+    uncached = make_router(args.strategy, Uncached())
+    for chat in chats:  # the earlier requests of each conversation, as a service saw them
+        router.decide(chat)
+    cases: list[tuple[str, Callable[[Any], object], list[Any], Prepare]] = [
+        (f"scorer, {long}", scorer.score, long_prompts, None),
+        (f"Router.decide, {long}", router.decide, long_prompts, None),
+        (f"scorer, {short}", scorer.score, short_prompts, None),
+        (f"Router.decide, {short}", router.decide, short_prompts, None),
         # for comparison, what the same text costs when it never changes
-        (f"Router.decide, 1 x {args.chars} chars, again", router.decide, long_prompts[:1]),
-        (f"Router.decide, 1 sentence repeated to {args.chars}", router.decide, [repeated(args.chars)]),
+        (f"Router.decide, 1 x {args.chars} chars, again", router.decide, long_prompts[:1], None),
+        (f"Router.decide, 1 sentence repeated to {args.chars}", router.decide, [repeated(args.chars)], None),
+        # the conversation rule: 10 user turns of --chars each, earlier turns remembered or not
+        (f"Router.decide, 10-turn chat, {args.chars}-char turns", router.decide, chats, fresh),
+        ("  the same, earlier turns re-scored", uncached.decide, chats, fresh),
         # the learned scorer (scorer: learned, the shipped model): budget p50 < 200 us at 2,000
-        (f"learned scorer, {long}", get_scorer("learned").score, long_prompts),
-        (f"learned scorer, {short}", get_scorer("learned").score, short_prompts),
+        (f"learned scorer, {long}", get_scorer("learned").score, long_prompts, None),
+        (f"learned scorer, {short}", get_scorer("learned").score, short_prompts, None),
     ]
     print(
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -204,12 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     samples: list[list[int]] = [[] for _ in cases]
     per_block = max(1, args.iterations // args.blocks)
     for block in range(args.blocks):
-        for i, (_, func, prompts) in enumerate(cases):
-            samples[i] += timings(func, prompts, per_block, args.warmup if block == 0 else per_block // 10)
+        for i, (_, func, prompts, prepare) in enumerate(cases):
+            warmup = args.warmup if block == 0 else per_block // 10
+            samples[i] += timings(func, prompts, per_block, warmup, prepare)
     stats = [summary(s) for s in samples]
     decide_p50 = stats[1]["p50"]  # Router.decide on the varied long prompts: the budget's case
     print(f"{'case':44} {'p50 us':>8} {'p95 us':>8} {'p99 us':>8} {'mean us':>8} {'p50 ÷ row 2':>11}")
-    for (name, _, _), st in zip(cases, stats, strict=True):
+    for (name, *_), st in zip(cases, stats, strict=True):
         print(
             f"{name:44} {st['p50']:8.1f} {st['p95']:8.1f} {st['p99']:8.1f} {st['mean']:8.1f} "
             f"{st['p50'] / decide_p50:11.2f}"
