@@ -27,23 +27,9 @@ def _prompts() -> list[str]:
     return [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines() if line.strip()]
 
 
-class Counting:
-    """The heuristic scorer, counting its calls (hashable and weakly referable: cached)."""
-
-    name = "heuristic"
-
-    def __init__(self) -> None:
-        self.inner = get_scorer("heuristic")
-        self.calls = 0
-
-    def score(self, prompt: str) -> ComplexityScore:
-        self.calls += 1
-        return self.inner.score(prompt)
-
-
 class Uncached:
-    """The same, but it cannot be weakly referenced (slots, no ``__weakref__``), so
-    nothing is remembered for it."""
+    """The heuristic scorer, counting its calls. It cannot be weakly referenced (slots, no
+    ``__weakref__``), so nothing is remembered for it."""
 
     __slots__ = ("inner", "calls")
     name = "heuristic"
@@ -55,6 +41,11 @@ class Uncached:
     def score(self, prompt: str) -> ComplexityScore:
         self.calls += 1
         return self.inner.score(prompt)
+
+
+class Counting(Uncached):
+    """The same, weakly referable (a subclass without ``__slots__`` has ``__weakref__``),
+    so its turn scores are remembered."""
 
 
 def _conversation(users: list[str]) -> Conversation:
