@@ -1,9 +1,10 @@
 """Server benchmarks: ``magi serve``'s per-request overhead, and its throughput against
 ``python -m llama_cpp.server`` on the same demo model, each measured in one run.
 
-    python scripts/bench_serve.py                          # both parts (about two minutes)
+    python scripts/bench_serve.py                          # both parts (about four minutes)
     python scripts/bench_serve.py --only 1 --blocks 4 --requests 10
     python scripts/bench_serve.py --only 2 --clients 4 --per-client 3 --rounds 5
+    python scripts/bench_serve.py --only 1 --tiny        # a generated model, not the demo one
 
 Both parts use the demo model (Gemma 3 270M Q4_K_M, assembled into ``--models-dir``, a
 temporary folder by default) through the ``demo-single`` profile, greedy (temperature 0),
