@@ -164,25 +164,22 @@ def test_cli_calibrate_errors_exit_2(capsys) -> None:
     assert "Prompt file not found: missing.jsonl" in capsys.readouterr().err
 
 
+def _run_py(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python run.py ARGS`` from the project's root, Hydra's short errors."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "run.py", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+
+
 def test_task_calibrate_through_run_py(tmp_path: Path) -> None:
     """``python run.py task=calibrate`` needs no model and writes a selectable profile."""
     profiles = tmp_path / "profiles"
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "task=calibrate",
-            "profile=development",
-            "task.shares.powerful=0.25",
-            f"task.profiles_dir='{profiles}'",
-            f"hydra.run.dir='{tmp_path / 'run'}'",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
+    proc = _run_py(
+        "task=calibrate",
+        "profile=development",
+        "task.shares.powerful=0.25",
+        f"task.profiles_dir='{profiles}'",
+        f"hydra.run.dir='{tmp_path / 'run'}'",
     )
     assert proc.returncode == 0, proc.stderr
     assert "Use it: python run.py profile=development-calibrated" in proc.stdout
@@ -422,36 +419,20 @@ def test_cli_quality_calibration_saves_the_variant(conf_dir: Path, tmp_path: Pat
 def test_task_calibrate_for_quality_through_run_py(tmp_path: Path) -> None:
     run = _write_run(tmp_path / "tiers", _records())
     profiles = tmp_path / "profiles"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "task=calibrate",
-            "profile=development",
-            "task.quality=0.95",
-            f"task.tiers_run='{run}'",
-            f"task.profiles_dir='{profiles}'",
-            f"hydra.run.dir='{tmp_path / 'out'}'",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-        timeout=120,
+    proc = _run_py(
+        "task=calibrate",
+        "profile=development",
+        "task.quality=0.95",
+        f"task.tiers_run='{run}'",
+        f"task.profiles_dir='{profiles}'",
+        f"hydra.run.dir='{tmp_path / 'out'}'",
     )
     assert proc.returncode == 0, proc.stderr
     assert "for 95% of the 'powerful' tier's quality" in proc.stdout and "holdout" in proc.stdout
     report = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert report["mode"] == "quality" and report["fit"]["relative_quality"] >= 0.95
     assert (profiles / "development-calibrated.yaml").is_file()
-    bad = subprocess.run(
-        [sys.executable, "run.py", "task=calibrate", "profile=development", "task.quality=1.5"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-        timeout=120,
-    )
+    bad = _run_py("task=calibrate", "profile=development", "task.quality=1.5")
     assert bad.returncode == 2 and "task.quality" in bad.stderr
 
 
@@ -624,23 +605,14 @@ def test_task_calibrate_scores_with_the_configs_scorer_options(tmp_path: Path) -
 
     model = tmp_path / "mine.json"
     assert cli(["scorer", "train", str(ROOT / "data/routing/outcomes-sample.jsonl"), "-o", str(model)]) == 0
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "task=calibrate",
-            "profile=development",
-            "task.shares.powerful=0.3",
-            "scorer=learned",
-            f"+scorer_options.path='{model}'",
-            f"task.profiles_dir='{tmp_path / 'profiles'}'",
-            f"hydra.run.dir='{tmp_path / 'run'}'",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-        timeout=120,
+    proc = _run_py(
+        "task=calibrate",
+        "profile=development",
+        "task.shares.powerful=0.3",
+        "scorer=learned",
+        f"+scorer_options.path='{model}'",
+        f"task.profiles_dir='{tmp_path / 'profiles'}'",
+        f"hydra.run.dir='{tmp_path / 'run'}'",
     )
     assert proc.returncode == 0, proc.stderr
     got = json.loads((tmp_path / "run" / "calibration.json").read_text())["tiers"][0]["max_score"]
