@@ -362,6 +362,7 @@ class TrivialServer:
                     return
                 except httpx.HTTPError:
                     if time.monotonic() > deadline:
+                        self.stop()
                         raise SystemExit("the trivial server did not start") from None
                     time.sleep(0.05)
 
