@@ -16,7 +16,8 @@ Each line is one message (a line starting with ``/`` is a command):
   first token leaves no turn: the message is dropped with it. A second Ctrl-C before the
   model stops abandons the answer at once (nothing of it is kept).
 * An answer that fails (bad input 422, no model 503, a history too long for the context)
-  prints one ``[FAILED: ...]`` line; the message is not kept, the session goes on.
+  prints one ``[FAILED: ...]`` line; the message is not kept, the session goes on. A
+  history too long adds a line saying that ``/reset`` starts a new conversation.
 * Ctrl-C at the prompt clears the line; Ctrl-D (end of input) ends the chat, exit 0.
 
 With piped input there is no prompt and no banner: each line is echoed as ``>>> line``
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, TextIO
 from magi.errors import EXIT_PARTIAL, MAGIException, did_you_mean
 from magi.prompt import check_prompt
 from magi.render import StreamPrinter, first_line
+from magi.runtime.backend import PromptTooLongError
 
 if TYPE_CHECKING:
     from magi.config.app import MagiConfig
@@ -61,6 +63,9 @@ COMMANDS: dict[str, str] = {
     "/profile": "/profile NAME switches profile (the conversation goes on); /profile shows it",
     "/quit": "end the chat (so does Ctrl-D)",
 }
+
+#: Said after a turn whose history no longer fits the context.
+RESET_HINT = "/reset starts a new conversation"
 
 HELP = "\n".join(
     [
@@ -167,6 +172,9 @@ class ChatSession:
             except MAGIException as exc:
                 self.failed += 1
                 printer.fail(exc)
+                if isinstance(exc, PromptTooLongError) and self.history:
+                    turns = len(self.history) // 2
+                    printer.note(f"the {turns} earlier turn(s) are part of the prompt: {RESET_HINT}")
                 return None
         result = stream.result
         assert result is not None

@@ -162,6 +162,28 @@ def test_chat_system_option_and_startup_errors(tiny_runtime: TinyRuntime) -> Non
 
 
 # -- the session in-process: what the models are given ---------------------------------------
+def test_a_history_past_the_context_says_reset_starts_over(tiny_runtime: TinyRuntime) -> None:
+    """Turns pile up until the conversation no longer fits any model's context: the
+    failed turn says so and that /reset starts a new conversation; after /reset the
+    same message is answered."""
+    out = io.StringIO()
+    overrides = [*tiny_runtime.overrides, "runtime.n_ctx=128"]
+    with ChatSession.open("fast-only", overrides, out=out) as session:
+        message = "Tell me more about the long river, please."
+        for _ in range(30):
+            if session.say(message) is None:
+                break
+        else:
+            raise AssertionError("the history never outgrew the context")
+        failed = out.getvalue().rstrip().splitlines()[-2:]
+        assert failed[0].startswith("[FAILED: ") and "does not fit the context" in failed[0]
+        turns = len(session.history) // 2
+        hint = f"[the {turns} earlier turn(s) are part of the prompt: /reset starts a new conversation]"
+        assert failed[1] == hint
+        session.command("/reset")
+        assert session.say(message) is not None
+
+
 def test_chat_session_sends_the_history_and_keeps_failed_turns_out(tiny_runtime: TinyRuntime) -> None:
     faults = FaultInjector()
     out = io.StringIO()
