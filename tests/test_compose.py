@@ -128,6 +128,21 @@ def test_base_defaults_in_config_yaml_match_the_schema() -> None:
     assert cfg.models == defaults.models
 
 
+def test_config_yaml_spells_out_every_runtime_and_models_field() -> None:
+    """Every field is in conf/config.yaml, so it overrides without ``+`` (a field left out
+    has the same default on both sides, which the test above cannot see)."""
+    import yaml
+
+    from magi.config.app import ModelsConfig, RuntimeConfig
+
+    from .conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())
+    for block, schema in (("runtime", RuntimeConfig), ("models", ModelsConfig)):
+        missing = set(schema.model_fields) - set(raw[block])
+        assert not missing, f"conf/config.yaml {block}: lacks {sorted(missing)}"
+
+
 def test_any_profile_field_overrides_without_plus() -> None:
     cfg = magi.compose(profile="development", overrides=["profile.load_balancing.strategy=random"])
     assert cfg.profile.load_balancing.strategy == "random"
