@@ -700,6 +700,7 @@ def cmd_scorer_train(args: argparse.Namespace) -> int:
 
     if args.cv < 0 or args.cv == 1:
         raise MAGIException(f"--cv: cross-validation needs at least 2 folds (or 0 for none), got {args.cv}")
+    _check_model_output(Path(args.file), Path(args.output))
     outcomes = load_outcomes(args.file)
     try:  # refused, not warned about: a model of one class would look trained and route blindly
         check_trainable(outcomes)
@@ -735,6 +736,24 @@ def cmd_scorer_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _check_model_output(source: Path, output: Path) -> None:
+    """Refuse an ``-o`` that would overwrite what ``magi scorer train`` reads: the outcome
+    file itself, or (for a run folder) one of the run's files. Resolved paths are compared."""
+    target = output.resolve()
+    if source.is_dir():
+        folder = source.resolve()
+        if target.exists() and folder in target.parents:
+            raise MAGIException(
+                f"-o {output}: is a file of the run folder being trained on ({source}); "
+                "write the model elsewhere, e.g. -o models/learned.json; no model written"
+            )
+    elif target == source.resolve():
+        raise MAGIException(
+            f"-o {output}: is the outcome file being trained on; "
+            "write the model elsewhere, e.g. -o models/learned.json; no model written"
+        )
 
 
 def _share(text: str) -> tuple[str, float]:

@@ -222,3 +222,17 @@ def test_the_config_names_the_model_file(model_file: Path, tmp_path: Path, capsy
     missing = tmp_path / "nope.json"
     assert main(["route", "-o", "scorer=learned", "-o", f"+scorer_options.path={missing}", "Hi"]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_cli_train_refuses_to_write_the_model_over_its_outcomes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outcomes = tmp_path / "outcomes.jsonl"
+    outcomes.write_bytes(SAMPLE.read_bytes())
+    # the same file, spelled another way: resolved paths are compared
+    for output in (outcomes, tmp_path / "sub" / ".." / "outcomes.jsonl"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        assert main(["scorer", "train", str(outcomes), "-o", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert f"-o {output}: is the outcome file being trained on" in err and "Traceback" not in err
+        assert outcomes.read_bytes() == SAMPLE.read_bytes()

@@ -390,3 +390,16 @@ def test_train_without_a_gap_is_refused_and_writes_nothing(
     path = _outcome_file(tmp_path / "all.jsonl", [("gsm8k", False, True)] * 4)
     assert main(["scorer", "train", str(path), "-o", str(model)]) == 2
     assert "every prompt" in capsys.readouterr().err and not model.exists()
+
+
+def test_train_refuses_to_write_the_model_into_its_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _tiers_run(tmp_path / "run", two_stage=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for output in (run / "tiers.jsonl", run / "tiers_summary.json"):
+        assert main(["scorer", "train", str(run), "-o", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert f"-o {output}: is a file of the run folder being trained on ({run})" in err
+        assert "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
