@@ -907,6 +907,8 @@ def _calibrate_quality(args: argparse.Namespace) -> int:
         run_dir=str(args.tiers_run),
         scorer=_calibration_scorer(args.scorer),
         run_scorer=summary.get("scorer"),
+        run_summary=summary,
+        profile_key=args.profile,
     )
     return _save_and_show(args, manager, report)
 

@@ -621,3 +621,51 @@ def test_task_calibrate_scores_with_the_configs_scorer_options(tmp_path: Path) -
     mine = calibrate(profile, fit, shares={"powerful": 0.3}, scorer=LearnedScorer(model), holdout=held)
     shipped = calibrate(profile, fit, shares={"powerful": 0.3}, scorer=LearnedScorer(), holdout=held)
     assert got == mine.profile.tier_config[0].max_score != shipped.profile.tier_config[0].max_score
+
+
+def _demo_summary(profile: str = "Demo", models: tuple[str, str] = ("tiny_a_fast", "tiny_b_fast")) -> dict:
+    """A tiers_summary.json as a run of another profile writes it: its name, tiers and each
+    arm's models."""
+    fast, powerful = models
+    arms = {"fast": {"fast": [fast]}, "powerful": {"powerful": [powerful]}}
+    arms["two-stage"] = {"fast": [fast], "powerful": [powerful]}
+    return {
+        "scorer": "heuristic",
+        "profile": profile,
+        "tiers": ["fast", "powerful"],
+        "arms": {a: {"tiers": list(m), "models": m} for a, m in arms.items()},
+    }
+
+
+def test_quality_calibration_refuses_a_run_of_another_profile(conf_dir: Path, tmp_path: Path, capsys) -> None:
+    run = _write_run(tmp_path / "run", _records())
+    (run / "tiers_summary.json").write_text(json.dumps(_demo_summary()))
+    argv = ["--profiles-dir", str(conf_dir / "profile"), "calibrate", "development", "--dry-run"]
+    assert cli([*argv, "--quality", "95%", "--from", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} was made with profile 'Demo'" in err and "not 'Development'" in err, err
+    assert "magi evaluate development" in err and "Traceback" not in err
+    # task=calibrate: the same check
+    proc = _run_py(
+        "task=calibrate",
+        "profile=development",
+        "task.quality=0.95",
+        f"task.tiers_run='{run}'",
+        f"task.profiles_dir='{tmp_path / 'profiles'}'",
+        f"hydra.run.dir='{tmp_path / 'out'}'",
+    )
+    assert proc.returncode == 2 and "was made with profile 'Demo'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "profiles").exists()
+
+
+def test_quality_calibration_accepts_a_run_of_the_same_tiers_and_models(
+    conf_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """Another profile name (a calibrated copy, say) with the same tiers and models is the
+    same setup: its run calibrates this profile."""
+    run = _write_run(tmp_path / "run", _records())
+    dev = magi.compose(profile="development").profile
+    summary = _demo_summary("Development calibrated", tuple(dev.enabled_models))
+    (run / "tiers_summary.json").write_text(json.dumps(summary))
+    argv = ["--profiles-dir", str(conf_dir / "profile"), "calibrate", "development", "--dry-run"]
+    assert cli([*argv, "--quality", "95%", "--from", str(run)]) == 0, capsys.readouterr().err

@@ -495,6 +495,54 @@ def read_tiers_run(
     return records, summary
 
 
+def check_run_profile(
+    profile: ModelProfile,
+    summary: Mapping[str, Any],
+    *,
+    run_dir: str,
+    setting: str = "--from",
+    profile_key: str | None = None,
+) -> None:
+    """Refuse a ``task=tiers`` run made with another profile than ``profile``, unless
+    its tiers and their models (the summary's ``tiers`` and each arm's ``models``) are
+    the profile's: its tiers in order, its enabled models and no model in a tier that
+    ``model_tiers`` does not put it in. A summary that names no profile is not checked.
+
+    Raises:
+        ConfigError: naming both profiles and how to make a run of this one.
+    """
+    ran = summary.get("profile")
+    if not ran or ran == profile.name:
+        return
+    run_models: dict[str, set[str]] = {}
+    for arm in (summary.get("arms") or {}).values():
+        for tier, models in ((arm or {}).get("models") or {}).items():
+            run_models.setdefault(str(tier), set()).update(str(m) for m in models)
+    placed = all(
+        profile.tier_override(m) is None or tier in (profile.tier_override(m) or [])
+        for tier, models in run_models.items()
+        for m in models
+    )
+    same = (
+        list(summary.get("tiers") or []) == profile.tier_names
+        and set().union(*run_models.values(), set()) == set(profile.enabled_models)
+        and placed
+    )
+    if same:
+        return
+    seen = "; ".join(f"{t}: {', '.join(sorted(m))}" for t, m in sorted(run_models.items())) or "none recorded"
+    key = profile_key or "PROFILE"
+    raise ConfigError(
+        [
+            f"{setting}: {run_dir} was made with profile '{ran}' (models {seen}), not '{profile.name}', "
+            "and its tiers and models are not this profile's: its grades say nothing about this "
+            f"profile's models; make a run of this profile with: magi evaluate {key} "
+            f"(or python run.py task=tiers profile={key})"
+        ],
+        headline="Cannot calibrate",
+    )
+
+
 def _quality_candidates(scores: Sequence[float], base: Sequence[float]) -> list[tuple[float, ...]]:
     """Threshold settings from "everything to the strongest tier" to "nothing": the
     boundary below the strongest tier at every readable cut between distinct scores
@@ -612,6 +660,8 @@ def calibrate_quality(
     scorer: str | Scorer | None = None,
     run_scorer: str | None = None,
     setting: str = "--from",
+    run_summary: Mapping[str, Any] | None = None,
+    profile_key: str | None = None,
 ) -> QualityCalibrationReport:
     """The cheapest thresholds (fewest prompts to the strongest tier) whose quality stays
     within ``quality`` of always using the strongest tier, chosen on a part of the
@@ -632,11 +682,18 @@ def calibrate_quality(
     ``scorer_options``) scores the texts again whenever the records keep them, since
     options such as a learned model's file are not in the run's record of its scorer.
 
+    ``run_summary`` (the run's ``tiers_summary.json``) names the profile the run was
+    made with and each arm's models: a run of another profile is refused unless its
+    tiers and their models are this profile's (:func:`check_run_profile`).
+
     Raises:
-        ConfigError: the records lack a tier of the profile, have no scores, or too
-            few prompts graded on every arm to split.
+        ConfigError: the run was made with another profile, the records lack a tier
+            of the profile, have no scores, or too few prompts graded on every arm to split.
     """
     from magi.sweeps.tiers import TWO_STAGE, offline_sweep
+
+    if run_summary:
+        check_run_profile(profile, run_summary, run_dir=run_dir, setting=setting, profile_key=profile_key)
 
     if not 0 < quality <= 1:
         raise ConfigError([f"quality target must be in (0, 1] (got {quality})"], headline="Cannot calibrate")
@@ -868,6 +925,7 @@ __all__ = [
     "QualityCalibrationReport",
     "calibrate",
     "calibrate_quality",
+    "check_run_profile",
     "held_out_indices",
     "parse_quality",
     "read_tiers_run",

@@ -65,6 +65,8 @@ def calibrate_task(config: MagiConfig) -> dict[str, Any]:
             scorer=config_scorer(config),
             run_scorer=summary.get("scorer"),
             setting="task.tiers_run",
+            run_summary=summary,
+            profile_key=job.profile_key,
         )
     else:
         fit, held, fit_name, held_name = load_sets(
