@@ -901,7 +901,7 @@ def _calibrate_quality(args: argparse.Namespace) -> int:
         profile,
         records,
         quality=quality,
-        holdout_fraction=args.holdout_fraction or DEFAULT_HOLDOUT_FRACTION,
+        holdout_fraction=DEFAULT_HOLDOUT_FRACTION if args.holdout_fraction is None else args.holdout_fraction,
         seed=args.seed,
         name=args.name,
         run_dir=str(args.tiers_run),
@@ -909,6 +909,7 @@ def _calibrate_quality(args: argparse.Namespace) -> int:
         run_scorer=summary.get("scorer"),
         run_summary=summary,
         profile_key=args.profile,
+        fraction_setting="--holdout-fraction",
     )
     return _save_and_show(args, manager, report)
 

@@ -669,3 +669,18 @@ def test_quality_calibration_accepts_a_run_of_the_same_tiers_and_models(
     (run / "tiers_summary.json").write_text(json.dumps(summary))
     argv = ["--profiles-dir", str(conf_dir / "profile"), "calibrate", "development", "--dry-run"]
     assert cli([*argv, "--quality", "95%", "--from", str(run)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fraction", ["1.5", "0", "1", "-0.2", "nan"])
+def test_holdout_fraction_out_of_range_is_refused_in_both_modes(
+    conf_dir: Path, tmp_path: Path, capsys, fraction: str
+) -> None:
+    """One rule for --holdout-fraction, shares and quality alike: a fraction strictly
+    between 0 and 1 (0 is not read as the default)."""
+    run = _write_run(tmp_path / "run", _records())
+    argv = ["--profiles-dir", str(conf_dir / "profile"), "calibrate", "development", "--dry-run"]
+    for mode in (["--quality", "95%", "--from", str(run)], ["--share", "powerful=0.3"]):
+        assert cli([*argv, *mode, "--holdout-fraction", fraction]) == 2, mode
+        err = capsys.readouterr().err
+        assert f"--holdout-fraction: must be between 0 and 1 (got {fraction}" in err, err
+        assert "Traceback" not in err

@@ -261,6 +261,18 @@ class CalibrationReport:
         return self.to_text()
 
 
+def check_holdout_fraction(fraction: float, setting: str = "task.holdout_fraction") -> None:
+    """A held-out fraction is strictly between 0 and 1 (both calibrations' one rule).
+
+    Raises:
+        ConfigError: naming ``setting`` and the value.
+    """
+    if not 0 < fraction < 1:  # NaN too
+        raise ConfigError(
+            [f"{setting}: must be between 0 and 1 (got {fraction:g}), e.g. 0.3"], headline="Cannot calibrate"
+        )
+
+
 def held_out_indices(labels: Sequence[str | None], fraction: float, seed: int = 0) -> set[int]:
     """Indices of the ``round(fraction * n)`` items held out, in proportion per label
     (seeded, reproducible; at least one item on each side)."""
@@ -662,6 +674,7 @@ def calibrate_quality(
     setting: str = "--from",
     run_summary: Mapping[str, Any] | None = None,
     profile_key: str | None = None,
+    fraction_setting: str = "task.holdout_fraction",
 ) -> QualityCalibrationReport:
     """The cheapest thresholds (fewest prompts to the strongest tier) whose quality stays
     within ``quality`` of always using the strongest tier, chosen on a part of the
@@ -692,6 +705,7 @@ def calibrate_quality(
     """
     from magi.sweeps.tiers import TWO_STAGE, offline_sweep
 
+    check_holdout_fraction(holdout_fraction, fraction_setting)
     if run_summary:
         check_run_profile(profile, run_summary, run_dir=run_dir, setting=setting, profile_key=profile_key)
 
@@ -904,7 +918,8 @@ def load_sets(
     fit = load_prompts(prompts, setting=prompts_setting)
     fit_name = str(prompts)
     if holdout_fraction is not None and holdout is None:
-        if not 0 < holdout_fraction < 1 or len(fit) < 2:
+        check_holdout_fraction(holdout_fraction, fraction_setting)
+        if len(fit) < 2:
             raise ConfigError(
                 [f"{fraction_setting}: must be between 0 and 1, with at least 2 prompts to split"]
             )
@@ -925,6 +940,7 @@ __all__ = [
     "QualityCalibrationReport",
     "calibrate",
     "calibrate_quality",
+    "check_holdout_fraction",
     "check_run_profile",
     "held_out_indices",
     "parse_quality",
