@@ -88,6 +88,14 @@ def test_run_py_unknown_profile_lists_options() -> None:
         assert name in proc.stderr
 
 
+def test_run_py_misspelt_key_exits_2_with_a_did_you_mean(tmp_path: Path) -> None:
+    proc = _run("run.py", f"hydra.run.dir={tmp_path}", "runtime.n_gpu_layer=0")
+    assert proc.returncode == 2, proc.stderr
+    assert "runtime.n_gpu_layer: unknown key. Did you mean 'n_gpu_layers'?" in proc.stderr
+    assert "HYDRA_FULL_ERROR" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
 def test_run_py_invalid_value_exits_2_without_traceback(tmp_path: Path) -> None:
     proc = _run(
         "run.py",

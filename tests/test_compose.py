@@ -69,10 +69,22 @@ def test_invalid_override_names_file_and_field() -> None:
     assert "profile.load_balancing.strategy" in message and "'fastest'" in message
 
 
-def test_unknown_override_key_is_a_clear_error() -> None:
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ("profile.two_stage.enabld=true", "profile.two_stage.enabld: unknown key. Did you mean 'enabled'?"),
+        ("runtime.n_gpu_layer=0", "runtime.n_gpu_layer: unknown key. Did you mean 'n_gpu_layers'?"),
+        ("promt=hi", "promt: unknown key. Did you mean 'prompt'?"),
+        ("models.dir=[x]", "models.dir: unknown key. Did you mean 'dirs'?"),
+    ],
+)
+def test_unknown_override_key_is_a_clear_error(override: str, said: str) -> None:
+    """A misspelt key says so with a did-you-mean, as one added with + does; not Hydra's
+    "Key ... is not in struct" advice to append it with +."""
     with pytest.raises(ConfigError) as info:
-        magi.compose(overrides=["profile.two_stage.enabld=true"])
-    assert "enabld" in str(info.value)
+        magi.compose(overrides=[override])
+    assert said in str(info.value) and "+" not in str(info.value).split(said)[1].split("\n")[0]
+    assert "not in struct" not in str(info.value)
 
 
 def test_added_unknown_key_is_caught_by_the_schema() -> None:

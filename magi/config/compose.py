@@ -143,8 +143,52 @@ def parse_overrides(overrides: Sequence[str]) -> list[Any]:
                     grammar_parser.parse(value)
                 except Exception as exc:  # GrammarParseError: what Hydra's merge would raise
                     raise OverrideError(shown, shown_override(str(exc).strip().splitlines()[0])) from None
+        _check_key(override, shown)
         parsed.append(override)
     return parsed
+
+
+def _check_key(override: Any, shown: str) -> None:
+    """A plain ``key=value`` override (no ``+``/``++``/``~``) must name a setting the schema
+    has: a misspelt one is refused with a did-you-mean, as a key added with ``+`` is by the
+    schema, not left to Hydra's "Key ... is not in struct" advice to append it with ``+``.
+    Keys the schema cannot see into (a task's own fields, a mapping's keys such as
+    ``runtime.models.<id>``, Hydra's) pass."""
+    import typing
+
+    from hydra.core.override_parser.types import OverrideType
+    from pydantic import BaseModel
+
+    from magi.config.app import MagiConfig
+    from magi.errors import did_you_mean, format_options
+
+    key = override.key_or_group
+    if override.type != OverrideType.CHANGE or override.package or "/" in key or key.startswith("hydra"):
+        return
+    parts = key.split(".")
+    model: Any = MagiConfig
+    for depth, name in enumerate(parts):
+        fields = model.model_fields
+        if name not in fields:
+            valid = list(fields)
+            where = ".".join(parts[: depth + 1])
+            hint = did_you_mean(name, valid)
+            raise ConfigError(
+                [f"{where}: unknown key.{hint} Valid keys here: {format_options(valid)}"],
+                source=f"the command-line override {shown}",
+            )
+        if name == "task" and depth == 0:  # the chosen task's own fields: not TaskConfig's
+            return
+        annotation = fields[name].annotation
+        if typing.get_origin(annotation) in (list, tuple, dict):
+            return  # items by index or key: checked after composing
+        for arg in (annotation, *typing.get_args(annotation)):  # X, or X | None
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+                break
+        else:
+            return  # a value, a list or a mapping: nothing below it to check here
+
 
 
 def _search_path_dirs(entries: object) -> list[Path]:
