@@ -236,3 +236,46 @@ def test_cli_train_refuses_to_write_the_model_over_its_outcomes(
         err = capsys.readouterr().err
         assert f"-o {output}: is the outcome file being trained on" in err and "Traceback" not in err
         assert outcomes.read_bytes() == SAMPLE.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("bias", "1e999", "bias"),
+        ("weight", "NaN", "dense.weights[0]"),
+        ("mean", "-Infinity", "dense.mean[0]"),
+        ("ngram", "Infinity", "ngrams['"),
+    ],
+)
+def test_a_model_with_a_weight_that_is_not_a_number_is_damaged(
+    model_file: Path, tmp_path: Path, field: str, value: str, named: str
+) -> None:
+    """NaN or an infinity (JSON lets Python write and read both) would score every prompt
+    10.00: refused when the file is read, naming the field."""
+    data = json.loads(model_file.read_text(encoding="utf-8"))
+    marker = 12345.678
+    if field == "bias":
+        data["bias"] = marker
+    elif field == "ngram":
+        data["ngrams"][next(iter(data["ngrams"]))] = marker
+    else:
+        data["dense"][{"weight": "weights", "mean": "mean"}[field]][0] = marker
+    path = tmp_path / "inf.json"
+    path.write_text(json.dumps(data).replace(str(marker), value), encoding="utf-8")
+    with pytest.raises(ScorerModelError, match="damaged learned-scorer model") as info:
+        LearnedScorer(path)
+    assert str(info.value).startswith(f"{path}: ") and f"{named}" in str(info.value)
+    assert "not a finite number" in str(info.value)
+
+
+def test_a_model_version_of_the_wrong_type_says_so(model_file: Path, tmp_path: Path) -> None:
+    data = json.loads(model_file.read_text(encoding="utf-8"))
+    data["version"] = str(MODEL_VERSION)
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ScorerModelError) as info:
+        LearnedScorer(path)
+    message = str(info.value)
+    wrong = f"\"version\" must be a whole number (got the string '{MODEL_VERSION}', expected {MODEL_VERSION})"
+    assert wrong in message, message
+    assert "this MAGI reads version" not in message

@@ -259,7 +259,14 @@ def load_model(path: str | Path) -> LearnedModel:
         ) from None
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         raise ScorerModelError(f'{path}: not a learned-scorer model (no "format": "{MODEL_FORMAT}"); {hint}')
-    if data.get("version") != MODEL_VERSION:
+    version = data.get("version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise ScorerModelError(
+            f'{path}: damaged learned-scorer model: "version" must be a whole number (got the '
+            f"{'string' if isinstance(version, str) else type(version).__name__} {version!r}, "
+            f"expected {MODEL_VERSION}); {hint}"
+        )
+    if version != MODEL_VERSION:
         raise ScorerModelError(
             f"{path}: learned-scorer model version {data.get('version')!r}, this MAGI reads version "
             f"{MODEL_VERSION}; retrain it: magi scorer train OUTCOMES.jsonl -o {path}"
@@ -274,6 +281,13 @@ def load_model(path: str | Path) -> LearnedModel:
         raise ScorerModelError(
             f"{path}: damaged learned-scorer model ({type(exc).__name__}: {exc}); {hint}"
         ) from None
+    fields = [("bias", bias)]
+    for key, column in zip(("mean", "scale", "weights"), columns, strict=True):
+        fields += [(f"dense.{key}[{i}]", v) for i, v in enumerate(column)]
+    fields += [(f"ngrams[{k!r}]", v) for k, v in ngrams.items()]
+    bad = next((f"{f} is {v}" for f, v in fields if not math.isfinite(v)), None)
+    if bad is not None:  # NaN or an infinity would score every prompt 10.00
+        raise ScorerModelError(f"{path}: damaged learned-scorer model ({bad}, not a finite number); {hint}")
     if any(not v > 0 for v in columns[1]):
         raise ScorerModelError(f"{path}: damaged learned-scorer model (a scale is not positive); {hint}")
     expected = tuple(_dense_names())
