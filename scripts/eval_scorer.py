@@ -44,6 +44,7 @@ try:
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
+from magi.errors import MAGIException  # noqa: E402
 from magi.routing.metrics import best_threshold, load_labelled, roc_auc, threshold_accuracy  # noqa: E402
 from magi.routing.outcomes import evaluate_scorers, format_report, load_outcomes  # noqa: E402
 from magi.routing.scorer import get_scorer  # noqa: E402
@@ -136,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         "--fast-share", type=Path, action="append", default=[], help="prompt file: share on the fast tier"
     )
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except MAGIException as exc:  # a user's mistake: one line, as magi's commands say it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     sets = args.sets or ([] if args.outcomes or args.fast_share else [p for p in DEFAULT_SETS if p.exists()])
     for path in sets:
         evaluate(path.resolve(), args.scorer, args.threshold, args.table, args.width)

@@ -403,3 +403,24 @@ def test_train_refuses_to_write_the_model_into_its_run_folder(
         assert f"-o {output}: is a file of the run folder being trained on ({run})" in err
         assert "Traceback" not in err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_eval_scorer_script_user_errors_are_one_line_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_scorer.py"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n", encoding="utf-8")
+    cases = {
+        "bad.jsonl:1": ["--outcomes", str(bad)],
+        "no such outcome file": ["--outcomes", str(tmp_path / "gone.jsonl")],
+        "Did you mean 'heuristic'": ["--scorer", "heuristc", "--outcomes", str(SAMPLE)],
+    }
+    for expected, argv in cases.items():
+        command = [sys.executable, str(script), "--no-table", *argv]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2, (argv, done.stderr)
+        # as magi's commands say it: an `error:` message (a config error lists its problems)
+        assert done.stderr.startswith("error: ") and expected in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
