@@ -529,3 +529,29 @@ def test_bench_refuses_an_unknown_judge_model(echo_runtime: TinyRuntime, tmp_pat
     lines = [{"prompt": "q", "grader": "judge", "rubric": "r", "judge": wrong}]
     with pytest.raises(PromptSetError, match=f"judge model '{wrong}'.*Did you mean '{REASONER}'"):
         _bench(echo_runtime, tmp_path, lines)
+
+
+@pytest.mark.parametrize("value", ["Infinity", "1e999", "NaN", "3601", "-1", "0", '"abc"', "true"])
+def test_a_timeout_that_is_not_a_sane_number_of_seconds_is_a_line_error(tmp_path: Path, value: str) -> None:
+    """Refused when the set is read, naming the file, line and the bound: an infinite or
+    NaN timeout would pass and fail at grading (OverflowError)."""
+    from magi.sweeps.prompts import MAX_TIMEOUT_S
+
+    good = json.dumps({"prompt": "ok", "grader": "python", "test": "pass"})
+    bad = '{"prompt": "q", "grader": "python", "test": "pass", "timeout_s": ' + value + "}"
+    path = _set(tmp_path, good, bad)
+    with pytest.raises(PromptSetError) as info:
+        load_prompts(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:2: 'timeout_s' must be a number of seconds above 0 and at most ")
+    assert f"{MAX_TIMEOUT_S:g}" in message and info.value.details["field"] == "timeout_s"
+    bad = '{"defaults": {"grader": "python", "timeout_s": ' + value + '}}\n{"prompt": "q", "test": "pass"}'
+    with pytest.raises(PromptSetError, match=r"set\.jsonl:2: 'timeout_s' must be"):
+        load_prompts(_set(tmp_path, bad))
+
+
+def test_a_timeout_at_the_bound_is_read(tmp_path: Path) -> None:
+    from magi.sweeps.prompts import MAX_TIMEOUT_S
+
+    path = _set(tmp_path, {"prompt": "q", "grader": "python", "test": "pass", "timeout_s": MAX_TIMEOUT_S})
+    assert load_prompts(path)[0].timeout_s == MAX_TIMEOUT_S

@@ -48,6 +48,8 @@ FORMATS = (".jsonl", ".txt")
 #: Prompt sets that are names, not files: ``task.prompts=humaneval``.
 NAMED_SETS = ("humaneval",)
 #: Fields a ``{"defaults": {...}}`` line may set for every prompt of its set.
+#: The longest ``timeout_s`` a prompt may set (an hour): a longer one is a mistake.
+MAX_TIMEOUT_S = 3600.0
 DEFAULT_FIELDS = ("grader", "label", "rubric", "reference", "judge", "timeout_s", "pattern", "test")
 #: What the ``humaneval`` set asks a model: the task's code (signature and docstring) to complete.
 HUMANEVAL_INSTRUCTION = (
@@ -223,9 +225,13 @@ def prompt_from_record(path: Path | str, number: int, data: dict[str, Any]) -> P
         texts[name] = value
     timeout = data.get("timeout_s")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        raise PromptSetError(f"{path}:{number}: 'timeout_s' must be a number of seconds above 0")
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= MAX_TIMEOUT_S
+    ):  # NaN and the infinities too (JSON as Python reads it has them): grading would overflow
+        raise PromptSetError(
+            f"{path}:{number}: 'timeout_s' must be a number of seconds above 0 and at most "
+            f"{MAX_TIMEOUT_S:g} (got {json.dumps(timeout)})",
+            details={"path": str(path), "line": number, "field": "timeout_s"},
+        )
     label = data.get("label")
     item = Prompt(
         prompt=prompt,
