@@ -706,13 +706,25 @@ def cmd_scorer_train(args: argparse.Namespace) -> int:
         check_trainable(outcomes)
     except TrainingDataError as exc:
         raise TrainingDataError(f"{args.file}: {exc}; no model written") from None
+    questions = len({o.prompt for o in outcomes})
+    if args.cv > questions:  # folds are by question: the extra ones would be empty
+        raise MAGIException(
+            f"--cv {args.cv}: more folds than the {questions} questions of {args.file}; "
+            f"give at most --cv {questions} (or 0 for none); no model written"
+        )
     if args.cv:
         import statistics
 
         for group, folds in cross_validate(outcomes, folds=args.cv).items():
             apgrs = [f.apgr for f in folds]
+            scored = (
+                ""
+                if len(folds) == args.cv
+                else f"{len(folds)} of {args.cv} folds scored (the others' training or test part had no "
+                "prompt where the weak tier fails and the strong one succeeds, or only such prompts), "
+            )
             print(
-                f"{args.cv}-fold cross-validation, {group}: APGR {statistics.mean(apgrs):.3f} "
+                f"{args.cv}-fold cross-validation, {group}: {scored}APGR {statistics.mean(apgrs):.3f} "
                 f"(folds {', '.join(f'{a:.3f}' for a in apgrs)}), "
                 f"CPT50 {statistics.mean(f.cpt50 for f in folds):.1%}, "
                 f"CPT80 {statistics.mean(f.cpt80 for f in folds):.1%}, "

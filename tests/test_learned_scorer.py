@@ -279,3 +279,32 @@ def test_a_model_version_of_the_wrong_type_says_so(model_file: Path, tmp_path: P
     wrong = f"\"version\" must be a whole number (got the string '{MODEL_VERSION}', expected {MODEL_VERSION})"
     assert wrong in message, message
     assert "this MAGI reads version" not in message
+
+
+def test_cli_train_cross_validation_says_how_many_folds_were_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fold of a bench without a prompt where routing up pays off (in training or in
+    test) is not scored: the line says how many of the K were."""
+    out = tmp_path / "m.json"
+    assert main(["scorer", "train", str(SAMPLE), "-o", str(out), "--cv", "10"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "cross-validation" in line]
+    scored = {g: len(f) for g, f in cross_validate(load_outcomes(SAMPLE), folds=10).items()}
+    assert scored["gsm8k"] < 10  # the sample's gsm8k has few such prompts
+    for line in lines:
+        group = line.split(", ")[1].split(":")[0]
+        assert line.startswith(f"10-fold cross-validation, {group}: {scored[group]} of 10 folds scored"), line
+        assert (
+            line.count("(folds ") == 1
+            and len(line.split("(folds ")[1].split(")")[0].split(", ")) == scored[group]
+        )
+
+
+def test_cli_train_refuses_more_folds_than_questions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.json"
+    assert main(["scorer", "train", str(SAMPLE), "-o", str(out), "--cv", "240"]) == 2
+    err = capsys.readouterr().err
+    assert "--cv 240: more folds than the 239 questions" in err and "Traceback" not in err
+    assert not out.exists()
