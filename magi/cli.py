@@ -620,7 +620,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     decisions = [(repr(prompt), {"prompt": prompt}, router.decide(prompt)) for prompt in args.prompts]
     for path, conv in conversations:
         what = {"messages_file": str(path), "messages": len(conv.messages), "prompt": conv.last_user}
-        title = f"{path} ({len(conv.messages)} messages): {conv.last_user!r}"
+        count = len(conv.messages)
+        title = f"{path} ({count} message{'' if count == 1 else 's'}): {conv.last_user!r}"
         decisions.append((title, what, router.decide(conv)))
     # the models of each tier as the registry has them (read, not refreshed): their own
     # settings (runtime.models.<id>) may change a stage's budget

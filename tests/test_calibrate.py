@@ -684,3 +684,15 @@ def test_holdout_fraction_out_of_range_is_refused_in_both_modes(
         err = capsys.readouterr().err
         assert f"--holdout-fraction: must be between 0 and 1 (got {fraction}" in err, err
         assert "Traceback" not in err
+
+
+def test_a_file_given_as_the_run_folder_is_named_a_file(tmp_path: Path) -> None:
+    from magi.sweeps.calibration import read_tiers_run
+
+    path = tmp_path / "tiers.jsonl"
+    path.write_text("{}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        read_tiers_run(path)
+    message = str(info.value)
+    assert f"--from: {path} is a file, not a run folder" in message and "not found" not in message
+    assert f"--from {tmp_path}" in message  # the folder that holds it, as it would be given

@@ -308,3 +308,11 @@ def test_cli_train_refuses_more_folds_than_questions(
     err = capsys.readouterr().err
     assert "--cv 240: more folds than the 239 questions" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_route_says_one_message_in_the_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps([{"role": "user", "content": "Hi"}]), encoding="utf-8")
+    assert main(["route", "--profile", "development", "--messages", str(one)]) == 0
+    out = capsys.readouterr().out
+    assert f"{one} (1 message): 'Hi'" in out, out

@@ -483,6 +483,16 @@ def read_tiers_run(
 
     folder = Path(run_dir).expanduser()
     how = "make one with: python run.py task=tiers profile=PROFILE (or magi evaluate PROFILE)"
+    if folder.is_file():
+        raise ConfigError(
+            [
+                f"{setting}: {folder} is a file, not a run folder: give the task=tiers run folder "
+                f"that holds {TIERS_FILE}, e.g. {setting} {folder.parent}"
+                if folder.name == TIERS_FILE
+                else f"{setting}: {folder} is a file, not a run folder ({how})"
+            ],
+            headline="Cannot calibrate",
+        )
     if not folder.is_dir():
         raise ConfigError([f"{setting}: run folder not found: {folder} ({how})"], headline="Cannot calibrate")
     if not (folder / TIERS_FILE).is_file():
