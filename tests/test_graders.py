@@ -526,8 +526,13 @@ def test_bench_refuses_an_unknown_judge_model(echo_runtime: TinyRuntime, tmp_pat
     from magi.testing.runtime import REASONER
 
     wrong = REASONER[:-2]
-    lines = [{"prompt": "q", "grader": "judge", "rubric": "r", "judge": wrong}]
-    with pytest.raises(PromptSetError, match=f"judge model '{wrong}'.*Did you mean '{REASONER}'"):
+    lines = [
+        {"prompt": "ok", "expected": "x"},
+        {"prompt": "q", "grader": "judge", "rubric": "r", "judge": wrong},
+    ]
+    with pytest.raises(
+        PromptSetError, match=f"bench.jsonl:2: judge model '{wrong}'.*Did you mean '{REASONER}'"
+    ):
         _bench(echo_runtime, tmp_path, lines)
 
 

@@ -440,7 +440,9 @@ def test_a_prompt_id_used_twice_is_refused(echo_runtime: TinyRuntime, tmp_path: 
 
     prompts = _write_set(tmp_path, [SET[0], {**SET[1], "id": "hit"}], name="twice.jsonl")
     config = echo_runtime.compose("development", "task=tiers", f"task.prompts='{prompts}'")
-    with pytest.raises(PromptSetError, match="twice.jsonl: prompt id 'hit' is used twice"):
+    with pytest.raises(
+        PromptSetError, match=r"twice.jsonl:2: prompt id 'hit' is used twice \(first on line 1\)"
+    ):
         run_tiers(config, JobInfo(output_dir=tmp_path / "run"), pool=ModelPool())
 
 

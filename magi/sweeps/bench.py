@@ -395,9 +395,11 @@ def prepare_judges(
         try:
             entry = registry.get(model_id)
         except MAGIException as exc:
+            line = next(p.line for p in prompts if p.grader_name == "judge" and p.judge == model_id)
+            where = f"{settings.prompts}:{line}" if line else str(settings.prompts)
             raise PromptSetError(
-                f"{settings.prompts}: judge model '{model_id}' (field 'judge'): {exc}",
-                details={"path": str(settings.prompts), "field": "judge", "model": model_id},
+                f"{where}: judge model '{model_id}' (field 'judge'): {exc}",
+                details={"path": str(settings.prompts), "line": line, "field": "judge", "model": model_id},
             ) from None
         runner.pool.register(model_spec(entry, runner.config.runtime))
     return prompts, judge_asker(runner.pool)

@@ -91,6 +91,8 @@ class Prompt:
     """``judge``: a reference answer (default: the ``expected`` strings)."""
     judge: str | None = None
     """``judge``: the registry id of the judging model (default: the bench's strong tier's first model)."""
+    line: int = field(default=0, compare=False, repr=False)
+    """The line of the file it was read from (0: not read from a file): errors name it."""
 
     @property
     def grader_name(self) -> str | None:
@@ -239,6 +241,7 @@ def prompt_from_record(path: Path | str, number: int, data: dict[str, Any]) -> P
         label=str(label) if label is not None else None,
         expected=tuple(expected),
         timeout_s=float(timeout) if timeout is not None else None,
+        line=number,
         **texts,
     )
     check_grader(item, path, number)
@@ -391,7 +394,7 @@ def load_prompts(
                 continue
             items.append(_parse_jsonl_line(file, number, line, defaults))
         else:
-            items.append(Prompt(prompt=line.strip(), id=str(number)))
+            items.append(Prompt(prompt=line.strip(), id=str(number), line=number))
         if limit is not None and len(items) >= limit:
             break
     if not items:

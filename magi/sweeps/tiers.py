@@ -242,7 +242,9 @@ def answer_key(identity: str, prompt: Prompt) -> str:
 
 def grade_key(prompt: Prompt) -> str:
     """The digest of what a grade depends on besides the answer (every prompt field)."""
-    return _digest(dataclasses.asdict(prompt))
+    fields = dataclasses.asdict(prompt)
+    del fields["line"]  # where the prompt sits in its file is not what it is graded on
+    return _digest(fields)
 
 
 class AnswerCache:
@@ -306,15 +308,15 @@ def run_tiers(
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     prompts = load_prompts(settings.prompts, limit=settings.limit, setting=setting)
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for item in prompts:
         if item.id in seen:  # records are per (prompt id, arm): a second one would hide the first
             raise PromptSetError(
-                f"{settings.prompts}: prompt id '{item.id}' is used twice; task=tiers keys its records "
-                f"by prompt id (give each line its own 'id')",
-                details={"path": str(settings.prompts), "field": "id", "id": item.id},
+                f"{settings.prompts}:{item.line}: prompt id '{item.id}' is used twice (first on line "
+                f"{seen[item.id]}); task=tiers keys its records by prompt id (give each line its own 'id')",
+                details={"path": str(settings.prompts), "line": item.line, "field": "id", "id": item.id},
             )
-        seen.add(item.id)
+        seen[item.id] = item.line
     scorer = config_scorer(config)
     scores = {p.id: scorer.score(p.prompt).score for p in prompts}
     specs, members = resolve_models(config)
