@@ -33,7 +33,7 @@ from magi.runtime.backend import GenerationSettings, ModelSpec, stage_settings
 from magi.runtime.llama import LlamaBackend
 from magi.runtime.pool import ModelPool
 from magi.runtime.resolve import default_batch_threads, default_threads
-from magi.testing.runtime import FAST, REASONER, TinyRuntime, tagged
+from magi.testing.runtime import CODER, FAST, REASONER, TinyRuntime, tagged
 
 GREEDY = {"temperature": 0.0, "stop": [], "prompt_template": "{prompt}"}
 
@@ -399,3 +399,23 @@ def test_a_load_setting_llama_cpp_refuses_says_why(tiny_model: Path) -> None:
         backend.load()
     message = str(info.value)
     assert "does not divide" in message and "type_v" in message and "truncated" not in message
+
+
+def test_a_registered_model_outside_the_profile_gets_its_own_settings(tiny_runtime: TinyRuntime) -> None:
+    """A judge model outside the profile (a prompt set's 'judge') generates with its own
+    settings: runtime.models.<id> may name any registered model, and they reach its spec."""
+    from magi.runtime.resolve import load_registry, model_sampling, model_spec
+
+    with tiny_runtime.runner("development", f"+runtime.models.{CODER}.max_tokens=32") as runner:
+        config = runner.config
+        assert CODER not in config.profile.enabled_models
+        assert model_spec(load_registry(config).get(CODER), config.runtime).sampling.max_tokens == 32
+        assert model_sampling(config.runtime, FAST).max_tokens != 32
+
+
+def test_settings_for_an_id_neither_enabled_nor_registered_name_both(tiny_runtime: TinyRuntime) -> None:
+    with pytest.raises(ConfigError) as info:
+        tiny_runtime.runner("development", f"+runtime.models.{CODER}x.max_tokens=32")
+    message = str(info.value)
+    assert f"runtime.models.{CODER}x: no enabled or registered model has this id" in message, message
+    assert f"Did you mean '{CODER}'" in message

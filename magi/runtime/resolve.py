@@ -178,15 +178,28 @@ def remote_spec(model_id: str, endpoint: EndpointConfig, runtime: RuntimeConfig)
     )
 
 
-def check_model_overrides(config: MagiConfig, model_ids: list[str]) -> list[str]:
-    """``runtime.models.<id>`` entries for ids no enabled model has (a typo, or a model
-    the profile does not enable), each with a did-you-mean; unknown keys inside an entry
-    are refused when the config is validated."""
+def check_model_overrides(
+    config: MagiConfig, model_ids: list[str], registry: ModelRegistry | None = None
+) -> list[str]:
+    """``runtime.models.<id>`` entries for ids that are neither an enabled model
+    (``model_ids``) nor a registered one or an endpoint (:func:`available_model_ids`;
+    a model outside the profile, such as a prompt set's judge, may have its own
+    settings): a typo, each with a did-you-mean. Unknown keys inside an entry are
+    refused when the config is validated. The registry is read only when an id is
+    not enabled."""
+    unknown = [model_id for model_id in config.runtime.models if model_id not in model_ids]
+    if not unknown:
+        return []
+    try:
+        known = available_model_ids(config, registry)
+    except ModelError:  # no usable registry: only the enabled models are known
+        known = []
+    options = list(dict.fromkeys([*model_ids, *known]))
     return [
-        f"runtime.models.{model_id}: no enabled model has this id.{did_you_mean(model_id, model_ids)} "
-        f"Enabled models: {format_options(model_ids)}"
-        for model_id in config.runtime.models
-        if model_id not in model_ids
+        f"runtime.models.{model_id}: no enabled or registered model has this id."
+        f"{did_you_mean(model_id, options)} Enabled models: {format_options(model_ids)}"
+        for model_id in unknown
+        if model_id not in known
     ]
 
 
