@@ -149,8 +149,9 @@ def _run(args: argparse.Namespace) -> int:
     for path in sets:
         evaluate(path.resolve(), args.scorer, args.threshold, args.table, args.width)
     for path in args.outcomes:
+        report = evaluate_scorers(load_outcomes(path), {args.scorer: get_scorer(args.scorer)})
         print(f"== {path}")
-        print(format_report(evaluate_scorers(load_outcomes(path), {args.scorer: get_scorer(args.scorer)})))
+        print(format_report(report))
         print()
     for path in args.fast_share:
         fast_share(path, args.scorer, args.threshold)
