@@ -245,7 +245,7 @@ def resolve_models(
     members = profile_tier_models(config.profile, registry, endpoints=endpoints)
     unknown = check_model_overrides(config, list(config.profile.enabled_models))
     if unknown:
-        raise ConfigError(unknown, headline="Per-model settings for models that are not enabled")
+        raise ConfigError(unknown, headline="Per-model settings for models neither enabled nor registered")
     specs = {
         m: remote_spec(m, endpoints[m], config.runtime)
         if m in endpoints
