@@ -548,6 +548,11 @@ def test_runner_sampling_overrides_one_request(tiny_runtime: TinyRuntime) -> Non
         with pytest.raises(MAGIException, match="Unknown sampling setting.*bogus") as caught:
             runner.run(EASY, sampling={"bogus": 1})
         assert caught.value.status_code == 422 and faults.calls[FAST] == 2
+        # values are validated as in a config file (the one merge), before any model is asked
+        for bad, field in (({"temperature": -1}, "temperature"), ({"stop": [""]}, "stop")):
+            with pytest.raises(MAGIException, match=f"sampling.{field}") as caught:
+                runner.run(EASY, sampling=bad)
+            assert caught.value.status_code == 422 and faults.calls[FAST] == 2
 
 
 def test_magi_serve_user_errors_exit_2(tiny_runtime: TinyRuntime, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,8 +44,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from magi.config.app import MagiConfig
+from magi.config.base import MagiModel
+from magi.config.model_settings import merge
 from magi.conversation import Conversation, Request, to_conversation
-from magi.errors import MAGIException
+from magi.errors import ConfigError, MAGIException
 from magi.prompt import check_prompt
 from magi.routing.health import Clock, HealthMonitor
 from magi.routing.router import RouteDecision, Router, Stage
@@ -450,6 +452,7 @@ class Runner:
         """The generator behind :meth:`stream` (checks run when iteration starts)."""
         self._check_open()
         conversation = to_conversation(request)
+        own: MagiModel | None = None
         if sampling:
             from magi.config.model_settings import SamplingSettings
 
@@ -460,6 +463,15 @@ class Runner:
                     f"Valid: {', '.join(SamplingSettings.model_fields)}",
                     status_code=422,
                 )
+            from pydantic import ValidationError
+
+            from magi.config.base import describe_validation_error
+            from magi.config.model_settings import ModelOverrides
+
+            try:  # the values checked as in a config file, before any model is asked
+                own = ModelOverrides.model_validate(dict(sampling))
+            except ValidationError as exc:
+                raise ConfigError(describe_validation_error(exc, prefix="sampling")) from None
         if system is not None:
             check_prompt(system, what="The system prompt")
         prompt = conversation.last_user
@@ -467,7 +479,7 @@ class Runner:
         decision = self.router.decide(conversation)
         trace = _Trace()
         draft: str | None = None
-        run = (conversation, system, trace, cancel, sampling or {})
+        run = (conversation, system, trace, cancel, own)
         if decision.two_stage:
             draft_stage, refine_stage = decision.stages
             try:
@@ -657,7 +669,7 @@ class Runner:
         system: str | None,
         trace: _Trace,
         cancel: threading.Event,
-        overrides: Mapping[str, object],
+        overrides: MagiModel | None,
         *,
         fallback: bool = True,
         draft: str | None = None,
@@ -688,11 +700,10 @@ class Runner:
             tried.add(model_id)
             answered = self._with_system(conversation, system, model_id)
             sampling = self.specs[model_id].sampling
-            if overrides:  # the request's own sampling fields (stream's docstring)
-                update = dict(overrides)
-                if "stop" in update:
-                    update["stop"] = [*sampling.stop, *update["stop"]]  # type: ignore[misc]
-                sampling = sampling.model_copy(update=update)
+            if overrides is not None:  # the request's own sampling fields (stream's docstring)
+                if overrides.stop is not None:  # added to the model's stop sequences
+                    overrides = overrides.model_copy(update={"stop": [*sampling.stop, *overrides.stop]})
+                sampling = merge(sampling, overrides, where="sampling")
             settings = self._timed(stage_settings(sampling, stage.max_tokens, refine=draft is not None), tier)
             pieces: list[str] = []
             emitted = False
