@@ -555,6 +555,23 @@ def test_runner_sampling_overrides_one_request(tiny_runtime: TinyRuntime) -> Non
             assert caught.value.status_code == 422 and faults.calls[FAST] == 2
 
 
+def test_a_requests_stop_sequences_are_added_once_on_every_model_it_fails_over_to(
+    tiny_runtime: TinyRuntime,
+) -> None:
+    """The request's stop sequences join each model's own: the model answering after a
+    failover gets its stops and the request's once, not the failed model's on top."""
+    from magi.testing.runtime import FaultInjector
+
+    faults = FaultInjector()
+    with tiny_runtime.runner("development", backend_factory=faults) as runner:
+        faults.fail(FAST)
+        result = runner.run(EASY, sampling={"stop": ["\n\n"]})
+    assert result.model_id == REASONER
+    [failed] = faults.settings[FAST]
+    [answered] = faults.settings[REASONER]
+    assert failed.stop == answered.stop == ["\nQ:", "\n\n"]
+
+
 def test_magi_serve_user_errors_exit_2(tiny_runtime: TinyRuntime, capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 

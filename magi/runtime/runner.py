@@ -701,9 +701,10 @@ class Runner:
             answered = self._with_system(conversation, system, model_id)
             sampling = self.specs[model_id].sampling
             if overrides is not None:  # the request's own sampling fields (stream's docstring)
-                if overrides.stop is not None:  # added to the model's stop sequences
-                    overrides = overrides.model_copy(update={"stop": [*sampling.stop, *overrides.stop]})
-                sampling = merge(sampling, overrides, where="sampling")
+                own = overrides
+                if own.stop is not None:  # added to this model's stop sequences
+                    own = own.model_copy(update={"stop": [*sampling.stop, *own.stop]})
+                sampling = merge(sampling, own, where="sampling")
             settings = self._timed(stage_settings(sampling, stage.max_tokens, refine=draft is not None), tier)
             pieces: list[str] = []
             emitted = False
