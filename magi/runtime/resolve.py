@@ -178,22 +178,16 @@ def remote_spec(model_id: str, endpoint: EndpointConfig, runtime: RuntimeConfig)
     )
 
 
-def check_model_overrides(
-    config: MagiConfig, model_ids: list[str], registry: ModelRegistry | None = None
-) -> list[str]:
+def check_model_overrides(config: MagiConfig, model_ids: list[str], registry: ModelRegistry) -> list[str]:
     """``runtime.models.<id>`` entries for ids that are neither an enabled model
     (``model_ids``) nor a registered one or an endpoint (:func:`available_model_ids`;
     a model outside the profile, such as a prompt set's judge, may have its own
     settings): a typo, each with a did-you-mean. Unknown keys inside an entry are
-    refused when the config is validated. The registry is read only when an id is
-    not enabled."""
+    refused when the config is validated."""
     unknown = [model_id for model_id in config.runtime.models if model_id not in model_ids]
     if not unknown:
         return []
-    try:
-        known = available_model_ids(config, registry)
-    except ModelError:  # no usable registry: only the enabled models are known
-        known = []
+    known = available_model_ids(config, registry)
     options = list(dict.fromkeys([*model_ids, *known]))
     return [
         f"runtime.models.{model_id}: no enabled or registered model has this id."
@@ -243,7 +237,7 @@ def resolve_models(
     if collisions:
         raise ConfigError(collisions, headline="Endpoint ids collide with local model ids")
     members = profile_tier_models(config.profile, registry, endpoints=endpoints)
-    unknown = check_model_overrides(config, list(config.profile.enabled_models))
+    unknown = check_model_overrides(config, list(config.profile.enabled_models), registry)
     if unknown:
         raise ConfigError(unknown, headline="Per-model settings for models neither enabled nor registered")
     specs = {
