@@ -111,6 +111,11 @@ class ChatSession:
     failed: int = 0
     turns_asked: int = 0
 
+    @property
+    def turns(self) -> int:
+        """Turns in the history (a user message and its answer each)."""
+        return len(self.history) // 2
+
     @classmethod
     def open(
         cls,
@@ -173,8 +178,7 @@ class ChatSession:
                 self.failed += 1
                 printer.fail(exc)
                 if isinstance(exc, PromptTooLongError) and self.history:
-                    turns = len(self.history) // 2
-                    printer.note(f"the {turns} earlier turn(s) are part of the prompt: {RESET_HINT}")
+                    printer.note(f"the {self.turns} earlier turn(s) are part of the prompt: {RESET_HINT}")
                 return None
         result = stream.result
         assert result is not None
@@ -197,7 +201,7 @@ class ChatSession:
         if name == "/help":
             self._print(HELP)
         elif name == "/reset":
-            turns = len(self.history) // 2
+            turns = self.turns
             self.history.clear()
             self.last = None
             kept = " (system prompt kept)" if self.system is not None else ""

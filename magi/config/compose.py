@@ -187,8 +187,7 @@ def _check_key(override: Any, shown: str) -> None:
                 model = arg
                 break
         else:
-            return  # a value, a list or a mapping: nothing below it to check here
-
+            return  # a value: nothing below it to check here
 
 
 def _search_path_dirs(entries: object) -> list[Path]:
