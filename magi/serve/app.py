@@ -45,7 +45,6 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -682,23 +681,23 @@ class MagiServer:
                 return
             self.draining = True
 
-        def cancel_running() -> None:
-            with self._lock:
-                answers = list(self._answers)
-            for answer in answers:
-                answer.cancel()
-
-        timer = threading.Timer(grace_s, cancel_running)
+        timer = threading.Timer(grace_s, self._cancel_answers)
         timer.daemon = True
         timer.start()
+
+    def _cancel_answers(self) -> list[_Answer]:
+        """Cancel every running answer (each ends at its next token); the ones cancelled."""
+        with self._lock:
+            answers = list(self._answers)
+        for answer in answers:
+            answer.cancel()
+        return answers
 
     def close(self, grace_s: float = 5.0) -> None:
         """Cancel running answers, wait up to ``grace_s`` for their threads, close the models."""
         with self._lock:
             self.closing = True
-            answers = list(self._answers)
-        for answer in answers:
-            answer.cancel()
+        answers = self._cancel_answers()
         deadline = time.monotonic() + grace_s
         for answer in answers:
             answer.finished.wait(max(0.0, deadline - time.monotonic()))
@@ -839,10 +838,6 @@ def create_app(server: MagiServer) -> FastAPI:
     @app.exception_handler(MAGIException)
     async def magi_error(_request: Request, exc: MAGIException) -> JSONResponse:
         return _error_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error_response(_invalid_field(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def no_route(request: Request, exc: StarletteHTTPException) -> JSONResponse:
