@@ -44,7 +44,7 @@ try:
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from magi.errors import MAGIException  # noqa: E402
+from magi.errors import EXIT_USER_ERROR, MAGIException  # noqa: E402
 from magi.routing.metrics import best_threshold, load_labelled, roc_auc, threshold_accuracy  # noqa: E402
 from magi.routing.outcomes import evaluate_scorers, format_report, load_outcomes  # noqa: E402
 from magi.routing.scorer import get_scorer  # noqa: E402
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except MAGIException as exc:  # a user's mistake: one line, as magi's commands say it
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
 
 
 def _run(args: argparse.Namespace) -> int:

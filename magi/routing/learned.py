@@ -236,6 +236,21 @@ def save_model(model: LearnedModel, path: str | Path) -> Path:
     return path
 
 
+def _first_not_finite(
+    bias: float, columns: Sequence[Sequence[float]], ngrams: Mapping[str, float]
+) -> str | None:
+    """The first number of a model that is NaN or infinite, named (``dense.weights[0] is
+    nan``); None when all are finite. Names are made only for that one, not for each of
+    a model's thousands of n-grams."""
+    if not math.isfinite(bias):
+        return f"bias is {bias}"
+    for key, column in zip(("mean", "scale", "weights"), columns, strict=True):
+        for i, v in enumerate(column):
+            if not math.isfinite(v):
+                return f"dense.{key}[{i}] is {v}"
+    return next((f"ngrams[{k!r}] is {v}" for k, v in ngrams.items() if not math.isfinite(v)), None)
+
+
 def load_model(path: str | Path) -> LearnedModel:
     """Read a model file written by :func:`save_model`.
 
@@ -281,11 +296,7 @@ def load_model(path: str | Path) -> LearnedModel:
         raise ScorerModelError(
             f"{path}: damaged learned-scorer model ({type(exc).__name__}: {exc}); {hint}"
         ) from None
-    fields = [("bias", bias)]
-    for key, column in zip(("mean", "scale", "weights"), columns, strict=True):
-        fields += [(f"dense.{key}[{i}]", v) for i, v in enumerate(column)]
-    fields += [(f"ngrams[{k!r}]", v) for k, v in ngrams.items()]
-    bad = next((f"{f} is {v}" for f, v in fields if not math.isfinite(v)), None)
+    bad = _first_not_finite(bias, columns, ngrams)
     if bad is not None:  # NaN or an infinity would score every prompt 10.00
         raise ScorerModelError(f"{path}: damaged learned-scorer model ({bad}, not a finite number); {hint}")
     if any(not v > 0 for v in columns[1]):

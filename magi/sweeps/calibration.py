@@ -547,7 +547,7 @@ def check_run_profile(
     )
     same = (
         list(summary.get("tiers") or []) == profile.tier_names
-        and set().union(*run_models.values(), set()) == set(profile.enabled_models)
+        and set().union(*run_models.values()) == set(profile.enabled_models)
         and placed
     )
     if same:
@@ -931,7 +931,7 @@ def load_sets(
         check_holdout_fraction(holdout_fraction, fraction_setting)
         if len(fit) < 2:
             raise ConfigError(
-                [f"{fraction_setting}: must be between 0 and 1, with at least 2 prompts to split"]
+                [f"{fraction_setting}: a held-out part needs at least 2 prompts ({fit_name} has {len(fit)})"]
             )
         fit, held = split_holdout(fit, holdout_fraction, seed)
         return fit, held, fit_name, f"{holdout_fraction:.0%} of {fit_name} (seed {seed}, by label)"

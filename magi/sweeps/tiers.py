@@ -242,9 +242,9 @@ def answer_key(identity: str, prompt: Prompt) -> str:
 
 def grade_key(prompt: Prompt) -> str:
     """The digest of what a grade depends on besides the answer (every prompt field)."""
-    fields = dataclasses.asdict(prompt)
-    del fields["line"]  # where the prompt sits in its file is not what it is graded on
-    return _digest(fields)
+    # the fields a prompt compares by (not ``line``: where it sits in its file)
+    compared = {f.name for f in dataclasses.fields(prompt) if f.compare}
+    return _digest({k: v for k, v in dataclasses.asdict(prompt).items() if k in compared})
 
 
 class AnswerCache:
